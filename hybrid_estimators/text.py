@@ -1,0 +1,319 @@
+"""Articles in, model-ready strings out: :class:`ArticleText` and :func:`as_texts`."""
+
+import math
+import numbers
+import re
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
+from sklearn.utils._param_validation import StrOptions
+from sklearn.utils.validation import (
+    _check_feature_names,
+    _check_n_features,
+    check_array,
+    check_is_fitted,
+)
+
+ARTICLE_FIELDS = ("title", "content")
+_WORD = re.compile(r"\S+")
+
+
+def _is_missing(value):
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _row_name(position, row_id):
+    return f"row {position}" + ("" if _is_missing(row_id) else f" (id={row_id!r})")
+
+
+def as_frame(X):
+    """Return `X` as a DataFrame of articles or text cells.
+
+    Accepts a DataFrame, a list of dicts (articles), a 1-D sequence of
+    strings (one text a row, column ``text``) or a 2-D array (one text cell a
+    column). A 1-D sequence that is not all strings raises a ValueError, as
+    scikit-learn estimators do for 1-D ``X``; so do empty and sparse input.
+    """
+    if isinstance(X, pd.Series):
+        X = X.to_list()
+    if isinstance(X, (list, tuple)) and X and all(isinstance(r, Mapping) for r in X):
+        X = pd.DataFrame(list(X))
+    if isinstance(X, pd.DataFrame):
+        if len(X) == 0:
+            raise ValueError("Found array with 0 sample(s); at least 1 article is required.")
+        return X
+    array = check_array(
+        X, dtype=None, ensure_2d=False, ensure_all_finite=False, accept_sparse=False
+    )
+    if array.ndim == 1:
+        bad = [i for i, value in enumerate(array) if not isinstance(value, str)]
+        if bad:
+            raise ValueError(
+                "Expected a 2-D array, a DataFrame, a list of article dicts or a "
+                f"1-D sequence of strings; row {bad[0]} of the 1-D input is "
+                f"{array[bad[0]]!r}. Reshape your data with X.reshape(-1, 1) if it has a "
+                "single feature."
+            )
+        return pd.DataFrame({"text": array.astype(object)})
+    return pd.DataFrame(array.astype(object))
+
+
+def _article_text(position, row_id, fields, separator):
+    parts = []
+    for name, value in fields.items():
+        if _is_missing(value):
+            raise ValueError(
+                f"{_row_name(position, row_id)}: field {name!r} is None/NaN; use an "
+                "empty string for an absent field."
+            )
+        if not isinstance(value, str):
+            raise ValueError(
+                f"{_row_name(position, row_id)}: field {name!r} must be a string, "
+                f"got {type(value).__name__}."
+            )
+        if value.strip():
+            parts.append(value.strip())
+    if not parts:
+        raise ValueError(
+            f"{_row_name(position, row_id)} has neither {' nor '.join(fields)}."
+        )
+    return separator.join(parts)
+
+
+def _cell_text(position, row_id, cells, separator):
+    parts = []
+    for column, value in cells.items():
+        if _is_missing(value):
+            raise ValueError(f"{_row_name(position, row_id)}: column {column!r} is None/NaN.")
+        if isinstance(value, numbers.Complex) and not isinstance(value, numbers.Real):
+            raise ValueError(
+                f"{_row_name(position, row_id)}: column {column!r}: Complex data not "
+                "supported."
+            )
+        if isinstance(value, numbers.Real) and not isinstance(value, bool):
+            if not np.isfinite(value):
+                raise ValueError(
+                    f"{_row_name(position, row_id)}: column {column!r} is {value}."
+                )
+            value = str(value)
+        if not isinstance(value, str):
+            raise ValueError(
+                f"{_row_name(position, row_id)}: column {column!r} must be text, got "
+                f"{type(value).__name__}."
+            )
+        parts.append(value)
+    return separator.join(parts)
+
+
+def as_texts(X, *, fields=ARTICLE_FIELDS, separator="\n\n"):
+    """Turn articles or text cells into one string per row.
+
+    Parameters
+    ----------
+    X : DataFrame, list of dict, 1-D sequence of str or 2-D array
+        With any of `fields` among its columns (keys), each row is an
+        article: its fields, which must be strings (an empty string is fine,
+        None/NaN is not), are joined by `separator`, and a row with none of
+        them non-empty is refused. Otherwise every cell of a row is text
+        (numbers are formatted with ``str``) and the cells are joined.
+    fields : tuple of str, default=("title", "content")
+        Article fields, in the order they are joined.
+    separator : str, default="\\n\\n"
+        Put between the parts of a row.
+
+    Returns
+    -------
+    texts : list of str
+
+    Raises
+    ------
+    ValueError
+        Naming the row (position, and ``id`` when X has one) and the field.
+
+    Examples
+    --------
+    >>> as_texts([{"title": "Solar record", "content": "Output doubled."}])
+    ['Solar record\\n\\nOutput doubled.']
+    >>> as_texts(["already one string"])
+    ['already one string']
+    """
+    frame = as_frame(X)
+    ids = frame["id"].to_list() if "id" in frame.columns else [None] * len(frame)
+    article_fields = [name for name in fields if name in frame.columns]
+    if article_fields:
+        records = frame[article_fields].to_dict("records")
+        return [
+            _article_text(i, row_id, record, separator)
+            for i, (row_id, record) in enumerate(zip(ids, records))
+        ]
+    records = frame.to_dict("records")
+    return [
+        _cell_text(i, row_id, record, separator)
+        for i, (row_id, record) in enumerate(zip(ids, records))
+    ]
+
+
+def _token_spans(text, tokenizer):
+    if tokenizer is None:
+        return [match.span() for match in _WORD.finditer(text)]
+    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+    return encoding["offset_mapping"]
+
+
+def truncate_head_tail(text, head, tail, *, marker=" [...] ", tokenizer=None):
+    """Keep the first `head` and last `tail` tokens of `text`, joined by `marker`.
+
+    Tokens are whitespace-separated words, or a Hugging Face fast tokenizer's
+    tokens when one is given. The text between kept tokens is kept verbatim.
+
+    Examples
+    --------
+    >>> truncate_head_tail("one two three four five", 1, 2)
+    'one [...] four five'
+    """
+    spans = _token_spans(text, tokenizer)
+    if len(spans) <= head + tail:
+        return text
+    head_end = spans[head - 1][1] if head else 0
+    tail_start = spans[len(spans) - tail][0] if tail else len(text)
+    return text[:head_end].rstrip() + marker + text[tail_start:].lstrip()
+
+
+class ArticleText(TransformerMixin, BaseEstimator):
+    """Join each article's title and content into one text, optionally head+tail.
+
+    Stateless: ``fit`` only records the input's columns. Validation is
+    strict for articles (see :func:`as_texts`): a row with neither title nor
+    content, a None/NaN field or a non-string field raises a ValueError that
+    names the row; an empty title or content alone is fine. Odd Unicode is
+    passed through untouched.
+
+    Parameters
+    ----------
+    fields : tuple of str, default=("title", "content")
+        Article fields, joined in this order.
+    separator : str, default="\\n\\n"
+        Put between the fields.
+    head_tail : tuple of (int, int) or None, default=None
+        Keep only the first and last this many tokens of long texts (the
+        seed's Stage 2 used ``(256, 256)``); None keeps everything.
+    truncation_marker : str, default=" [...] "
+        Put where the middle of a truncated text was cut out.
+    tokenizer : str or None, default=None
+        Hugging Face tokenizer (hub name or local path) whose tokens
+        `head_tail` counts; None counts whitespace-separated words.
+
+    Attributes
+    ----------
+    n_features_in_ : int
+        Number of columns seen in ``fit``.
+    feature_names_in_ : ndarray of str
+        Column names seen in ``fit``, when they are all strings.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> X = pd.DataFrame({"title": ["Wind farm opens"], "content": ["It powers 5000 homes."]})
+    >>> ArticleText().fit_transform(X)
+    array([['Wind farm opens\\n\\nIt powers 5000 homes.']], dtype=object)
+    >>> ArticleText(head_tail=(2, 1)).fit_transform(X)[0, 0]
+    'Wind farm [...] homes.'
+    """
+
+    _parameter_constraints = {
+        "fields": [tuple, list],
+        "separator": [str],
+        "head_tail": [tuple, list, None],
+        "truncation_marker": [str],
+        "tokenizer": [str, None],
+    }
+
+    def __init__(
+        self,
+        fields=ARTICLE_FIELDS,
+        separator="\n\n",
+        head_tail=None,
+        truncation_marker=" [...] ",
+        tokenizer=None,
+    ):
+        self.fields = fields
+        self.separator = separator
+        self.head_tail = head_tail
+        self.truncation_marker = truncation_marker
+        self.tokenizer = tokenizer
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X, y=None):
+        """Record the input's columns; nothing is learned.
+
+        Parameters
+        ----------
+        X : DataFrame, list of dict, 1-D sequence of str or 2-D array
+            Articles.
+        y : None
+            Ignored.
+
+        Returns
+        -------
+        self : object
+        """
+        if self.head_tail is not None:
+            head, tail = self.head_tail
+            if head < 0 or tail < 0 or head + tail == 0:
+                raise ValueError(
+                    f"head_tail must be two non-negative token counts, not both 0; "
+                    f"got {self.head_tail!r}."
+                )
+        frame = as_frame(X)
+        _check_n_features(self, frame, reset=True)
+        _check_feature_names(self, frame, reset=True)
+        as_texts(frame, fields=tuple(self.fields), separator=self.separator)
+        return self
+
+    def transform(self, X):
+        """Return one text per article.
+
+        Parameters
+        ----------
+        X : DataFrame, list of dict, 1-D sequence of str or 2-D array
+            Articles.
+
+        Returns
+        -------
+        texts : ndarray of object, shape (n_samples, 1)
+        """
+        check_is_fitted(self)
+        frame = as_frame(X)
+        _check_n_features(self, frame, reset=False)
+        _check_feature_names(self, frame, reset=False)
+        texts = as_texts(frame, fields=tuple(self.fields), separator=self.separator)
+        if self.head_tail is not None:
+            tokenizer = self._load_tokenizer()
+            head, tail = self.head_tail
+            texts = [
+                truncate_head_tail(
+                    text, head, tail, marker=self.truncation_marker, tokenizer=tokenizer
+                )
+                for text in texts
+            ]
+        return np.asarray(texts, dtype=object).reshape(-1, 1)
+
+    def _load_tokenizer(self):
+        if self.tokenizer is None:
+            return None
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(self.tokenizer)
+
+    def get_feature_names_out(self, input_features=None):
+        """Name of the one output column: ``["text"]``."""
+        check_is_fitted(self)
+        return np.asarray(["text"], dtype=object)
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.string = True
+        tags.transformer_tags.preserves_dtype = []  # texts out, whatever comes in
+        return tags
