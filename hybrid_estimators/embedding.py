@@ -44,7 +44,11 @@ def load_sentence_transformer(model_name_or_path, *, device=None, backend="torch
         from sentence_transformers import SentenceTransformer
 
         logger.info("Loading %s (backend=%s, device=%s)", path, backend, device)
-        _LOADED_MODELS[key] = SentenceTransformer(path, device=device, backend=backend)
+        model = SentenceTransformer(path, device=device, backend=backend)
+        # Setting max_seq_length changes the tokenizer's limit too: remember
+        # the model's own limit before any estimator sets its length.
+        model.hybrid_estimators_max_seq_length = model.max_seq_length
+        _LOADED_MODELS[key] = model
         while len(_LOADED_MODELS) > _MAX_LOADED_MODELS:
             _LOADED_MODELS.popitem(last=False)
     _LOADED_MODELS.move_to_end(key)
@@ -328,8 +332,7 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         )
 
     def _max_length(self, model):
-        limit = model.tokenizer.model_max_length
-        limit = limit if isinstance(limit, int) and limit < 1_000_000 else None
+        limit = model.hybrid_estimators_max_seq_length
         candidates = [v for v in (self.max_seq_length, limit) if v is not None]
         return min(candidates) if candidates else 512
 

@@ -1,0 +1,139 @@
+import io
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from sentence_transformers import SentenceTransformer
+from sklearn.base import clone
+from sklearn.pipeline import make_pipeline
+
+from hybrid_estimators import ArticleText, E5Embedder, make_articles, make_probe
+from hybrid_estimators import embedding as embedding_module
+
+
+@pytest.fixture
+def embedder(minilm_path):
+    return E5Embedder(minilm_path, prefix="", show_progress_bar=False)
+
+
+@pytest.fixture(scope="module")
+def articles():
+    return make_articles(60, random_state=0)
+
+
+def test_matches_sentence_transformers(minilm_path, embedder):
+    texts = ["Solar output doubled.", "Der Windpark liefert Strom."]
+    expected = SentenceTransformer(minilm_path).encode(texts, normalize_embeddings=True)
+    np.testing.assert_allclose(embedder.fit_transform(texts), expected, atol=1e-5)
+
+
+def test_prefix_is_prepended(minilm_path):
+    direct = SentenceTransformer(minilm_path).encode(["passage: hello"])
+    ours = E5Embedder(minilm_path, show_progress_bar=False).fit_transform(["hello"])
+    np.testing.assert_allclose(ours, direct / np.linalg.norm(direct), atol=1e-5)
+
+
+def test_feature_names_and_pandas_output(embedder):
+    out = embedder.set_output(transform="pandas").fit_transform(["a", "b"])
+    assert isinstance(out, pd.DataFrame)
+    assert out.shape == (2, 384)
+    assert out.columns[0] == "e5embedder0" and out.columns[-1] == "e5embedder383"
+
+
+def test_folder_cache_hits_equal_fresh_and_settings_miss(minilm_path, tmp_path):
+    texts = ["first article", "second article", "first article"]
+    fresh = E5Embedder(minilm_path, prefix="", cache=False, show_progress_bar=False)
+    expected = fresh.fit_transform(texts)
+
+    cached = E5Embedder(minilm_path, prefix="", cache=str(tmp_path), show_progress_bar=False)
+    np.testing.assert_array_equal(cached.fit_transform(texts), expected)
+    entries = sorted(tmp_path.rglob("*.npy"))
+    assert len(entries) == 2  # one per distinct text
+
+    again = clone(cached).fit(texts)
+    encode_calls = []
+    again._encode = lambda batch: encode_calls.append(batch)  # must not be reached
+    np.testing.assert_array_equal(again.transform(texts), expected)
+    assert encode_calls == []
+
+    for changed in ({"prefix": "passage: "}, {"max_seq_length": 64}, {"long_text": "windows"}):
+        clone(cached).set_params(**changed).fit_transform(texts)
+    assert len(list(tmp_path.rglob("*.npy"))) == 2 + 3 * 2
+    assert not list(tmp_path.rglob("*.tmp"))
+
+
+def test_memory_cache_embeds_each_text_once(minilm_path, articles):
+    X, Y = articles
+    texts = ArticleText().fit_transform(X)[:, 0].tolist()
+    embedding_module._MEMORY_CACHE._items.clear()
+    stage1 = make_pipeline(ArticleText(), E5Embedder(minilm_path, prefix="", show_progress_bar=False), make_probe())
+    stage1.fit(X, Y)
+    assert len(embedding_module._MEMORY_CACHE._items) == len(set(texts))
+    clone(stage1).fit(X, Y).predict(X)
+    assert len(embedding_module._MEMORY_CACHE._items) == len(set(texts))
+
+
+def test_pickled_pipeline_has_no_model_weights_and_predicts_the_same(minilm_path, articles):
+    X, Y = articles
+    stage1 = make_pipeline(ArticleText(), E5Embedder(minilm_path, prefix="", show_progress_bar=False), make_probe())
+    expected = stage1.fit(X, Y).predict(X)
+    payload = pickle.dumps(stage1)
+    assert not {m for m in _pickled_modules(payload) if m.split(".")[0] in {"torch", "sentence_transformers", "transformers"}}
+    assert len(payload) < 5_000_000  # the MLP only; MiniLM alone is ~90 MB
+    embedding_module._LOADED_MODELS.clear()
+    np.testing.assert_allclose(pickle.loads(payload).predict(X), expected, atol=1e-6)
+    np.testing.assert_allclose(clone(stage1).fit(X, Y).predict(X), expected, atol=1e-6)
+
+
+def _pickled_modules(payload):
+    modules = set()
+
+    class Recorder(pickle.Unpickler):
+        def find_class(self, module, name):
+            modules.add(module)
+            return super().find_class(module, name)
+
+    Recorder(io.BytesIO(payload)).load()
+    return modules
+
+
+def test_windows_equal_truncation_for_short_texts_and_cover_long_ones(minilm_path):
+    short, long = "a short text", "energy " * 10 + "hospital " * 200
+    truncate = E5Embedder(minilm_path, prefix="", max_seq_length=64, show_progress_bar=False).fit([short])
+    windows = clone(truncate).set_params(long_text="windows").fit([short])
+    np.testing.assert_allclose(windows.transform([short]), truncate.transform([short]), atol=1e-5)
+    # the long text's tail is all "hospital": windows see it, truncation does not
+    hospital = truncate.transform(["hospital " * 60])
+    assert (windows.transform([long]) @ hospital.T) > (truncate.transform([long]) @ hospital.T)
+
+
+def test_bad_rows_are_named_and_odd_text_is_embedded(embedder):
+    with pytest.raises(ValueError, match=r"row 1 \(id='b'\)"):
+        embedder.fit([{"id": "a", "title": "t", "content": "c"}, {"id": "b", "title": None, "content": "c"}])
+    odd = ["\x00\x07 control", "lone surrogate \ud800", "中文 العربية Ελληνικά mixed", "😀" * 50]
+    out = embedder.fit_transform(odd)
+    assert out.shape == (4, 384) and np.isfinite(out).all()
+
+
+def test_a_megabyte_article_is_truncated(embedder):
+    out = embedder.fit_transform(["word " * 200_000])
+    np.testing.assert_allclose(out, embedder.transform(["word " * 300]), atol=1e-5)
+
+
+def test_parameters_are_validated_in_fit(minilm_path):
+    with pytest.raises(ValueError, match="long_text"):
+        E5Embedder(minilm_path, long_text="middle").fit(["a"])
+    with pytest.raises(ValueError, match="batch_size"):
+        E5Embedder(minilm_path, batch_size=0).fit(["a"])
+
+
+def test_stage1_learns_the_synthetic_scores(minilm_path):
+    from sklearn.model_selection import cross_val_predict
+
+    X, Y = make_articles(300, random_state=0)
+    stage1 = make_pipeline(ArticleText(), E5Embedder(minilm_path, prefix="", show_progress_bar=False), make_probe())
+    predicted = cross_val_predict(stage1, X, Y, cv=3)
+    mae = np.abs(predicted - Y.to_numpy()).mean()
+    baseline = np.abs(Y.to_numpy() - Y.to_numpy().mean(axis=0)).mean()
+    assert mae < 0.5 * baseline

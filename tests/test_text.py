@@ -1,0 +1,116 @@
+import pickle
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.base import clone
+
+from hybrid_estimators import ArticleText, as_texts, make_articles
+from hybrid_estimators.text import truncate_head_tail
+
+
+@pytest.fixture
+def articles():
+    return pd.DataFrame(
+        {
+            "id": ["a1", "a2", "a3"],
+            "title": ["Wind farm opens", "", "Heat pumps"],
+            "content": ["It powers 5000 homes.", "Only content here.", ""],
+            "language": ["en", "en", "de"],
+        }
+    )
+
+
+def test_joins_title_and_content_and_accepts_an_empty_one(articles):
+    texts = ArticleText().fit_transform(articles)
+    assert texts.shape == (3, 1)
+    assert texts[:, 0].tolist() == [
+        "Wind farm opens\n\nIt powers 5000 homes.",
+        "Only content here.",
+        "Heat pumps",
+    ]
+
+
+def test_accepts_dicts_strings_and_arrays_alike(articles):
+    records = articles.to_dict("records")
+    assert as_texts(records) == as_texts(articles)
+    assert as_texts(["one text", "two"]) == ["one text", "two"]
+    assert as_texts(np.array([["a", "b"], ["c", "d"]], dtype=object)) == ["a\n\nb", "c\n\nd"]
+
+
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ({"id": "x9", "title": "", "content": ""}, r"row 1 \(id='x9'\) has neither title nor content"),
+        ({"id": "x9", "title": None, "content": "text"}, r"row 1 \(id='x9'\): field 'title' is None/NaN"),
+        ({"id": "x9", "title": "t", "content": float("nan")}, r"row 1 \(id='x9'\): field 'content' is None/NaN"),
+        ({"id": "x9", "title": 42, "content": "text"}, r"row 1 \(id='x9'\): field 'title' must be a string, got int"),
+        ({"id": "x9", "title": ["a"], "content": "text"}, r"field 'title' must be a string, got list"),
+    ],
+)
+def test_bad_rows_are_named(row, message):
+    good = {"id": "ok", "title": "fine", "content": "fine"}
+    with pytest.raises(ValueError, match=message):
+        ArticleText().fit_transform([good, row])
+
+
+def test_row_without_id_is_named_by_position():
+    with pytest.raises(ValueError, match=r"^row 0 has neither"):
+        as_texts([{"title": "", "content": ""}])
+
+
+def test_odd_unicode_passes_through():
+    odd = "Control\x07 chars, mixed 中文 العربية Ελληνικά, lone surrogate \ud800 end"
+    out = ArticleText().fit_transform([{"title": odd, "content": "x"}])
+    assert out[0, 0].startswith(odd)
+
+
+def test_head_tail_keeps_both_ends_verbatim():
+    text = "one two\nthree four five six"
+    assert truncate_head_tail(text, 2, 2) == "one two [...] five six"
+    assert truncate_head_tail(text, 10, 10) == text
+    assert truncate_head_tail(text, 0, 1) == " [...] six"
+
+
+def test_head_tail_counts_tokenizer_tokens(minilm_path):
+    text = "unbelievably " * 300
+    out = truncate_head_tail(text, 5, 5, tokenizer=_tokenizer(minilm_path))
+    assert out.count("[...]") == 1
+    assert len(out) < 200
+
+
+def _tokenizer(path):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(path)
+
+
+def test_head_tail_is_validated():
+    with pytest.raises(ValueError, match="head_tail"):
+        ArticleText(head_tail=(0, 0)).fit([{"title": "a", "content": "b"}])
+
+
+def test_pandas_output_and_feature_names(articles):
+    out = ArticleText().set_output(transform="pandas").fit_transform(articles)
+    assert isinstance(out, pd.DataFrame)
+    assert out.columns.tolist() == ["text"]
+    assert out.index.equals(articles.index)
+
+
+def test_text_properties_the_numeric_checks_cannot_assert():
+    """Pickle, idempotent fit, order and subset invariance, with string equality."""
+    X, _ = make_articles(20, random_state=0)
+    transformer = ArticleText(head_tail=(5, 5)).fit(X)
+    expected = transformer.transform(X)
+    restored = pickle.loads(pickle.dumps(transformer))
+    assert (restored.transform(X) == expected).all()
+    assert (clone(transformer).fit(X).fit(X).transform(X) == expected).all()
+    order = np.random.RandomState(0).permutation(len(X))
+    assert (transformer.transform(X.iloc[order]) == expected[order]).all()
+    assert (transformer.transform(X.iloc[:7]) == expected[:7]).all()
+
+
+def test_a_megabyte_article_is_fine():
+    content = "word " * 200_000
+    out = ArticleText(head_tail=(256, 256)).fit_transform([{"title": "t", "content": content}])
+    assert len(out[0, 0].split()) == 256 + 256 + 1  # the marker "[...]" is a word
