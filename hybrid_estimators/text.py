@@ -286,8 +286,12 @@ class ArticleText(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         frame = as_frame(X)
-        _check_n_features(self, frame, reset=False)
-        _check_feature_names(self, frame, reset=False)
+        if not any(name in frame.columns for name in self.fields):
+            # Articles may carry any other columns (id, language, url, ...):
+            # only their fields must match, so only plain text cells are
+            # checked against what fit saw.
+            _check_n_features(self, frame, reset=False)
+            _check_feature_names(self, frame, reset=False)
         texts = as_texts(frame, fields=tuple(self.fields), separator=self.separator)
         if self.head_tail is not None:
             tokenizer = self._load_tokenizer()

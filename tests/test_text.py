@@ -114,3 +114,11 @@ def test_a_megabyte_article_is_fine():
     content = "word " * 200_000
     out = ArticleText(head_tail=(256, 256)).fit_transform([{"title": "t", "content": content}])
     assert len(out[0, 0].split()) == 256 + 256 + 1  # the marker "[...]" is a word
+
+
+def test_articles_may_carry_other_columns_at_transform(articles):
+    transformer = ArticleText().fit(articles)
+    slim = articles[["content", "title"]]
+    assert (transformer.transform(slim) == transformer.transform(articles)).all()
+    with pytest.raises(ValueError, match="features"):
+        ArticleText().fit(np.array([["a", "b"]], dtype=object)).transform(np.array([["a"]], dtype=object))
