@@ -18,6 +18,7 @@ import json
 import logging
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -55,6 +56,13 @@ ALLOWED_PROBE_TYPES = frozenset(
         "numpy.random.mtrand.RandomState",
         "numpy.random._mt19937.MT19937",
         "builtins.slice",
+        "builtins.dict",
+        "builtins.list",
+        "builtins.str",
+        "builtins.tuple",
+        "builtins.int",
+        "builtins.float",
+        "builtins.bool",
     }
 )
 
@@ -396,6 +404,27 @@ def _check_probe_file(path, metadata):
         )
 
 
+def probe_types(path):
+    """Every type a skops file holds, as ``module.Class``, read from its schema.
+
+    ``skops.io.get_untrusted_types`` lists only the types skops does not
+    trust by default (it trusts every scikit-learn estimator); the allow-list
+    must see them all.
+    """
+    with zipfile.ZipFile(path) as archive:
+        schema = json.loads(archive.read("schema.json"))
+    found, stack = set(), [schema]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, dict):
+            if "__module__" in node and "__class__" in node:
+                found.add(f"{node['__module__']}.{node['__class__']}")
+            stack.extend(node.values())
+        elif isinstance(node, list):
+            stack.extend(node)
+    return found
+
+
 def load_probe(path, metadata):
     """Load a skops probe after checking its hash and every type it holds."""
     import skops.io as sio
@@ -403,13 +432,13 @@ def load_probe(path, metadata):
     path = Path(path)
     _check_probe_file(path, metadata)
     try:
-        untrusted = sio.get_untrusted_types(file=path)
-    except Exception as error:  # skops raises several types on a corrupt file
+        types = probe_types(path) | set(sio.get_untrusted_types(file=path))
+    except Exception as error:  # a corrupt archive raises several types
         raise FilterError(f"{path}: cannot be read as a skops file: {error}") from None
-    refused = sorted(set(untrusted) - ALLOWED_PROBE_TYPES)
+    refused = sorted(types - ALLOWED_PROBE_TYPES)
     if refused:
         raise FilterError(f"{path}: refused, it holds types outside the allow-list: {refused}.")
-    return sio.load(path, trusted=untrusted)
+    return sio.load(path, trusted=sorted(types))
 
 
 def _read_metadata(folder):
