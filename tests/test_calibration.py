@@ -1,0 +1,175 @@
+"""TunedThresholdRouterCV: the recall guarantee, its bookkeeping, real data."""
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy.stats import beta
+from sklearn.base import clone
+from sklearn.linear_model import Ridge
+from sklearn.model_selection import KFold, train_test_split
+from sklearn.neighbors import KNeighborsRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.utils.estimator_checks import parametrize_with_checks
+
+from hybrid_estimators.calibration import TunedThresholdRouterCV, clopper_pearson_upper
+from hybrid_estimators.embedding import E5Embedder
+from hybrid_estimators.metrics import is_medium_plus, medium_plus_recall
+from hybrid_estimators.probe import make_probe
+from hybrid_estimators.router import HybridRouterRegressor
+from hybrid_estimators.text import ArticleText
+
+
+def noisy_data(n_samples, random_state):
+    """Stage 1 (Ridge on X) sees the score only up to noise: it misses some."""
+    rng = np.random.RandomState(random_state)
+    X = rng.uniform(0, 10, size=(n_samples, 2))
+    Y = np.clip(np.c_[X[:, 0], X[:, 0]] + rng.normal(0, 1.0, (n_samples, 2)), 0, 10)
+    return X, Y
+
+
+def numeric_router():
+    return HybridRouterRegressor(Ridge(), KNeighborsRegressor(n_neighbors=3), [1, 1])
+
+
+@parametrize_with_checks(
+    [
+        TunedThresholdRouterCV(
+            HybridRouterRegressor(Ridge(), KNeighborsRegressor(n_neighbors=2)), cv=2
+        )
+    ]
+)
+def test_sklearn_compatible(estimator, check):
+    with warnings.catch_warnings():
+        # tiny check data has too few MEDIUM+ rows to certify: threshold 0
+        warnings.filterwarnings("ignore", message="No threshold above 0")
+        check(estimator)
+
+
+def test_clopper_pearson_matches_the_beta_quantile():
+    assert clopper_pearson_upper(0, 45, 0.9) == pytest.approx(1 - 0.1 ** (1 / 45))
+    assert clopper_pearson_upper(3, 100, 0.9) == pytest.approx(beta.ppf(0.9, 4, 97))
+    assert clopper_pearson_upper(5, 5, 0.9) == 1.0
+
+
+def test_chooses_the_largest_certified_threshold():
+    X, Y = noisy_data(600, 0)
+    tuner = TunedThresholdRouterCV(numeric_router(), cv=KFold(5, shuffle=True, random_state=0))
+    tuner.fit(X, Y)
+    results = tuner.cv_results_
+    assert tuner.target_met_
+    assert list(results.columns) == [
+        "threshold", "recall", "recall_lower_bound", "p_value", "skip_rate",
+        "low_skip_rate", "n_medium_plus", "n_missed", "passed",
+    ]  # fmt: skip
+    medium_plus = is_medium_plus(Y, [1, 1])
+    assert tuner.n_medium_plus_ == medium_plus.sum() == results["n_medium_plus"].iloc[0]
+    chosen = results[results["threshold"] == tuner.threshold_].iloc[0]
+    assert chosen["recall_lower_bound"] >= 0.95
+    assert tuner.recall_lower_bound_ == chosen["recall_lower_bound"]
+    # the next candidate up adds a miss and loses the guarantee
+    above = results[results["threshold"] > tuner.threshold_].iloc[0]
+    assert above["recall_lower_bound"] < 0.95
+    assert above["n_missed"] == chosen["n_missed"] + 1
+    # bookkeeping agrees with the out-of-fold scores
+    scores = tuner.oof_routing_scores_
+    assert chosen["n_missed"] == (medium_plus & (scores < tuner.threshold_)).sum()
+    assert tuner.expected_skip_rate_ == pytest.approx(np.mean(scores < tuner.threshold_))
+    assert chosen["p_value"] <= 0.1 < above["p_value"]
+    # the guarantee costs: the chosen threshold skips less than the seed's 4.5
+    assert 0 < tuner.threshold_ < 4.5 and 0.2 < tuner.expected_skip_rate_ < 0.45
+    assert tuner.best_estimator_.threshold == tuner.threshold_
+    np.testing.assert_array_equal(tuner.route(X), tuner.best_estimator_.route(X))
+    np.testing.assert_array_equal(tuner.predict(X), tuner.best_estimator_.predict(X))
+
+
+def test_guarantee_holds_on_fresh_data_with_prefit_router():
+    """Coverage over 200 calibration sets: realised recall >= target >= 90% of the time."""
+    X, Y = noisy_data(2000, 1)
+    router = numeric_router().fit(X, Y)
+    X_new, Y_new = noisy_data(20_000, 2)
+    medium_plus = is_medium_plus(Y_new, [1, 1])
+    new_scores = router.routing_scores(X_new)[medium_plus]
+    met = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for seed in range(200):
+            X_cal, Y_cal = noisy_data(120, 100 + seed)
+            tuner = TunedThresholdRouterCV(router, cv="prefit").fit(X_cal, Y_cal)
+            met.append(np.mean(new_scores >= tuner.threshold_) >= 0.95)
+    assert np.mean(met) >= 0.88  # nominal 0.9; binomial noise sd ~0.02
+
+
+def test_no_certifiable_threshold_routes_everything_and_says_so():
+    X, Y = noisy_data(60, 3)  # about 30 MEDIUM+: 0 misses bound recall at 0.93
+    with pytest.warns(UserWarning, match="No threshold above 0 reaches MEDIUM"):
+        tuner = TunedThresholdRouterCV(numeric_router(), cv=3).fit(X, Y)
+    assert not tuner.target_met_
+    assert tuner.threshold_ == 0.0 and tuner.expected_skip_rate_ == 0.0
+    assert tuner.route(X).all()
+    assert tuner.recall_lower_bound_ == 1.0
+
+
+def test_prefit_needs_a_fitted_router_and_keeps_its_stages():
+    X, Y = noisy_data(600, 4)
+    with pytest.raises(Exception, match="router must be fitted"):
+        TunedThresholdRouterCV(numeric_router(), cv="prefit").fit(X, Y)
+    router = numeric_router().fit(X[:300], Y[:300])
+    tuner = TunedThresholdRouterCV(router, cv="prefit").fit(X[300:], Y[300:])
+    assert tuner.best_estimator_.stage1_ is router.stage1_
+    assert router.threshold == 4.5  # the given router is left as it was
+    np.testing.assert_array_equal(tuner.oof_routing_scores_, router.routing_scores(X[300:]))
+
+
+def test_bad_parameters_are_named():
+    X, Y = noisy_data(100, 5)
+    for params, name in [
+        ({"target_recall": 1.0}, "target_recall"),
+        ({"confidence": "high"}, "confidence"),
+        ({"thresholds": 1}, "thresholds"),
+    ]:
+        with pytest.raises(ValueError, match=f"'{name}' parameter"):
+            TunedThresholdRouterCV(numeric_router(), **params).fit(X, Y)
+
+
+def test_plot_marks_the_chosen_threshold_and_saves(tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    X, Y = noisy_data(600, 6)
+    tuner = TunedThresholdRouterCV(numeric_router(), cv=3).fit(X, Y)
+    path = tmp_path / "calibration.png"
+    ax = tuner.plot(path=path)
+    assert path.stat().st_size > 1000
+    labels = [line.get_label() for line in ax.get_lines()]
+    assert f"chosen threshold {tuner.threshold_:.2f}" in labels
+    np.testing.assert_allclose(ax.get_lines()[0].get_xdata(), tuner.cv_results_["threshold"])
+
+
+@pytest.mark.slow
+def test_real_data_guarantee_holds_on_the_other_half(seece, minilm_path):
+    X, Y, spec = seece
+    weights = spec["dimensions"]
+    medium_plus = is_medium_plus(Y, weights, tiers=spec["tiers"])
+    X_cal, X_test, Y_cal, Y_test = train_test_split(
+        X, Y, test_size=0.5, random_state=0, stratify=medium_plus
+    )
+    stage1 = make_pipeline(
+        ArticleText(), E5Embedder(minilm_path, prefix="", show_progress_bar=False), make_probe()
+    )
+    stage2 = make_pipeline(
+        ArticleText(),
+        E5Embedder(minilm_path, prefix="", show_progress_bar=False),
+        KNeighborsRegressor(n_neighbors=5),
+    )
+    router = HybridRouterRegressor(stage1, stage2, weights, tiers=spec["tiers"])
+    tuner = TunedThresholdRouterCV(
+        router, target_recall=0.95, confidence=0.9, cv=KFold(5, shuffle=True, random_state=0)
+    ).fit(X_cal, Y_cal)
+    assert tuner.target_met_ and tuner.recall_lower_bound_ >= 0.95
+    realised = medium_plus_recall(Y_test, tuner.route(X_test), weights, tiers=spec["tiers"])
+    assert realised >= 0.90
+    assert isinstance(tuner.predict_report(X_test), pd.DataFrame)
+    assert clone(tuner).get_params()["router__threshold"] == 4.5
