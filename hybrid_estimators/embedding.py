@@ -23,7 +23,7 @@ from sklearn.utils.validation import (
 )
 
 from .models import resolve_model
-from .text import as_frame, as_texts
+from .text import as_frame, as_texts, special_tokens_around
 
 logger = logging.getLogger(__name__)
 
@@ -353,7 +353,7 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         window = max_length - 2
         tokenizer = model.tokenizer
         token_ids = tokenizer(texts, add_special_tokens=False, verbose=False)["input_ids"]
-        head, tail = _special_tokens_around(tokenizer)
+        head, tail = special_tokens_around(tokenizer)
         windows, owners, weights = [], [], []
         for owner, ids in enumerate(token_ids):
             for start in range(0, max(len(ids), 1), window):
@@ -391,14 +391,6 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         tags.input_tags.string = True
         tags.transformer_tags.preserves_dtype = ["float32"]
         return tags
-
-
-def _special_tokens_around(tokenizer):
-    """The special token ids a tokenizer puts before and after a text's own."""
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a")["input_ids"]
-    start = next(i for i in range(len(full)) if full[i : i + len(plain)] == plain)
-    return full[:start], full[start + len(plain) :]
 
 
 def _embedding_dimension(model):

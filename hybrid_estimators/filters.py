@@ -29,7 +29,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from .embedding import E5Embedder
-from .models import resolve_stage2_base
+from .models import file_sha256, resolve_stage2_base
 from .prefilter import Prefilter
 from .qwen import QwenRegressor
 from .router import HybridRouterRegressor
@@ -265,14 +265,6 @@ def _hybrid(section, where):
 # --- save -------------------------------------------------------------------
 
 
-def _sha256(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        for block in iter(lambda: file.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def data_hash(X, Y):
     """sha256 of training articles and scores, to tell what a probe saw."""
     frame = pd.concat([pd.DataFrame(X).reset_index(drop=True), pd.DataFrame(Y).reset_index(drop=True)], axis=1)
@@ -347,7 +339,7 @@ def save_filter(router, folder, spec, *, training_data=None, metrics=None):
         "embedding_dim": int(embedder.embedding_dim_),
         "dimension_names": spec.dimension_names,
         "weights": spec.weights,
-        "probe_sha256": _sha256(probe_path),
+        "probe_sha256": file_sha256(probe_path),
         "training_data_sha256": data_hash(*training_data) if training_data else None,
         "n_training_articles": len(training_data[0]) if training_data else None,
         "versions": {
@@ -397,7 +389,7 @@ def _check_probe_file(path, metadata):
         raise FilterError(f"{path}: is a pickle; filters load only skops probes (nothing may run code).")
     if head != b"PK\x03\x04":
         raise FilterError(f"{path}: not a skops file (truncated or corrupted).")
-    actual = _sha256(path)
+    actual = file_sha256(path)
     if actual != metadata.get("probe_sha256"):
         raise FilterError(
             f"{path}: sha256 {actual[:12]}... does not match {METADATA_FILE} "

@@ -226,13 +226,18 @@ def _e5_folder_name(source):
     )
 
 
-@functools.lru_cache(maxsize=None)
-def _file_sha256(path, size, mtime_ns):  # size and mtime invalidate the cache
+def file_sha256(path):
+    """Hex sha256 of a file's bytes."""
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(1 << 24), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+@functools.lru_cache(maxsize=None)
+def _file_sha256(path, size, mtime_ns):  # size and mtime invalidate the cache
+    return file_sha256(path)
 
 
 def _publish_folder(target, build):

@@ -14,7 +14,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
-from .text import as_frame, as_texts
+from .text import as_frame, as_texts, special_tokens_around
 
 logger = logging.getLogger(__name__)
 
@@ -508,7 +508,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
 
     def _encode(self, texts, tokenizer):
         """Token ids of every text: truncated head + tail, special tokens added."""
-        before, after = _special_tokens_around(tokenizer)
+        before, after = special_tokens_around(tokenizer)
         budget = self.max_length - len(before) - len(after)
         marker = tokenizer(self.truncation_marker, add_special_tokens=False)["input_ids"]
         if budget < 1 or (self.head_tail is not None and budget <= len(marker)):
@@ -712,14 +712,6 @@ def _load_tokenizer(model_name_or_path, gguf_file):
             )
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
-
-
-def _special_tokens_around(tokenizer):
-    """The special token ids a tokenizer puts before and after a text's own."""
-    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
-    full = tokenizer("a")["input_ids"]
-    start = next(i for i in range(len(full)) if full[i : i + len(plain)] == plain)
-    return full[:start], full[start + len(plain) :]
 
 
 def _validate_targets(y, X, n_samples):

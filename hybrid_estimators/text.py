@@ -155,6 +155,14 @@ def as_texts(X, *, fields=ARTICLE_FIELDS, separator="\n\n"):
     ]
 
 
+def special_tokens_around(tokenizer):
+    """The special token ids a tokenizer puts before and after a text's own."""
+    plain = tokenizer("a", add_special_tokens=False)["input_ids"]
+    full = tokenizer("a")["input_ids"]
+    start = next(i for i in range(len(full)) if full[i : i + len(plain)] == plain)
+    return full[:start], full[start + len(plain) :]
+
+
 def _token_spans(text, tokenizer):
     if tokenizer is None:
         return [match.span() for match in _WORD.finditer(text)]
