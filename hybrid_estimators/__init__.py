@@ -16,6 +16,7 @@ _EXPORTS = {
     "as_texts": "text",
     "E5Embedder": "embedding",
     "make_probe": "probe",
+    "make_ridge_probe": "probe",
     "make_articles": "datasets",
     "load_articles": "datasets",
     "weighted_average": "tiers",

@@ -47,6 +47,7 @@ ALLOWED_PROBE_TYPES = frozenset(
         "sklearn.pipeline.Pipeline",
         "sklearn.preprocessing._data.StandardScaler",
         "sklearn.neural_network._multilayer_perceptron.MLPRegressor",
+        "sklearn.linear_model._ridge.RidgeCV",
         "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
         "sklearn.neural_network._stochastic_optimizers.SGDOptimizer",
         "sklearn.utils._bunch.Bunch",
@@ -355,6 +356,11 @@ def save_filter(router, folder, spec, *, training_data=None, metrics=None):
     return folder
 
 
+def _describe(probe):
+    steps = probe.steps if isinstance(probe, Pipeline) else [(None, probe)]
+    return " + ".join(type(step).__name__ for _, step in steps)
+
+
 def _write_model_card(folder, spec, probe, metadata):
     from skops import card
 
@@ -363,7 +369,7 @@ def _write_model_card(folder, spec, probe, metadata):
         **{
             "Model description": (
                 f"Stage 1 probe of the `{spec.name}` filter, version {spec.version}: "
-                f"{metadata['embedding_model']} embeddings -> StandardScaler + MLPRegressor, "
+                f"{metadata['embedding_model']} embeddings -> {_describe(probe)}, "
                 f"one output per dimension ({', '.join(spec.dimension_names)})."
             ),
             "Model description/Intended uses & limitations": (

@@ -1,9 +1,11 @@
 """Stage 2: :class:`QwenRegressor`, a decoder LM with a regression head and LoRA."""
 
+import contextlib
 import functools
 import logging
 import math
 import os
+import warnings
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -272,7 +274,8 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
 
         with torch.random.fork_rng(devices=_cuda_devices()):
             torch.manual_seed(seed)
-            model, tokenizer = self._load_trainable(num_labels)
+            with _quiet_loading(self.show_progress_bar):
+                model, tokenizer = self._load_trainable(num_labels)
             ids = self._encode(texts, tokenizer)
             model = self._train(model, tokenizer, ids, Y, train, validation, order_rng)
 
@@ -417,7 +420,8 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
     def _loaded(self):
         """The model ready to predict, loaded on first use (and after unpickling)."""
         if getattr(self, "_model_key", None) != self._load_key():
-            self._model, self._tokenizer = self._load_for_prediction()
+            with _quiet_loading(self.show_progress_bar):
+                self._model, self._tokenizer = self._load_for_prediction()
             self._model_key = self._load_key()
         return self._model, self._tokenizer
 
@@ -667,6 +671,32 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         finally:
             hook.remove()
         return np.concatenate(features).astype(np.float64)
+
+
+@contextlib.contextmanager
+def _quiet_loading(show_progress_bar):
+    """Silence transformers' load report while a base model gets its head.
+
+    The report always lists the regression head as "MISSING": it is created
+    here on purpose, then fitted or restored from the adapter, so the warning
+    would only mislead. Errors still raise; the GGUF conversion bar follows
+    ``show_progress_bar``.
+    """
+    from transformers.utils import logging as hf_logging
+
+    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    hf_logging.set_verbosity_error()
+    if not show_progress_bar:
+        hf_logging.disable_progress_bar()
+    try:
+        with warnings.catch_warnings():
+            # peft still asks for the renamed ``is_gradient_checkpointing``.
+            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
+            yield
+    finally:
+        hf_logging.set_verbosity(verbosity)
+        if bar:
+            hf_logging.enable_progress_bar()
 
 
 def truncate_ids(ids, budget, head_tail, marker):

@@ -4,7 +4,9 @@
 
 For each data set (read from its folder, never copied): fit Stage 1
 (ArticleText + offline multilingual-e5-small + make_probe) on every article,
-record its 5-fold cross-validated quality, choose the routing threshold with
+choose its probe (the seed's MLP, :func:`make_probe`, or a ridge,
+:func:`make_ridge_probe`) by 5-fold cross-validated weighted-average MAE and
+record that quality, choose the routing threshold with
 TunedThresholdRouterCV (MEDIUM+ recall >= 0.95 at 90% confidence), and write
 ``filters/{name}/v1``. Stage 2 of seece_energy_tech is the SmolLM2 LoRA
 adapter that ``scripts/train_stage2_adapter.py`` writes to
@@ -17,10 +19,11 @@ import logging
 from pathlib import Path
 
 import numpy as np
+from sklearn.base import clone
 from sklearn.model_selection import KFold, cross_val_predict
 from sklearn.pipeline import make_pipeline
 
-from hybrid_estimators import ArticleText, E5Embedder, load_articles, make_probe
+from hybrid_estimators import ArticleText, E5Embedder, load_articles, make_probe, make_ridge_probe
 from hybrid_estimators.calibration import TunedThresholdRouterCV
 from hybrid_estimators.datasets import shared_data_dir
 from hybrid_estimators.filters import FilterSpec, save_filter
@@ -38,20 +41,31 @@ DESCRIPTIONS = {
     "ai_engineering_practice": "Engineering practice with AI: how concretely an article "
     "shows workflows, validation and lessons practitioners can reuse.",
 }
-SEECE_STAGE2 = {"base_model": SMOLLM2_NAME, "gguf_file": SMOLLM2_GGUF, "adapter": "model", "head_tail": [256, 256]}
+# The adapter was trained on 128 + 128 tokens (scripts/train_stage2_adapter.py).
+SEECE_STAGE2 = {
+    "base_model": SMOLLM2_NAME,
+    "gguf_file": SMOLLM2_GGUF,
+    "adapter": "model",
+    "head_tail": [128, 128],
+    "max_length": 256,
+}
 
 
-def stage1_pipeline():
-    return make_pipeline(ArticleText(), E5Embedder(show_progress_bar=False), make_probe())
+PROBES = {"mlp": make_probe, "ridge": make_ridge_probe}
 
 
-def cv_metrics(X, Y, weights, tiers):
-    predicted = cross_val_predict(stage1_pipeline(), X, Y, cv=KFold(5, shuffle=True, random_state=0))
+def stage1_pipeline(probe):
+    return make_pipeline(ArticleText(), E5Embedder(show_progress_bar=False), PROBES[probe]())
+
+
+def cv_metrics(X, Y, weights, tiers, probe):
+    predicted = cross_val_predict(stage1_pipeline(probe), X, Y, cv=KFold(5, shuffle=True, random_state=0))
     truth = weighted_average(Y, weights)
     estimate = np.clip(weighted_average(predicted, weights), 0, 10)
     mae = float(np.abs(estimate - truth).mean())
     baseline = float(np.abs(truth - truth.mean()).mean())
     return {
+        "probe": probe,
         "cv5_weighted_average_mae": mae,
         "cv5_mean_baseline_mae": baseline,
         "cv5_mae_ratio": mae / baseline,
@@ -64,10 +78,14 @@ def cv_metrics(X, Y, weights, tiers):
 def make_filter(name, data_root, stage2_config):
     X, Y, data_spec = load_articles(data_root / name)
     weights, tiers = data_spec["dimensions"], data_spec["tiers"]
-    metrics = cv_metrics(X, Y, weights, tiers)
+    candidates = [cv_metrics(X, Y, weights, tiers, probe) for probe in PROBES]
+    for candidate in candidates:
+        logger.info("%s: %s probe, CV MAE ratio %.3f", name, candidate["probe"], candidate["cv5_mae_ratio"])
+    metrics = min(candidates, key=lambda candidate: candidate["cv5_weighted_average_mae"])
+    stage1 = stage1_pipeline(metrics["probe"])
     # Stage 2 never runs while calibrating (only out-of-fold Stage 1 scores
     # are used); a Stage-1 copy stands in where no adapter ships.
-    router = HybridRouterRegressor(stage1_pipeline(), stage1_pipeline(), weights, tiers=tiers)
+    router = HybridRouterRegressor(stage1, clone(stage1), weights, tiers=tiers)
     tuner = TunedThresholdRouterCV(router, target_recall=TARGET_RECALL, confidence=CONFIDENCE, cv=5).fit(X, Y)
     metrics.update(
         threshold=float(tuner.threshold_),
@@ -91,7 +109,7 @@ def make_filter(name, data_root, stage2_config):
         }
     )
     folder = save_filter(tuner.best_estimator_, ROOT / "filters" / name / "v1", spec, training_data=(X, Y), metrics=metrics)
-    logger.info("%s: %s", folder, {k: round(v, 3) for k, v in metrics.items()})
+    logger.info("%s: %s", folder, {k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()})
     return metrics
 
 
