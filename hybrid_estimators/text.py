@@ -39,7 +39,8 @@ def as_frame(X):
     if isinstance(X, pd.Series):
         X = X.to_list()
     if isinstance(X, (list, tuple)) and X and all(isinstance(r, Mapping) for r in X):
-        X = pd.DataFrame(list(X))
+        # object columns: pandas' str dtype (pyarrow) refuses lone surrogates.
+        X = pd.DataFrame(list(X), dtype=object)
     if isinstance(X, pd.DataFrame):
         if len(X) == 0:
             raise ValueError("Found array with 0 sample(s); at least 1 article is required.")
@@ -56,8 +57,8 @@ def as_frame(X):
                 f"{array[bad[0]]!r}. Reshape your data with X.reshape(-1, 1) if it has a "
                 "single feature."
             )
-        return pd.DataFrame({"text": array.astype(object)})
-    return pd.DataFrame(array.astype(object))
+        return pd.DataFrame({"text": array.astype(object)}, dtype=object)
+    return pd.DataFrame(array.astype(object), dtype=object)
 
 
 def _article_text(position, row_id, fields, separator):
