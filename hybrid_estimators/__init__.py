@@ -29,6 +29,7 @@ _EXPORTS = {
     "FilterSpec": "filters",
     "load_filter": "filters",
     "save_filter": "filters",
+    "score_dataset": "distributed",
     "Prefilter": "prefilter",
     "offline_e5_small": "models",
     "resolve_model": "models",

@@ -28,6 +28,7 @@ Examples
 
     hybrid-estimators score --filter filters/seece_energy_tech/v1 articles.jsonl
     hybrid-estimators score --filter F articles.jsonl -o scores.jsonl --resume
+    hybrid-estimators score --filter F articles.jsonl -o scores.jsonl --ray --concurrency 8
     hybrid-estimators train-probe ../shared/data/seece_energy_tech -o filters/seece_energy_tech/v1
     hybrid-estimators calibrate --filter filters/seece_energy_tech/v1 held_out_folder
     hybrid-estimators info --filter filters/seece_energy_tech/v1
@@ -108,8 +109,6 @@ def _refuse_constant(name):
 
 def parse_line(line_number, raw):
     """Turn one raw input line into a :class:`ScoredLine`, valid or with its error."""
-    from .text import as_texts
-
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -122,6 +121,13 @@ def parse_line(line_number, raw):
         article = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
         return ScoredLine(line_number, error=f"line {line_number}: not JSON: {error}")
+    return parse_article(line_number, article)
+
+
+def parse_article(line_number, article):
+    """Validate one decoded article (a JSON object) of line `line_number`."""
+    from .text import as_texts
+
     if not isinstance(article, dict):
         return ScoredLine(
             line_number,
@@ -374,6 +380,10 @@ def _load_filter(folder, stage1_only=False, verbose=False):
 def _score_command(args):
     from tqdm.auto import tqdm
 
+    if args.ray:
+        return _score_on_ray_command(args)
+    if args.address is not None or args.concurrency is not None:
+        raise CommandError("--address and --concurrency need --ray")
     if args.resume and args.output is None:
         raise CommandError("--resume needs -o/--output (the file to continue)")
     if args.output is not None and str(args.input) != "-":
@@ -468,6 +478,138 @@ def _emit(text, progress):
         print(text, file=sys.stdout, flush=True)
     else:
         progress.write(text, file=sys.stdout)
+
+
+# --- score --ray ------------------------------------------------------------
+
+
+def _check_ray_arguments(args):
+    if args.resume:
+        raise CommandError(
+            "--resume does not work with --ray: rerun the whole input, or resume without --ray"
+        )
+    if str(args.input) == "-":
+        raise CommandError("--ray reads a file, not stdin: save the input to a file first")
+    if not Path(args.input).is_file():
+        raise CommandError(f"cannot read {args.input}: no such file")
+    if args.output is not None and Path(args.output).resolve() == Path(args.input).resolve():
+        raise CommandError("the output file must not be the input file")
+    info = filter_info(args.filter)  # checks config and probe without loading a model
+    if info["probe_error"] is not None:
+        raise CommandError(f"cannot load filter {args.filter}: {info['probe_error']}")
+
+
+@contextlib.contextmanager
+def _ray_session(address, verbose):
+    """Ray for one command: started (and stopped) here unless already running."""
+    try:
+        import ray
+        import ray.data
+    except ImportError as error:
+        raise CommandError(
+            f"--ray needs Ray Data ({error}): pip install \"hybrid_estimators[ray]\""
+        ) from None
+    started = not ray.is_initialized()
+    if started:
+        try:
+            ray.init(
+                address=address,
+                include_dashboard=False,
+                log_to_driver=verbose,
+                logging_level=logging.INFO if verbose else logging.WARNING,
+            )
+        except (ConnectionError, ValueError, RuntimeError) as error:
+            where = address or "a local Ray"
+            raise CommandError(f"cannot start or reach {where}: {error}") from None
+    context = ray.data.DataContext.get_current()
+    data_logger = logging.getLogger("ray.data")
+    bars, level = context.enable_progress_bars, data_logger.level
+    context.enable_progress_bars = False  # the command shows its own, per line
+    if not verbose:
+        data_logger.setLevel(logging.WARNING)
+    try:
+        yield ray
+    finally:
+        context.enable_progress_bars = bars
+        data_logger.setLevel(level)
+        if started:
+            ray.shutdown()
+
+
+def _in_line_order(batches):
+    """Rows of Arrow `batches`, as dicts, in line order 1, 2, ...: early ones wait."""
+    pending, next_line = {}, 1
+    for batch in batches:
+        for row in batch.to_pylist():
+            pending[row["line"]] = row
+        while next_line in pending:
+            yield pending.pop(next_line)
+            next_line += 1
+    if pending:
+        raise CommandError(f"Ray returned no row for line {next_line} (but for later lines)")
+
+
+def _ray_failure(error):
+    """The first line of what failed inside Ray, without its remote traceback."""
+    cause = getattr(error, "cause", None) or error
+    lines = [line for line in str(cause).splitlines() if line.strip()]
+    return f"{type(cause).__name__}: {lines[-1] if lines else ''}"
+
+
+def _score_on_ray_command(args):
+    from tqdm.auto import tqdm
+
+    from .distributed import OUTPUT_COLUMNS, score_dataset
+
+    _check_ray_arguments(args)
+    n_total = count_lines(args.input)
+    stdout_format = None if args.output is not None and args.quiet else args.format
+    counts = _Counts()
+    progress = tqdm(
+        total=n_total, unit="line", desc="scoring", file=sys.stderr,
+        disable=True if args.quiet or args.no_progress else None,
+    )
+    with _ray_session(args.address, args.verbose), progress:
+        sink = _open_output(args.output, append=False)
+        if stdout_format == "table":
+            _emit(table_header(), progress)
+        started = time.perf_counter()
+        try:
+            scored = score_dataset(
+                str(args.filter), str(args.input), batch_size=args.batch_size,
+                concurrency=args.concurrency or 2, address=args.address,
+                stage1_only=args.stage1_only,
+            )
+            batches = scored.iter_batches(batch_size=None, batch_format="pyarrow")
+            for record in _in_line_order(batches):
+                row = ScoredLine(**{name: record[name] for name in OUTPUT_COLUMNS})
+                counts.add(row)
+                ms_per_article = 1000 * (time.perf_counter() - started) / counts.lines
+                _write_ray_row(row, sink, stdout_format, ms_per_article, progress, args)
+        except CommandError:
+            raise
+        except Exception as error:  # a failure inside Ray: an actor, a task, the cluster
+            raise CommandError(f"scoring on Ray failed: {_ray_failure(error)}") from None
+        finally:
+            if sink is not None:
+                sink.close()
+    logger.info("%s", counts)
+    return 0
+
+
+def _write_ray_row(row, sink, stdout_format, ms_per_article, progress, args):
+    line = row.to_json() + "\n"
+    if sink is not None:
+        try:
+            sink.write(line.encode("utf-8"))
+        except OSError as error:
+            raise CommandError(f"cannot write {args.output}: {error}") from None
+    if stdout_format == "jsonl":
+        sys.stdout.write(line)
+        sys.stdout.flush()
+    elif stdout_format == "table":
+        _emit(table_line(row, ms_per_article), progress)
+    progress.update(1)
 
 
 # --- train-probe ------------------------------------------------------------
@@ -934,6 +1076,17 @@ def build_parser():
     score.add_argument(
         "--resume", action="store_true",
         help="continue an interrupted run into -o (same --batch-size: same bytes)",
+    )
+    score.add_argument(
+        "--ray", action="store_true",
+        help="score on Ray Data (a local Ray, or --address): same rows, in order; "
+        "the table's ms/art is then wall-clock time over all actors",
+    )
+    score.add_argument(
+        "--address", help="with --ray: the Ray cluster to use (default: start a local Ray)"
+    )
+    score.add_argument(
+        "--concurrency", type=_positive_int, help="with --ray: Ray actors, one CPU each (default 2)"
     )
     score.add_argument(
         "--format", choices=("table", "jsonl"), default="table",

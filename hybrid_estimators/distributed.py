@@ -1,0 +1,262 @@
+"""Scoring beyond one machine: a filter or a router over a Ray Data dataset.
+
+:func:`score_dataset` runs the per-chunk logic of ``hybrid-estimators
+score`` (:func:`~hybrid_estimators.cli.parse_line`,
+:func:`~hybrid_estimators.cli.score_chunk`) in a pool of Ray actors, each of
+which loads the models once. The rows it returns are the CLI's JSONL rows:
+bad input becomes error rows, none is lost, and every row keeps its 1-based
+``line`` so that the input order can be restored.
+
+Ray is optional: ``pip install "hybrid_estimators[ray]"``.
+"""
+
+import logging
+import math
+from os import PathLike
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .cli import parse_article, parse_line, score_chunk
+
+logger = logging.getLogger(__name__)
+
+#: Columns of the scored dataset, in the order of the CLI's JSONL rows.
+OUTPUT_COLUMNS = (
+    "line", "id", "scores", "weighted_average", "tier", "stage_used",
+    "stage1_estimate", "gatekeeper_applied", "blocked_by", "error",
+)
+#: A path with one of these suffixes is read as Parquet, any other as JSONL.
+PARQUET_SUFFIXES = (".parquet", ".pq")
+#: Column of a JSONL file's raw lines, before parsing.
+RAW = "raw"
+
+
+def _import_ray():
+    try:
+        import ray
+        import ray.data
+    except ImportError as error:
+        raise ImportError(
+            f"score_dataset needs Ray Data ({error}): pip install \"hybrid_estimators[ray]\""
+        ) from None
+    return ray
+
+
+def _init_ray(ray, address):
+    if ray.is_initialized():
+        return
+    logger.info("Starting Ray (%s)", "local" if address is None else f"address={address}")
+    ray.init(address=address, ignore_reinit_error=True)
+
+
+# --- reading ----------------------------------------------------------------
+
+
+def _jsonl_lines(batch):
+    """File bytes -> one row per line, numbered from 1 as ``cli.read_chunks`` does."""
+    import pyarrow as pa
+
+    for data in batch["bytes"].to_pylist():
+        lines = data.split(b"\n")
+        if lines[-1] == b"":  # the file ends with a newline: no line after it
+            lines.pop()
+        yield pa.table({
+            "line": pa.array(range(1, len(lines) + 1), pa.int64()),
+            RAW: pa.array([line.rstrip(b"\r\n") for line in lines], pa.binary()),
+        })
+
+
+def _parquet_rows(batch):
+    """File bytes -> the file's rows, with their 1-based position as ``line``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    for data in batch["bytes"].to_pylist():
+        table = pq.read_table(pa.BufferReader(data))
+        if "line" in table.column_names:
+            table = table.drop_columns(["line"])
+        yield table.add_column(0, "line", pa.array(range(1, table.num_rows + 1), pa.int64()))
+
+
+def _read_file(ray, path):
+    """A Parquet or JSONL file as numbered rows, and whether they are raw lines.
+
+    One task splits the file into rows (it must fit in a worker's memory);
+    any path Ray's readers take works, ``s3://`` included.
+    """
+    parquet = Path(str(path)).suffix.lower() in PARQUET_SUFFIXES
+    files = ray.data.read_binary_files(str(path))
+    split = _parquet_rows if parquet else _jsonl_lines
+    return files.map_batches(split, batch_size=1, batch_format="pyarrow"), not parquet
+
+
+def _num_rows(block):
+    return block.num_rows
+
+
+def _with_lines(block, first_line):
+    import pyarrow as pa
+
+    lines = pa.array(range(first_line, first_line + block.num_rows), pa.int64())
+    return block.add_column(0, "line", lines)
+
+
+def _numbered(ray, dataset):
+    """`dataset` with a 1-based ``line`` column: its own, or the row positions."""
+    if "line" in (dataset.columns() or ()):
+        return dataset
+    # Rows have positions once they are stored: number each stored block, in
+    # order, from where the previous one ended (no row passes the driver).
+    blocks = dataset.materialize().to_arrow_refs()
+    sizes = ray.get([ray.remote(_num_rows).remote(block) for block in blocks])
+    first_lines = (1 + np.cumsum([0, *sizes])[:-1]).tolist()
+    number = ray.remote(_with_lines)
+    return ray.data.from_arrow_refs(
+        [number.remote(block, first) for block, first in zip(blocks, first_lines)]
+    )
+
+
+# --- scoring ----------------------------------------------------------------
+
+
+def _loaded_router(filter_or_router, stage1_only):
+    from .prefilter import Prefilter
+
+    if isinstance(filter_or_router, (str, PathLike)):
+        from .filters import load_filter
+
+        return load_filter(filter_or_router, stage1_only=stage1_only)
+    router = filter_or_router  # this actor's own unpickled copy
+    if stage1_only:
+        router.set_params(threshold=math.inf)
+    if not hasattr(router, "prefilter_"):  # not loaded from a filter folder
+        router.prefilter_ = Prefilter()
+    return router
+
+
+def _plain(value):
+    """A JSON-ready Python value: NumPy scalars unboxed, NaN (pandas' missing) None."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    return value
+
+
+def _parsed_rows(batch, from_lines):
+    lines = [int(line) for line in batch["line"]]
+    if from_lines:
+        return [parse_line(line, bytes(raw)) for line, raw in zip(lines, batch[RAW])]
+    records = batch.drop(columns="line").to_dict("records")
+    return [
+        parse_article(line, {key: _plain(value) for key, value in record.items()})
+        for line, record in zip(lines, records)
+    ]
+
+
+def _rows_frame(rows):
+    # Object columns: Arrow then types the Python values as they are (an id 1
+    # beside a missing one stays 1, where pandas would make it 1.0), and a
+    # column of mixed ids falls back to Ray's Python-object type.
+    columns = {name: [getattr(row, name) for row in rows] for name in OUTPUT_COLUMNS}
+    columns["id"] = [_plain(value) for value in columns["id"]]
+    return pd.DataFrame(
+        {name: pd.Series(values, dtype=object) for name, values in columns.items()}
+    )
+
+
+class _BatchScorer:
+    """A Ray actor's scorer: loads the router once, then scores batch after batch."""
+
+    def __init__(self, filter_or_router, stage1_only, from_lines):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()  # weight-loading bars
+        self.router = _loaded_router(filter_or_router, stage1_only)
+        self.from_lines = from_lines
+
+    def __call__(self, batch):
+        return _rows_frame(score_chunk(self.router, _parsed_rows(batch, self.from_lines)))
+
+
+def score_dataset(
+    filter_or_router, dataset, *, batch_size=64, concurrency=2, address=None, stage1_only=False
+):
+    """Score articles on Ray Data, with the rows of ``hybrid-estimators score``.
+
+    A pool of `concurrency` Ray actors each loads the models once and scores
+    batches of `batch_size` rows: the prefilter, then Stage 1, then Stage 2
+    on the routed rows of the batch only.
+
+    Parameters
+    ----------
+    filter_or_router : str, path-like or HybridRouterRegressor
+        A filter folder, loaded with :func:`~hybrid_estimators.filters.load_filter`
+        by each actor (so it must exist where the actors run), or a fitted
+        router, pickled to the actors (its embedder and Stage 2 reload their
+        weights by path). A router without a ``prefilter_`` blocks nothing.
+    dataset : ray.data.Dataset, str or path-like
+        Articles with ``title`` and/or ``content`` (``id`` and ``language``
+        optional). A path names one Parquet file (``.parquet``, ``.pq``) or
+        else one JSONL file, whose lines are read as the CLI reads them: a
+        bad line becomes an error row. A dataset's rows keep their ``line``
+        column if they have one, else they are numbered 1..n in the order of
+        the dataset, which is materialized for that.
+    batch_size : int, default=64
+        Rows per batch given to an actor (and embedded together).
+    concurrency : int, default=2
+        Actors in the pool, each taking one CPU and loading the models
+        once; fewer when the input has fewer batches.
+    address : str, default=None
+        Ray cluster to connect to when Ray is not initialized yet; None
+        starts a local Ray (or joins the one ``RAY_ADDRESS`` names).
+    stage1_only : bool, default=False
+        Never route to Stage 2 (a filter's Stage 2 is then not even loaded).
+
+    Returns
+    -------
+    scored : ray.data.Dataset
+        One row per input row, none dropped, with the columns of the CLI's
+        JSONL rows: ``line``, ``id``, ``scores`` (dimension -> score, rounded
+        like the CLI's), ``weighted_average``, ``tier``, ``stage_used``,
+        ``stage1_estimate``, ``gatekeeper_applied``, ``blocked_by`` and
+        ``error``. The input is read and stored at once, the scoring is lazy,
+        and rows come in no particular order: sort by ``line`` for the input's.
+
+    Raises
+    ------
+    ImportError
+        When Ray Data is not installed.
+
+    See Also
+    --------
+    hybrid_estimators.cli.score_chunk : What each actor does with a batch.
+
+    Examples
+    --------
+    >>> from hybrid_estimators import score_dataset
+    >>> scored = score_dataset("filters/ai_engineering_practice/v1",
+    ...                        "examples/articles.jsonl")  # doctest: +SKIP
+    >>> scored.to_pandas().sort_values("line")[["id", "tier"]]  # doctest: +SKIP
+    """
+    ray = _import_ray()
+    _init_ray(ray, address)
+    if isinstance(dataset, (str, PathLike)):
+        rows, from_lines = _read_file(ray, dataset)
+    else:
+        rows, from_lines = _numbered(ray, dataset), False
+    # One block per batch: a file arrives as one block, and the actor pool
+    # spreads blocks, not the batches inside a block. The rows are stored
+    # before the actors start, as actors holding every CPU of the cluster
+    # would starve the tasks that read and split the input.
+    rows = rows.repartition(target_num_rows_per_block=batch_size).materialize()
+    n_actors = max(1, min(concurrency, rows.num_blocks()))  # no idle actor loads models
+    return rows.map_batches(
+        _BatchScorer,
+        fn_constructor_args=(filter_or_router, stage1_only, from_lines),
+        batch_size=batch_size,
+        batch_format="pandas",
+        compute=ray.data.ActorPoolStrategy(size=n_actors),
+    )

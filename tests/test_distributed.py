@@ -1,0 +1,222 @@
+"""score_dataset and ``score --ray`` on a local 2-CPU Ray: the CLI's rows, none lost."""
+
+import json
+import pickle
+import sys
+
+import pytest
+
+pytest.importorskip("ray.data")
+
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+import ray  # noqa: E402
+from sklearn.frozen import FrozenEstimator  # noqa: E402
+from sklearn.linear_model import Ridge  # noqa: E402
+from sklearn.pipeline import make_pipeline  # noqa: E402
+
+from hybrid_estimators.cli import main  # noqa: E402
+from hybrid_estimators.datasets import make_articles  # noqa: E402
+from hybrid_estimators.distributed import (  # noqa: E402
+    OUTPUT_COLUMNS,
+    _loaded_router,
+    score_dataset,
+)
+from hybrid_estimators.embedding import E5Embedder  # noqa: E402
+from hybrid_estimators.filters import FilterSpec, load_filter, save_filter  # noqa: E402
+from hybrid_estimators.probe import make_probe  # noqa: E402
+from hybrid_estimators.router import HybridRouterRegressor  # noqa: E402
+from hybrid_estimators.text import ArticleText  # noqa: E402
+
+BATCH = 4
+WEIGHTS = {"energy_progress": 0.5, "health_benefit": 0.25, "economic_impact": 0.25}
+ERROR_LINES = [2, 4, 5, 8, 10]
+NUMBERS = ("scores", "weighted_average", "stage1_estimate")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+def minilm_stage1(minilm_path, regressor):
+    embedder = E5Embedder(minilm_path, prefix="", show_progress_bar=False)
+    return make_pipeline(ArticleText(), embedder, regressor)
+
+
+@pytest.fixture(scope="module")
+def filter_dir(tmp_path_factory, minilm_path):
+    """A Stage-1-only filter (MiniLM + small probe) with a keyword prefilter."""
+    X, Y = make_articles(40, random_state=0)
+    stage1 = FrozenEstimator(minilm_stage1(minilm_path, make_probe((32,))).fit(X, Y))
+    router = HybridRouterRegressor(stage1, stage1, WEIGHTS).fit(X, Y)
+    spec = FilterSpec.from_dict({
+        "name": "demo",
+        "version": "v1",
+        "dimensions": WEIGHTS,
+        "prefilter": {"block_keywords": {"sports": ["football"]}},
+        "hybrid_inference": {"embedding_model": minilm_path, "embedding_prefix": "", "stage2": None},
+    })
+    return save_filter(router, tmp_path_factory.mktemp("filters") / "demo" / "v1", spec)
+
+
+@pytest.fixture(scope="module")
+def good_articles():
+    return make_articles(8, random_state=3)[0]
+
+
+@pytest.fixture(scope="module")
+def input_file(tmp_path_factory, good_articles):
+    """Good articles (one with an int id, one CRLF line) among every kind of bad line."""
+    good = [json.dumps(row).encode() for row in good_articles.to_dict("records")]
+    lines = [
+        good[0],
+        b"{not json",
+        good[1] + b"\r",
+        json.dumps({"id": "no-fields", "body": "no title, no content"}).encode(),
+        b"",
+        json.dumps({"id": "sport", "title": "Football", "content": "A late football goal."}).encode(),
+        good[2],
+        b"[1, 2, 3]",
+        json.dumps({"id": 7, "content": "Wind turbines and heat pumps."}).encode(),
+        b"\xff\xfe not utf-8",
+        *good[3:],
+    ]
+    path = tmp_path_factory.mktemp("input") / "articles.jsonl"
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def cli_rows(tmp_path_factory, filter_dir, input_file):
+    """Rows of the plain (non-Ray) ``score`` command."""
+    out = tmp_path_factory.mktemp("cli") / "scores.jsonl"
+    args = ["score", "--filter", str(filter_dir), str(input_file), "-o", str(out), "--quiet"]
+    assert main([*args, "--batch-size", str(BATCH)]) == 0
+    return [json.loads(line) for line in out.read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def hybrid_router(minilm_path):
+    """Stage 1 a MiniLM probe, Stage 2 another MiniLM pipeline; half the articles routed."""
+    X, Y = make_articles(40, random_state=0)
+    stage1 = minilm_stage1(minilm_path, make_probe((32,)))
+    stage2 = minilm_stage1(minilm_path, Ridge(alpha=10.0))
+    router = HybridRouterRegressor(stage1, stage2, WEIGHTS, threshold=0.0).fit(X, Y)
+    X_test = make_articles(12, random_state=4)[0]
+    router.set_params(threshold=float(np.median(router.routing_scores(X_test))))
+    return router, X_test
+
+
+def sorted_rows(dataset):
+    return sorted(dataset.take_all(), key=lambda row: row["line"])
+
+
+def assert_same_rows(actual, expected):
+    assert [row["line"] for row in actual] == [row["line"] for row in expected]
+    for got, want in zip(actual, expected):
+        assert list(got) == list(want) == list(OUTPUT_COLUMNS)
+        exact = [key for key in OUTPUT_COLUMNS if key not in NUMBERS]
+        assert {key: got[key] for key in exact} == {key: want[key] for key in exact}
+        assert (got["scores"] is None) == (want["scores"] is None)
+        if want["scores"] is not None:
+            assert list(got["scores"]) == list(want["scores"])
+            # Rows hold 4 decimals, as the CLI's: a last digit may round apart.
+            np.testing.assert_allclose(
+                [*got["scores"].values(), got["weighted_average"], got["stage1_estimate"]],
+                [*want["scores"].values(), want["weighted_average"], want["stage1_estimate"]],
+                rtol=1e-5, atol=1.5e-4,
+            )
+
+
+def test_a_filter_on_a_jsonl_file_gives_the_cli_rows(local_ray, filter_dir, input_file, cli_rows):
+    rows = sorted_rows(score_dataset(filter_dir, input_file, batch_size=BATCH))
+
+    assert [row["line"] for row in rows] == list(range(1, 16))  # none lost
+    assert_same_rows(rows, cli_rows)
+    errors = {row["line"]: row["error"] for row in rows if row["error"] is not None}
+    assert sorted(errors) == ERROR_LINES
+    assert all(message.startswith(f"line {line}") for line, message in errors.items())
+    assert "not JSON" in errors[2] and "empty line" in errors[5] and "not UTF-8" in errors[10]
+    assert "(id='no-fields')" in errors[4] and "expected a JSON object" in errors[8]
+    assert (rows[5]["id"], rows[5]["blocked_by"]) == ("sport", "keyword:sports")
+    assert rows[8]["id"] == 7 and rows[8]["scores"] is not None  # an int id stays an int
+
+
+def test_a_router_with_stage2_on_a_dataset_matches_predict(local_ray, hybrid_router):
+    router, X = hybrid_router
+    rows = sorted_rows(score_dataset(router, ray.data.from_pandas(X), batch_size=BATCH))
+
+    assert [row["line"] for row in rows] == list(range(1, len(X) + 1))
+    assert [row["id"] for row in rows] == X["id"].tolist()
+    assert all(row["error"] is None and row["blocked_by"] is None for row in rows)
+    routed = router.route(X)
+    assert 0 < routed.sum() < len(X)
+    assert [row["stage_used"] == "stage2" for row in rows] == routed.tolist()
+    np.testing.assert_allclose(
+        [list(row["scores"].values()) for row in rows], router.predict(X), rtol=1e-5, atol=1.5e-4
+    )
+
+
+def test_a_parquet_file_is_numbered_by_row_and_bad_rows_are_reported(
+    local_ray, filter_dir, good_articles, tmp_path
+):
+    bad = pd.DataFrame({"id": ["blank", "missing"], "title": ["", None], "content": [" ", None]})
+    table = pd.concat([good_articles, bad], ignore_index=True)
+    path = tmp_path / "articles.parquet"
+    table.to_parquet(path)
+
+    rows = sorted_rows(score_dataset(str(filter_dir), path, batch_size=BATCH, concurrency=1))
+
+    assert [row["id"] for row in rows] == table["id"].tolist()
+    assert rows[-2]["error"].startswith("line 9 (id='blank')")
+    assert rows[-1]["error"].startswith("line 10 (id='missing')")
+    expected = load_filter(filter_dir).predict(good_articles[["title", "content"]])
+    np.testing.assert_allclose(
+        [list(row["scores"].values()) for row in rows[:-2]], expected, rtol=1e-5, atol=1.5e-4
+    )
+
+
+def test_score_on_ray_writes_the_rows_of_the_plain_command(
+    local_ray, filter_dir, input_file, cli_rows, tmp_path, capsys
+):
+    out = tmp_path / "scores.jsonl"
+    args = ["score", "--filter", str(filter_dir), str(input_file), "-o", str(out), "--quiet"]
+    assert main([*args, "--batch-size", str(BATCH), "--ray", "--concurrency", "2"]) == 0
+
+    assert_same_rows([json.loads(line) for line in out.read_text().splitlines()], cli_rows)
+    assert "lines=15 scored=9 stage2=0 blocked=1 errors=5" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--ray", "--resume", "-o", "out.jsonl"], "--resume does not work with --ray"),
+        (["--concurrency", "3"], "--address and --concurrency need --ray"),
+    ],
+)
+def test_score_refuses_what_ray_cannot_do(filter_dir, input_file, extra, message, capsys):
+    assert main(["score", "--filter", str(filter_dir), str(input_file), *extra]) == 2
+    assert capsys.readouterr().err.startswith(f"hybrid-estimators: error: {message}")
+
+
+def test_score_on_ray_refuses_stdin(filter_dir, capsys):
+    assert main(["score", "--filter", str(filter_dir), "-", "--ray"]) == 2
+    assert "--ray reads a file, not stdin" in capsys.readouterr().err
+
+
+def test_stage1_only_keeps_a_router_from_routing(hybrid_router):
+    router, X = hybrid_router
+    actors_copy = _loaded_router(pickle.loads(pickle.dumps(router)), stage1_only=True)
+    assert not actors_copy.route(X).any()
+    assert actors_copy.prefilter_.blocked_by([{"title": "t", "content": "football"}]) == [None]
+    assert router.route(X).any()  # the caller's router is untouched
+
+
+def test_without_ray_the_error_names_the_extra(monkeypatch, filter_dir, input_file):
+    monkeypatch.setitem(sys.modules, "ray", None)
+    with pytest.raises(ImportError, match=r'pip install "hybrid_estimators\[ray\]"'):
+        score_dataset(filter_dir, input_file)
+
