@@ -88,7 +88,9 @@ valid = rows[rows["error"].isna() & rows["blocked_by"].isna()]
 X = pd.read_json(ARTICLES, lines=True).iloc[valid["line"].to_numpy() - 1]
 local = router.predict(X[["title", "content"]])
 on_ray = np.array([list(scores.values()) for scores in valid["scores"]])
-logging.info("largest difference to router.predict: %.1e", np.abs(on_ray - local).max())
+largest_difference = np.abs(on_ray - local).max()
+logging.info("largest difference to router.predict: %.1e", largest_difference)
+assert largest_difference < 1e-3, largest_difference
 
 # %%
 ray.shutdown()

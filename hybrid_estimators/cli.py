@@ -393,6 +393,8 @@ def _score_command(args):
     try:
         n_total = None if source is sys.stdin.buffer else count_lines(args.input)
         router = _load_filter(args.filter, stage1_only=args.stage1_only, verbose=args.verbose)
+        if args.quiet or args.no_progress:
+            _hide_stage2_progress(router)
         n_done = prepare_resume(args.output) if args.resume else 0
         if n_total is not None and n_done > n_total:
             raise CommandError(
@@ -411,6 +413,12 @@ def _score_command(args):
     resumed = f" (resumed after line {n_done})" if n_done else ""
     logger.info("%s%s", counts, resumed)
     return 0
+
+
+def _hide_stage2_progress(router):
+    stage2 = getattr(router.stage2, "estimator", router.stage2)
+    if "show_progress_bar" in stage2.get_params():
+        stage2.set_params(show_progress_bar=False)
 
 
 def _open_output(path, append):
@@ -904,16 +912,30 @@ def filter_info(folder):
 
 
 def _probe_summary(probe, path, metadata):
-    mlp = probe[-1] if hasattr(probe, "steps") else probe
+    import numpy as np
+
+    head = probe[-1] if hasattr(probe, "steps") else probe
+    coef = getattr(head, "coef_", None)  # linear probes: (n_outputs, n_inputs)
     return {
         "file": str(path),
-        "model": type(mlp).__name__,
-        "hidden_layer_sizes": list(getattr(mlp, "hidden_layer_sizes", ())),
+        "model": type(head).__name__,
+        "hidden_layer_sizes": list(getattr(head, "hidden_layer_sizes", ())),
         "n_inputs": getattr(probe, "n_features_in_", None),
-        "n_outputs": getattr(mlp, "n_outputs_", None),
-        "n_iter": getattr(mlp, "n_iter_", None),
+        "n_outputs": getattr(head, "n_outputs_", None) or (None if coef is None else int(np.atleast_2d(coef).shape[0])),
+        "n_iter": getattr(head, "n_iter_", None),
+        "alpha": None if getattr(head, "alpha_", None) is None else float(head.alpha_),
         "sha256": metadata.get("probe_sha256"),
     }
+
+
+def _probe_shape(probe):
+    return str(tuple(probe["hidden_layer_sizes"])) if probe["hidden_layer_sizes"] else ""
+
+
+def _probe_fit(probe):
+    if probe.get("alpha") is not None:
+        return f"alpha {probe['alpha']:g}"
+    return f"{probe['n_iter']} epochs"
 
 
 def _format_info(info):
@@ -957,9 +979,9 @@ def _format_info(info):
     probe = info["probe"]
     if probe is not None:
         lines.append(
-            f"probe       {probe['model']}{tuple(probe['hidden_layer_sizes'])}: "
+            f"probe       {probe['model']}{_probe_shape(probe)}: "
             f"{probe['n_inputs']} inputs -> {probe['n_outputs']} outputs, "
-            f"{probe['n_iter']} epochs, sha256 {str(probe['sha256'])[:12]}… ok"
+            f"{_probe_fit(probe)}, sha256 {str(probe['sha256'])[:12]}… ok"
         )
     else:
         lines.append(f"probe       INVALID: {info['probe_error']}")

@@ -4,10 +4,12 @@ Each example runs in this process with ``runpy`` (so the embedding model and
 the embedding cache are shared between them), on synthetic articles and
 all-MiniLM-L6-v2 (``HYBRID_ESTIMATORS_EXAMPLE_SMALL=1``), writing its plots
 and files under ``tmp_path`` (``HYBRID_ESTIMATORS_EXAMPLE_OUT``).
-examples/score_on_ray.py is tested with the distributed module.
+examples/score_on_ray.py runs in a process of its own (it starts and stops
+a local Ray), on the shipped Stage-1-only filter and the offline e5-small.
 """
 
 import runpy
+import subprocess
 import sys
 from pathlib import Path
 
@@ -107,3 +109,16 @@ def test_build_filter(run_example, tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "filter      synthetic_demo/v1" in printed  # `hybrid-estimators info` output
     assert "loaded filter == fitted router on 20 training articles: True" in printed
+
+
+@pytest.mark.slow
+def test_score_on_ray():
+    pytest.importorskip("ray.data")
+    result = subprocess.run(
+        [sys.executable, str(EXAMPLES / "score_on_ray.py")], capture_output=True, text=True, timeout=600
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    table = result.stdout.strip().splitlines()
+    assert table[0].split()[:3] == ["line", "id", "tier"]
+    assert [int(line.split()[0]) for line in table[1:]] == list(range(1, 13))
+    assert "largest difference to router.predict" in result.stderr

@@ -1,0 +1,410 @@
+"""Speed of the cascade, measured side by side in one run, as the seed measured it.
+
+    python -m benchmarks [--data DIR | --jsonl FILE] [--quick] [--out FILE]
+    python -m benchmarks.run ...                     (the same)
+    hybrid-estimators benchmark -- [same options]
+
+On real articles (``../shared/data/seece_energy_tech`` by default) it times:
+
+1. Stage 1, time per article for each backend of :class:`E5Embedder` next to
+   a plain ``SentenceTransformer.encode`` of the same offline e5-small (fp32,
+   512 tokens), with the cosine to that plain encoding and the change of the
+   probe's cross-validated MAE (a ridge probe trained on fp32 embeddings,
+   applied to each backend's embeddings);
+2. Stage 2, time per article: Qwen2.5-1.5B's architecture built from its
+   config with RANDOM weights (no weights exist offline; speed does not
+   depend on their values) and SmolLM2-135M with its real weights;
+3. the cascade on the articles the Stage 2 adapter never saw: standard
+   (Stage 2 on every article) against hybrid at the shipped filter's
+   calibrated threshold, with the measured speedup, the ideal one at the
+   measured skip rate, T2 / (T1 + (1 - s) T2), MAE and MEDIUM+ recall.
+
+Every measurement runs in a fresh process, so "peak MB" is that process's
+peak resident memory (interpreter and libraries included). It prints the
+seed's table and writes everything as JSON (``--out``) and a plot of time
+per article per stage (``--plot``).
+"""
+
+import argparse
+import json
+import logging
+import multiprocessing
+import platform
+import resource
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+FOOTNOTE = (
+    "\n\n* Qwen2.5-1.5B: architecture with RANDOM weights (speed does not depend on their values); "
+    "its hybrid time is projected from the measured T1, skip rate and T2."
+)
+SEED = {"stage1_ms": 1.3, "stage2_ms": 37.9, "skip_rate": 0.56, "hybrid_ms": 18.1, "speedup": 2.09, "ideal": 2.27}
+BACKENDS = ("torch", "openvino", "openvino-int8", "onnx", "onnx-int8")
+MAX_LENGTH = 512
+logger = logging.getLogger("benchmarks")
+
+
+# --- measurements, each in its own process ------------------------------------
+
+
+def _isolated(function, *args):
+    """Run ``function(*args)`` in a fresh process; add its peak memory to the result.
+
+    The functions live in this module, not in ``__main__``, so that the
+    spawned process can import them.
+    """
+    context = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=1, mp_context=context) as pool:
+        return pool.submit(_with_peak_memory, function, *args).result()
+
+
+def _with_peak_memory(function, *args):
+    logging.basicConfig(level=logging.WARNING)
+    result = function(*args)
+    result["peak_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    return result
+
+
+def _timed(encode, texts):
+    encode(texts[:4])  # warm-up: first-call allocations, thread pools
+    start = time.perf_counter()
+    embeddings = encode(texts)
+    return time.perf_counter() - start, embeddings
+
+
+def plain_encode(texts, batch_size):
+    """The reference: ``SentenceTransformer.encode`` of the offline e5-small in fp32."""
+    from sentence_transformers import SentenceTransformer
+
+    from hybrid_estimators.models import resolve_model
+
+    model = SentenceTransformer(resolve_model("intfloat/multilingual-e5-small"), device="cpu")
+    model.max_seq_length = MAX_LENGTH
+    prefixed = ["passage: " + text for text in texts]
+    seconds, embeddings = _timed(
+        lambda batch: model.encode(batch, batch_size=batch_size, normalize_embeddings=True, show_progress_bar=False),
+        prefixed,
+    )
+    return {"seconds": seconds, "embeddings": embeddings}
+
+
+def backend_encode(backend, fit_texts, texts, batch_size):
+    """E5Embedder with `backend`, fitted (int8: calibrated) on `fit_texts`, timed on `texts`."""
+    from hybrid_estimators import E5Embedder
+
+    embedder = E5Embedder(backend=backend, batch_size=batch_size, cache=False, show_progress_bar=False)
+    start = time.perf_counter()
+    embedder.fit(fit_texts)
+    fit_seconds = time.perf_counter() - start
+    seconds, embeddings = _timed(embedder.transform, texts)
+    return {"seconds": seconds, "embeddings": embeddings, "fit_seconds": fit_seconds}
+
+
+def stage2_random_qwen(dtype_name, n_articles):
+    import torch
+
+    from benchmarks.stage2_speed import build_qwen25_15b, seconds_per_article
+
+    model = build_qwen25_15b(getattr(torch, dtype_name))
+    seconds, n = seconds_per_article(model, 151936, 1, n_articles)
+    return {"seconds_per_article": seconds, "n_articles": n}
+
+
+def cascade(filter_dir, backend, data, batch_size):
+    """Standard vs hybrid on held-back articles; Stage 1 fitted on the rest."""
+    from sklearn.pipeline import make_pipeline
+
+    from hybrid_estimators import ArticleText, E5Embedder, make_ridge_probe
+    from hybrid_estimators.filters import load_filter
+    from hybrid_estimators.metrics import is_medium_plus, weighted_average_mae
+    from hybrid_estimators.router import HybridRouterRegressor
+
+    X_train, Y_train, X_test, Y_test = data
+    shipped = load_filter(filter_dir)
+    spec = shipped.filter_spec_
+    embedder = E5Embedder(backend=backend, batch_size=batch_size, cache=False, show_progress_bar=False)
+    stage1 = make_pipeline(ArticleText(), embedder, make_ridge_probe()).fit(X_train, Y_train)
+    stage2 = shipped.stage2
+    stage2.estimator.set_params(show_progress_bar=False)
+    router = HybridRouterRegressor(
+        stage1, stage2, spec.weights, threshold=shipped.threshold, tiers=spec.tiers,
+        gatekeepers=spec.gatekeepers or None, prefit=("stage1", "stage2"), cache=False,
+    ).fit(X_train, Y_train)
+    gatekeepers = router.gatekeepers_
+    router.predict(X_test[:2])  # warm-up: loads Stage 2
+    timings, predictions = {}, {}
+    for name, predict in (("stage1", stage1.predict), ("standard", stage2.predict), ("hybrid", router.predict)):
+        start = time.perf_counter()
+        predictions[name] = predict(X_test)
+        timings[name] = (time.perf_counter() - start) / len(X_test)
+    routed = router.route(X_test)
+    truth_medium_plus = is_medium_plus(Y_test, spec.weights, tiers=spec.tiers, gatekeepers=gatekeepers)
+    result = {
+        "backend": backend,
+        "n_articles": len(X_test),
+        "threshold": float(shipped.threshold),
+        "stage1_ms": 1000 * timings["stage1"],
+        "stage2_ms": 1000 * timings["standard"],
+        "hybrid_ms": 1000 * timings["hybrid"],
+        "skip_rate": float(1 - routed.mean()),
+        "medium_plus_routed_recall": float(routed[truth_medium_plus].mean()),
+    }
+    for name in ("stage1", "standard", "hybrid"):
+        predicted_medium_plus = is_medium_plus(predictions[name], spec.weights, tiers=spec.tiers, gatekeepers=gatekeepers)
+        result[f"{name}_mae"] = float(weighted_average_mae(Y_test, predictions[name], spec.weights))
+        result[f"{name}_medium_plus_recall"] = float(predicted_medium_plus[truth_medium_plus].mean())
+    t1, t2, skip = timings["stage1"], timings["standard"], result["skip_rate"]
+    result["speedup"] = t2 / timings["hybrid"]
+    result["ideal_speedup"] = t2 / (t1 + (1 - skip) * t2)
+    result["speedup_to_ideal"] = result["speedup"] / result["ideal_speedup"]
+    return result
+
+
+# --- the run --------------------------------------------------------------------
+
+
+def available_backends():
+    import importlib.util
+
+    def has(module):
+        try:
+            return importlib.util.find_spec(module) is not None
+        except ModuleNotFoundError:
+            return False
+
+    runtimes = {"torch": True, "openvino": has("optimum.intel"), "onnx": has("optimum.onnxruntime")}
+    return [backend for backend in BACKENDS if runtimes[backend.split("-")[0]]]
+
+
+def load_data(args):
+    from hybrid_estimators.datasets import load_articles, shared_data_dir
+
+    if args.jsonl is not None:
+        import pandas as pd
+
+        X = pd.read_json(args.jsonl, lines=True)
+        return X, None, None
+    folder = args.data or shared_data_dir() / "seece_energy_tech"
+    X, Y, spec = load_articles(folder)
+    return X, Y, spec
+
+
+def stage1_table(X, Y, spec, backends, batch_size, n_fit):
+    from sklearn.model_selection import KFold
+
+    from hybrid_estimators import make_ridge_probe
+    from hybrid_estimators.text import as_texts
+
+    texts = as_texts(X)
+    reference = _isolated(plain_encode, texts, batch_size)
+    rows = [_stage1_row("SentenceTransformer.encode fp32", reference, reference, len(texts))]
+    folds = list(KFold(5, shuffle=True, random_state=0).split(texts)) if Y is not None else []
+
+    def probe_mae(embeddings):
+        from hybrid_estimators.metrics import weighted_average_mae
+
+        predicted = np.empty(Y.shape)
+        for train, test in folds:
+            probe = make_ridge_probe().fit(reference["embeddings"][train], Y.iloc[train])
+            predicted[test] = probe.predict(embeddings[test])
+        return weighted_average_mae(Y, predicted, spec["dimensions"])
+
+    base_mae = probe_mae(reference["embeddings"]) if folds else None
+    rows[0]["probe_mae"] = base_mae
+    for backend in backends:
+        logger.info("Stage 1: %s", backend)
+        measured = _isolated(backend_encode, backend, texts[:n_fit], texts, batch_size)
+        row = _stage1_row(f"E5Embedder(backend={backend!r})", measured, reference, len(texts))
+        row["fit_seconds"] = measured["fit_seconds"]
+        unseen = measured["embeddings"][n_fit:] * reference["embeddings"][n_fit:]
+        row["cosine_min_unseen"] = float(unseen.sum(1).min()) if len(unseen) else None
+        if folds:
+            row["probe_mae"] = probe_mae(measured["embeddings"])
+            row["probe_mae_change"] = row["probe_mae"] / base_mae - 1
+        rows.append(row)
+    return rows
+
+
+def _stage1_row(name, measured, reference, n):
+    cosines = (measured["embeddings"] * reference["embeddings"]).sum(1)  # both unit length
+    return {
+        "stage1": name,
+        "ms_per_article": 1000 * measured["seconds"] / n,
+        "speedup_vs_plain": reference["seconds"] / measured["seconds"],
+        "cosine_min": float(cosines.min()),
+        "cosine_median": float(np.median(cosines)),
+        "peak_mb": measured["peak_mb"],
+    }
+
+
+def stage2_table(n_articles):
+    rows = []
+    for dtype in ("float32", "bfloat16") if n_articles > 0 else ():
+        logger.info("Stage 2: Qwen2.5-1.5B (random weights), %s", dtype)
+        measured = _isolated(stage2_random_qwen, dtype, n_articles)
+        rows.append(
+            {
+                "stage2": f"Qwen2.5-1.5B architecture, RANDOM weights, {dtype}, 512 tokens",
+                "ms_per_article": 1000 * measured["seconds_per_article"],
+                "n_articles": measured["n_articles"],
+                "peak_mb": measured["peak_mb"],
+            }
+        )
+    return rows
+
+
+def cascade_table(X, Y, backends, batch_size, filter_dir):
+    from sklearn.model_selection import train_test_split
+
+    X_train, X_test, Y_train, Y_test = train_test_split(X, Y, test_size=0.2, random_state=0)
+    rows = []
+    for backend in backends:
+        logger.info("Cascade with Stage 1 backend %s", backend)
+        rows.append(_isolated(cascade, str(filter_dir), backend, (X_train, Y_train, X_test, Y_test), batch_size))
+    return rows
+
+
+def format_tables(results):
+    lines = [results["title"], ""]
+    lines.append(f"{'Stage 1':<44}{'ms/art':>8}{'speedup':>9}{'cos min':>9}{'cos unseen':>11}{'probe MAE':>10}{'ΔMAE':>8}{'peak MB':>9}")
+    for row in results["stage1"]:
+        change = row.get("probe_mae_change")
+        lines.append(
+            f"{row['stage1']:<44}{row['ms_per_article']:>8.1f}{row['speedup_vs_plain']:>8.2f}×"
+            f"{row['cosine_min']:>9.5f}{_num(row.get('cosine_min_unseen'), 11, '.5f')}"
+            f"{_num(row.get('probe_mae'), 10, '.4f')}{_num(None if change is None else 100 * change, 7, '+.2f')}"
+            f"{'%' if change is not None else ' '}{row['peak_mb']:>9.0f}"
+        )
+    lines += ["", f"{'Stage 2':<66}{'ms/art':>9}{'n':>4}{'peak MB':>9}"]
+    for row in results["stage2"]:
+        lines.append(f"{row['stage2']:<66}{row['ms_per_article']:>9.1f}{row['n_articles']:>4}{row['peak_mb']:>9.0f}")
+    lines += ["", "Cascade (shipped seece_energy_tech/v1: Stage 2 = SmolLM2-135M + LoRA, REAL weights; "
+              "Stage 1 refitted on the adapter's training split; held-back articles)"]
+    lines.append(
+        f"{'Stage 1 backend':<16}{'n':>4}{'T1 ms':>8}{'T2 ms':>8}{'skip':>7}{'hybrid ms':>11}{'speedup':>9}"
+        f"{'ideal':>8}{'ratio':>7}{'MAE std':>9}{'MAE hyb':>9}{'recall':>8}{'peak MB':>9}"
+    )
+    for row in results["cascade"]:
+        lines.append(
+            f"{row['backend']:<16}{row['n_articles']:>4}{row['stage1_ms']:>8.1f}{row['stage2_ms']:>8.1f}"
+            f"{100 * row['skip_rate']:>6.1f}%{row['hybrid_ms']:>11.1f}{row['speedup']:>8.2f}×"
+            f"{row['ideal_speedup']:>7.2f}×{row['speedup_to_ideal']:>7.2f}{row['standard_mae']:>9.3f}"
+            f"{row['hybrid_mae']:>9.3f}{row['medium_plus_routed_recall']:>8.3f}{row['peak_mb']:>9.0f}"
+        )
+    if not results["cascade"]:
+        return "\n".join(lines)
+    lines += ["", "The seed's table (RTX 4080, 5K articles) next to this run:"]
+    lines.append(f"{'':<34}{'seed':>10}{'here':>12}")
+    for label, seed, here in results["seed_comparison"]:
+        lines.append(f"{label:<34}{seed:>10}{here:>12}")
+    return "\n".join(lines)
+
+
+def _num(value, width, spec):
+    return (format(value, spec) if value is not None else "-").rjust(width)
+
+
+def seed_comparison(stage1_rows, stage2_rows, cascade_rows):
+    best = min(cascade_rows, key=lambda row: row["hybrid_ms"])
+    qwen = min((row["ms_per_article"] for row in stage2_rows), default=float("nan"))
+    t1, skip = best["stage1_ms"], best["skip_rate"]
+    projected = t1 + (1 - skip) * qwen
+    return [
+        ("Stage 1 ms/article", f"{SEED['stage1_ms']}", f"{t1:.1f}"),
+        ("Stage 2 ms/article (SmolLM2)", "-", f"{best['stage2_ms']:.1f}"),
+        ("Stage 2 ms/article (Qwen 1.5B)", f"{SEED['stage2_ms']}", f"{qwen:.1f}*"),
+        ("skipped", f"{100 * SEED['skip_rate']:.0f}%", f"{100 * skip:.1f}%"),
+        ("hybrid ms/article (SmolLM2)", "-", f"{best['hybrid_ms']:.1f}"),
+        ("speedup (SmolLM2, measured)", "-", f"{best['speedup']:.2f}×"),
+        ("ideal at that skip rate", f"{SEED['ideal']}×", f"{best['ideal_speedup']:.2f}×"),
+        ("speedup / ideal", f"{SEED['speedup'] / SEED['ideal']:.2f}", f"{best['speedup_to_ideal']:.2f}"),
+        ("hybrid ms/article (Qwen 1.5B)", f"{SEED['hybrid_ms']}", f"{projected:.1f}*"),
+        ("speedup (Qwen 1.5B)", f"{SEED['speedup']}×", f"{qwen / projected:.2f}×*"),
+        ("best Stage 1 backend", "torch (GPU)", best["backend"]),
+    ]
+
+
+def plot(results, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = [row["stage1"].replace("E5Embedder", "") for row in results["stage1"]]
+    labels += [row["stage2"].split(",")[0] + f" ({row['stage2'].split(', ')[2]})" for row in results["stage2"]]
+    labels += [f"hybrid, Stage 1 {row['backend']}" for row in results["cascade"]]
+    labels += [f"SmolLM2 Stage 2 ({row['backend']} run)" for row in results["cascade"]]
+    times = [row["ms_per_article"] for row in results["stage1"]]
+    times += [row["ms_per_article"] for row in results["stage2"]]
+    times += [row["hybrid_ms"] for row in results["cascade"]] + [row["stage2_ms"] for row in results["cascade"]]
+    colours = (["tab:blue"] * len(results["stage1"]) + ["tab:red"] * len(results["stage2"])
+               + ["tab:green"] * len(results["cascade"]) + ["tab:orange"] * len(results["cascade"]))
+    figure, axes = plt.subplots(figsize=(8, 0.38 * len(labels) + 1.2))
+    axes.barh(labels[::-1], times[::-1], color=colours[::-1])
+    axes.set_xscale("log")
+    axes.set_xlabel("ms per article (log scale)")
+    axes.set_title(f"Time per article per stage ({results['machine']})")
+    figure.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, help="labelled folder (articles.jsonl + filter.yaml)")
+    parser.add_argument("--jsonl", type=Path, help="unlabelled JSONL: Stage 1 timings only")
+    parser.add_argument("--filter", type=Path, default=ROOT / "filters" / "seece_energy_tech" / "v1")
+    parser.add_argument("--backends", nargs="+", choices=BACKENDS, help="default: every installed one")
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--n", type=int, help="use the first N articles")
+    parser.add_argument("--qwen-articles", type=int, default=3, help="articles per Qwen2.5-1.5B dtype")
+    parser.add_argument("--quick", action="store_true", help="smoke run: 24 articles, 1 Qwen article")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "benchmark.json")
+    parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "images" / "time_per_stage.png")
+    parser.add_argument("--print", dest="print_json", type=Path, help="print the tables of an earlier run's JSON")
+    return parser.parse_args(argv)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+    if args.print_json is not None:
+        print(format_tables(json.loads(args.print_json.read_text(encoding="utf-8"))) + FOOTNOTE)
+        return
+    import torch
+
+    X, Y, spec = load_data(args)
+    n = 24 if args.quick else args.n
+    if n is not None:
+        X, Y = X.iloc[:n], None if Y is None else Y.iloc[:n]
+    backends = args.backends or available_backends()
+    machine = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    results = {
+        "title": f"hybrid_estimators benchmark: {len(X)} real articles, {machine}",
+        "machine": machine,
+        "n_articles": len(X),
+        "backends": backends,
+        "seed": SEED,
+    }
+    results["stage1"] = stage1_table(X, Y, spec, backends, args.batch_size, n_fit=int(0.8 * len(X)))
+    results["stage2"] = stage2_table(1 if args.quick else args.qwen_articles)
+    results["cascade"] = cascade_table(X, Y, backends, args.batch_size, args.filter) if Y is not None else []
+    if results["cascade"]:
+        results["seed_comparison"] = seed_comparison(results["stage1"], results["stage2"], results["cascade"])
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
+    logger.info("wrote %s", args.out)
+    print(format_tables(results) + FOOTNOTE)
+    if args.plot and results["cascade"]:
+        plot(results, args.plot)
+        logger.info("wrote %s", args.plot)
+
+
+if __name__ == "__main__":
+    main()
