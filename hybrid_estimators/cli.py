@@ -50,6 +50,8 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
+from .models import CALIBRATED_BACKENDS, STAGE1_BACKENDS
+
 logger = logging.getLogger(__name__)
 
 PROG = "hybrid-estimators"
@@ -366,14 +368,14 @@ def _quiet_model_loading(quiet):
             transformers_logging.enable_progress_bar()
 
 
-def _load_filter(folder, stage1_only=False, verbose=False):
+def _load_filter(folder, stage1_only=False, verbose=False, backend="torch", calibration=None):
     from .filters import load_filter
 
     folder = _check_filter_folder(folder)
     try:
         with _quiet_model_loading(not verbose):
-            return load_filter(folder, stage1_only=stage1_only)
-    except (ValueError, OSError) as error:  # FilterError is a ValueError
+            return load_filter(folder, stage1_only=stage1_only, backend=backend, calibration=calibration)
+    except (ValueError, OSError, ImportError) as error:  # FilterError is a ValueError
         raise CommandError(f"cannot load filter {folder}: {error}") from None
 
 
@@ -392,7 +394,10 @@ def _score_command(args):
     source = _open_input(args.input)
     try:
         n_total = None if source is sys.stdin.buffer else count_lines(args.input)
-        router = _load_filter(args.filter, stage1_only=args.stage1_only, verbose=args.verbose)
+        router = _load_filter(
+            args.filter, stage1_only=args.stage1_only, verbose=args.verbose,
+            backend=args.backend, calibration=_calibration_articles(args),
+        )
         if args.quiet or args.no_progress:
             _hide_stage2_progress(router)
         n_done = prepare_resume(args.output) if args.resume else 0
@@ -413,6 +418,26 @@ def _score_command(args):
     resumed = f" (resumed after line {n_done})" if n_done else ""
     logger.info("%s%s", counts, resumed)
     return 0
+
+
+def _calibration_articles(args):
+    """The valid articles of ``--calibration`` (a JSONL file), as a list of dicts."""
+    if args.calibration is None:
+        if args.backend in CALIBRATED_BACKENDS:
+            raise CommandError(
+                f"--backend {args.backend} is quantised on articles like the input: "
+                "add --calibration FILE.jsonl (about a hundred of them)"
+            )
+        return None
+    try:
+        with open(args.calibration, "rb") as file:
+            rows = [parse_line(number, raw.rstrip(b"\r\n")) for number, raw in enumerate(file, start=1)]
+    except OSError as error:
+        raise CommandError(f"cannot read --calibration {args.calibration}: {error}") from None
+    articles = [row.article for row in rows if row.error is None]
+    if not articles:
+        raise CommandError(f"--calibration {args.calibration} has no valid article")
+    return articles
 
 
 def _hide_stage2_progress(router):
@@ -570,6 +595,11 @@ def _score_on_ray_command(args):
     from .distributed import OUTPUT_COLUMNS, score_dataset
 
     _check_ray_arguments(args)
+    if args.backend != "torch":
+        raise CommandError(
+            "--backend works without --ray; on Ray, pass score_dataset a router loaded "
+            "with load_filter(folder, backend=...)"
+        )
     n_total = count_lines(args.input)
     stdout_format = None if args.output is not None and args.quiet else args.format
     counts = _Counts()
@@ -1094,6 +1124,16 @@ def build_parser():
     score.add_argument("--stage1-only", action="store_true", help="never run Stage 2 (nor load it)")
     score.add_argument(
         "--batch-size", type=_positive_int, default=64, help="lines per chunk (default 64)"
+    )
+    score.add_argument(
+        "--backend", choices=STAGE1_BACKENDS, default="torch",
+        help="Stage 1 runtime (default torch; openvino-int8 is the fastest on a CPU, "
+        "see python -m benchmarks; it needs --calibration)",
+    )
+    score.add_argument(
+        "--calibration", type=Path,
+        help="JSONL of articles like the input (about a hundred) that --backend openvino-int8 "
+        "is quantised on",
     )
     score.add_argument(
         "--resume", action="store_true",

@@ -29,7 +29,7 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
 
 from .embedding import E5Embedder
-from .models import file_sha256, resolve_stage2_base
+from .models import CALIBRATED_BACKENDS, file_sha256, resolve_stage2_base
 from .prefilter import Prefilter
 from .qwen import QwenRegressor
 from .router import HybridRouterRegressor
@@ -495,7 +495,19 @@ def _stage2(spec, folder):
 _TEMPLATE_ARTICLE = pd.DataFrame({"title": ["t"], "content": ["c"]})
 
 
-def load_filter(folder, *, stage1_only=False, show_progress_bar=False):
+def _embedder_fit_articles(backend, calibration):
+    """What the filter's embedder is fitted on: real articles where it calibrates."""
+    if backend not in CALIBRATED_BACKENDS:
+        return _TEMPLATE_ARTICLE
+    if calibration is None or len(calibration) == 0:
+        raise ValueError(
+            f"backend={backend!r} is quantised on articles like those it will score: "
+            "pass calibration= (about a hundred articles with title/content)."
+        )
+    return calibration
+
+
+def load_filter(folder, *, stage1_only=False, backend="torch", calibration=None, show_progress_bar=False):
     """Load a filter folder as a ready :class:`HybridRouterRegressor`.
 
     Parameters
@@ -504,6 +516,14 @@ def load_filter(folder, *, stage1_only=False, show_progress_bar=False):
         ``filters/{name}/{version}``.
     stage1_only : bool, default=False
         Never route to Stage 2 (and do not load it).
+    backend : str, default="torch"
+        Stage 1's runtime (see :class:`E5Embedder`). The probe was trained
+        on ``"torch"`` embeddings; ``python -m benchmarks`` measures how
+        much each backend changes its MAE.
+    calibration : DataFrame or list of dict, default=None
+        Articles that a calibrated backend (``"openvino-int8"``) is
+        quantised on, like those it will score (about a hundred; only
+        their text is used). Required for that backend, else ignored.
     show_progress_bar : bool, default=False
         Progress bars of the embedder.
 
@@ -530,10 +550,11 @@ def load_filter(folder, *, stage1_only=False, show_progress_bar=False):
         hybrid["embedding_model"],
         prefix=hybrid["embedding_prefix"],
         max_seq_length=hybrid["max_seq_length"],
+        backend=backend,
         show_progress_bar=show_progress_bar,
     )
     article_text = ArticleText().fit(_TEMPLATE_ARTICLE)
-    embedder.fit(article_text.transform(_TEMPLATE_ARTICLE))
+    embedder.fit(article_text.transform(_embedder_fit_articles(backend, calibration)))
     _check_consistency(spec, metadata, probe, embedder, folder)
     stage1 = Pipeline([("articletext", article_text), ("e5embedder", embedder), ("probe", probe)])
     stage2 = None if stage1_only else _stage2(spec, folder)

@@ -14,7 +14,7 @@ pytestmark = pytest.mark.slow
 def test_benchmark_runs_end_to_end_and_writes_its_table(seece, tmp_path):
     out, plot = tmp_path / "benchmark.json", tmp_path / "time_per_stage.png"
     command = [
-        sys.executable, "-m", "benchmarks", "--n", "12", "--backends", "torch", "--qwen-articles", "0",
+        sys.executable, "-m", "benchmarks", "--n", "12", "--backends", "torch", "--qwen-articles", "0", "--repeats", "1",
         "--out", str(out), "--plot", str(plot),
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)

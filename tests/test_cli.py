@@ -1,5 +1,6 @@
 """The ``hybrid-estimators`` command: score, resume, train-probe, calibrate, info, benchmark."""
 
+import importlib.util
 import json
 import shutil
 import subprocess
@@ -358,6 +359,14 @@ def test_fatal_errors_exit_2_with_one_clear_line(filter_dir, input_file, tmp_pat
         (["score", "--filter", str(filter_dir), str(input_file), "--resume"], "--resume needs -o"),
         (["score", "--filter", str(filter_dir), str(input_file), "-o", str(input_file)],
          "must not be the input"),
+        (["score", "--filter", str(filter_dir), str(input_file), "--backend", "openvino-int8"],
+         "add --calibration FILE.jsonl"),
+        (["score", "--filter", str(filter_dir), str(input_file), "--backend", "openvino-int8",
+          "--calibration", str(tmp_path / "missing.jsonl")], "cannot read --calibration"),
+        (["score", "--filter", str(filter_dir), str(input_file), "--backend", "openvino-int8",
+          "--calibration", str(tampered / "config.yaml")], "has no valid article"),
+        (["score", "--filter", str(filter_dir), str(input_file), "--backend", "openvino", "--ray"],
+         "--backend works without --ray"),
         (["info", "--filter", str(tmp_path / "missing")], "does not exist"),
         (["train-probe", str(tmp_path), "-o", str(tmp_path / "out")], "not a labelled folder"),
     ]
@@ -368,6 +377,39 @@ def test_fatal_errors_exit_2_with_one_clear_line(filter_dir, input_file, tmp_pat
         assert err.count("\n") == 1 and "Traceback" not in err, err
     assert main(["score", "--filter"]) == 2  # argparse: usage error
     assert "usage:" in capsys.readouterr().err
+
+
+def _openvino_installed():
+    try:
+        return importlib.util.find_spec("optimum.intel") is not None
+    except ModuleNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(_openvino_installed(), reason="the openvino extra is installed")
+def test_a_backend_whose_extra_is_missing_says_what_to_install(filter_dir, input_file, capsys):
+    assert main(["score", "--filter", str(filter_dir), str(input_file), "--backend", "openvino"]) == 2
+    err = capsys.readouterr().err
+    assert 'pip install "hybrid_estimators[openvino]"' in err and "Traceback" not in err
+
+
+@pytest.mark.skipif(not _openvino_installed(), reason='needs pip install "hybrid_estimators[openvino]"')
+@pytest.mark.parametrize("backend", ["openvino", "openvino-int8"])
+def test_a_fast_backend_scores_the_same_lines_with_close_scores(
+    backend, filter_dir, input_file, clean_output, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HYBRID_ESTIMATORS_HOME", str(tmp_path / "home"))
+    out = tmp_path / "scores.jsonl"
+    argv = ["score", "--filter", str(filter_dir), str(input_file), "-o", str(out), "--quiet",
+            "--batch-size", str(BATCH), "--backend", backend, "--calibration", str(input_file)]
+    assert main(argv) == 0
+    fast, reference = rows_of(out.read_bytes()), rows_of(clean_output)
+    assert [(r["line"], r["error"], r["blocked_by"]) for r in fast] == [
+        (r["line"], r["error"], r["blocked_by"]) for r in reference
+    ]
+    scored = [(f, r) for f, r in zip(fast, reference) if r["weighted_average"] is not None]
+    differences = [abs(f["weighted_average"] - r["weighted_average"]) for f, r in scored]
+    assert len(scored) == 10 and max(differences) < (0.05 if backend == "openvino" else 0.5)
 
 
 # --- info ---------------------------------------------------------------------

@@ -60,6 +60,7 @@ def test_plots_are_shown(site):
     for page, image in (
         ("quickstart", "predicted_vs_true.png"),
         ("router-and-calibration", "threshold_tradeoff.png"),
+        ("speed", "time_per_stage.png"),
     ):
         html = (site / page / "index.html").read_text(encoding="utf-8")
         assert f"../images/{image}" in html
