@@ -67,6 +67,16 @@ def test_round_trip_predicts_like_stage1(saved, data):
     assert set(report["stage_used"]) == {"stage1"}  # stage2: null routes nothing
 
 
+def test_a_calibrated_backend_needs_calibration_articles(saved, data):
+    _, folder = saved
+    for calibration in (None, []):
+        with pytest.raises(ValueError, match=r"backend='openvino-int8' is quantised .* pass calibration="):
+            load_filter(folder, backend="openvino-int8", calibration=calibration)
+    X, _ = data
+    torch_router = load_filter(folder, calibration=X.head(3))  # ignored by an uncalibrated backend
+    assert torch_router.stage1.estimator[1].backend == "torch"
+
+
 def test_prefilter_comes_from_the_config(saved):
     _, folder = saved
     prefilter = load_filter(folder).prefilter_
