@@ -431,7 +431,7 @@ def _calibration_articles(args):
         return None
     try:
         with open(args.calibration, "rb") as file:
-            rows = [parse_line(number, raw.rstrip(b"\r\n")) for number, raw in enumerate(file, start=1)]
+            rows = [parse_line(number, raw) for chunk in read_chunks(file, 256) for number, raw in chunk]
     except OSError as error:
         raise CommandError(f"cannot read --calibration {args.calibration}: {error}") from None
     articles = [row.article for row in rows if row.error is None]
