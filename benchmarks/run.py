@@ -13,18 +13,19 @@ On real articles (``../shared/data/seece_energy_tech`` by default) it times:
    applied to each backend's embeddings);
 2. Stage 2, time per article: Qwen2.5-1.5B's architecture built from its
    config with RANDOM weights (no weights exist offline; speed does not
-   depend on their values) and SmolLM2-135M with its real weights;
-3. the cascade on the articles the Stage 2 adapter never saw: standard
-   (Stage 2 on every article) against hybrid at the shipped filter's
-   calibrated threshold, with the measured speedup, the ideal one at the
-   measured skip rate, T2 / (T1 + (1 - s) T2), MAE and MEDIUM+ recall.
+   depend on their values);
+3. the cascade on the articles the Stage 2 adapter never saw, with the
+   shipped filter's Stage 2 (SmolLM2-135M with its real weights): standard
+   (Stage 2 on every article) against hybrid at the filter's calibrated
+   threshold, with the measured speedup, the ideal one at the measured
+   skip rate, T2 / (T1 + (1 - s) T2), MAE and MEDIUM+ recall.
 
-Each time is one pass over the articles after a warm-up pass (the steady
-state of a long scoring run). Every measurement runs in a fresh process,
-so "peak MB" is that process's
-peak resident memory (interpreter and libraries included). It prints the
-seed's table and writes everything as JSON (``--out``) and a plot of time
-per article per stage (``--plot``).
+Every time follows a warm-up pass (the steady state of a long scoring
+run); a Stage 1 time is the fastest of ``--repeats`` passes. Every
+measurement runs in a fresh process, so "peak MB" is that process's peak
+resident memory (interpreter and libraries included). It prints the seed's
+table and writes everything as JSON (``--out``) and a plot of time per
+article per stage (``--plot``).
 """
 
 import argparse
@@ -126,10 +127,10 @@ def backend_encode(backend, fit_texts, texts, batch_size, repeats):
 def stage2_random_qwen(dtype_name, n_articles):
     import torch
 
-    from benchmarks.stage2_speed import build_qwen25_15b, seconds_per_article
+    from benchmarks.stage2_speed import QWEN25_15B, build_qwen25_15b, seconds_per_article
 
     model = build_qwen25_15b(getattr(torch, dtype_name))
-    seconds, n = seconds_per_article(model, 151936, 1, n_articles)
+    seconds, n = seconds_per_article(model, QWEN25_15B["vocab_size"], 1, n_articles)
     return {"seconds_per_article": seconds, "n_articles": n}
 
 
