@@ -2,6 +2,7 @@
 
 import contextlib
 import functools
+import json
 import logging
 import math
 import os
@@ -29,6 +30,12 @@ DEFAULT_TARGET_MODULES = {
 #: Attribute names of the regression head in transformers' sequence classifiers.
 HEAD_NAMES = ("score", "classifier")
 _RIDGE_ALPHAS = np.logspace(-3, 4, 15)
+#: Penalties :func:`fit_ridge_head` tries (on standardised features).
+STANDARDISED_ALPHAS = np.logspace(-1, 6, 22)
+#: Poolings of the hidden states a head can read.
+POOLINGS = ("last", "mean", "last+mean")
+#: File beside peft's in a saved adapter: what its head reads.
+LAYOUT_FILE = "qwen_regressor.json"
 _GRADIENT_CLIP_NORM = 1.0
 
 
@@ -38,14 +45,18 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
     The base model is loaded with
     ``AutoModelForSequenceClassification.from_pretrained(...,
     problem_type="regression")`` from a hub name, a local folder or a GGUF
-    file, with an optional peft LoRA adapter on top. The head reads the
-    last token of each text and outputs one score per filter dimension.
+    file, with an optional peft LoRA adapter on top. By default the head
+    reads the last token of each text in the last layer (the model's own
+    sequence-classification head) and outputs one score per filter
+    dimension; `pooling` and `layers` make it read mean-pooled states
+    and/or other layers instead (a linear head over their concatenation).
 
     ``fit`` fine-tunes a LoRA adapter and the head (saved together through
     peft's ``modules_to_save``). The head is first fitted by ridge
-    regression on the base model's last-token features (a linear probe, so
+    regression on the base model's features (a linear probe, so
     fine-tuning starts from a sensible head), then trained with the
-    adapter; the loss is the mean squared error with each dimension divided
+    adapter; with ``max_epochs=0`` the ridge head is all there is (the
+    LoRA matrices stay zero, so the base model is frozen); the loss is the mean squared error with each dimension divided
     by its variance, so all dimensions count alike. Targets are not
     rescaled: the adapter's head outputs the scores themselves, so a saved
     adapter predicts the same in plain peft.
@@ -122,6 +133,24 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         initialisation and dropout: an int makes ``fit`` reproducible.
     show_progress_bar : bool, default=True
         Show tqdm bars while fine-tuning and predicting.
+    pooling : {"last", "mean", "last+mean"}, default="last"
+        How each hidden layer in `layers` is pooled over a text's tokens:
+        the last real token's state, the mean over all its real tokens
+        (padding excluded), or both concatenated. With "last" and
+        ``layers=None`` the head is the model's own sequence-classification
+        head (no bias, transformers' last-token pooling).
+    layers : int, list of int, "all" or None, default=None
+        Hidden states the head reads, as indices into transformers'
+        ``hidden_states`` (0: the embeddings, ``num_hidden_layers``: the
+        last layer after its final norm; negative indices count from the
+        end, -1 being the last layer); several are concatenated in the
+        given order (for each layer, its `pooling` parts). "all": every one
+        of them. None: the last layer only. Any value but None, or a
+        `pooling` other than "last", replaces the model's head with a
+        linear layer with bias over the pooled features, fitted by
+        :func:`fit_ridge_head` (ridge on standardised features, folded into
+        the linear layer). An adapter saved with them records them in
+        ``qwen_regressor.json`` and reloads only with the same values.
 
     Attributes
     ----------
@@ -144,6 +173,11 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         without early stopping).
     best_validation_loss_ : float or None
         Validation loss of the kept weights.
+    head_layout_ : dict
+        What the fitted head reads: ``pooling``, ``layers`` (resolved
+        non-negative indices), ``head`` ("model" for the model's own head,
+        "pooled" for the linear head over pooled features) and
+        ``n_features``.
 
     See Also
     --------
@@ -188,6 +222,8 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
         "show_progress_bar": ["boolean"],
+        "pooling": [StrOptions(set(POOLINGS))],
+        "layers": [Integral, list, tuple, StrOptions({"all"}), None],
     }
 
     def __init__(
@@ -215,6 +251,8 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         n_iter_no_change=2,
         random_state=None,
         show_progress_bar=True,
+        pooling="last",
+        layers=None,
     ):
         self.model_name_or_path = model_name_or_path
         self.adapter = adapter
@@ -238,6 +276,8 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         self.n_iter_no_change = n_iter_no_change
         self.random_state = random_state
         self.show_progress_bar = show_progress_bar
+        self.pooling = pooling
+        self.layers = layers
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -266,6 +306,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         self.n_features_in_ = as_frame(X).shape[1]
         Y = _validate_targets(y, X, len(texts))
         self._check_truncation()
+        self._check_layers()
         num_labels = self._check_num_labels(Y.shape[1])
         train, validation = self._split_rows(len(texts))
         rng = check_random_state(self.random_state)
@@ -283,6 +324,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         self.num_labels_ = num_labels
         self.adapter_config_ = _adapter_config_dict(model)
         self.adapter_state_ = _adapter_state_numpy(model)
+        self.head_layout_ = self._head_layout(model.config)
         self._model, self._tokenizer = model, tokenizer
         self._model_key = self._load_key()
         return self
@@ -303,21 +345,61 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         check_is_fitted(self)
         texts = as_texts(X)
         self._check_truncation()
+        self._check_layers()
         model, tokenizer = self._loaded()
         Y = self._predict_ids(model, tokenizer, self._encode(texts, tokenizer))
         return Y.ravel() if Y.shape[1] == 1 else Y
 
+    def hidden_features(self, X):
+        """The features the head reads for every text of `X`.
+
+        The pooled hidden states selected by `pooling` and `layers`,
+        concatenated (for each layer in order, its "last" then "mean"
+        parts). A fitted estimator (or one given an `adapter`) computes
+        them through its adapter; an unfitted one through the frozen base
+        model, which is what a head fitted with ``max_epochs=0`` reads: so
+        ``fit_ridge_head(hidden_features(X), Y)`` is that head's fit.
+
+        Parameters
+        ----------
+        X : DataFrame, list of dict, 1-D sequence of str or 2-D array
+            Articles or texts, as in ``fit``.
+
+        Returns
+        -------
+        features : ndarray of shape (n_samples, n_features)
+            float64; ``n_features`` is the hidden size times the number of
+            layers times the number of poolings.
+        """
+        texts = as_texts(X)
+        self._check_truncation()
+        self._check_layers()
+        if self.__sklearn_is_fitted__():
+            model, tokenizer = self._loaded()
+        else:
+            key = ("frozen base",) + self._load_key()
+            if getattr(self, "_model_key", None) != key:
+                with _quiet_loading(self.show_progress_bar):
+                    self._model, self._tokenizer = self._load_base(self.num_labels or 1)
+                self._model.eval()
+                self._model_key = key
+            model, tokenizer = self._model, self._tokenizer
+        return self._head_inputs(model, tokenizer, self._encode(texts, tokenizer))
+
     def save_adapter(self, path):
         """Write the adapter (LoRA weights and head) as a standard peft folder.
 
-        ``QwenRegressor(model_name_or_path, adapter=path)`` and
-        ``peft.PeftModel.from_pretrained(base_model, path)`` both reload it.
+        ``QwenRegressor(model_name_or_path, adapter=path)`` and (with the
+        default `pooling` and `layers`) ``peft.PeftModel.from_pretrained(
+        base_model, path)`` both reload it. ``qwen_regressor.json`` beside
+        peft's files records what the head reads (`pooling`, `layers`);
+        reloading with other values is refused.
 
         Parameters
         ----------
         path : str or path-like
             Folder to write (``adapter_config.json``,
-            ``adapter_model.safetensors``).
+            ``adapter_model.safetensors``, ``qwen_regressor.json``).
 
         Returns
         -------
@@ -327,6 +409,8 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         model, _ = self._loaded()
         path = Path(path)
         model.save_pretrained(path)
+        layout = self._head_layout(model.config)
+        (path / LAYOUT_FILE).write_text(json.dumps(layout, indent=2) + "\n", encoding="utf-8")
         logger.info("Saved the adapter to %s", path)
         return path
 
@@ -361,6 +445,72 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
                     f"or None; got {self.head_tail!r}."
                 )
 
+    def _check_layers(self):
+        """Type check of `layers` (its range needs the model's config)."""
+        if self.layers is None or isinstance(self.layers, str):
+            return
+        layers = [self.layers] if isinstance(self.layers, Integral) else list(self.layers)
+        if not layers or any(
+            isinstance(layer, bool) or not isinstance(layer, Integral) for layer in layers
+        ):
+            raise ValueError(
+                "layers must be an int, a non-empty list of ints, 'all' or None; "
+                f"got {self.layers!r}."
+            )
+
+    def _resolved_layers(self, config):
+        """`layers` as non-negative indices into ``hidden_states``."""
+        n_layers = config.num_hidden_layers
+        if self.layers is None:
+            return [n_layers]
+        if isinstance(self.layers, str):
+            return list(range(n_layers + 1))
+        self._check_layers()
+        layers = [self.layers] if isinstance(self.layers, Integral) else list(self.layers)
+        if any(not -(n_layers + 1) <= layer <= n_layers for layer in layers):
+            raise ValueError(
+                f"layers={self.layers!r}: the model has {n_layers} layers, so hidden "
+                f"states are indexed {-(n_layers + 1)}..{n_layers} (0: the embeddings, "
+                f"{n_layers} or -1: the last layer)."
+            )
+        resolved = [int(layer) % (n_layers + 1) for layer in layers]
+        if len(set(resolved)) != len(resolved):
+            raise ValueError(f"layers={self.layers!r} names a layer twice.")
+        return resolved
+
+    def _own_head(self):
+        """True where the head is the model's own (last token of the last layer)."""
+        return self.pooling == "last" and self.layers is None
+
+    def _head_layout(self, config):
+        layers = self._resolved_layers(config)
+        return {
+            "pooling": self.pooling,
+            "layers": layers,
+            "head": "model" if self._own_head() else "pooled",
+            "n_features": config.hidden_size * len(layers) * len(self.pooling.split("+")),
+        }
+
+    def _check_saved_layout(self, config):
+        """Refuse an adapter folder whose head reads other features than asked."""
+        path = Path(self.adapter) / LAYOUT_FILE
+        saved = (
+            json.loads(path.read_text(encoding="utf-8"))
+            if path.exists()
+            else {"pooling": "last", "layers": [config.num_hidden_layers], "head": "model"}
+        )
+        expected = self._head_layout(config)
+        keys = ("pooling", "layers", "head")
+        if any(saved.get(key) != expected[key] for key in keys):
+            def show(layout):
+                return ", ".join(f"{key}={layout.get(key)!r}" for key in keys)
+
+            raise ValueError(
+                f"adapter {str(self.adapter)!r} was saved with {show(saved)} but this "
+                f"estimator has {show(expected)} (pooling={self.pooling!r}, "
+                f"layers={self.layers!r}): pass the adapter's pooling and layers."
+            )
+
     def _check_num_labels(self, n_targets):
         expected = self.num_labels
         if self.adapter is not None:
@@ -389,7 +539,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
     def _split_rows(self, n_samples):
         n_validation = (
             max(1, math.ceil(self.validation_fraction * n_samples))
-            if self.early_stopping
+            if self.early_stopping and self.max_epochs > 0
             else 0
         )
         n_train = n_samples - n_validation
@@ -415,6 +565,8 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
             None if self.adapter is None else str(self.adapter),
             self.device,
             self.dtype,
+            self.pooling,
+            repr(self.layers),
         )
 
     def _loaded(self):
@@ -430,11 +582,19 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
 
         if hasattr(self, "adapter_state_"):
             model, tokenizer = self._load_base(self.num_labels_)
+            fitted = getattr(self, "head_layout_", None)
+            if fitted is not None and fitted != self._head_layout(model.config):
+                raise ValueError(
+                    f"This estimator was fitted with pooling={fitted['pooling']!r}, "
+                    f"layers={fitted['layers']!r}; its pooling or layers changed "
+                    "since: fit it again."
+                )
             config = PeftConfig.from_peft_type(**self.adapter_config_)
             model = get_peft_model(model, config)
             set_peft_model_state_dict(model, _state_tensors(self.adapter_state_))
         else:
             model, tokenizer = self._load_base(self._adapter_num_labels())
+            self._check_saved_layout(model.config)
             model = PeftModel.from_pretrained(model, str(self.adapter))
         return model.eval(), tokenizer
 
@@ -443,6 +603,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
 
         model, tokenizer = self._load_base(num_labels)
         if self.adapter is not None:
+            self._check_saved_layout(model.config)
             model = PeftModel.from_pretrained(model, str(self.adapter), is_trainable=True)
         else:
             config = LoraConfig(
@@ -493,6 +654,17 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
             self.model_name_or_path, **kwargs
         )
         model.config.pad_token_id = tokenizer.pad_token_id
+        if not self._own_head():
+            # A linear head with bias over the pooled features replaces the
+            # model's own (which reads the last layer's last token only).
+            import torch
+
+            layout = self._head_layout(model.config)
+            setattr(
+                model,
+                _head_name(model),
+                torch.nn.Linear(layout["n_features"], num_labels, bias=True, dtype=dtype),
+            )
         return model.to(device), tokenizer
 
     def _device_and_dtype(self):
@@ -549,7 +721,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         with torch.inference_mode(), _autocast(device, dtype):
             for batch in tqdm(batches, desc=desc, disable=not self.show_progress_bar):
                 inputs = _collate([ids[i] for i in batch], tokenizer.pad_token_id, device)
-                Y[batch] = model(**inputs).logits.float().cpu().numpy()
+                Y[batch] = self._logits(model, inputs).float().cpu().numpy()
         return Y
 
     # --- training ------------------------------------------------------------
@@ -594,7 +766,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
             for batch in _chunks(rng.permutation(train), self.batch_size):
                 inputs = _collate([ids[i] for i in batch], tokenizer.pad_token_id, device)
                 with _autocast(device, dtype):
-                    predicted = model(**inputs).logits.float()
+                    predicted = self._logits(model, inputs).float()
                 loss = (((predicted - targets[batch]) ** 2) * weights).mean()
                 loss.backward()
                 torch.nn.utils.clip_grad_norm_(parameters, _GRADIENT_CLIP_NORM)
@@ -634,43 +806,139 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         import torch
         from sklearn.linear_model import RidgeCV
 
-        head = getattr(model.base_model.model, _head_name(model.base_model.model))
-        if hasattr(head, "modules_to_save"):  # peft's trainable copy of the head
-            head = head.modules_to_save["default"]
+        head = _head_module(model)
         if not isinstance(head, torch.nn.Linear):
             logger.info("head_init='ridge' skipped: the head is not one linear layer")
             return
-        features = self._head_inputs(model, tokenizer, ids, head)
-        ridge = RidgeCV(alphas=_RIDGE_ALPHAS, fit_intercept=False).fit(features, Y)
-        logger.info("head fitted by ridge regression (alpha=%g)", ridge.alpha_)
+        features = self._head_inputs(model, tokenizer, ids)
+        if self._own_head():
+            ridge = RidgeCV(alphas=_RIDGE_ALPHAS, fit_intercept=False).fit(features, Y)
+            weight, bias, alpha = ridge.coef_.reshape(head.weight.shape), 0.0, ridge.alpha_
+        else:
+            weight, bias, alpha = fit_ridge_head(features, Y)
+        logger.info("head fitted by ridge regression (alpha=%g)", alpha)
         with torch.no_grad():
-            head.weight.copy_(torch.as_tensor(ridge.coef_.reshape(head.weight.shape)))
+            head.weight.copy_(torch.as_tensor(weight.reshape(head.weight.shape)))
             if head.bias is not None:
-                head.bias.zero_()
+                head.bias.copy_(torch.as_tensor(np.broadcast_to(bias, head.bias.shape).copy()))
 
-    def _head_inputs(self, model, tokenizer, ids, head):
-        """What the head reads for every text: the last real token's hidden state."""
+    def _logits(self, model, inputs):
+        """The head's output for a collated batch."""
+        if self._own_head():
+            return model(**inputs).logits
+        return _head_module(model, wrapper=True)(self._pooled(model, inputs))
+
+    def _pooled(self, model, inputs):
+        """Pooled hidden states of `layers`, concatenated: (batch, n_features)."""
         import torch
 
-        captured = []
-        hook = head.register_forward_hook(lambda module, args, output: captured.append(args[0]))
+        hf_model = _hf_model(model)
+        backbone = getattr(hf_model, hf_model.base_model_prefix)
+        layers = self._resolved_layers(hf_model.config)
+        outputs = backbone(**inputs, output_hidden_states=True)
+        mask = inputs["attention_mask"]
+        last = mask.sum(dim=1) - 1
+        rows = torch.arange(len(last), device=last.device)
+        weights = mask.unsqueeze(-1).float()
+        parts = []
+        for layer in layers:
+            hidden = outputs.hidden_states[layer]
+            for pooling in self.pooling.split("+"):
+                if pooling == "last":
+                    parts.append(hidden[rows, last].float())
+                else:
+                    parts.append((hidden.float() * weights).sum(dim=1) / weights.sum(dim=1))
+        return torch.cat(parts, dim=-1)
+
+    def _head_inputs(self, model, tokenizer, ids):
+        """What the head reads for every text, in length-sorted batches."""
+        import torch
+
         device, dtype = self._device_and_dtype()
-        features = []
+        order = np.argsort([len(row) for row in ids], kind="stable")
+        features = None
+        own_head = self._own_head()
+        if own_head:  # transformers' head: capture the last layer it reads
+            head = _head_module(model, wrapper=True)
+            captured = []
+            hook = head.register_forward_hook(
+                lambda module, args, output: captured.append(args[0])
+            )
         try:
             model.eval()
             with torch.inference_mode(), _autocast(device, dtype):
-                for batch in _chunks(np.arange(len(ids)), self.batch_size):
+                for batch in tqdm(
+                    _chunks(order, self.batch_size),
+                    desc="features",
+                    disable=not self.show_progress_bar,
+                ):
                     inputs = _collate([ids[i] for i in batch], tokenizer.pad_token_id, device)
-                    captured.clear()
-                    model(**inputs)
-                    hidden = captured[0]
-                    if hidden.ndim == 3:
-                        last = inputs["attention_mask"].sum(dim=1) - 1
-                        hidden = hidden[torch.arange(len(batch), device=device), last]
-                    features.append(hidden.float().cpu().numpy())
+                    if own_head:
+                        captured.clear()
+                        model(**inputs)
+                        hidden = captured[0]
+                        if hidden.ndim == 3:
+                            last = inputs["attention_mask"].sum(dim=1) - 1
+                            hidden = hidden[torch.arange(len(batch), device=device), last]
+                    else:
+                        hidden = self._pooled(model, inputs)
+                    hidden = hidden.float().cpu().numpy()
+                    if features is None:
+                        features = np.empty((len(ids), hidden.shape[1]), dtype=np.float64)
+                    features[batch] = hidden
         finally:
-            hook.remove()
-        return np.concatenate(features).astype(np.float64)
+            if own_head:
+                hook.remove()
+        return features
+
+
+def fit_ridge_head(features, Y, alphas=None):
+    """Fit a linear head by ridge regression on standardised features.
+
+    The head of a :class:`QwenRegressor` with `pooling` or `layers` set:
+    ``StandardScaler`` + ``RidgeCV`` (one penalty for all targets, chosen by
+    efficient leave-one-out), folded into one linear layer so that
+    ``features @ weight.T + bias`` is the ridge's prediction.
+
+    Parameters
+    ----------
+    features : array-like of shape (n_samples, n_features)
+        Pooled hidden states, as :meth:`QwenRegressor.hidden_features`
+        returns them.
+    Y : array-like of shape (n_samples, n_targets) or (n_samples,)
+        Scores.
+    alphas : array-like of float or None, default=None
+        Candidate penalties; None: ``np.logspace(-1, 6, 22)``.
+
+    Returns
+    -------
+    weight : ndarray of shape (n_targets, n_features)
+    bias : ndarray of shape (n_targets,)
+    alpha : float
+        The chosen penalty.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> rng = np.random.RandomState(0)
+    >>> F, Y = rng.normal(size=(50, 20)), rng.uniform(0, 10, size=(50, 3))
+    >>> weight, bias, alpha = fit_ridge_head(F, Y)
+    >>> (F @ weight.T + bias).shape
+    (50, 3)
+    """
+    from sklearn.linear_model import RidgeCV
+
+    features = np.asarray(features, dtype=np.float64)
+    Y = np.asarray(Y, dtype=np.float64)
+    Y2 = Y.reshape(len(Y), -1)
+    mean = features.mean(axis=0)
+    scale = features.std(axis=0)
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    alphas = STANDARDISED_ALPHAS if alphas is None else np.asarray(alphas, dtype=float)
+    ridge = RidgeCV(alphas=alphas).fit((features - mean) / scale, Y2)
+    weight = ridge.coef_.reshape(Y2.shape[1], -1) / scale
+    bias = np.atleast_1d(ridge.intercept_) - weight @ mean
+    return weight, bias, float(ridge.alpha_)
 
 
 @contextlib.contextmanager
@@ -785,6 +1053,22 @@ def _saved_head_size(adapter):
             ):
                 return int(weights.get_slice(key).get_shape()[0])
     return None
+
+
+def _hf_model(model):
+    """The transformers model under a peft wrapper (LoRA layers in place)."""
+    from peft import PeftModel
+
+    return model.get_base_model() if isinstance(model, PeftModel) else model
+
+
+def _head_module(model, *, wrapper=False):
+    """The regression head; peft's trainable copy of it unless `wrapper`."""
+    hf_model = _hf_model(model)
+    head = getattr(hf_model, _head_name(hf_model))
+    if not wrapper and hasattr(head, "modules_to_save"):
+        head = head.modules_to_save["default"]
+    return head
 
 
 def _head_name(model):

@@ -15,12 +15,13 @@ from hypothesis import strategies as st
 from sklearn.base import clone
 from sklearn.exceptions import NotFittedError
 from sklearn.frozen import FrozenEstimator
+from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.utils.validation import check_is_fitted
 
 from hybrid_estimators.datasets import make_articles
 from hybrid_estimators.models import offline_qwen_tokenizer, smollm2_gguf
-from hybrid_estimators.qwen import QwenRegressor, truncate_ids
+from hybrid_estimators.qwen import LAYOUT_FILE, QwenRegressor, fit_ridge_head, truncate_ids
 
 TINY = dict(
     head_tail=(48, 48),
@@ -253,6 +254,96 @@ def test_pickle_and_clone_never_carry_weights(tiny_qwen, articles, fitted, adapt
     assert unfitted.get_params() == fitted.get_params()
     with pytest.raises(NotFittedError):
         unfitted.predict(X_test)
+
+
+# --- pooling and layers ----------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def pooled(tiny_qwen, articles):
+    """A frozen-base head (max_epochs=0) over mean pools of two layers."""
+    X, Y, _, _ = articles
+    return QwenRegressor(tiny_qwen, max_epochs=0, pooling="mean", layers=[1, -1], **TINY).fit(X, Y)
+
+
+def test_pooling_and_layers_choose_the_features(tiny_qwen, articles):
+    _, _, X_test, _ = articles
+    last = QwenRegressor(tiny_qwen, **TINY).hidden_features(X_test)
+    assert last.shape == (len(X_test), 32)
+    # layers=[-1] with "last" reads what the model's own head reads.
+    np.testing.assert_allclose(
+        QwenRegressor(tiny_qwen, layers=[-1], **TINY).hidden_features(X_test), last, atol=1e-5
+    )
+    mean = QwenRegressor(tiny_qwen, pooling="mean", **TINY).hidden_features(X_test)
+    assert mean.shape == last.shape and not np.allclose(mean, last, atol=1e-3)
+    both = QwenRegressor(tiny_qwen, pooling="last+mean", layers="all", **TINY).hidden_features(X_test)
+    assert both.shape == (len(X_test), 3 * 2 * 32)  # embeddings + 2 layers, 2 poolings
+    np.testing.assert_allclose(both[:, -64:-32], last, atol=1e-5)  # last layer, last token
+    np.testing.assert_allclose(both[:, -32:], mean, atol=1e-5)  # last layer, mean
+
+
+def test_frozen_head_is_the_ridge_on_the_pooled_features(tiny_qwen, articles, pooled):
+    X, Y, X_test, _ = articles
+    assert pooled.head_layout_ == {
+        "pooling": "mean", "layers": [1, 2], "head": "pooled", "n_features": 64,
+    }
+    # max_epochs=0: every row fits the ridge, none is held out.
+    assert pooled.n_epochs_ == 0 and pooled.validation_loss_curve_ == []
+    unfitted = QwenRegressor(tiny_qwen, pooling="mean", layers=[1, 2], **TINY)
+    weight, bias, _ = fit_ridge_head(unfitted.hidden_features(X), Y)
+    expected = unfitted.hidden_features(X_test) @ weight.T + bias
+    np.testing.assert_allclose(pooled.predict(X_test), expected, rtol=1e-4, atol=1e-4)
+    lora_b = [v for name, v in pooled.adapter_state_.items() if "lora_B" in name]
+    assert lora_b and all(np.abs(v).max() == 0 for v in lora_b)  # the base stays frozen
+
+
+def test_pooled_adapter_round_trip(tiny_qwen, articles, pooled, adapter_dir, tmp_path):
+    import json
+
+    _, _, X_test, _ = articles
+    folder = pooled.save_adapter(tmp_path / "pooled")
+    assert json.loads((folder / LAYOUT_FILE).read_text())["layers"] == [1, 2]
+    reloaded = QwenRegressor(tiny_qwen, adapter=folder, pooling="mean", layers=[1, 2], **TINY)
+    np.testing.assert_array_equal(reloaded.predict(X_test), pooled.predict(X_test))
+    with pytest.raises(ValueError, match="saved with pooling='mean'.*pass the adapter's"):
+        QwenRegressor(tiny_qwen, adapter=folder, **TINY).predict(X_test)
+    with pytest.raises(ValueError, match="saved with pooling='mean', layers=\\[1, 2\\]"):
+        QwenRegressor(tiny_qwen, adapter=folder, pooling="mean", **TINY).predict(X_test)
+    # An adapter of the model's own head refuses a pooled reading, too.
+    with pytest.raises(ValueError, match="saved with pooling='last', layers=\\[2\\], head='model'"):
+        QwenRegressor(tiny_qwen, adapter=adapter_dir, pooling="mean", **TINY).predict(X_test)
+
+
+def test_lora_trains_through_a_pooled_head(tiny_qwen, articles, tmp_path):
+    X, Y, X_test, _ = articles
+    model = QwenRegressor(
+        tiny_qwen, max_epochs=1, early_stopping=False, pooling="last+mean", layers=2, **TINY
+    ).fit(X, Y)
+    lora_b = [v for name, v in model.adapter_state_.items() if "lora_B" in name]
+    assert any(np.abs(v).max() > 0 for v in lora_b)
+    folder = model.save_adapter(tmp_path / "trained")
+    reloaded = QwenRegressor(tiny_qwen, adapter=folder, pooling="last+mean", layers=2, **TINY)
+    np.testing.assert_allclose(reloaded.predict(X_test), model.predict(X_test), atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "params, error, match",
+    [
+        ({"pooling": "max"}, InvalidParameterError, "pooling"),
+        ({"layers": "every"}, InvalidParameterError, "layers"),
+        ({"layers": 1.5}, InvalidParameterError, "layers"),
+        ({"layers": []}, ValueError, "non-empty list of ints"),
+        ({"layers": [1, "2"]}, ValueError, "non-empty list of ints"),
+        ({"layers": [True]}, ValueError, "non-empty list of ints"),
+        ({"layers": [3]}, ValueError, "indexed -3..2"),
+        ({"layers": [-4]}, ValueError, "indexed -3..2"),
+        ({"layers": [1, -2]}, ValueError, "names a layer twice"),
+    ],
+)
+def test_bad_pooling_or_layers_are_refused(tiny_qwen, articles, params, error, match):
+    X, Y, _, _ = articles
+    with pytest.raises(error, match=match):
+        QwenRegressor(tiny_qwen, max_epochs=0, **params, **TINY).fit(X, Y)
 
 
 # --- tokens and batches --------------------------------------------------------
