@@ -1,0 +1,305 @@
+"""``hybrid-estimators evaluate``: Stage 1 vs Stage 2 vs the cascade of a filter.
+
+Measures a filter on a labelled folder with
+:func:`~hybrid_estimators.evaluation.cascade_report`, prints the tables,
+and optionally writes the report as JSON (``-o``) and the cost/accuracy
+frontier as an image (``--plot``).
+
+Examples
+--------
+::
+
+    hybrid-estimators evaluate --filter filters/seece_energy_tech/v1 held_out_folder
+    hybrid-estimators evaluate --filter F training_folder --cv 5 -o report.json --plot frontier.png
+"""
+
+import argparse
+import io
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+PROG = "hybrid-estimators"
+EXIT_FATAL = 2
+
+
+class EvaluateError(Exception):
+    """A fatal error of the command, reported as one line without a traceback."""
+
+
+def _folds(text):
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2, got {value}")
+    return value
+
+
+def _non_negative_int(text):
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _share(text):
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1), got {value}")
+    return value
+
+
+def add_parser(subparsers, parents=()):
+    """Register the ``evaluate`` command on `subparsers`.
+
+    Parameters
+    ----------
+    subparsers : argparse subparsers action
+        What ``ArgumentParser.add_subparsers()`` returned.
+    parents : sequence of ArgumentParser, default=()
+        Parsers of options shared by every command.
+
+    Returns
+    -------
+    parser : ArgumentParser
+        The command's parser; its ``func`` default is :func:`run`.
+    """
+    parser = subparsers.add_parser(
+        "evaluate",
+        parents=list(parents),
+        help="measure Stage 1, Stage 2 and the cascade of a filter on labelled articles",
+        description="Run the filter's Stage 1 and Stage 2 once over every article of a "
+        "labelled folder and report Stage 1 alone, Stage 2 alone and the cascade (at "
+        "the filter's threshold and over a grid of thresholds): MAE, tier accuracy, "
+        "MEDIUM+ recall/precision, skip rate and time per article, with bootstrap "
+        "intervals, per true tier and language, and whether Stage 2 beats Stage 1 on "
+        "the articles it is given.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument(
+        "--filter", required=True, type=Path, help="filter folder (config.yaml, probe/)"
+    )
+    parser.add_argument(
+        "data", type=Path, metavar="LABELLED_DIR",
+        help="labelled folder (articles.jsonl + filter.yaml) with the filter's dimensions",
+    )
+    parser.add_argument(
+        "-o", "--output", type=Path, default=None, help="write the report as JSON to this file"
+    )
+    parser.add_argument(
+        "--plot", type=Path, default=None,
+        help="write the MAE / time-per-article frontier to this image (.png, .svg, .pdf; "
+        "needs matplotlib and a filter with a Stage 2)",
+    )
+    parser.add_argument(
+        "--cv", type=_folds, default=None, metavar="K",
+        help="score Stage 1 out of fold: refit the filter's Stage 1 probe on K-1 folds of "
+        "LABELLED_DIR and predict the K-th (use when LABELLED_DIR is the probe's "
+        "training data); without it the filter's probe scores every article",
+    )
+    parser.add_argument(
+        "--refit-stage2", action="store_true",
+        help="also refit Stage 2 out of fold (not supported yet)",
+    )
+    parser.add_argument(
+        "--random-state", type=int, default=0, help="seed of the folds and the resamples"
+    )
+    parser.add_argument(
+        "--n-bootstraps", type=_non_negative_int, default=1000,
+        help="bootstrap resamples of the articles (0: no intervals)",
+    )
+    parser.add_argument(
+        "--confidence", type=_share, default=0.9, help="coverage of the bootstrap intervals"
+    )
+    parser.set_defaults(func=run)
+    return parser
+
+
+def run(args):
+    """Run ``evaluate`` with parsed `args`.
+
+    Parameters
+    ----------
+    args : argparse.Namespace
+        As parsed by the parser of :func:`add_parser`.
+
+    Returns
+    -------
+    status : int
+        0 on success, 2 on a fatal error (reported as one line on stderr).
+    """
+    try:
+        _evaluate(args)
+    except EvaluateError as error:
+        sys.stderr.write(f"{PROG}: error: {error}\n")
+        return EXIT_FATAL
+    return 0
+
+
+def _evaluate(args):
+    from hybrid_estimators._io import atomic_write
+    from hybrid_estimators.evaluation import cascade_report, format_report
+
+    if args.refit_stage2:
+        raise EvaluateError(
+            "--refit-stage2 is not supported yet: Stage 2 is evaluated as the filter "
+            "ships it (use a LABELLED_DIR Stage 2 was not trained on)"
+        )
+    if args.plot is not None:
+        _check_plotting()
+    router = _load_router(args.filter)
+    if args.plot is not None and getattr(router, "stage2_", None) is None:
+        raise EvaluateError("--plot needs a filter with a Stage 2: this one has none")
+    X, Y = _load_labelled(args.data, router)
+    logger.info("evaluating %s on %d articles of %s", args.filter, len(X), args.data)
+
+    options = {}
+    if args.cv is not None:
+        if args.cv > len(X):
+            raise EvaluateError(f"--cv {args.cv} needs at least {args.cv} articles; got {len(X)}")
+        predictions, seconds = out_of_fold_stage1(
+            router, X, Y, cv=args.cv, random_state=args.random_state
+        )
+        options = {"stage1_predictions": predictions, "seconds_per_article": {"stage1": seconds}}
+    try:
+        report = cascade_report(
+            router,
+            X,
+            Y,
+            n_bootstraps=args.n_bootstraps,
+            confidence=args.confidence,
+            random_state=args.random_state,
+            **options,
+        )
+    except ValueError as error:
+        raise EvaluateError(str(error)) from None
+
+    sys.stdout.write(format_report(report))
+    if args.output is not None:
+        import json
+
+        atomic_write(args.output, json.dumps(report.to_dict(), indent=2) + "\n")
+        logger.info("wrote the report to %s", args.output)
+    if args.plot is not None:
+        _write_plot(report, args.plot)
+        logger.info("wrote the frontier plot to %s", args.plot)
+
+
+def _load_router(folder):
+    from hybrid_estimators import filters
+
+    folder = Path(folder)
+    if not (folder / "config.yaml").is_file():
+        raise EvaluateError(f"{folder} is not a filter folder: it has no config.yaml")
+    try:
+        loaded = filters.load_filter(folder)
+    except (ValueError, OSError, ImportError) as error:  # FilterError is a ValueError
+        raise EvaluateError(f"cannot load filter {folder}: {error}") from None
+    return getattr(loaded, "router_", loaded)  # a Filter object, or the router itself
+
+
+def _load_labelled(folder, router):
+    """X and Y of a labelled folder, Y's columns in the order of the filter's dimensions."""
+    from hybrid_estimators.datasets import load_articles
+
+    folder = Path(folder)
+    for name in ("articles.jsonl", "filter.yaml"):
+        if not (folder / name).is_file():
+            raise EvaluateError(f"{folder} is not a labelled folder: it has no {name}")
+    try:
+        X, Y, _ = load_articles(folder)
+    except (ValueError, KeyError, OSError) as error:
+        raise EvaluateError(f"cannot read {folder}: {error}") from None
+    names = [str(name) for name in router.dimension_names_]
+    if sorted(map(str, Y.columns)) != sorted(names):
+        raise EvaluateError(
+            f"{folder} scores the dimensions {list(Y.columns)} but the filter scores "
+            f"{names}: evaluate a filter on articles labelled for it"
+        )
+    if len(X) == 0:
+        raise EvaluateError(f"{folder}/articles.jsonl holds no article")
+    return X, Y[names]
+
+
+def out_of_fold_stage1(router, X, Y, *, cv, random_state=None):
+    """Out-of-fold Stage 1 scores from refits of a filter's Stage 1 probe.
+
+    When Stage 1 is a :class:`~sklearn.pipeline.Pipeline` (text, embedder,
+    probe), the articles are embedded once by its fitted first steps
+    (pretrained, not refitted) and a clone of its last step, the probe, is
+    refitted on each training fold (``cross_val_predict`` over
+    ``KFold(cv, shuffle=True)``); any other Stage 1 is cloned and refitted
+    whole.
+
+    Parameters
+    ----------
+    router : HybridRouterRegressor
+        Fitted; its ``stage1_`` may be wrapped in a ``FrozenEstimator``.
+    X : DataFrame
+        Articles.
+    Y : DataFrame or array-like of shape (n_samples, n_dimensions)
+        True scores.
+    cv : int
+        Number of folds (>= 2).
+    random_state : int or None, default=None
+        Seed of the fold shuffle.
+
+    Returns
+    -------
+    predictions : ndarray of shape (n_samples, n_dimensions)
+    seconds_per_article : float
+        Time of the filter's own Stage 1 (features and probe) per article;
+        NaN when Stage 1 is not a pipeline.
+    """
+    from sklearn.base import clone
+    from sklearn.frozen import FrozenEstimator
+    from sklearn.model_selection import KFold, cross_val_predict
+    from sklearn.pipeline import Pipeline
+
+    stage1 = router.stage1_
+    if isinstance(stage1, FrozenEstimator):
+        stage1 = stage1.estimator
+    folds = KFold(cv, shuffle=True, random_state=random_state)
+    Y = np.asarray(Y, dtype=float)
+    if not isinstance(stage1, Pipeline) or len(stage1.steps) < 2:
+        logger.info("refitting Stage 1 (%s) on %d folds", type(stage1).__name__, cv)
+        return cross_val_predict(clone(stage1), X, Y, cv=folds), np.nan
+    features_of, probe = stage1[:-1], stage1[-1]
+    started = time.perf_counter()
+    features = features_of.transform(X)
+    probe.predict(features)
+    seconds = (time.perf_counter() - started) / len(X)
+    logger.info("refitting the Stage 1 probe (%s) on %d folds", type(probe).__name__, cv)
+    return cross_val_predict(clone(probe), features, Y, cv=folds), seconds
+
+
+def _check_plotting():
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise EvaluateError(
+            "--plot needs matplotlib: pip install 'hybrid_estimators[test]' or "
+            "pip install matplotlib"
+        ) from None
+
+
+def _write_plot(report, path):
+    from matplotlib.figure import Figure
+
+    from hybrid_estimators._io import atomic_write
+    from hybrid_estimators.evaluation import CascadeFrontierDisplay
+
+    if not report.grid:
+        raise EvaluateError("--plot needs a filter with a Stage 2: this one has none")
+    figure = Figure(figsize=(8, 4.5), layout="constrained")
+    CascadeFrontierDisplay.from_report(report, ax=figure.subplots())
+    buffer = io.BytesIO()
+    try:
+        figure.savefig(buffer, format=Path(path).suffix.lstrip(".").lower() or "png")
+    except ValueError as error:  # an unknown image format
+        raise EvaluateError(f"cannot write the plot {path}: {error}") from None
+    atomic_write(path, buffer.getvalue())

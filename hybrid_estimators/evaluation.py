@@ -1,0 +1,1116 @@
+"""Stage 1 alone, Stage 2 alone and the cascade, on the same labelled articles.
+
+:func:`cascade_report` answers the question a cascade must answer before it
+ships: does Stage 2 earn its place? It runs each stage of a fitted
+:class:`~hybrid_estimators.router.HybridRouterRegressor` once over every
+article (timed), derives the hybrid at any threshold from those two score
+arrays without running anything again, and measures every system with
+bootstrap percentile intervals over one shared set of resamples (so that
+differences between systems are paired). :class:`CascadeFrontierDisplay`
+draws MAE and time per article against the threshold.
+
+Every metric is a ratio of sums over articles (an MAE is a sum of absolute
+errors over a count, a recall a sum of hits over a sum of positives), so one
+matrix of resample counts gives all the bootstrap replicates at once.
+"""
+
+import dataclasses
+import logging
+import time
+import warnings
+from numbers import Integral, Real
+
+import numpy as np
+import pandas as pd
+from sklearn.utils import check_random_state
+from sklearn.utils.validation import check_consistent_length
+
+from .router import cache_info, measured_seconds_per_row
+from .tiers import (
+    SCORE_MAX,
+    SCORE_MIN,
+    apply_gatekeepers,
+    medium_threshold,
+    tier_of,
+    weighted_average,
+)
+
+__all__ = [
+    "DEFAULT_THRESHOLDS",
+    "CascadeFrontierDisplay",
+    "CascadeReport",
+    "cascade_report",
+    "format_report",
+]
+
+logger = logging.getLogger(__name__)
+
+#: Thresholds of the default grid (the router's own is always added).
+DEFAULT_THRESHOLDS = np.round(np.arange(0, 10.01, 0.25), 2)
+
+#: The systems compared, in report order.
+SYSTEMS = ("stage1", "stage2", "hybrid")
+
+#: Metrics of every system, group and threshold (besides per-dimension MAE).
+METRICS = (
+    "weighted_average_mae",
+    "tier_accuracy",
+    "medium_plus_recall",
+    "medium_plus_precision",
+    "medium_plus_routed",
+    "skip_rate",
+    "seconds_per_article",
+)
+
+#: Most resample-by-article counts held in memory at once.
+_MAX_COUNTS = 2_000_000
+
+
+# --- the result ---------------------------------------------------------------
+
+
+@dataclasses.dataclass
+class CascadeReport:
+    """What :func:`cascade_report` measured: plain, JSON-ready data.
+
+    Every estimate is a dict ``{"value", "low", "high"}``: the point estimate
+    on all articles and its bootstrap percentile interval at `confidence`
+    (NaN, or None after :meth:`to_dict`, where a metric is undefined, e.g.
+    the MEDIUM+ recall of a group without a MEDIUM+ article).
+
+    A *metrics* dict holds ``n`` (articles) and one estimate for each of
+    ``weighted_average_mae``, ``tier_accuracy``, ``medium_plus_recall``,
+    ``medium_plus_precision``, ``medium_plus_routed``, ``skip_rate`` and
+    ``seconds_per_article``, plus ``mae``: dimension name -> estimate.
+
+    Attributes
+    ----------
+    n : int
+        Number of articles.
+    threshold : float
+        The router's threshold (its ``threshold_`` where it has one): where
+        ``systems["hybrid"]`` is measured.
+    confidence : float
+        Coverage of the intervals.
+    n_bootstraps : int
+        Number of resamples.
+    random_state : int, str or None
+        Seed of the resamples (a ``RandomState`` is recorded by its repr).
+    dimension_names : list of str
+    tiers : dict of str to float
+        The router's tiers (name -> lower bound).
+    stage1_source : {"router", "stage1_predictions"}
+        Where Stage 1's scores came from.
+    stage2_available : bool
+        False for a Stage-1-only router: ``systems["stage2"]`` and the
+        comparison are then None and the hybrid is Stage 1.
+    seconds_per_article : dict
+        ``{"stage1": float, "stage2": float}``, measured (NaN when not).
+    systems : dict
+        ``"stage1"``, ``"stage2"``, ``"hybrid"`` -> metrics (or None).
+    by_tier : dict
+        True tier -> system -> metrics, for every tier of the router.
+    by_language : dict
+        Language -> system -> metrics; empty without languages.
+    grid : list of dict
+        One metrics dict per threshold of the grid (increasing), with the
+        extra keys ``threshold`` and ``n_routed``: the hybrid there.
+    comparison : dict or None
+        ``"all"`` and ``"routed"`` (articles routed at `threshold`) ->
+        ``{"n", "stage1_mae", "stage2_mae", "difference", "stage2_better"}``:
+        the paired difference of weighted-average MAE, Stage 2 minus
+        Stage 1, on the same articles; ``stage2_better`` is True only when
+        the interval's upper bound is below 0.
+    stage2_better : bool
+        ``comparison["routed"]["stage2_better"]``: Stage 2 is better than
+        Stage 1 on the articles the cascade gives it (False when none is
+        routed or Stage 2 is unavailable).
+    """
+
+    n: int
+    threshold: float
+    confidence: float
+    n_bootstraps: int
+    random_state: object
+    dimension_names: list
+    tiers: dict
+    stage1_source: str
+    stage2_available: bool
+    seconds_per_article: dict
+    systems: dict
+    by_tier: dict
+    by_language: dict
+    grid: list
+    comparison: object
+    stage2_better: bool
+
+    def to_dict(self):
+        """The report as JSON-safe built-in types (NaN becomes None).
+
+        Returns
+        -------
+        data : dict
+        """
+        return _json_safe(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data):
+        """Rebuild a report from :meth:`to_dict` (e.g. read back from JSON).
+
+        Parameters
+        ----------
+        data : dict
+
+        Returns
+        -------
+        report : CascadeReport
+        """
+        names = {field.name for field in dataclasses.fields(cls)}
+        return cls(**{key: value for key, value in data.items() if key in names})
+
+    def to_frame(self):
+        """Every estimate as one row of a long DataFrame.
+
+        Returns
+        -------
+        frame : DataFrame
+            Columns ``section`` (``"system"``, ``"tier"``, ``"language"`` or
+            ``"grid"``), ``group`` (tier or language; None otherwise),
+            ``system``, ``threshold``, ``n``, ``metric`` (``"mae:NAME"`` for
+            a dimension), ``value``, ``low``, ``high``. Pivot it, e.g.
+            ``frame.query("section == 'system'").pivot(index="system",
+            columns="metric", values="value")``.
+        """
+        rows = []
+        for system, metrics in self.systems.items():
+            rows += _frame_rows(metrics, "system", None, system, self.threshold)
+        for section, breakdown in (("tier", self.by_tier), ("language", self.by_language)):
+            for group, systems in breakdown.items():
+                for system, metrics in systems.items():
+                    rows += _frame_rows(metrics, section, group, system, self.threshold)
+        for point in self.grid:
+            rows += _frame_rows(point, "grid", None, "hybrid", point["threshold"])
+        columns = ["section", "group", "system", "threshold", "n", "metric", "value", "low", "high"]
+        return pd.DataFrame(rows, columns=columns)
+
+    def to_text(self):
+        """The report as fixed-width text tables (see :func:`format_report`)."""
+        return format_report(self)
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(key): _json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [_json_safe(item) for item in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, Integral):
+        return int(value)
+    if isinstance(value, Real):
+        value = float(value)
+        return value if np.isfinite(value) else None
+    return value
+
+
+def _frame_rows(metrics, section, group, system, threshold):
+    if metrics is None:
+        return []
+    rows = []
+    for metric in METRICS:
+        rows.append((metric, metrics[metric]))
+    for name, estimate in metrics["mae"].items():
+        rows.append((f"mae:{name}", estimate))
+    return [
+        {
+            "section": section,
+            "group": group,
+            "system": system,
+            "threshold": threshold,
+            "n": metrics["n"],
+            "metric": metric,
+            "value": _number(estimate["value"]),
+            "low": _number(estimate["low"]),
+            "high": _number(estimate["high"]),
+        }
+        for metric, estimate in rows
+    ]
+
+
+def _number(value):
+    return np.nan if value is None else float(value)
+
+
+# --- bootstrap ----------------------------------------------------------------
+
+
+def _ratio(numerator, denominator):
+    numerator = np.asarray(numerator, dtype=float)
+    denominator = np.asarray(denominator, dtype=float)
+    out = np.full(np.broadcast(numerator, denominator).shape, np.nan)
+    np.divide(numerator, denominator, out=out, where=denominator != 0)
+    return out
+
+
+class _PairedBootstrap:
+    """Ratios of sums over articles, with percentile intervals on shared resamples.
+
+    ``add`` registers a statistic ``sum(numerator) / sum(denominator)``;
+    ``run`` evaluates all of them on the full sample and on the same
+    `n_bootstraps` resamples of articles (drawn with replacement).
+    """
+
+    def __init__(self, n_samples, n_bootstraps, confidence, random_state):
+        self.n_samples = n_samples
+        self.n_bootstraps = n_bootstraps
+        self.confidence = confidence
+        self.random_state = random_state
+        self._keys, self._numerators, self._which = [], [], []
+        self._denominators, self._denominator_index = [], {}
+
+    def add(self, key, numerator, denominator):
+        denominator = np.asarray(denominator, dtype=float)
+        token = denominator.tobytes()
+        if token not in self._denominator_index:  # many statistics share one
+            self._denominator_index[token] = len(self._denominators)
+            self._denominators.append(denominator)
+        self._keys.append(key)
+        self._numerators.append(np.asarray(numerator, dtype=float))
+        self._which.append(self._denominator_index[token])
+
+    def run(self):
+        """``{key: (value, low, high)}`` of every registered statistic."""
+        numerators = np.column_stack(self._numerators)
+        denominators = np.column_stack(self._denominators)
+        which = np.asarray(self._which)
+        value = _ratio(numerators.sum(axis=0), denominators.sum(axis=0)[which])
+        low = high = np.full(value.shape, np.nan)
+        if self.n_bootstraps:
+            replicates = self._replicates(numerators, denominators, which)
+            tail = 50.0 * (1.0 - self.confidence)
+            with warnings.catch_warnings():  # a statistic undefined on every resample
+                warnings.simplefilter("ignore", RuntimeWarning)
+                low, high = np.nanpercentile(replicates, [tail, 100.0 - tail], axis=0)
+        return {key: (value[i], low[i], high[i]) for i, key in enumerate(self._keys)}
+
+    def _replicates(self, numerators, denominators, which):
+        n = self.n_samples
+        rng = check_random_state(self.random_state)
+        replicates = np.empty((self.n_bootstraps, numerators.shape[1]))
+        chunk = max(1, _MAX_COUNTS // n)
+        for start in range(0, self.n_bootstraps, chunk):
+            size = min(chunk, self.n_bootstraps - start)
+            drawn = rng.randint(0, n, size=(size, n)) + n * np.arange(size)[:, np.newaxis]
+            counts = np.bincount(drawn.ravel(), minlength=size * n).reshape(size, n)
+            counts = counts.astype(float)
+            replicates[start : start + size] = _ratio(
+                counts @ numerators, (counts @ denominators)[:, which]
+            )
+        return replicates
+
+
+# --- per-article terms ----------------------------------------------------------
+
+
+@dataclasses.dataclass
+class _Truth:
+    """True scores and what every system is measured against."""
+
+    scores: np.ndarray
+    weights: np.ndarray
+    gatekeepers: dict
+    tiers: dict
+    dimension_names: list
+
+    def __post_init__(self):
+        self.medium = medium_threshold(self.tiers)
+        self.average = self.final_average(self.scores)
+        self.tier = tier_of(self.average, self.tiers)
+        self.medium_plus = self.average >= self.medium
+
+    def final_average(self, scores):
+        """Weighted average with gatekeepers applied, as ``predict_report`` gives."""
+        averages = weighted_average(scores, self.weights)
+        return apply_gatekeepers(scores, averages, self.gatekeepers)[0]
+
+
+def _terms(truth, scores, routed, seconds):
+    """``{metric: (numerator, denominator)}`` per article, for one system.
+
+    `scores` are the system's final scores, `routed` which articles Stage 2
+    scored, `seconds` the time each article costs.
+    """
+    n = len(truth.scores)
+    ones = np.ones(n)
+    average = truth.final_average(scores)
+    predicted_plus = average >= truth.medium
+    hits = predicted_plus & truth.medium_plus
+    terms = {
+        "weighted_average_mae": (np.abs(average - truth.average), ones),
+        "tier_accuracy": (tier_of(average, truth.tiers) == truth.tier, ones),
+        "medium_plus_recall": (hits, truth.medium_plus),
+        "medium_plus_precision": (hits, predicted_plus),
+        "medium_plus_routed": (routed & truth.medium_plus, truth.medium_plus),
+        "skip_rate": (~routed, ones),
+        "seconds_per_article": (np.broadcast_to(seconds, (n,)), ones),
+    }
+    for j, name in enumerate(truth.dimension_names):
+        terms[("mae", name)] = (np.abs(scores[:, j] - truth.scores[:, j]), ones)
+    return terms
+
+
+def _register(bootstrap, prefix, terms, mask=None):
+    for metric, (numerator, denominator) in terms.items():
+        if mask is not None:
+            numerator, denominator = numerator * mask, denominator * mask
+        bootstrap.add(prefix + (metric,), numerator, denominator)
+
+
+def _estimate(result):
+    value, low, high = (float(x) for x in result)
+    return {"value": value, "low": low, "high": high}
+
+
+def _collect(results, prefix, n, dimension_names):
+    metrics = {"n": int(n)}
+    for metric in METRICS:
+        metrics[metric] = _estimate(results[prefix + (metric,)])
+        if metric == "weighted_average_mae":
+            metrics["mae"] = {
+                name: _estimate(results[prefix + (("mae", name),)])
+                for name in dimension_names
+            }
+    return metrics
+
+
+# --- running the stages ---------------------------------------------------------
+
+
+def _as_scores(predictions, n_samples, n_dimensions, name):
+    predictions = np.asarray(predictions, dtype=float)
+    if predictions.ndim == 1:
+        predictions = predictions.reshape(-1, 1)
+    if predictions.shape != (n_samples, n_dimensions):
+        raise ValueError(
+            f"{name} must have shape ({n_samples}, {n_dimensions}) (articles, "
+            f"dimensions); got {predictions.shape}."
+        )
+    if not np.all(np.isfinite(predictions)):
+        raise ValueError(f"{name} holds NaN or infinite scores.")
+    return predictions
+
+
+def _check_targets(router, Y, n_samples):
+    names = [str(name) for name in router.dimension_names_]
+    if hasattr(Y, "columns"):
+        columns = [str(column) for column in Y.columns]
+        if sorted(columns) != sorted(names):
+            raise ValueError(
+                f"Y's columns {columns} are not the router's dimensions {names}."
+            )
+        Y = Y.set_axis(columns, axis=1)[names]
+    return _as_scores(Y, n_samples, len(names), "Y")
+
+
+def _stage1_seconds(router, elapsed, n_samples, hits_before):
+    """Seconds per article of Stage 1, not fooled by the router's prediction cache."""
+    if cache_info()["row_hits"] == hits_before:
+        return elapsed / n_samples
+    routing_estimator = getattr(router, "routing_score_", None)
+    stages = [router.stage1_] + ([] if routing_estimator is None else [routing_estimator])
+    measured = [measured_seconds_per_row(stage) for stage in stages]
+    if any(seconds is None for seconds in measured):
+        logger.warning(
+            "Stage 1 was served from the router's cache and never timed in this "
+            "process: its seconds per article are not known"
+        )
+        return np.nan
+    logger.info("Stage 1 was served from the router's cache: using its last measured time")
+    return float(sum(measured))
+
+
+def _run_stage1(router, X, n_samples, n_dimensions, stage1_predictions):
+    """Stage 1's scores, routing scores and seconds per article."""
+    if stage1_predictions is not None:
+        scores = _as_scores(stage1_predictions, n_samples, n_dimensions, "stage1_predictions")
+        routing = np.clip(weighted_average(scores, router.weights_), SCORE_MIN, SCORE_MAX)
+        return scores, routing, np.nan
+    hits_before = cache_info()["row_hits"]
+    started = time.perf_counter()
+    scores = router.predict_stage1(X)  # also computes (and caches) the routing scores
+    elapsed = time.perf_counter() - started
+    seconds = _stage1_seconds(router, elapsed, n_samples, hits_before)
+    routing = np.asarray(router.routing_scores(X), dtype=float)
+    return _as_scores(scores, n_samples, n_dimensions, "Stage 1's output"), routing, seconds
+
+
+def _run_stage2(router, X, n_samples, n_dimensions):
+    """Stage 2's scores of every article and its seconds per article (None, NaN without)."""
+    stage2 = getattr(router, "stage2_", None)
+    if stage2 is None:
+        return None, np.nan
+    logger.info("Stage 2 scores all %d articles for the report", n_samples)
+    started = time.perf_counter()
+    scores = stage2.predict(X)
+    seconds = (time.perf_counter() - started) / n_samples
+    return _as_scores(scores, n_samples, n_dimensions, "Stage 2's output"), seconds
+
+
+def _languages(X, language, n_samples):
+    if language is None:
+        if not isinstance(X, pd.DataFrame) or "language" not in X.columns:
+            return None
+        language = X["language"]
+    language = list(language)
+    if len(language) != n_samples:
+        raise ValueError(f"language has {len(language)} entries for {n_samples} articles.")
+    return np.array(["unknown" if pd.isna(v) else str(v) for v in language], dtype=object)
+
+
+def _thresholds(thresholds, threshold):
+    grid = DEFAULT_THRESHOLDS if thresholds is None else np.asarray(thresholds, dtype=float)
+    grid = np.unique(np.append(np.ravel(grid), float(threshold)))
+    if not np.all(np.isfinite(grid)):
+        raise ValueError(f"thresholds must be finite numbers; got {thresholds!r}.")
+    return grid
+
+
+def _check_parameters(n_bootstraps, confidence):
+    if not isinstance(n_bootstraps, Integral) or isinstance(n_bootstraps, bool) or n_bootstraps < 0:
+        raise ValueError(f"n_bootstraps must be an integer >= 0; got {n_bootstraps!r}.")
+    if not isinstance(confidence, Real) or not 0 < confidence < 1:
+        raise ValueError(f"confidence must lie in (0, 1); got {confidence!r}.")
+
+
+def _recorded_seed(random_state):
+    if random_state is None or isinstance(random_state, Integral):
+        return None if random_state is None else int(random_state)
+    return repr(random_state)
+
+
+# --- cascade_report -----------------------------------------------------------------
+
+
+def cascade_report(
+    router,
+    X,
+    Y,
+    *,
+    thresholds=None,
+    n_bootstraps=1000,
+    confidence=0.9,
+    random_state=None,
+    stage1_predictions=None,
+    language=None,
+    seconds_per_article=None,
+):
+    """Measure Stage 1 alone, Stage 2 alone and the cascade on labelled articles.
+
+    Stage 1 (with the routing scores) and Stage 2 each run once over all
+    articles, timed with :func:`time.perf_counter`; the hybrid at any
+    threshold ``t`` is then derived without running anything again: Stage
+    2's scores where the routing score is ``>= t``, Stage 1's elsewhere,
+    costing ``T1 + share_routed * T2`` seconds per article. Scores are
+    clipped to 0-10, as the router's final scores are.
+
+    For each system: MAE of the weighted average (gatekeepers applied to the
+    true and predicted averages, as in ``predict_report``), MAE per
+    dimension, tier accuracy, MEDIUM+ recall and precision of the final
+    tiers (true MEDIUM+: true weighted average at or above the MEDIUM
+    bound), ``medium_plus_routed`` (share of true MEDIUM+ articles sent to
+    Stage 2, what :func:`~hybrid_estimators.metrics.medium_plus_recall`
+    measures), skip rate and seconds per article, each with a bootstrap
+    percentile interval. The articles are resampled with replacement, and
+    every system, group and threshold is measured on the same resamples, so
+    the intervals of differences are paired.
+
+    Parameters
+    ----------
+    router : HybridRouterRegressor
+        Fitted (or a loaded :class:`~hybrid_estimators.filters.Filter`).
+        Only its public API is used: ``predict_stage1``, ``routing_scores``,
+        ``stage1_``, ``stage2_`` (None: Stage 2 is reported as
+        unavailable), ``routing_score_``, ``threshold_`` where it has one
+        (else ``threshold``), ``weights_``, ``tiers_``, ``gatekeepers_``,
+        ``dimension_names_``.
+    X : DataFrame, list of dict, list of str or array-like
+        Articles, in any form the stages accept; ideally none the stages
+        were trained on.
+    Y : array-like or DataFrame of shape (n_samples, n_dimensions)
+        True scores; a DataFrame's columns must be the router's dimensions
+        (in any order).
+    thresholds : array-like of float or None, default=None
+        Grid of thresholds of the hybrid;
+        :data:`DEFAULT_THRESHOLDS` (0, 0.25, ..., 10) when None. The
+        router's ``threshold`` is always added.
+    n_bootstraps : int, default=1000
+        Number of resamples; 0 leaves the intervals NaN.
+    confidence : float, default=0.9
+        Coverage of the percentile intervals.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the resamples: an int makes the intervals reproducible.
+    stage1_predictions : array-like of shape (n_samples, n_dimensions), \
+            default=None
+        Stage 1 scores to use instead of running Stage 1, e.g. out-of-fold
+        predictions for articles Stage 1 was trained on. The routing scores
+        are then the weighted average of these, clipped to 0-10 (the
+        router's default rule, whatever its ``routing_score``), and Stage
+        1's time is not measured (see `seconds_per_article`).
+    language : array-like of shape (n_samples,) or None, default=None
+        Language of each article, for the breakdown by language; when None,
+        the ``language`` column of a DataFrame `X`, if any. Missing values
+        count as ``"unknown"``.
+    seconds_per_article : dict or None, default=None
+        ``{"stage1": s, "stage2": s}``: times per article to report instead
+        of measuring (either key may be left out).
+
+    Returns
+    -------
+    report : CascadeReport
+        Also for ``report.to_dict()`` (JSON), ``report.to_frame()`` and
+        ``report.to_text()``.
+
+    See Also
+    --------
+    CascadeFrontierDisplay : MAE and time per article against the threshold.
+    hybrid_estimators.calibration.TunedThresholdRouterCV : Chooses the
+        threshold with a recall guarantee.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import Ridge
+    >>> from sklearn.neighbors import KNeighborsRegressor
+    >>> from hybrid_estimators.router import HybridRouterRegressor
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.uniform(0, 10, size=(80, 2))
+    >>> Y = np.c_[X[:, 0], np.sqrt(10 * X[:, 1])]
+    >>> stage1 = Ridge().fit(X, Y)                            # some error
+    >>> stage2 = KNeighborsRegressor(n_neighbors=1).fit(X, Y)  # exact here
+    >>> router = HybridRouterRegressor(stage1, stage2, [0.5, 0.5], threshold=4.0,
+    ...                                prefit=["stage1", "stage2"]).fit(X, Y)
+    >>> report = cascade_report(router, X, Y, n_bootstraps=200, random_state=0)
+    >>> report.systems["stage2"]["weighted_average_mae"]["value"]
+    0.0
+    >>> skip = report.systems["hybrid"]["skip_rate"]["value"]
+    >>> bool(np.isclose(skip, 1 - router.route(X).mean()))
+    True
+    >>> report.comparison["routed"]["difference"]["high"] < 0, report.stage2_better
+    (True, True)
+    >>> [point["threshold"] for point in report.grid][:3]
+    [0.0, 0.25, 0.5]
+    """
+    _check_parameters(n_bootstraps, confidence)
+    check_consistent_length(X, Y)
+    n_samples = len(Y)
+    if n_samples == 0:
+        raise ValueError("cascade_report needs at least one article.")
+    truth = _Truth(
+        _check_targets(router, Y, n_samples),
+        np.asarray(router.weights_, dtype=float),
+        dict(router.gatekeepers_ or {}),
+        dict(router.tiers_),
+        [str(name) for name in router.dimension_names_],
+    )
+    n_dimensions = len(truth.dimension_names)
+    threshold = _threshold_of(router)
+    grid = _thresholds(thresholds, threshold)
+    languages = _languages(X, language, n_samples)
+
+    stage1, routing, t1 = _run_stage1(router, X, n_samples, n_dimensions, stage1_predictions)
+    stage2, t2 = _run_stage2(router, X, n_samples, n_dimensions)
+    seconds = {"stage1": t1, "stage2": t2, **(seconds_per_article or {})}
+    t1, t2 = float(seconds["stage1"]), float(seconds["stage2"])
+    stage1 = np.clip(stage1, SCORE_MIN, SCORE_MAX)
+    available = stage2 is not None
+    if available:
+        stage2 = np.clip(stage2, SCORE_MIN, SCORE_MAX)
+
+    def hybrid(t):
+        routed = routing >= t if available else np.zeros(n_samples, dtype=bool)
+        scores = np.where(routed[:, np.newaxis], stage2, stage1) if available else stage1
+        return _terms(truth, scores, routed, t1 + t2 * routed if available else t1)
+
+    systems = {
+        "stage1": _terms(truth, stage1, np.zeros(n_samples, dtype=bool), t1),
+        "hybrid": hybrid(threshold),
+    }
+    if available:
+        systems["stage2"] = _terms(truth, stage2, np.ones(n_samples, dtype=bool), t2)
+
+    bootstrap = _PairedBootstrap(n_samples, n_bootstraps, confidence, random_state)
+    groups = {"tier": {name: truth.tier == name for name in _tier_order(truth.tiers)}}
+    if languages is not None:
+        groups["language"] = {name: languages == name for name in sorted(set(languages))}
+    for system, terms in systems.items():
+        _register(bootstrap, ("system", system), terms)
+        for section, masks in groups.items():
+            for group, mask in masks.items():
+                _register(bootstrap, (section, group, system), terms, mask)
+    if available:
+        for t in grid:
+            _register(bootstrap, ("grid", float(t)), hybrid(t))
+        _register_comparison(bootstrap, systems, routing >= threshold)
+    results = bootstrap.run()
+
+    def metrics_of(prefix, mask=None):
+        n = n_samples if mask is None else int(np.sum(mask))
+        return _collect(results, prefix, n, truth.dimension_names)
+
+    comparison = _comparison(results, routing >= threshold) if available else None
+    report = CascadeReport(
+        n=n_samples,
+        threshold=threshold,
+        confidence=float(confidence),
+        n_bootstraps=int(n_bootstraps),
+        random_state=_recorded_seed(random_state),
+        dimension_names=truth.dimension_names,
+        tiers={name: float(bound) for name, bound in truth.tiers.items()},
+        stage1_source="router" if stage1_predictions is None else "stage1_predictions",
+        stage2_available=available,
+        seconds_per_article={"stage1": t1, "stage2": t2},
+        systems={
+            system: metrics_of(("system", system)) if system in systems else None
+            for system in SYSTEMS
+        },
+        by_tier={},
+        by_language={},
+        grid=[],
+        comparison=comparison,
+        stage2_better=bool(comparison and comparison["routed"]["stage2_better"]),
+    )
+    for section, masks in groups.items():
+        breakdown = report.by_tier if section == "tier" else report.by_language
+        for group, mask in masks.items():
+            breakdown[group] = {
+                system: metrics_of((section, group, system), mask) if system in systems else None
+                for system in SYSTEMS
+            }
+    if available:
+        for t in grid:
+            routed = routing >= t
+            point = {"threshold": float(t), "n_routed": int(routed.sum())}
+            report.grid.append({**point, **metrics_of(("grid", float(t)))})
+    logger.info(
+        "cascade report on %d articles: MAE stage1 %.3f, stage2 %s, hybrid %.3f at %.2f",
+        n_samples,
+        report.systems["stage1"]["weighted_average_mae"]["value"],
+        "n/a" if not available else f"{report.systems['stage2']['weighted_average_mae']['value']:.3f}",
+        report.systems["hybrid"]["weighted_average_mae"]["value"],
+        threshold,
+    )
+    return report
+
+
+def _threshold_of(router):
+    """The threshold in use: ``threshold_`` where the router resolves one, else ``threshold``."""
+    threshold = getattr(router, "threshold_", None)
+    return float(router.threshold if threshold is None else threshold)
+
+
+def _tier_order(tiers):
+    """Tier names from the highest lower bound to the lowest."""
+    return [name for name, _ in sorted(tiers.items(), key=lambda item: -item[1])]
+
+
+def _register_comparison(bootstrap, systems, routed):
+    error1 = systems["stage1"]["weighted_average_mae"][0]
+    error2 = systems["stage2"]["weighted_average_mae"][0]
+    ones = np.ones(len(routed))
+    for scope, weight in (("all", ones), ("routed", routed.astype(float))):
+        bootstrap.add(("comparison", scope, "stage1_mae"), error1 * weight, weight)
+        bootstrap.add(("comparison", scope, "stage2_mae"), error2 * weight, weight)
+        bootstrap.add(("comparison", scope, "difference"), (error2 - error1) * weight, weight)
+
+
+def _comparison(results, routed):
+    comparison = {}
+    for scope, n in (("all", routed.size), ("routed", int(routed.sum()))):
+        entry = {"n": int(n)}
+        for key in ("stage1_mae", "stage2_mae", "difference"):
+            entry[key] = _estimate(results[("comparison", scope, key)])
+        entry["stage2_better"] = bool(entry["difference"]["high"] < 0)  # NaN -> False
+        comparison[scope] = entry
+    return comparison
+
+
+# --- text -----------------------------------------------------------------------------
+
+
+def _value(estimate, digits=3):
+    value = None if estimate is None else estimate["value"]
+    return "n/a" if value is None or np.isnan(value) else f"{value:.{digits}f}"
+
+
+def _with_interval(estimate, digits=3):
+    text = _value(estimate, digits)
+    low, high = estimate["low"], estimate["high"]
+    if text == "n/a" or low is None or high is None or np.isnan(low) or np.isnan(high):
+        return text
+    return f"{text} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _milliseconds(estimate):
+    value = estimate["value"]
+    return "n/a" if value is None or np.isnan(value) else f"{1000 * value:.2f}"
+
+
+def _table(headers, rows):
+    """Fixed-width table: first column left-aligned, the others right-aligned."""
+    rows = [[str(cell) for cell in row] for row in rows]
+    widths = [max(len(row[i]) for row in [headers, *rows]) for i in range(len(headers))]
+
+    def line(cells):
+        first = cells[0].ljust(widths[0])
+        rest = (cell.rjust(width) for cell, width in zip(cells[1:], widths[1:]))
+        return "  ".join([first, *rest]).rstrip()
+
+    return "\n".join([line(headers), line(["-" * w for w in widths]), *map(line, rows)])
+
+
+def _system_rows(systems, label=None):
+    rows = []
+    for system in SYSTEMS:
+        metrics = systems[system]
+        name = system if label is None else label(system)
+        if metrics is None:
+            rows.append([name, "unavailable", "", "", "", "", ""])
+            continue
+        rows.append(
+            [
+                name,
+                _with_interval(metrics["weighted_average_mae"]),
+                _with_interval(metrics["tier_accuracy"]),
+                _with_interval(metrics["medium_plus_recall"]),
+                _with_interval(metrics["medium_plus_precision"]),
+                _value(metrics["skip_rate"]),
+                _milliseconds(metrics["seconds_per_article"]),
+            ]
+        )
+    return rows
+
+
+_SYSTEM_HEADERS = ["system", "MAE", "tier accuracy", "MEDIUM+ recall", "MEDIUM+ precision",
+                   "skip", "ms/article"]
+
+
+def format_report(report):
+    """A :class:`CascadeReport` as readable fixed-width tables (for the CLI).
+
+    Parameters
+    ----------
+    report : CascadeReport
+
+    Returns
+    -------
+    text : str
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import Ridge
+    >>> from hybrid_estimators.router import HybridRouterRegressor
+    >>> X = np.linspace(0, 10, 40).reshape(-1, 1)
+    >>> stage1 = Ridge().fit(X, X)
+    >>> router = HybridRouterRegressor(stage1, stage1, threshold=5.0,
+    ...                                prefit=["stage1", "stage2"]).fit(X, X)
+    >>> text = format_report(cascade_report(router, X, X, n_bootstraps=50,
+    ...                                     random_state=0))
+    >>> print(text.splitlines()[0])
+    Cascade report: 40 articles, threshold 5.00, 90% bootstrap intervals (50 resamples, random_state=0)
+    """
+    report = report if isinstance(report, CascadeReport) else CascadeReport.from_dict(report)
+    lines = [
+        f"Cascade report: {report.n} articles, threshold {report.threshold:.2f}, "
+        f"{report.confidence:.0%} bootstrap intervals ({report.n_bootstraps} resamples, "
+        f"random_state={report.random_state})",
+        "Stage 1 scores: "
+        + ("the router's" if report.stage1_source == "router" else "given (stage1_predictions)")
+        + "; MAE of the weighted average (gatekeepers applied); MEDIUM+ of the final tiers",
+        "",
+        _table(_SYSTEM_HEADERS, _system_rows(report.systems)),
+        "",
+    ]
+    lines += _comparison_lines(report)
+    lines += ["", "MAE per dimension"]
+    rows = [
+        [name] + [
+            "n/a" if report.systems[s] is None else _value(report.systems[s]["mae"][name])
+            for s in SYSTEMS
+        ]
+        for name in report.dimension_names
+    ]
+    lines.append(_table(["dimension", *SYSTEMS], rows))
+    for title, breakdown in (("By true tier", report.by_tier), ("By language", report.by_language)):
+        if breakdown:
+            lines += ["", title, _breakdown_table(breakdown)]
+    if report.grid:
+        lines += ["", "Hybrid over the threshold grid", _grid_table(report)]
+    return "\n".join(lines) + "\n"
+
+
+def _comparison_lines(report):
+    if report.comparison is None:
+        return ["Stage 2 is unavailable (Stage-1-only router): nothing to compare."]
+    lines = ["Stage 2 - Stage 1 MAE of the weighted average, paired on the same articles:"]
+    rows = []
+    for scope, label in (("all", "all articles"), ("routed", "routed articles")):
+        entry = report.comparison[scope]
+        rows.append([
+            label, entry["n"], _value(entry["stage1_mae"]), _value(entry["stage2_mae"]),
+            _with_interval(entry["difference"]), "yes" if entry["stage2_better"] else "no",
+        ])
+    lines.append(_table(["articles", "n", "stage1", "stage2", "difference", "stage2 better"], rows))
+    verdict = (
+        "Stage 2 earns its place: it beats Stage 1 on the articles it is given."
+        if report.stage2_better
+        else "Stage 2 does not (yet) earn its place: no interval-backed gain on the "
+        "articles it is given."
+    )
+    return [*lines, f"Verdict: {verdict}"]
+
+
+def _breakdown_table(breakdown):
+    rows = []
+    for group, systems in breakdown.items():
+        for row in _system_rows(systems):
+            n = next((m["n"] for m in systems.values() if m is not None), 0)
+            rows.append([group, n, *row])
+    return _table(["group", "n", *_SYSTEM_HEADERS], rows)
+
+
+def _grid_table(report):
+    rows = []
+    for point in report.grid:
+        marker = " *" if np.isclose(point["threshold"], report.threshold) else ""
+        rows.append([
+            f"{point['threshold']:.2f}{marker}",
+            point["n_routed"],
+            _value(point["skip_rate"]),
+            _milliseconds(point["seconds_per_article"]),
+            _with_interval(point["weighted_average_mae"]),
+            _value(point["tier_accuracy"]),
+            _value(point["medium_plus_recall"]),
+            _value(point["medium_plus_precision"]),
+            _value(point["medium_plus_routed"]),
+        ])
+    headers = ["threshold", "routed", "skip", "ms/article", "MAE", "tier acc",
+               "M+ recall", "M+ precision", "M+ to Stage 2"]
+    return _table(headers, rows) + "\n(* the router's threshold)"
+
+
+# --- display -----------------------------------------------------------------------------
+
+
+class CascadeFrontierDisplay:
+    """MAE and time per article of the cascade against its threshold.
+
+    The hybrid's weighted-average MAE (with its bootstrap band) is drawn on
+    the left axis and its time per article on the right one, against the
+    threshold; Stage 1 alone and Stage 2 alone are horizontal reference
+    lines on both, and the router's threshold a vertical line. Create it
+    with :meth:`from_report` or :meth:`from_estimator`; all parameters are
+    stored as attributes.
+
+    Parameters
+    ----------
+    thresholds : ndarray of shape (n_thresholds,)
+    mae, mae_low, mae_high : ndarray of shape (n_thresholds,)
+        The hybrid's MAE and its interval at each threshold.
+    seconds_per_article : ndarray of shape (n_thresholds,)
+        The hybrid's time per article at each threshold.
+    threshold : float
+        The router's threshold.
+    stage1_mae, stage2_mae : float or None, default=None
+        MAE of each stage alone.
+    stage1_seconds, stage2_seconds : float or None, default=None
+        Time per article of each stage alone.
+    confidence : float or None, default=None
+        Coverage of the band (for the legend).
+
+    Attributes
+    ----------
+    ax_ : matplotlib Axes
+        Axes of the MAE.
+    ax_time_ : matplotlib Axes
+        Twin axes of the time per article (milliseconds).
+    figure_ : matplotlib Figure
+    line_ : matplotlib Artist
+        The hybrid's MAE.
+    band_ : matplotlib Artist or None
+        Its interval (None without intervals).
+    time_line_ : matplotlib Artist
+        The hybrid's time per article.
+    threshold_line_ : matplotlib Artist
+        The router's threshold.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from matplotlib.figure import Figure
+    >>> from sklearn.linear_model import Ridge
+    >>> from sklearn.neighbors import KNeighborsRegressor
+    >>> from hybrid_estimators.router import HybridRouterRegressor
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.uniform(0, 10, size=(60, 2))
+    >>> Y = np.c_[X[:, 0], np.sqrt(10 * X[:, 1])]
+    >>> router = HybridRouterRegressor(
+    ...     Ridge().fit(X, Y), KNeighborsRegressor(1).fit(X, Y), threshold=4.0,
+    ...     prefit=["stage1", "stage2"]).fit(X, Y)
+    >>> ax = Figure().subplots()
+    >>> display = CascadeFrontierDisplay.from_estimator(
+    ...     router, X, Y, ax=ax, n_bootstraps=100, random_state=0)
+    >>> display.ax_ is ax, display.threshold_line_.get_xdata()[0]
+    (True, 4.0)
+    """
+
+    def __init__(
+        self,
+        *,
+        thresholds,
+        mae,
+        mae_low,
+        mae_high,
+        seconds_per_article,
+        threshold,
+        stage1_mae=None,
+        stage2_mae=None,
+        stage1_seconds=None,
+        stage2_seconds=None,
+        confidence=None,
+    ):
+        self.thresholds = thresholds
+        self.mae = mae
+        self.mae_low = mae_low
+        self.mae_high = mae_high
+        self.seconds_per_article = seconds_per_article
+        self.threshold = threshold
+        self.stage1_mae = stage1_mae
+        self.stage2_mae = stage2_mae
+        self.stage1_seconds = stage1_seconds
+        self.stage2_seconds = stage2_seconds
+        self.confidence = confidence
+
+    def plot(self, ax=None):
+        """Draw the frontier.
+
+        Parameters
+        ----------
+        ax : matplotlib Axes, default=None
+            Where to draw the MAE (the time goes on its twin); a new figure
+            when None.
+
+        Returns
+        -------
+        display : CascadeFrontierDisplay
+        """
+        _check_matplotlib(f"{type(self).__name__}.plot")
+        if ax is None:
+            import matplotlib.pyplot as plt
+
+            _, ax = plt.subplots(figsize=(8, 4.5))
+        thresholds = np.asarray(self.thresholds, dtype=float)
+        mae = np.asarray(self.mae, dtype=float)
+        low = np.asarray(self.mae_low, dtype=float)
+        high = np.asarray(self.mae_high, dtype=float)
+        milliseconds = 1000 * np.asarray(self.seconds_per_article, dtype=float)
+
+        self.band_ = None
+        if np.isfinite(low).any():
+            label = "MAE interval" if self.confidence is None else f"{self.confidence:.0%} interval"
+            self.band_ = ax.fill_between(thresholds, low, high, color="C0", alpha=0.2, label=label)
+        (self.line_,) = ax.plot(thresholds, mae, color="C0", label="hybrid MAE")
+        for value, style, name in ((self.stage1_mae, ":", "Stage 1"), (self.stage2_mae, "--", "Stage 2")):
+            if _finite(value):
+                ax.axhline(value, color="C0", linestyle=style, linewidth=1, label=f"{name} only MAE")
+        self.threshold_line_ = ax.axvline(
+            self.threshold, color="black", linestyle="-.", label=f"threshold {self.threshold:.2f}"
+        )
+        ax.set_xlabel("threshold (routing score)")
+        ax.set_ylabel("MAE of the weighted average", color="C0")
+
+        ax_time = ax.twinx()
+        (self.time_line_,) = ax_time.plot(thresholds, milliseconds, color="C1", label="hybrid ms/article")
+        for value, style, name in ((self.stage1_seconds, ":", "Stage 1"), (self.stage2_seconds, "--", "Stage 2")):
+            if _finite(value):
+                ax_time.axhline(1000 * value, color="C1", linestyle=style, linewidth=1,
+                                label=f"{name} only ms/article")
+        ax_time.set_ylabel("ms per article", color="C1")
+        handles, labels = ax.get_legend_handles_labels()
+        more_handles, more_labels = ax_time.get_legend_handles_labels()
+        ax_time.legend(handles + more_handles, labels + more_labels, loc="upper center",
+                       fontsize="small", ncol=2)
+
+        self.ax_, self.ax_time_, self.figure_ = ax, ax_time, ax.figure
+        return self
+
+    @classmethod
+    def from_report(cls, report, *, ax=None):
+        """Plot the frontier of a :class:`CascadeReport` (or its ``to_dict()``).
+
+        Parameters
+        ----------
+        report : CascadeReport or dict
+        ax : matplotlib Axes, default=None
+
+        Returns
+        -------
+        display : CascadeFrontierDisplay
+        """
+        report = report if isinstance(report, CascadeReport) else CascadeReport.from_dict(report)
+        if not report.grid:
+            raise ValueError("the report has no threshold grid: its router has no Stage 2.")
+
+        def column(metric, key):
+            return np.array([point[metric][key] for point in report.grid], dtype=float)
+
+        systems = report.systems
+        display = cls(
+            thresholds=np.array([point["threshold"] for point in report.grid], dtype=float),
+            mae=column("weighted_average_mae", "value"),
+            mae_low=column("weighted_average_mae", "low"),
+            mae_high=column("weighted_average_mae", "high"),
+            seconds_per_article=column("seconds_per_article", "value"),
+            threshold=report.threshold,
+            stage1_mae=systems["stage1"]["weighted_average_mae"]["value"],
+            stage2_mae=systems["stage2"]["weighted_average_mae"]["value"],
+            stage1_seconds=report.seconds_per_article["stage1"],
+            stage2_seconds=report.seconds_per_article["stage2"],
+            confidence=report.confidence,
+        )
+        return display.plot(ax=ax)
+
+    @classmethod
+    def from_estimator(cls, router, X, Y, *, ax=None, **kwargs):
+        """Measure `router` with :func:`cascade_report` and plot its frontier.
+
+        Parameters
+        ----------
+        router : HybridRouterRegressor
+            Fitted, with a Stage 2.
+        X, Y
+            Labelled articles.
+        ax : matplotlib Axes, default=None
+        **kwargs
+            Passed to :func:`cascade_report` (``thresholds``,
+            ``n_bootstraps``, ``confidence``, ``random_state``, ...).
+
+        Returns
+        -------
+        display : CascadeFrontierDisplay
+        """
+        return cls.from_report(cascade_report(router, X, Y, **kwargs), ax=ax)
+
+
+def _check_matplotlib(caller):
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as error:
+        raise ImportError(
+            f"{caller} requires matplotlib: pip install 'hybrid_estimators[test]' "
+            "or pip install matplotlib."
+        ) from error
+
+
+def _finite(value):
+    return value is not None and np.isfinite(value)

@@ -1,0 +1,631 @@
+"""cascade_report, its JSON/frame/text forms, CascadeFrontierDisplay and ``evaluate``."""
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.compose import ColumnTransformer
+from sklearn.feature_extraction.text import TfidfVectorizer
+from sklearn.frozen import FrozenEstimator
+from sklearn.linear_model import Ridge
+from sklearn.neighbors import KNeighborsRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import FunctionTransformer
+
+from hybrid_estimators import filters
+from hybrid_estimators.datasets import make_articles
+from hybrid_estimators.evaluation import (
+    DEFAULT_THRESHOLDS,
+    METRICS,
+    CascadeFrontierDisplay,
+    CascadeReport,
+    cascade_report,
+    format_report,
+)
+from hybrid_estimators.metrics import medium_plus_recall
+from hybrid_estimators.router import HybridRouterRegressor
+from hybrid_estimators.text import ArticleText
+from hybrid_estimators.tiers import apply_gatekeepers, tier_of, weighted_average
+
+ROOT = Path(__file__).resolve().parents[1]
+WEIGHTS = np.array([0.6, 0.4])
+THRESHOLD = 4.3
+SECONDS = {"stage1": 0.002, "stage2": 0.05}
+TEXTS = FunctionTransformer(np.ravel)  # ArticleText's one column -> what TfidfVectorizer reads
+
+
+def _evaluate_command():
+    """``hybrid_estimators.cli.evaluate``, also while ``cli`` is still one module."""
+    try:
+        from hybrid_estimators.cli import evaluate
+    except ImportError:
+        path = ROOT / "hybrid_estimators" / "cli" / "evaluate.py"
+        spec = importlib.util.spec_from_file_location("_evaluate_command", path)
+        evaluate = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(evaluate)
+    return evaluate
+
+
+evaluate_command = _evaluate_command()
+
+
+# --- data whose answers are known ----------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def data():
+    """Distinct rows; dimension 1 is non-linear, so a linear Stage 1 errs on it."""
+    rng = np.random.RandomState(0)
+    X = rng.uniform(0, 10, size=(150, 3))
+    Y = np.c_[X[:, 0], X[:, 1] * X[:, 2] / 10]
+    return X, Y
+
+
+@pytest.fixture(scope="module")
+def stage1(data):
+    return Ridge().fit(*data)
+
+
+@pytest.fixture(scope="module")
+def exact_stage2(data):
+    """Returns the true scores of every training row (1-NN on distinct rows)."""
+    return KNeighborsRegressor(n_neighbors=1).fit(*data)
+
+
+def make_router(stage1, stage2, data, threshold=THRESHOLD, **params):
+    return HybridRouterRegressor(
+        stage1, stage2, WEIGHTS, threshold=threshold, prefit=["stage1", "stage2"], **params
+    ).fit(*data)
+
+
+@pytest.fixture(scope="module")
+def exact_router(stage1, exact_stage2, data):
+    return make_router(stage1, exact_stage2, data)
+
+
+@pytest.fixture(scope="module")
+def exact_report(exact_router, data):
+    return cascade_report(exact_router, *data, n_bootstraps=300, random_state=0)
+
+
+def averages(scores, gatekeepers=None):
+    scores = np.clip(scores, 0, 10)
+    return apply_gatekeepers(scores, weighted_average(scores, WEIGHTS), gatekeepers)[0]
+
+
+def value(estimate):
+    return estimate["value"]
+
+
+def all_estimates(node):
+    """Every {"value", "low", "high"} dict of a (to_dict) report."""
+    if isinstance(node, dict):
+        if set(node) == {"value", "low", "high"}:
+            yield node
+        else:
+            for child in node.values():
+                yield from all_estimates(child)
+    elif isinstance(node, list):
+        for child in node:
+            yield from all_estimates(child)
+
+
+# --- cascade_report -----------------------------------------------------------------
+
+
+def test_an_exact_stage2_is_perfect_and_the_hybrid_errs_only_where_it_skips(
+    exact_report, exact_router, stage1, data
+):
+    X, Y = data
+    stage1_errors = np.abs(averages(stage1.predict(X)) - averages(Y))
+    routed = exact_router.route(X)
+    assert 0 < routed.sum() < len(Y)
+
+    systems = exact_report.systems
+    assert value(systems["stage2"]["weighted_average_mae"]) == 0
+    for metric in ("tier_accuracy", "medium_plus_recall", "medium_plus_precision"):
+        assert value(systems["stage2"][metric]) == 1
+    assert all(value(e) == 0 for e in systems["stage2"]["mae"].values())
+    assert value(systems["stage1"]["weighted_average_mae"]) == pytest.approx(stage1_errors.mean())
+    skipped = ~routed
+    assert value(systems["hybrid"]["weighted_average_mae"]) == pytest.approx(
+        stage1_errors[skipped].mean() * skipped.mean()
+    )
+    dimension_1 = np.abs(np.clip(stage1.predict(X)[:, 1], 0, 10) - Y[:, 1])
+    assert value(systems["stage1"]["mae"]["dim_1"]) == pytest.approx(dimension_1.mean())
+    assert value(systems["hybrid"]["mae"]["dim_1"]) == pytest.approx(
+        dimension_1[skipped].sum() / len(Y)
+    )
+
+
+def test_the_paired_difference_of_an_exact_stage2_is_negative(exact_report, exact_router, stage1, data):
+    X, Y = data
+    stage1_errors = np.abs(averages(stage1.predict(X)) - averages(Y))
+    routed = exact_router.route(X)
+    comparison = exact_report.comparison
+    assert comparison["all"]["n"] == len(Y)
+    assert comparison["routed"]["n"] == routed.sum()
+    assert value(comparison["all"]["difference"]) == pytest.approx(-stage1_errors.mean())
+    assert value(comparison["routed"]["difference"]) == pytest.approx(-stage1_errors[routed].mean())
+    assert value(comparison["routed"]["stage2_mae"]) == 0
+    assert comparison["all"]["difference"]["high"] < 0
+    assert comparison["routed"]["difference"]["high"] < 0
+    assert comparison["routed"]["stage2_better"] and exact_report.stage2_better
+
+
+def test_a_stage2_equal_to_stage1_earns_nothing(stage1, data):
+    router = make_router(stage1, stage1, data)
+    report = cascade_report(router, *data, n_bootstraps=200, random_state=0)
+    for scope in ("all", "routed"):
+        difference = report.comparison[scope]["difference"]
+        assert difference == {"value": 0.0, "low": 0.0, "high": 0.0}
+        assert not report.comparison[scope]["stage2_better"]
+    assert not report.stage2_better
+    same = [m for m in METRICS if m not in ("skip_rate", "seconds_per_article", "medium_plus_routed")]
+    for metric in same:
+        assert report.systems["hybrid"][metric] == report.systems["stage1"][metric], metric
+        assert report.systems["stage2"][metric] == report.systems["stage1"][metric], metric
+    assert report.systems["hybrid"]["mae"] == report.systems["stage1"]["mae"]
+    assert {value(p["weighted_average_mae"]) for p in report.grid} == {
+        value(report.systems["stage1"]["weighted_average_mae"])
+    }
+
+
+def test_skip_rate_and_routing_recall_match_the_router(exact_report, exact_router, data):
+    X, Y = data
+    routed = exact_router.route(X)
+    hybrid = exact_report.systems["hybrid"]
+    assert value(hybrid["skip_rate"]) == pytest.approx(1 - routed.mean())
+    assert value(hybrid["medium_plus_routed"]) == pytest.approx(
+        medium_plus_recall(Y, routed, WEIGHTS, tiers=exact_router.tiers_)
+    )
+    assert value(exact_report.systems["stage1"]["skip_rate"]) == 1
+    assert value(exact_report.systems["stage2"]["skip_rate"]) == 0
+    at_threshold = [p for p in exact_report.grid if p["threshold"] == THRESHOLD]
+    assert len(at_threshold) == 1 and at_threshold[0]["n_routed"] == routed.sum()
+    assert {k: at_threshold[0][k] for k in METRICS} == {k: hybrid[k] for k in METRICS}
+
+
+def test_the_grid_runs_from_all_of_stage2_to_all_of_stage1(exact_report, exact_router, data):
+    thresholds = [p["threshold"] for p in exact_report.grid]
+    assert thresholds == sorted(set(DEFAULT_THRESHOLDS) | {THRESHOLD})
+    first, last = exact_report.grid[0], exact_report.grid[-1]
+    assert first["threshold"] == 0 and first["n_routed"] == len(data[1])
+    assert first["weighted_average_mae"] == exact_report.systems["stage2"]["weighted_average_mae"]
+    assert value(first["skip_rate"]) == 0
+
+    report = cascade_report(exact_router, *data, thresholds=[10.5, 0.0], n_bootstraps=50,
+                            random_state=0)
+    assert [p["threshold"] for p in report.grid] == [0.0, THRESHOLD, 10.5]
+    beyond = report.grid[-1]
+    assert beyond["n_routed"] == 0 and value(beyond["skip_rate"]) == 1
+    for metric in ("weighted_average_mae", "tier_accuracy", "medium_plus_recall"):
+        assert beyond[metric] == report.systems["stage1"][metric]
+    maes = [value(p["weighted_average_mae"]) for p in exact_report.grid]
+    assert maes == sorted(maes)  # an exact Stage 2: each article routed away costs MAE
+
+
+def test_time_per_article_is_stage1_plus_the_routed_share_of_stage2(exact_router, data):
+    X, Y = data
+    report = cascade_report(exact_router, X, Y, n_bootstraps=0, seconds_per_article=SECONDS)
+    share = exact_router.route(X).mean()
+    t1, t2 = SECONDS["stage1"], SECONDS["stage2"]
+    assert value(report.systems["stage1"]["seconds_per_article"]) == pytest.approx(t1)
+    assert value(report.systems["stage2"]["seconds_per_article"]) == pytest.approx(t2)
+    assert value(report.systems["hybrid"]["seconds_per_article"]) == pytest.approx(t1 + share * t2)
+    for point in report.grid:
+        assert value(point["seconds_per_article"]) == pytest.approx(
+            t1 + point["n_routed"] / len(Y) * t2
+        )
+
+
+def test_stage_times_are_measured(exact_router, data):
+    report = cascade_report(exact_router, *data, n_bootstraps=0)
+    assert report.seconds_per_article["stage1"] > 0
+    assert report.seconds_per_article["stage2"] > 0
+
+
+def test_stage1_time_survives_the_router_cache(exact_router, data):
+    exact_router.predict(data[0])  # Stage 1 rows are now cached
+    report = cascade_report(exact_router, *data, n_bootstraps=0)
+    assert report.seconds_per_article["stage1"] > 0
+
+
+def test_intervals_hold_the_estimate_and_are_reproducible(exact_router, data):
+    kwargs = {"n_bootstraps": 300, "seconds_per_article": SECONDS, "language": ["a", "b"] * 75}
+    first = cascade_report(exact_router, *data, random_state=3, **kwargs).to_dict()
+    again = cascade_report(exact_router, *data, random_state=3, **kwargs).to_dict()
+    other = cascade_report(exact_router, *data, random_state=4, **kwargs).to_dict()
+    assert first == again
+    assert first["systems"] != other["systems"]
+    assert first["random_state"] == 3 and first["n_bootstraps"] == 300
+    estimates = list(all_estimates(first))
+    assert len(estimates) > 500
+    for estimate in estimates:
+        if estimate["value"] is not None:
+            assert estimate["low"] <= estimate["value"] + 1e-12
+            assert estimate["value"] <= estimate["high"] + 1e-12
+
+
+def test_a_wider_confidence_gives_wider_intervals(exact_router, data):
+    kwargs = {"n_bootstraps": 400, "random_state": 0, "seconds_per_article": SECONDS}
+    narrow = cascade_report(exact_router, *data, confidence=0.5, **kwargs)
+    wide = cascade_report(exact_router, *data, confidence=0.95, **kwargs)
+    mae_narrow = narrow.systems["stage1"]["weighted_average_mae"]
+    mae_wide = wide.systems["stage1"]["weighted_average_mae"]
+    assert mae_wide["low"] < mae_narrow["low"] < mae_narrow["high"] < mae_wide["high"]
+    assert wide.confidence == 0.95
+
+
+def test_breakdowns_by_true_tier_and_by_language(exact_report, exact_router, data):
+    X, Y = data
+    true_tiers = tier_of(averages(Y), exact_router.tiers_)
+    assert list(exact_report.by_tier) == ["high", "medium", "low"]
+    for tier, systems in exact_report.by_tier.items():
+        assert set(systems) == {"stage1", "stage2", "hybrid"}
+        assert systems["stage1"]["n"] == np.sum(true_tiers == tier)
+        assert value(systems["stage2"]["tier_accuracy"]) == 1
+    assert exact_report.by_language == {}
+    low_recall = exact_report.by_tier["low"]["stage1"]["medium_plus_recall"]
+    assert low_recall["value"] != low_recall["value"]  # NaN: no MEDIUM+ article is low
+
+    language = np.where(np.arange(len(Y)) < 100, "en", None)
+    report = cascade_report(exact_router, X, Y, n_bootstraps=50, language=language)
+    assert {k: v["hybrid"]["n"] for k, v in report.by_language.items()} == {"en": 100, "unknown": 50}
+    stage1 = [v["stage1"] for v in report.by_language.values()]
+    overall = value(report.systems["stage1"]["weighted_average_mae"])
+    assert sum(value(m["weighted_average_mae"]) * m["n"] for m in stage1) / len(Y) == pytest.approx(overall)
+
+
+def test_the_language_column_of_a_dataframe_is_used(data):
+    X, Y = data
+    frame = pd.DataFrame(X, columns=["a", "b", "c"]).assign(language=["en", "de", "fr"] * 50)
+    numeric = ColumnTransformer([("numbers", "passthrough", ["a", "b", "c"])])
+    stage1 = make_pipeline(numeric, Ridge()).fit(frame, Y)
+    stage2 = make_pipeline(numeric, KNeighborsRegressor(n_neighbors=1)).fit(frame, Y)
+    router = make_router(stage1, stage2, (frame, Y))
+    report = cascade_report(router, frame, Y, n_bootstraps=50, random_state=0)
+    assert {k: v["stage2"]["n"] for k, v in report.by_language.items()} == {"de": 50, "en": 50, "fr": 50}
+    assert value(report.systems["stage2"]["weighted_average_mae"]) == 0
+
+
+def test_stage1_predictions_replace_stage1_and_its_routing(exact_router, data):
+    X, Y = data
+    given = Y + np.array([1.5, -2.0])  # known errors, some clipped at 0 and 10
+    report = cascade_report(exact_router, X, Y, n_bootstraps=50, stage1_predictions=given)
+    errors = np.abs(averages(given) - averages(Y))
+    routed = np.clip(weighted_average(given, WEIGHTS), 0, 10) >= THRESHOLD
+    assert report.stage1_source == "stage1_predictions"
+    assert value(report.systems["stage1"]["weighted_average_mae"]) == pytest.approx(errors.mean())
+    assert value(report.systems["stage1"]["mae"]["dim_0"]) == pytest.approx(
+        np.abs(np.clip(given[:, 0], 0, 10) - Y[:, 0]).mean()
+    )
+    assert value(report.systems["hybrid"]["skip_rate"]) == pytest.approx(1 - routed.mean())
+    assert value(report.systems["hybrid"]["weighted_average_mae"]) == pytest.approx(
+        errors[~routed].sum() / len(Y)
+    )
+    assert np.isnan(report.seconds_per_article["stage1"])  # not run, not timed
+    assert report.to_dict()["seconds_per_article"]["stage1"] is None
+    assert report.seconds_per_article["stage2"] > 0
+
+
+def test_the_weighted_average_error_applies_gatekeepers(stage1, exact_stage2, data):
+    X, Y = data
+    gatekeepers = {"dim_1": (3.0, 2.0)}
+    router = make_router(stage1, exact_stage2, data, gatekeepers=gatekeepers)
+    report = cascade_report(router, X, Y, n_bootstraps=0)
+    gates = {1: (3.0, 2.0)}
+    errors = np.abs(averages(stage1.predict(X), gates) - averages(Y, gates))
+    assert value(report.systems["stage1"]["weighted_average_mae"]) == pytest.approx(errors.mean())
+    assert errors.mean() != pytest.approx(np.abs(averages(stage1.predict(X)) - averages(Y)).mean())
+
+
+def test_a_stage1_only_router_reports_stage2_as_unavailable(stage1, data):
+    router = HybridRouterRegressor(stage1, None, WEIGHTS, threshold=THRESHOLD,
+                                   prefit=["stage1"]).fit(*data)
+    report = cascade_report(router, *data, n_bootstraps=50, random_state=0)
+    assert not report.stage2_available and not report.stage2_better
+    assert report.systems["stage2"] is None and report.comparison is None
+    assert report.grid == []
+    assert report.systems["hybrid"]["weighted_average_mae"] == report.systems["stage1"]["weighted_average_mae"]
+    assert value(report.systems["hybrid"]["skip_rate"]) == 1
+    assert all(systems["stage2"] is None for systems in report.by_tier.values())
+    assert "unavailable" in report.to_text()
+    json.dumps(report.to_dict(), allow_nan=False)
+    with pytest.raises(ValueError, match="no Stage 2"):
+        CascadeFrontierDisplay.from_report(report)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"confidence": 1.0}, "confidence"),
+        ({"n_bootstraps": -1}, "n_bootstraps"),
+        ({"stage1_predictions": np.zeros((3, 2))}, r"shape \(150, 2\)"),
+        ({"language": ["en"]}, "language has 1 entries"),
+        ({"thresholds": [np.nan]}, "finite"),
+    ],
+)
+def test_invalid_arguments_are_refused(exact_router, data, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        cascade_report(exact_router, *data, **kwargs)
+
+
+def test_y_must_hold_the_routers_dimensions(exact_router, data):
+    X, Y = data
+    with pytest.raises(ValueError, match="not the router's dimensions"):
+        cascade_report(exact_router, X, pd.DataFrame(Y, columns=["a", "b"]))
+    swapped = pd.DataFrame(Y[:, ::-1], columns=["dim_1", "dim_0"])
+    kwargs = {"n_bootstraps": 20, "random_state": 0, "seconds_per_article": SECONDS}
+    assert (cascade_report(exact_router, X, swapped, **kwargs).to_text()
+            == cascade_report(exact_router, X, Y, **kwargs).to_text())
+
+
+# --- JSON, frame, text ---------------------------------------------------------------
+
+
+def test_json_round_trip(exact_report):
+    data = exact_report.to_dict()
+    text = json.dumps(data, allow_nan=False)
+    assert json.loads(text) == data
+    back = CascadeReport.from_dict(json.loads(text))
+    assert back.to_dict() == data
+    assert format_report(back) == format_report(exact_report)
+    assert set(data) == {
+        "n", "threshold", "confidence", "n_bootstraps", "random_state", "dimension_names",
+        "tiers", "stage1_source", "stage2_available", "seconds_per_article", "systems",
+        "by_tier", "by_language", "grid", "comparison", "stage2_better",
+    }
+    assert data["n"] == 150 and data["threshold"] == THRESHOLD and data["confidence"] == 0.9
+    assert set(data["systems"]["hybrid"]) == {"n", "mae", *METRICS}
+
+
+def test_to_frame_has_one_row_per_estimate(exact_report):
+    frame = exact_report.to_frame()
+    per_metrics = len(METRICS) + 2  # and one MAE per dimension
+    n_tables = 3 + 3 * 3 + len(exact_report.grid)
+    assert len(frame) == n_tables * per_metrics
+    systems = frame.query("section == 'system'").pivot(index="system", columns="metric", values="value")
+    assert systems.loc["stage2", "weighted_average_mae"] == 0
+    assert systems.loc["hybrid", "skip_rate"] == value(exact_report.systems["hybrid"]["skip_rate"])
+
+
+def test_the_text_shows_every_system_the_verdict_and_the_grid(exact_report):
+    text = exact_report.to_text()
+    assert text.startswith("Cascade report: 150 articles, threshold 4.30, 90% bootstrap intervals")
+    for needle in ("stage1", "stage2", "hybrid", "Verdict: Stage 2 earns its place",
+                   "By true tier", "dim_1", "4.30 *"):
+        assert needle in text, needle
+    table = text.split("\n\n")[1].splitlines()
+    assert len({len(line) for line in table}) == 1  # fixed width
+
+
+# --- display -----------------------------------------------------------------------
+
+
+def test_the_frontier_display_draws_mae_time_references_and_threshold(exact_report):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    ax = Figure().subplots()
+    display = CascadeFrontierDisplay.from_report(exact_report, ax=ax)
+    assert display.ax_ is ax and display.figure_ is ax.figure
+    assert display.ax_time_ is not ax and display.ax_time_.figure is ax.figure
+    grid = exact_report.grid
+    assert list(display.line_.get_xdata()) == [p["threshold"] for p in grid]
+    assert list(display.line_.get_ydata()) == [value(p["weighted_average_mae"]) for p in grid]
+    assert np.allclose(display.time_line_.get_ydata(),
+                       [1000 * value(p["seconds_per_article"]) for p in grid])
+    assert list(display.threshold_line_.get_xdata()) == [THRESHOLD, THRESHOLD]
+    assert display.band_ is not None
+    labels = [text.get_text() for text in display.ax_time_.get_legend().get_texts()]
+    for label in ("hybrid MAE", "Stage 1 only MAE", "Stage 2 only MAE", "threshold 4.30",
+                  "hybrid ms/article", "Stage 2 only ms/article"):
+        assert label in labels
+    stage1_line = [line for line in ax.get_lines() if line.get_label() == "Stage 1 only MAE"][0]
+    assert stage1_line.get_ydata()[0] == value(exact_report.systems["stage1"]["weighted_average_mae"])
+
+
+def test_the_display_from_an_estimator_and_from_json(exact_router, data, tmp_path):
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    display = CascadeFrontierDisplay.from_estimator(exact_router, *data, n_bootstraps=0)
+    try:
+        assert display.band_ is None  # no resamples, no band
+        display.figure_.savefig(tmp_path / "frontier.png")
+        assert (tmp_path / "frontier.png").read_bytes()[:4] == b"\x89PNG"
+    finally:
+        plt.close(display.figure_)
+    report = cascade_report(exact_router, *data, n_bootstraps=20)
+    again = CascadeFrontierDisplay.from_report(json.loads(json.dumps(report.to_dict())))
+    plt.close(again.figure_)
+    assert list(again.mae_low) == [p["weighted_average_mae"]["low"] for p in report.grid]
+
+
+# --- the evaluate command -------------------------------------------------------------
+
+
+def parse(argv):
+    parser = argparse.ArgumentParser(prog="hybrid-estimators")
+    evaluate_command.add_parser(parser.add_subparsers(dest="command"))
+    return parser.parse_args(argv)
+
+
+def write_labelled_folder(folder, X, Y):
+    folder.mkdir(parents=True)
+    records = X.to_dict("records")
+    for record, scores in zip(records, Y.to_dict("records")):
+        record["scores"] = scores
+    (folder / "articles.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    dimensions = {name: 1.0 for name in Y.columns}
+    (folder / "filter.yaml").write_text(yaml.safe_dump({"name": "demo", "dimensions": dimensions}))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def text_router():
+    """A filter-like router on words: Ridge on TF-IDF, and an exact 1-NN Stage 2."""
+    X, Y = make_articles(60, random_state=0)
+    stage1 = make_pipeline(ArticleText(), TEXTS, TfidfVectorizer(), Ridge(alpha=0.1)).fit(X, Y)
+    stage2 = make_pipeline(ArticleText(), TEXTS, TfidfVectorizer(), KNeighborsRegressor(1)).fit(X, Y)
+    router = HybridRouterRegressor(FrozenEstimator(stage1), FrozenEstimator(stage2),
+                                   {"energy_progress": 0.5, "health_benefit": 0.25,
+                                    "economic_impact": 0.25}, threshold=4.0).fit(X, Y)
+    return router, X, Y
+
+
+@pytest.fixture
+def text_filter(text_router, monkeypatch, tmp_path_factory):
+    """A filter folder whose load_filter returns `text_router`, and its training folder."""
+    router, X, Y = text_router
+    folder = tmp_path_factory.mktemp("filter")
+    (folder / "config.yaml").write_text("name: demo\n")
+    monkeypatch.setattr(filters, "load_filter", lambda path: router)
+    labelled = write_labelled_folder(tmp_path_factory.mktemp("data") / "demo", X, Y)
+    return folder, labelled
+
+
+def test_evaluate_prints_the_tables_and_writes_json_and_plot(text_filter, tmp_path, capsys):
+    pytest.importorskip("matplotlib")
+    folder, labelled = text_filter
+    out, plot = tmp_path / "out" / "report.json", tmp_path / "frontier.png"
+    args = parse(["evaluate", "--filter", str(folder), str(labelled), "-o", str(out),
+                  "--plot", str(plot), "--n-bootstraps", "100", "--random-state", "1"])
+    assert args.func is evaluate_command.run
+    assert args.func(args) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("Cascade report: 60 articles, threshold 4.00")
+    report = json.loads(out.read_text())
+    assert report["n"] == 60 and report["random_state"] == 1 and report["n_bootstraps"] == 100
+    assert report["stage1_source"] == "router"
+    assert report["systems"]["stage2"]["weighted_average_mae"]["value"] == 0  # 1-NN, seen rows
+    assert report["stage2_better"]
+    assert printed == format_report(CascadeReport.from_dict(report))
+    assert plot.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_evaluate_cv_scores_stage1_out_of_fold(text_filter, tmp_path, capsys):
+    folder, labelled = text_filter
+    reports = {}
+    for name, extra in (("in_sample", []), ("cv", ["--cv", "4"])):
+        out = tmp_path / f"{name}.json"
+        args = parse(["evaluate", "--filter", str(folder), str(labelled), "-o", str(out),
+                      "--n-bootstraps", "0", *extra])
+        assert evaluate_command.run(args) == 0
+        reports[name] = json.loads(out.read_text())
+    capsys.readouterr()
+    assert reports["cv"]["stage1_source"] == "stage1_predictions"
+    mae = {k: r["systems"]["stage1"]["weighted_average_mae"]["value"] for k, r in reports.items()}
+    assert mae["cv"] > 1.3 * mae["in_sample"]  # the probe has seen these articles
+    assert reports["cv"]["seconds_per_article"]["stage1"] > 0
+    stage2 = [r["systems"]["stage2"]["weighted_average_mae"] for r in reports.values()]
+    assert stage2[0] == stage2[1]  # Stage 2 is the filter's either way
+
+
+def test_out_of_fold_stage1_refits_only_the_probe(text_router):
+    router, X, Y = text_router
+    predictions, seconds = evaluate_command.out_of_fold_stage1(router, X, Y, cv=3, random_state=0)
+    assert predictions.shape == Y.shape and seconds > 0
+    again, _ = evaluate_command.out_of_fold_stage1(router, X, Y, cv=3, random_state=0)
+    assert np.array_equal(predictions, again)
+    assert not np.allclose(predictions, router.predict_stage1(X))
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--refit-stage2"], "--refit-stage2 is not supported yet"),
+        (["--cv", "100"], "--cv 100 needs at least 100 articles"),
+    ],
+)
+def test_evaluate_fatal_errors_are_one_line(text_filter, capsys, extra, message):
+    folder, labelled = text_filter
+    args = parse(["evaluate", "--filter", str(folder), str(labelled), *extra])
+    assert evaluate_command.run(args) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hybrid-estimators: error: ") and message in err
+    assert err.count("\n") == 1
+
+
+def test_evaluate_refuses_articles_labelled_for_another_filter(text_filter, tmp_path, capsys):
+    folder, _ = text_filter
+    X, Y = make_articles(5, random_state=1)
+    other = write_labelled_folder(tmp_path / "other", X, Y.set_axis(["a", "b", "c"], axis=1))
+    assert evaluate_command.run(parse(["evaluate", "--filter", str(folder), str(other)])) == 2
+    err = capsys.readouterr().err
+    assert "['a', 'b', 'c']" in err and "energy_progress" in err
+
+
+def test_evaluate_refuses_missing_folders(tmp_path, capsys):
+    args = parse(["evaluate", "--filter", str(tmp_path / "none"), str(tmp_path)])
+    assert evaluate_command.run(args) == 2
+    assert "is not a filter folder" in capsys.readouterr().err
+
+
+def test_evaluate_help_documents_every_option_with_its_default():
+    parser = argparse.ArgumentParser(prog="hybrid-estimators")
+    command = evaluate_command.add_parser(parser.add_subparsers())
+    text = command.format_help()
+    for option in ("--filter", "--plot", "--cv", "--refit-stage2", "--random-state",
+                   "--n-bootstraps", "--confidence", "LABELLED_DIR"):
+        assert option in text
+    assert "(default: 1000)" in text and "(default: 0.9)" in text
+    assert all(action.help for action in command._actions)
+
+
+def test_evaluate_a_saved_minilm_filter_with_cv(minilm_path, tmp_path, capsys):
+    """A real filter folder (MiniLM + MLP probe) through load_filter."""
+    from hybrid_estimators.embedding import E5Embedder
+    from hybrid_estimators.filters import FilterSpec, save_filter
+    from hybrid_estimators.probe import make_probe
+
+    X, Y = make_articles(40, random_state=0)
+    weights = {"energy_progress": 0.5, "health_benefit": 0.25, "economic_impact": 0.25}
+    stage1 = make_pipeline(
+        ArticleText(), E5Embedder(minilm_path, prefix="", show_progress_bar=False), make_probe((16,))
+    ).fit(X, Y)
+    router = HybridRouterRegressor(FrozenEstimator(stage1), FrozenEstimator(stage1), weights).fit(X, Y)
+    spec = FilterSpec.from_dict({
+        "name": "demo", "version": "v1", "dimensions": weights,
+        "hybrid_inference": {"embedding_model": minilm_path, "embedding_prefix": "", "stage2": None},
+    })
+    folder = save_filter(router, tmp_path / "filter", spec, training_data=(X, Y))
+    labelled = write_labelled_folder(tmp_path / "data", X, Y)
+    out = tmp_path / "report.json"
+    args = parse(["evaluate", "--filter", str(folder), str(labelled), "--cv", "3",
+                  "--n-bootstraps", "50", "-o", str(out)])
+    assert evaluate_command.run(args) == 0
+    report = json.loads(out.read_text())
+    assert report["n"] == 40 and report["dimension_names"] == list(weights)
+    assert report["stage1_source"] == "stage1_predictions"
+    assert report["seconds_per_article"]["stage1"] > 0
+    assert "Cascade report: 40 articles" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_evaluate_the_shipped_filter_end_to_end(tmp_path, capsys):
+    """Real e5 + SmolLM2 on a handful of generated articles (labels are random)."""
+    folder = ROOT / "filters" / "seece_energy_tech" / "v1"
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    names = list(config["dimensions"])
+    X, _ = make_articles(8, random_state=0)
+    Y = pd.DataFrame(np.random.RandomState(0).uniform(0, 10, (8, len(names))), columns=names)
+    labelled = write_labelled_folder(tmp_path / "data", X, Y)
+    out = tmp_path / "report.json"
+    args = parse(["evaluate", "--filter", str(folder), str(labelled), "-o", str(out),
+                  "--n-bootstraps", "100", "--random-state", "0"])
+    assert evaluate_command.run(args) == 0
+    report = json.loads(out.read_text())
+    assert report["stage2_available"] and report["n"] == 8
+    seconds = report["seconds_per_article"]
+    assert 0 < seconds["stage1"] and 0 < seconds["stage2"]
+    assert "Verdict:" in capsys.readouterr().out
