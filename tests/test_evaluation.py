@@ -143,7 +143,9 @@ def test_an_exact_stage2_is_perfect_and_the_hybrid_errs_only_where_it_skips(
     )
 
 
-def test_the_paired_difference_of_an_exact_stage2_is_negative(exact_report, exact_router, stage1, data):
+def test_the_paired_difference_of_an_exact_stage2_is_negative(
+    exact_report, exact_router, stage1, data
+):
     X, Y = data
     stage1_errors = np.abs(averages(stage1.predict(X)) - averages(Y))
     routed = exact_router.route(X)
@@ -166,7 +168,9 @@ def test_a_stage2_equal_to_stage1_earns_nothing(stage1, data):
         assert difference == {"value": 0.0, "low": 0.0, "high": 0.0}
         assert not report.comparison[scope]["stage2_better"]
     assert not report.stage2_better
-    same = [m for m in METRICS if m not in ("skip_rate", "seconds_per_article", "medium_plus_routed")]
+    same = [
+        m for m in METRICS if m not in ("skip_rate", "seconds_per_article", "medium_plus_routed")
+    ]
     for metric in same:
         assert report.systems["hybrid"][metric] == report.systems["stage1"][metric], metric
         assert report.systems["stage2"][metric] == report.systems["stage1"][metric], metric
@@ -194,13 +198,14 @@ def test_skip_rate_and_routing_recall_match_the_router(exact_report, exact_route
 def test_the_grid_runs_from_all_of_stage2_to_all_of_stage1(exact_report, exact_router, data):
     thresholds = [p["threshold"] for p in exact_report.grid]
     assert thresholds == sorted(set(DEFAULT_THRESHOLDS) | {THRESHOLD})
-    first, last = exact_report.grid[0], exact_report.grid[-1]
+    first = exact_report.grid[0]
     assert first["threshold"] == 0 and first["n_routed"] == len(data[1])
     assert first["weighted_average_mae"] == exact_report.systems["stage2"]["weighted_average_mae"]
     assert value(first["skip_rate"]) == 0
 
-    report = cascade_report(exact_router, *data, thresholds=[10.5, 0.0], n_bootstraps=50,
-                            random_state=0)
+    report = cascade_report(
+        exact_router, *data, thresholds=[10.5, 0.0], n_bootstraps=50, random_state=0
+    )
     assert [p["threshold"] for p in report.grid] == [0.0, THRESHOLD, 10.5]
     beyond = report.grid[-1]
     assert beyond["n_routed"] == 0 and value(beyond["skip_rate"]) == 1
@@ -276,10 +281,15 @@ def test_breakdowns_by_true_tier_and_by_language(exact_report, exact_router, dat
 
     language = np.where(np.arange(len(Y)) < 100, "en", None)
     report = cascade_report(exact_router, X, Y, n_bootstraps=50, language=language)
-    assert {k: v["hybrid"]["n"] for k, v in report.by_language.items()} == {"en": 100, "unknown": 50}
+    assert {k: v["hybrid"]["n"] for k, v in report.by_language.items()} == {
+        "en": 100,
+        "unknown": 50,
+    }
     stage1 = [v["stage1"] for v in report.by_language.values()]
     overall = value(report.systems["stage1"]["weighted_average_mae"])
-    assert sum(value(m["weighted_average_mae"]) * m["n"] for m in stage1) / len(Y) == pytest.approx(overall)
+    assert sum(value(m["weighted_average_mae"]) * m["n"] for m in stage1) / len(Y) == pytest.approx(
+        overall
+    )
 
 
 def test_the_language_column_of_a_dataframe_is_used(data):
@@ -290,7 +300,11 @@ def test_the_language_column_of_a_dataframe_is_used(data):
     stage2 = make_pipeline(numeric, KNeighborsRegressor(n_neighbors=1)).fit(frame, Y)
     router = make_router(stage1, stage2, (frame, Y))
     report = cascade_report(router, frame, Y, n_bootstraps=50, random_state=0)
-    assert {k: v["stage2"]["n"] for k, v in report.by_language.items()} == {"de": 50, "en": 50, "fr": 50}
+    assert {k: v["stage2"]["n"] for k, v in report.by_language.items()} == {
+        "de": 50,
+        "en": 50,
+        "fr": 50,
+    }
     assert value(report.systems["stage2"]["weighted_average_mae"]) == 0
 
 
@@ -326,13 +340,17 @@ def test_the_weighted_average_error_applies_gatekeepers(stage1, exact_stage2, da
 
 
 def test_a_stage1_only_router_reports_stage2_as_unavailable(stage1, data):
-    router = HybridRouterRegressor(stage1, None, WEIGHTS, threshold=THRESHOLD,
-                                   prefit=["stage1"]).fit(*data)
+    router = HybridRouterRegressor(
+        stage1, None, WEIGHTS, threshold=THRESHOLD, prefit=["stage1"]
+    ).fit(*data)
     report = cascade_report(router, *data, n_bootstraps=50, random_state=0)
     assert not report.stage2_available and not report.stage2_better
     assert report.systems["stage2"] is None and report.comparison is None
     assert report.grid == []
-    assert report.systems["hybrid"]["weighted_average_mae"] == report.systems["stage1"]["weighted_average_mae"]
+    assert (
+        report.systems["hybrid"]["weighted_average_mae"]
+        == report.systems["stage1"]["weighted_average_mae"]
+    )
     assert value(report.systems["hybrid"]["skip_rate"]) == 1
     assert all(systems["stage2"] is None for systems in report.by_tier.values())
     assert "unavailable" in report.to_text()
@@ -362,8 +380,10 @@ def test_y_must_hold_the_routers_dimensions(exact_router, data):
         cascade_report(exact_router, X, pd.DataFrame(Y, columns=["a", "b"]))
     swapped = pd.DataFrame(Y[:, ::-1], columns=["dim_1", "dim_0"])
     kwargs = {"n_bootstraps": 20, "random_state": 0, "seconds_per_article": SECONDS}
-    assert (cascade_report(exact_router, X, swapped, **kwargs).to_text()
-            == cascade_report(exact_router, X, Y, **kwargs).to_text())
+    assert (
+        cascade_report(exact_router, X, swapped, **kwargs).to_text()
+        == cascade_report(exact_router, X, Y, **kwargs).to_text()
+    )
 
 
 # --- JSON, frame, text ---------------------------------------------------------------
@@ -377,9 +397,22 @@ def test_json_round_trip(exact_report):
     assert back.to_dict() == data
     assert format_report(back) == format_report(exact_report)
     assert set(data) == {
-        "n", "threshold", "confidence", "n_bootstraps", "random_state", "dimension_names",
-        "tiers", "stage1_source", "stage2_available", "seconds_per_article", "systems",
-        "by_tier", "by_language", "grid", "comparison", "stage2_better",
+        "n",
+        "threshold",
+        "confidence",
+        "n_bootstraps",
+        "random_state",
+        "dimension_names",
+        "tiers",
+        "stage1_source",
+        "stage2_available",
+        "seconds_per_article",
+        "systems",
+        "by_tier",
+        "by_language",
+        "grid",
+        "comparison",
+        "stage2_better",
     }
     assert data["n"] == 150 and data["threshold"] == THRESHOLD and data["confidence"] == 0.9
     assert set(data["systems"]["hybrid"]) == {"n", "mae", *METRICS}
@@ -390,7 +423,9 @@ def test_to_frame_has_one_row_per_estimate(exact_report):
     per_metrics = len(METRICS) + 2  # and one MAE per dimension
     n_tables = 3 + 3 * 3 + len(exact_report.grid)
     assert len(frame) == n_tables * per_metrics
-    systems = frame.query("section == 'system'").pivot(index="system", columns="metric", values="value")
+    systems = frame.query("section == 'system'").pivot(
+        index="system", columns="metric", values="value"
+    )
     assert systems.loc["stage2", "weighted_average_mae"] == 0
     assert systems.loc["hybrid", "skip_rate"] == value(exact_report.systems["hybrid"]["skip_rate"])
 
@@ -398,8 +433,15 @@ def test_to_frame_has_one_row_per_estimate(exact_report):
 def test_the_text_shows_every_system_the_verdict_and_the_grid(exact_report):
     text = exact_report.to_text()
     assert text.startswith("Cascade report: 150 articles, threshold 4.30, 90% bootstrap intervals")
-    for needle in ("stage1", "stage2", "hybrid", "Verdict: Stage 2 earns its place",
-                   "By true tier", "dim_1", "4.30 *"):
+    for needle in (
+        "stage1",
+        "stage2",
+        "hybrid",
+        "Verdict: Stage 2 earns its place",
+        "By true tier",
+        "dim_1",
+        "4.30 *",
+    ):
         assert needle in text, needle
     table = text.split("\n\n")[1].splitlines()
     assert len({len(line) for line in table}) == 1  # fixed width
@@ -419,16 +461,25 @@ def test_the_frontier_display_draws_mae_time_references_and_threshold(exact_repo
     grid = exact_report.grid
     assert list(display.line_.get_xdata()) == [p["threshold"] for p in grid]
     assert list(display.line_.get_ydata()) == [value(p["weighted_average_mae"]) for p in grid]
-    assert np.allclose(display.time_line_.get_ydata(),
-                       [1000 * value(p["seconds_per_article"]) for p in grid])
+    assert np.allclose(
+        display.time_line_.get_ydata(), [1000 * value(p["seconds_per_article"]) for p in grid]
+    )
     assert list(display.threshold_line_.get_xdata()) == [THRESHOLD, THRESHOLD]
     assert display.band_ is not None
     labels = [text.get_text() for text in display.ax_time_.get_legend().get_texts()]
-    for label in ("hybrid MAE", "Stage 1 only MAE", "Stage 2 only MAE", "threshold 4.30",
-                  "hybrid ms/article", "Stage 2 only ms/article"):
+    for label in (
+        "hybrid MAE",
+        "Stage 1 only MAE",
+        "Stage 2 only MAE",
+        "threshold 4.30",
+        "hybrid ms/article",
+        "Stage 2 only ms/article",
+    ):
         assert label in labels
     stage1_line = [line for line in ax.get_lines() if line.get_label() == "Stage 1 only MAE"][0]
-    assert stage1_line.get_ydata()[0] == value(exact_report.systems["stage1"]["weighted_average_mae"])
+    assert stage1_line.get_ydata()[0] == value(
+        exact_report.systems["stage1"]["weighted_average_mae"]
+    )
 
 
 def test_the_display_from_an_estimator_and_from_json(exact_router, data, tmp_path):
@@ -463,7 +514,7 @@ def parse(argv):
 def write_labelled_folder(folder, X, Y):
     folder.mkdir(parents=True)
     records = X.to_dict("records")
-    for record, scores in zip(records, Y.to_dict("records")):
+    for record, scores in zip(records, Y.to_dict("records"), strict=True):
         record["scores"] = scores
     (folder / "articles.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
     dimensions = {name: 1.0 for name in Y.columns}
@@ -476,10 +527,15 @@ def text_router():
     """A filter-like router on words: Ridge on TF-IDF, and an exact 1-NN Stage 2."""
     X, Y = make_articles(60, random_state=0)
     stage1 = make_pipeline(ArticleText(), TEXTS, TfidfVectorizer(), Ridge(alpha=0.1)).fit(X, Y)
-    stage2 = make_pipeline(ArticleText(), TEXTS, TfidfVectorizer(), KNeighborsRegressor(1)).fit(X, Y)
-    router = HybridRouterRegressor(FrozenEstimator(stage1), FrozenEstimator(stage2),
-                                   {"energy_progress": 0.5, "health_benefit": 0.25,
-                                    "economic_impact": 0.25}, threshold=4.0).fit(X, Y)
+    stage2 = make_pipeline(ArticleText(), TEXTS, TfidfVectorizer(), KNeighborsRegressor(1)).fit(
+        X, Y
+    )
+    router = HybridRouterRegressor(
+        FrozenEstimator(stage1),
+        FrozenEstimator(stage2),
+        {"energy_progress": 0.5, "health_benefit": 0.25, "economic_impact": 0.25},
+        threshold=4.0,
+    ).fit(X, Y)
     return router, X, Y
 
 
@@ -498,8 +554,22 @@ def test_evaluate_prints_the_tables_and_writes_json_and_plot(text_filter, tmp_pa
     pytest.importorskip("matplotlib")
     folder, labelled = text_filter
     out, plot = tmp_path / "out" / "report.json", tmp_path / "frontier.png"
-    args = parse(["evaluate", "--filter", str(folder), str(labelled), "-o", str(out),
-                  "--plot", str(plot), "--n-bootstraps", "100", "--random-state", "1"])
+    args = parse(
+        [
+            "evaluate",
+            "--filter",
+            str(folder),
+            str(labelled),
+            "-o",
+            str(out),
+            "--plot",
+            str(plot),
+            "--n-bootstraps",
+            "100",
+            "--random-state",
+            "1",
+        ]
+    )
     assert args.func is evaluate_command.run
     assert args.func(args) == 0
     printed = capsys.readouterr().out
@@ -518,8 +588,19 @@ def test_evaluate_cv_scores_stage1_out_of_fold(text_filter, tmp_path, capsys):
     reports = {}
     for name, extra in (("in_sample", []), ("cv", ["--cv", "4"])):
         out = tmp_path / f"{name}.json"
-        args = parse(["evaluate", "--filter", str(folder), str(labelled), "-o", str(out),
-                      "--n-bootstraps", "0", *extra])
+        args = parse(
+            [
+                "evaluate",
+                "--filter",
+                str(folder),
+                str(labelled),
+                "-o",
+                str(out),
+                "--n-bootstraps",
+                "0",
+                *extra,
+            ]
+        )
         assert evaluate_command.run(args) == 0
         reports[name] = json.loads(out.read_text())
     capsys.readouterr()
@@ -575,8 +656,16 @@ def test_evaluate_help_documents_every_option_with_its_default():
     parser = argparse.ArgumentParser(prog="hybrid-estimators")
     command = evaluate_command.add_parser(parser.add_subparsers())
     text = command.format_help()
-    for option in ("--filter", "--plot", "--cv", "--refit-stage2", "--random-state",
-                   "--n-bootstraps", "--confidence", "LABELLED_DIR"):
+    for option in (
+        "--filter",
+        "--plot",
+        "--cv",
+        "--refit-stage2",
+        "--random-state",
+        "--n-bootstraps",
+        "--confidence",
+        "LABELLED_DIR",
+    ):
         assert option in text
     assert "(default: 1000)" in text and "(default: 0.9)" in text
     assert all(action.help for action in command._actions)
@@ -591,18 +680,42 @@ def test_evaluate_a_saved_minilm_filter_with_cv(minilm_path, tmp_path, capsys):
     X, Y = make_articles(40, random_state=0)
     weights = {"energy_progress": 0.5, "health_benefit": 0.25, "economic_impact": 0.25}
     stage1 = make_pipeline(
-        ArticleText(), E5Embedder(minilm_path, prefix="", show_progress_bar=False), make_probe((16,))
+        ArticleText(),
+        E5Embedder(minilm_path, prefix="", show_progress_bar=False),
+        make_probe((16,)),
     ).fit(X, Y)
-    router = HybridRouterRegressor(FrozenEstimator(stage1), FrozenEstimator(stage1), weights).fit(X, Y)
-    spec = FilterSpec.from_dict({
-        "name": "demo", "version": "v1", "dimensions": weights,
-        "hybrid_inference": {"embedding_model": minilm_path, "embedding_prefix": "", "stage2": None},
-    })
+    router = HybridRouterRegressor(FrozenEstimator(stage1), FrozenEstimator(stage1), weights).fit(
+        X, Y
+    )
+    spec = FilterSpec.from_dict(
+        {
+            "name": "demo",
+            "version": "v1",
+            "dimensions": weights,
+            "hybrid_inference": {
+                "embedding_model": minilm_path,
+                "embedding_prefix": "",
+                "stage2": None,
+            },
+        }
+    )
     folder = save_filter(router, tmp_path / "filter", spec, training_data=(X, Y))
     labelled = write_labelled_folder(tmp_path / "data", X, Y)
     out = tmp_path / "report.json"
-    args = parse(["evaluate", "--filter", str(folder), str(labelled), "--cv", "3",
-                  "--n-bootstraps", "50", "-o", str(out)])
+    args = parse(
+        [
+            "evaluate",
+            "--filter",
+            str(folder),
+            str(labelled),
+            "--cv",
+            "3",
+            "--n-bootstraps",
+            "50",
+            "-o",
+            str(out),
+        ]
+    )
     assert evaluate_command.run(args) == 0
     report = json.loads(out.read_text())
     assert report["n"] == 40 and report["dimension_names"] == list(weights)
@@ -621,8 +734,20 @@ def test_evaluate_the_shipped_filter_end_to_end(tmp_path, capsys):
     Y = pd.DataFrame(np.random.RandomState(0).uniform(0, 10, (8, len(names))), columns=names)
     labelled = write_labelled_folder(tmp_path / "data", X, Y)
     out = tmp_path / "report.json"
-    args = parse(["evaluate", "--filter", str(folder), str(labelled), "-o", str(out),
-                  "--n-bootstraps", "100", "--random-state", "0"])
+    args = parse(
+        [
+            "evaluate",
+            "--filter",
+            str(folder),
+            str(labelled),
+            "-o",
+            str(out),
+            "--n-bootstraps",
+            "100",
+            "--random-state",
+            "0",
+        ]
+    )
     assert evaluate_command.run(args) == 0
     report = json.loads(out.read_text())
     assert report["stage2_available"] and report["n"] == 8

@@ -53,6 +53,15 @@ def _share(text):
     return value
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, but not the None or False of an option that is off."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False:
+            return action.help
+        return super()._get_help_string(action)
+
+
 def add_parser(subparsers, parents=()):
     """Register the ``evaluate`` command on `subparsers`.
 
@@ -78,42 +87,65 @@ def add_parser(subparsers, parents=()):
         "MEDIUM+ recall/precision, skip rate and time per article, with bootstrap "
         "intervals, per true tier and language, and whether Stage 2 beats Stage 1 on "
         "the articles it is given.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_HelpFormatter,
     )
     parser.add_argument(
-        "--filter", required=True, type=Path, help="filter folder (config.yaml, probe/)"
+        "--filter",
+        required=True,
+        type=Path,
+        metavar="F",
+        help="filter folder (config.yaml, probe/)",
     )
     parser.add_argument(
-        "data", type=Path, metavar="LABELLED_DIR",
+        "data",
+        type=Path,
+        metavar="LABELLED_DIR",
         help="labelled folder (articles.jsonl + filter.yaml) with the filter's dimensions",
     )
     parser.add_argument(
-        "-o", "--output", type=Path, default=None, help="write the report as JSON to this file"
+        "-o", "--output", type=Path, metavar="FILE", help="write the report as JSON to this file"
     )
     parser.add_argument(
-        "--plot", type=Path, default=None,
+        "--plot",
+        type=Path,
+        metavar="FILE",
         help="write the MAE / time-per-article frontier to this image (.png, .svg, .pdf; "
         "needs matplotlib and a filter with a Stage 2)",
     )
     parser.add_argument(
-        "--cv", type=_folds, default=None, metavar="K",
+        "--cv",
+        type=_folds,
+        default=None,
+        metavar="K",
         help="score Stage 1 out of fold: refit the filter's Stage 1 probe on K-1 folds of "
         "LABELLED_DIR and predict the K-th (use when LABELLED_DIR is the probe's "
         "training data); without it the filter's probe scores every article",
     )
     parser.add_argument(
-        "--refit-stage2", action="store_true",
+        "--refit-stage2",
+        action="store_true",
         help="also refit Stage 2 out of fold (not supported yet)",
     )
     parser.add_argument(
-        "--random-state", type=int, default=0, help="seed of the folds and the resamples"
+        "--random-state",
+        type=int,
+        metavar="N",
+        default=0,
+        help="seed of the folds and the resamples",
     )
     parser.add_argument(
-        "--n-bootstraps", type=_non_negative_int, default=1000,
+        "--n-bootstraps",
+        type=_non_negative_int,
+        metavar="N",
+        default=1000,
         help="bootstrap resamples of the articles (0: no intervals)",
     )
     parser.add_argument(
-        "--confidence", type=_share, default=0.9, help="coverage of the bootstrap intervals"
+        "--confidence",
+        type=_share,
+        metavar="C",
+        default=0.9,
+        help="coverage of the bootstrap intervals",
     )
     parser.set_defaults(func=run)
     return parser
