@@ -7,20 +7,20 @@ from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
+from joblib import Parallel, delayed
 from scipy.stats import beta, binom
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, RegressorMixin, _fit_context, clone
 from sklearn.exceptions import NotFittedError
-from sklearn.model_selection import check_cv
+from sklearn.model_selection import StratifiedKFold, check_cv
 from sklearn.utils import _safe_indexing, check_array, get_tags
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, indexable
-from tqdm.auto import tqdm
 
 from .metrics import is_medium_plus
 from .router import _indexable_rows
-from .tiers import SCORE_MAX, SCORE_MIN
+from .tiers import SCORE_MAX, SCORE_MIN, medium_threshold, weighted_average
 
-__all__ = ["TunedThresholdRouterCV", "clopper_pearson_upper"]
+__all__ = ["TunedThresholdRouterCV", "ThresholdCertificateDisplay", "clopper_pearson_upper"]
 
 logger = logging.getLogger(__name__)
 
@@ -109,20 +109,38 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     exact finite-sample statement, fit the router on other data and pass
     ``cv="prefit"`` with a held-out calibration set.
 
+    Two references say what "MEDIUM+" means:
+
+    - ``reference="oracle"`` (default): the true scores ``Y``.
+    - ``reference="stage2"``: Stage 2's verdicts (its weighted average,
+      gatekeepers applied, at or above the MEDIUM tier), so unlabelled
+      traffic can calibrate: ``fit(X)`` runs the router's Stage 2 on every
+      article, or ``fit(X, Y)`` takes ``Y`` as Stage 2's scores computed
+      beforehand (a teacher-scores file). The recall guaranteed is then
+      the share of the articles *Stage 2 would call MEDIUM+* that Stage 2
+      sees. It needs ``cv="prefit"``: a router fitted on other articles;
+      the guarantee is then exact under exchangeability of the calibration
+      articles with future ones. Folds are refused, because refitting
+      Stage 1 on part of unlabelled traffic has no target to fit.
+
     Parameters
     ----------
     router : HybridRouterRegressor
-        The router to tune (fitted when ``cv="prefit"``).
+        The router to tune (fitted when ``cv="prefit"``). Only its public
+        API is used: ``set_params(stage2=None)`` + ``fit`` for the
+        out-of-fold Stage 1, ``routing_scores``, ``stage2_``, ``weights_``,
+        ``tiers_`` and ``gatekeepers_``.
     target_recall : float, default=0.95
         Share of MEDIUM+ articles Stage 2 must see.
     confidence : float, default=0.9
         Probability that the realised recall meets `target_recall`.
     cv : int, cross-validation generator, iterable or "prefit", default=5
-        Splits for the out-of-fold routing scores (as in
-        :func:`~sklearn.model_selection.cross_val_predict`; an int is a
-        ``KFold``: pass ``KFold(n, shuffle=True, random_state=...)`` for
-        ordered data). ``"prefit"``: `router` is fitted; ``X, Y`` are a
-        held-out calibration set.
+        Splits for the out-of-fold routing scores. An int is a shuffled
+        ``StratifiedKFold`` over the articles' true tiers (seeded by
+        `random_state`), so every fold holds MEDIUM+ articles; any
+        scikit-learn splitter or iterable of (train, test) works too.
+        ``"prefit"``: `router` is fitted; ``X, Y`` are a held-out
+        calibration set.
     thresholds : "auto", int or array-like, default="auto"
         Candidates: ``"auto"`` is a 0.1 grid over 0-10 plus every MEDIUM+
         article's routing score (the points where the miss count changes);
@@ -131,13 +149,24 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     refit : bool, default=True
         Refit the router with the chosen threshold on all of ``X, Y``
         (``cv="prefit"`` copies the fitted router instead).
-    show_progress_bar : bool, default=False
-        Show a tqdm bar over the splits.
+    reference : {"oracle", "stage2"}, default="oracle"
+        Whose MEDIUM+ verdicts the recall is measured against (see above).
+    store_cv_results : bool, default=True
+        Keep the table of every candidate threshold in `cv_results_` (what
+        :class:`ThresholdCertificateDisplay` draws). It is small, so the
+        default keeps it, unlike scikit-learn's tuners.
+    n_jobs : int or None, default=None
+        Folds fitted in parallel (joblib). Stage 1's embeddings are shared
+        between workers only through a persistent embedding cache.
+    random_state : int, RandomState instance or None, default=None
+        Seed of the default shuffled, stratified split.
 
     Attributes
     ----------
+    best_threshold_ : float
+        Chosen threshold (scikit-learn's name).
     threshold_ : float
-        Chosen threshold.
+        The same, under the router's parameter name.
     recall_lower_bound_ : float
         Lower confidence bound on MEDIUM+ recall at `threshold_`.
     expected_skip_rate_ : float
@@ -145,11 +174,13 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     target_met_ : bool
         Whether a threshold above 0 met the target.
     n_medium_plus_ : int
-        MEDIUM+ articles calibrated on.
+        MEDIUM+ articles calibrated on (by the `reference`).
+    n_samples_ : int
+        Articles calibrated on.
     oof_routing_scores_ : ndarray of shape (n_samples,)
         Out-of-fold routing scores.
-    cv_results_ : DataFrame
-        One row per candidate: ``threshold``, ``recall``,
+    cv_results_ : DataFrame or None
+        None unless `store_cv_results`. One row per candidate: ``threshold``, ``recall``,
         ``recall_lower_bound``, ``p_value``, ``skip_rate``,
         ``low_skip_rate`` (share of non-MEDIUM+ articles skipped),
         ``n_medium_plus``, ``n_missed``, ``passed`` (rejected null in the
@@ -161,6 +192,8 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     --------
     sklearn.model_selection.TunedThresholdClassifierCV : The classifier
         analogue, which optimises a score instead of guaranteeing one.
+    ThresholdCertificateDisplay : Recall, its bound and the skip rate
+        against the threshold.
 
     Examples
     --------
@@ -172,10 +205,11 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     >>> X = rng.uniform(0, 10, size=(400, 2))
     >>> Y = np.c_[X[:, 0], X[:, 0]] + rng.normal(scale=0.5, size=(400, 2))
     >>> router = HybridRouterRegressor(Ridge(), KNeighborsRegressor(), [0.5, 0.5])
-    >>> tuner = TunedThresholdRouterCV(router, target_recall=0.95, confidence=0.9)
+    >>> tuner = TunedThresholdRouterCV(router, target_recall=0.95, confidence=0.9,
+    ...                                random_state=0)
     >>> tuner.fit(X, Y).target_met_
     True
-    >>> bool(tuner.recall_lower_bound_ >= 0.95), bool(0 < tuner.threshold_ < 5)
+    >>> bool(tuner.recall_lower_bound_ >= 0.95), bool(0 < tuner.best_threshold_ < 5)
     (True, True)
     """
 
@@ -190,7 +224,10 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
             "array-like",
         ],
         "refit": ["boolean"],
-        "show_progress_bar": ["boolean"],
+        "reference": [StrOptions({"oracle", "stage2"})],
+        "store_cv_results": ["boolean"],
+        "n_jobs": [Integral, None],
+        "random_state": ["random_state"],
     }
 
     def __init__(
@@ -202,7 +239,10 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         cv=5,
         thresholds="auto",
         refit=True,
-        show_progress_bar=False,
+        reference="oracle",
+        store_cv_results=True,
+        n_jobs=None,
+        random_state=None,
     ):
         self.router = router
         self.target_recall = target_recall
@@ -210,13 +250,16 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         self.cv = cv
         self.thresholds = thresholds
         self.refit = refit
-        self.show_progress_bar = show_progress_bar
+        self.reference = reference
+        self.store_cv_results = store_cv_results
+        self.n_jobs = n_jobs
+        self.random_state = random_state
 
     @_fit_context(
         # router is not validated yet
         prefer_skip_nested_validation=False
     )
-    def fit(self, X, Y):
+    def fit(self, X, Y=None):
         """Compute out-of-fold routing scores, choose the threshold, refit.
 
         Parameters
@@ -224,26 +267,26 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         X : DataFrame, list of dict, list of str or array-like
             Calibration rows.
         Y : array-like or DataFrame of shape (n_samples, n_dimensions) or \
-                (n_samples,)
-            True scores per dimension.
+                (n_samples,), default=None
+            True scores per dimension; with ``reference="stage2"``, Stage
+            2's scores of `X` computed beforehand, or None to run Stage 2.
 
         Returns
         -------
         self : object
             Fitted tuner.
         """
-        if Y is None:
-            raise ValueError(
-                f"This {type(self).__name__} estimator requires y to be passed, "
-                "but the target y is None."
-            )
-        X, Y = (_indexable_rows(data) for data in indexable(X, Y))
-        check_consistent_length(X, Y)
+        self._check_reference(Y)
+        X, Y = (None if data is None else _indexable_rows(data) for data in indexable(X, Y))
+        if Y is not None:
+            check_consistent_length(X, Y)
         scores, medium_plus = self._calibration_scores(X, Y)
         self.oof_routing_scores_ = scores
+        self.n_samples_ = len(scores)
         self.n_medium_plus_ = int(medium_plus.sum())
-        self.cv_results_ = self._test_thresholds(scores, medium_plus)
-        self._choose_threshold()
+        results = self._test_thresholds(scores, medium_plus)
+        self._choose_threshold(results)
+        self.cv_results_ = results if self.store_cv_results else None
         if self.cv == "prefit":
             self.best_estimator_ = copy.copy(self.router).set_params(
                 threshold=self.threshold_
@@ -258,6 +301,20 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
                 setattr(self, attribute, getattr(router, attribute))
         return self
 
+    def _check_reference(self, Y):
+        if self.reference == "oracle" and Y is None:
+            raise ValueError(
+                f"This {type(self).__name__} estimator requires y to be passed, "
+                "but the target y is None (pass reference='stage2' to calibrate "
+                "against Stage 2's verdicts on unlabelled articles)."
+            )
+        if self.reference == "stage2" and self.cv != "prefit":
+            raise ValueError(
+                "reference='stage2' needs cv='prefit' (a router fitted on other "
+                "articles): with folds, Stage 1 would be refitted on unlabelled "
+                "articles, which have no target, and no guarantee can be stated."
+            )
+
     def _calibration_scores(self, X, Y):
         """Routing scores (out-of-fold unless prefit) and the MEDIUM+ mask."""
         if self.cv == "prefit":
@@ -268,27 +325,49 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
                     f"With cv='prefit', router must be fitted: {error}"
                 ) from None
             router = self.router
+            if self.reference == "stage2":
+                Y = self._stage2_scores(router, X, Y)
             return router.routing_scores(X), self._medium_plus(router, Y)
-        cv = check_cv(self.cv, classifier=False)
-        n_samples = len(Y)
-        scores = np.full(n_samples, np.nan)
-        router = None
-        splits = list(cv.split(X, Y))
-        for train, test in tqdm(
-            splits, desc="out-of-fold Stage 1", disable=not self.show_progress_bar
-        ):
-            router = clone(self.router)
-            router._validate_params()
-            router._fit(
-                _safe_indexing(X, train), _safe_indexing(Y, train), fit_stage2=False
-            )
-            scores[test] = router.routing_scores(_safe_indexing(X, test))
+        splits = list(self._splitter(Y).split(X, self._strata(Y)))
+        stage1_only = clone(self.router).set_params(stage2=None)
+        folds = Parallel(n_jobs=self.n_jobs)(
+            delayed(_out_of_fold_scores)(stage1_only, X, Y, train, test)
+            for train, test in splits
+        )
+        scores = np.full(len(Y), np.nan)
+        for (_, test), (fold_scores, router) in zip(splits, folds):
+            scores[test] = fold_scores
         if np.isnan(scores).any():
             raise ValueError(
                 "cv must give every row a held-out routing score; "
                 f"{int(np.isnan(scores).sum())} rows were never held out."
             )
         return scores, self._medium_plus(router, Y)
+
+    def _splitter(self, Y):
+        if isinstance(self.cv, Integral):
+            return StratifiedKFold(self.cv, shuffle=True, random_state=self.random_state)
+        return check_cv(self.cv, classifier=False)
+
+    def _strata(self, Y):
+        """Whether each article is truly MEDIUM+, for the default stratified split."""
+        if not isinstance(self.cv, Integral):
+            return None
+        Y = check_array(Y, ensure_2d=False, dtype="numeric", input_name="y")
+        Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
+        averages = weighted_average(Y, _router_weights(self.router, Y.shape[1]))
+        return averages >= medium_threshold(self.router.get_params().get("tiers"))
+
+    @staticmethod
+    def _stage2_scores(router, X, Y):
+        if Y is not None:
+            return Y
+        if router.stage2_ is None:
+            raise ValueError(
+                "reference='stage2' needs a router with a Stage 2 (or its scores as Y)."
+            )
+        logger.info("Running Stage 2 on %d calibration articles", len(X))
+        return router.stage2_.predict(X)
 
     @staticmethod
     def _medium_plus(router, Y):
@@ -330,8 +409,7 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
             }
         )
 
-    def _choose_threshold(self):
-        results = self.cv_results_
+    def _choose_threshold(self, results):
         chosen = results[results["passed"]].iloc[-1]
         self.target_met_ = bool(chosen["threshold"] > SCORE_MIN)
         if not self.target_met_:
@@ -341,7 +419,7 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
                 "articles; routing every article to Stage 2 (threshold 0)."
             )
             warnings.warn(message, UserWarning)
-        self.threshold_ = float(chosen["threshold"])
+        self.threshold_ = self.best_threshold_ = float(chosen["threshold"])
         self.recall_lower_bound_ = float(chosen["recall_lower_bound"])
         self.expected_skip_rate_ = float(chosen["skip_rate"])
         logger.info(
@@ -376,56 +454,154 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         """Report of the router with the chosen threshold (see its ``predict_report``)."""
         return self._best().predict_report(X)
 
-    # --- plot ----------------------------------------------------------------
-
-    def plot(self, ax=None, path=None):
-        """Recall, its lower bound and the skip rate against the threshold.
-
-        Parameters
-        ----------
-        ax : matplotlib Axes or None, default=None
-            Where to draw; a new figure when None.
-        path : str or path-like or None, default=None
-            Save the figure there too.
-
-        Returns
-        -------
-        ax : matplotlib Axes
-        """
-        check_is_fitted(self, "cv_results_")
-        import matplotlib.pyplot as plt
-
-        if ax is None:
-            _, ax = plt.subplots(figsize=(7, 4))
-        results = self.cv_results_
-        ax.plot(results["threshold"], results["recall"], label="MEDIUM+ recall (OOF)")
-        ax.plot(
-            results["threshold"],
-            results["recall_lower_bound"],
-            label=f"recall lower bound ({self.confidence:.0%} confidence)",
-        )
-        ax.plot(results["threshold"], results["skip_rate"], label="skip rate")
-        ax.axhline(self.target_recall, color="grey", linestyle=":", label="target recall")
-        ax.axvline(self.threshold_, color="black", linestyle="--")
-        ax.plot(
-            [self.threshold_],
-            [self.recall_lower_bound_],
-            "ko",
-            label=f"chosen threshold {self.threshold_:.2f}",
-        )
-        ax.set_xlabel("threshold (routing score)")
-        ax.set_ylabel("share of articles")
-        ax.set_ylim(-0.02, 1.02)
-        ax.legend(loc="lower left", fontsize="small")
-        if path is not None:
-            ax.figure.savefig(path, bbox_inches="tight")
-        return ax
-
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
         router_tags = get_tags(self.router)
-        tags.target_tags.required = True
+        tags.target_tags.required = self.reference == "oracle"
         tags.target_tags.multi_output = True
         tags.input_tags = copy.deepcopy(router_tags.input_tags)
         tags.regressor_tags.poor_score = True
         return tags
+
+
+def _router_weights(router, n_dimensions):
+    """The router's weights as an array (equal when it has none)."""
+    weights = router.get_params().get("weights")
+    if weights is None:
+        return np.full(n_dimensions, 1.0 / n_dimensions)
+    if isinstance(weights, dict):
+        weights = list(weights.values())
+    return np.asarray(weights, dtype=float) / np.sum(weights)
+
+
+def _out_of_fold_scores(stage1_only, X, Y, train, test):
+    """Routing scores of the `test` rows by a Stage-1-only router fitted on `train`."""
+    router = clone(stage1_only).fit(_safe_indexing(X, train), _safe_indexing(Y, train))
+    return router.routing_scores(_safe_indexing(X, test)), router
+
+
+class ThresholdCertificateDisplay:
+    """Recall, its certified lower bound and the skip rate against the threshold.
+
+    Build it with :meth:`from_estimator` from a fitted
+    :class:`TunedThresholdRouterCV`, as scikit-learn's displays are built.
+
+    Parameters
+    ----------
+    thresholds, recall, recall_lower_bound, skip_rate : ndarray
+        One value per candidate threshold.
+    threshold : float
+        The chosen threshold.
+    target_recall, confidence : float
+        The tuner's target and confidence.
+    reference : str, default="oracle"
+        Whose MEDIUM+ verdicts the recall is measured against.
+
+    Attributes
+    ----------
+    ax_ : matplotlib Axes
+    figure_ : matplotlib Figure
+    lines_ : dict of str to matplotlib Line2D
+
+    Examples
+    --------
+    >>> import matplotlib
+    >>> matplotlib.use("Agg")
+    >>> import numpy as np
+    >>> from sklearn.linear_model import Ridge
+    >>> from hybrid_estimators.router import HybridRouterRegressor
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.uniform(0, 10, size=(300, 2))
+    >>> Y = np.c_[X[:, 0], X[:, 0]] + rng.normal(scale=0.5, size=(300, 2))
+    >>> router = HybridRouterRegressor(Ridge(), Ridge(), [0.5, 0.5])
+    >>> tuner = TunedThresholdRouterCV(router, random_state=0).fit(X, Y)
+    >>> display = ThresholdCertificateDisplay.from_estimator(tuner)
+    >>> sorted(display.lines_)
+    ['recall', 'recall_lower_bound', 'skip_rate']
+    """
+
+    def __init__(
+        self,
+        *,
+        thresholds,
+        recall,
+        recall_lower_bound,
+        skip_rate,
+        threshold,
+        target_recall,
+        confidence,
+        reference="oracle",
+    ):
+        self.thresholds = thresholds
+        self.recall = recall
+        self.recall_lower_bound = recall_lower_bound
+        self.skip_rate = skip_rate
+        self.threshold = threshold
+        self.target_recall = target_recall
+        self.confidence = confidence
+        self.reference = reference
+
+    @classmethod
+    def from_estimator(cls, estimator, *, ax=None):
+        """Draw the certificate of a fitted :class:`TunedThresholdRouterCV`.
+
+        Parameters
+        ----------
+        estimator : TunedThresholdRouterCV
+            Fitted with ``store_cv_results=True``.
+        ax : matplotlib Axes or None, default=None
+            Where to draw; a new figure when None.
+
+        Returns
+        -------
+        display : ThresholdCertificateDisplay
+        """
+        check_is_fitted(estimator, "cv_results_")
+        results = estimator.cv_results_
+        if results is None:
+            raise ValueError("fit the tuner with store_cv_results=True to draw it.")
+        return cls(
+            thresholds=results["threshold"].to_numpy(),
+            recall=results["recall"].to_numpy(),
+            recall_lower_bound=results["recall_lower_bound"].to_numpy(),
+            skip_rate=results["skip_rate"].to_numpy(),
+            threshold=estimator.best_threshold_,
+            target_recall=estimator.target_recall,
+            confidence=estimator.confidence,
+            reference=estimator.reference,
+        ).plot(ax=ax)
+
+    def plot(self, ax=None):
+        """Draw on `ax` (a new figure when None).
+
+        Parameters
+        ----------
+        ax : matplotlib Axes or None, default=None
+
+        Returns
+        -------
+        display : ThresholdCertificateDisplay
+            Itself, with `ax_`, `figure_` and `lines_` set.
+        """
+        import matplotlib.pyplot as plt
+
+        if ax is None:
+            _, ax = plt.subplots(figsize=(7, 4))
+        against = "Stage 2's" if self.reference == "stage2" else "true"
+        self.lines_ = {
+            "recall": ax.plot(self.thresholds, self.recall, label=f"MEDIUM+ recall ({against} tiers)")[0],
+            "recall_lower_bound": ax.plot(
+                self.thresholds,
+                self.recall_lower_bound,
+                label=f"recall lower bound ({self.confidence:.0%} confidence)",
+            )[0],
+            "skip_rate": ax.plot(self.thresholds, self.skip_rate, label="skip rate")[0],
+        }
+        ax.axhline(self.target_recall, color="grey", linestyle=":", label="target recall")
+        ax.axvline(self.threshold, color="black", linestyle="--", label=f"chosen threshold {self.threshold:.2f}")
+        ax.set_xlabel("threshold (routing score)")
+        ax.set_ylabel("share of articles")
+        ax.set_ylim(-0.02, 1.02)
+        ax.legend(loc="lower left", fontsize="small")
+        self.ax_, self.figure_ = ax, ax.figure
+        return self

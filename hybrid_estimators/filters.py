@@ -8,7 +8,7 @@ A filter folder ``filters/{name}/{version}/`` holds::
     README.md                    model card (skops.card)
     model/                       Stage 2 LoRA adapter (optional)
 
-:func:`load_filter` returns a ready :class:`HybridRouterRegressor`; nothing
+:func:`load_filter` returns a ready :class:`Filter`; nothing
 it reads can run code: the probe's types are checked against an explicit
 allow-list before loading, and its sha256 against the metadata.
 """
@@ -25,15 +25,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
+from numbers import Real
+
+from sklearn.base import _fit_context
 from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import Pipeline
+from sklearn.utils._param_validation import HasMethods
+from sklearn.utils.validation import check_is_fitted
 
 from .embedding import E5Embedder
 from .models import CALIBRATED_BACKENDS, file_sha256, resolve_stage2_base
 from .prefilter import Prefilter
 from .qwen import QwenRegressor
 from .router import HybridRouterRegressor
-from .text import ArticleText
+from .text import ArticleText, as_frame
 from .tiers import DEFAULT_TIERS
 
 logger = logging.getLogger(__name__)
@@ -507,8 +512,231 @@ def _embedder_fit_articles(backend, calibration):
     return calibration
 
 
+class Filter(HybridRouterRegressor):
+    """A filter: its spec, prefilter and metadata with its two prefit stages.
+
+    A :class:`HybridRouterRegressor` whose stages are used as they are and
+    whose weights, gatekeepers, tiers and prefilter come from the filter's
+    :class:`FilterSpec`. Like :class:`~sklearn.frozen.FrozenEstimator`,
+    ``fit`` trains nothing and needs no data: it checks that both stages
+    are fitted and reads the spec, running no stage. Everything it owns is
+    a parameter, so ``clone`` and pickling keep it.
+
+    The scoring path (:meth:`predict`, :meth:`route`,
+    :meth:`predict_report`) applies the prefilter first, exactly as the
+    ``hybrid-estimators score`` command does: a blocked article reaches no
+    stage, gets NaN scores, is never routed and is named in
+    ``predict_report``'s ``blocked_by`` column. :meth:`predict_stage1` and
+    :meth:`routing_scores` describe the stages themselves on every row
+    (for evaluation), prefilter or not.
+
+    Use :func:`load_filter` to read one from a folder.
+
+    Parameters
+    ----------
+    spec : FilterSpec
+        The filter's configuration.
+    stage1 : estimator
+        Fitted Stage 1 (``ArticleText`` + ``E5Embedder`` + probe).
+    stage2 : estimator or None, default=None
+        Fitted Stage 2, or None for a Stage-1-only filter (nothing routed).
+    threshold : float or None, default=None
+        Routing threshold; None uses the spec's.
+    metadata : dict or None, default=None
+        The filter's ``metadata.json`` (provenance, metrics, evaluation).
+    cache : bool, default=True
+        As for :class:`HybridRouterRegressor`.
+
+    Attributes
+    ----------
+    threshold_ : float
+        Threshold in use.
+    prefilter_ : Prefilter
+        The spec's prefilter.
+    stage1_, stage2_, weights_, dimension_names_, gatekeepers_, tiers_
+        As for :class:`HybridRouterRegressor`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from sklearn.dummy import DummyRegressor
+    >>> from hybrid_estimators.text import ArticleText
+    >>> spec = FilterSpec.from_dict({
+    ...     "name": "demo", "version": "v1", "dimensions": {"impact": 1.0},
+    ...     "prefilter": {"min_length": 10}, "hybrid_inference": {"threshold": 3.0}})
+    >>> X = [{"title": "A battery plant", "content": "It opened today."}] * 3
+    >>> stage1 = make_pipeline(ArticleText(), "passthrough", DummyRegressor(constant=[[5.0]],
+    ...                        strategy="constant"))
+    >>> stage1 = FrozenEstimator(stage1.fit(X, np.zeros((3, 1))))
+    >>> demo = Filter(spec, stage1).fit()
+    >>> report = demo.predict_report([{"title": "Grid", "content": "A new grid."},
+    ...                               {"title": "Short", "content": ""}])
+    >>> report[["impact", "tier", "blocked_by"]].to_dict("records")
+    [{'impact': 5.0, 'tier': 'medium', 'blocked_by': None}, {'impact': nan, 'tier': None, 'blocked_by': 'min_length:10'}]
+    """
+
+    _parameter_constraints: dict = {
+        "spec": [FilterSpec],
+        "stage1": [HasMethods(["predict"])],
+        "stage2": [HasMethods(["predict"]), None],
+        "threshold": [Real, None],
+        "metadata": [dict, None],
+        "cache": ["boolean"],
+    }
+
+    def __init__(self, spec, stage1, stage2=None, *, threshold=None, metadata=None, cache=True):
+        self.spec = spec
+        self.stage1 = stage1
+        self.stage2 = stage2
+        self.threshold = threshold
+        self.metadata = metadata
+        self.cache = cache
+
+    # What HybridRouterRegressor reads from its parameters comes from the spec.
+    weights = property(lambda self: self.spec.weights)
+    gatekeepers = property(lambda self: self.spec.gatekeepers or None)
+    tiers = property(lambda self: self.spec.tiers)
+    routing_score = None
+    prefit = ("stage1", "stage2")
+
+    @_fit_context(prefer_skip_nested_validation=True)
+    def fit(self, X=None, Y=None):
+        """Check the stages and read the spec; trains nothing, runs no stage.
+
+        Parameters
+        ----------
+        X, Y : ignored
+            Present for API consistency (as in ``FrozenEstimator``).
+
+        Returns
+        -------
+        self : Filter
+        """
+        for name in ("stage1", "stage2"):
+            stage = getattr(self, name)
+            if stage is not None:
+                check_is_fitted(stage)
+        self.dimension_names_ = self.spec.dimension_names
+        self.weights_ = self._check_weights(len(self.dimension_names_))
+        self.tiers_ = self._check_tiers()
+        self.gatekeepers_ = self._check_gatekeepers()
+        self.stage1_, self.stage2_, self.routing_score_ = self.stage1, self.stage2, None
+        self.threshold_ = float(
+            self.spec.hybrid_inference["threshold"] if self.threshold is None else self.threshold
+        )
+        self.prefilter_ = Prefilter.from_config(self.spec.prefilter)
+        self._training_dim = 2
+        return self
+
+    def _routed(self, scores):
+        if self.stage2_ is None:
+            return np.zeros(scores.shape, dtype=bool)
+        return scores >= self.threshold_
+
+    def blocked_by(self, X):
+        """The prefilter's reason for each article, None where it passes.
+
+        Parameters
+        ----------
+        X : DataFrame or list of dict
+            Articles.
+
+        Returns
+        -------
+        reasons : list of str or None
+        """
+        check_is_fitted(self)
+        return self.prefilter_.blocked_by(X)
+
+    def _passing(self, X):
+        """Articles as a frame, the reasons, and the positions that pass."""
+        frame = as_frame(X)
+        reasons = self.blocked_by(frame)
+        passing = np.array([reason is None for reason in reasons], dtype=bool)
+        return frame, reasons, np.flatnonzero(passing)
+
+    def predict(self, X):
+        """Final scores; NaN for articles the prefilter blocks.
+
+        Parameters
+        ----------
+        X : DataFrame or list of dict
+            Articles.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples, n_dimensions)
+        """
+        frame, _, passing = self._passing(X)
+        scores = np.full((len(frame), len(self.dimension_names_)), np.nan)
+        if passing.size:
+            scores[passing] = super().predict(frame.iloc[passing])
+        return scores
+
+    def route(self, X):
+        """Which articles go to Stage 2 (never a blocked one).
+
+        Parameters
+        ----------
+        X : DataFrame or list of dict
+            Articles.
+
+        Returns
+        -------
+        routed : ndarray of bool, shape (n_samples,)
+        """
+        frame, _, passing = self._passing(X)
+        routed = np.zeros(len(frame), dtype=bool)
+        if passing.size:
+            routed[passing] = super().route(frame.iloc[passing])
+        return routed
+
+    def predict_report(self, X):
+        """The scoring report, with the prefilter applied first.
+
+        Parameters
+        ----------
+        X : DataFrame or list of dict
+            Articles.
+
+        Returns
+        -------
+        report : DataFrame
+            :meth:`HybridRouterRegressor.predict_report`'s columns (NaN or
+            None for blocked articles) plus ``blocked_by``.
+        """
+        frame, reasons, passing = self._passing(X)
+        if passing.size:
+            scored = super().predict_report(frame.iloc[passing])
+            scored.index = passing
+        else:
+            scored = pd.DataFrame(columns=self._report_columns())
+        report = scored.reindex(pd.RangeIndex(len(frame)))
+        numeric = self.dimension_names_ + ["weighted_average", "stage1_estimate", "routing_score"]
+        report[numeric] = report[numeric].astype(float)
+        for column in ("tier", "stage_used", "gatekeeper_applied"):
+            values = report[column].astype(object)
+            report[column] = values.where(values.notna(), None)
+        report["blocked_by"] = pd.Series(reasons, index=report.index, dtype=object)
+        report.index = frame.index
+        return report
+
+    def _report_columns(self):
+        return self.dimension_names_ + [
+            "weighted_average", "tier", "stage_used", "stage1_estimate",
+            "routing_score", "gatekeeper_applied",
+        ]
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.target_tags.required = False
+        return tags
+
+
 def load_filter(folder, *, stage1_only=False, backend="torch", calibration=None, show_progress_bar=False):
-    """Load a filter folder as a ready :class:`HybridRouterRegressor`.
+    """Load a filter folder as a ready :class:`Filter`; no stage runs.
 
     Parameters
     ----------
@@ -529,9 +757,9 @@ def load_filter(folder, *, stage1_only=False, backend="torch", calibration=None,
 
     Returns
     -------
-    router : HybridRouterRegressor
-        Fitted and ready to predict; ``router.filter_spec_`` is the config
-        and ``router.prefilter_`` its :class:`Prefilter`.
+    filter : Filter
+        Fitted and ready to predict; it owns the spec, prefilter and
+        metadata.
 
     Raises
     ------
@@ -553,21 +781,14 @@ def load_filter(folder, *, stage1_only=False, backend="torch", calibration=None,
         backend=backend,
         show_progress_bar=show_progress_bar,
     )
-    article_text = ArticleText().fit(_TEMPLATE_ARTICLE)
+    article_text = ArticleText().fit(_TEMPLATE_ARTICLE)  # stateless: records the columns
     embedder.fit(article_text.transform(_embedder_fit_articles(backend, calibration)))
     _check_consistency(spec, metadata, probe, embedder, folder)
     stage1 = Pipeline([("articletext", article_text), ("e5embedder", embedder), ("probe", probe)])
     stage2 = None if stage1_only else _stage2(spec, folder)
-    router = HybridRouterRegressor(
+    return Filter(
+        spec,
         FrozenEstimator(stage1),
-        FrozenEstimator(stage2) if stage2 is not None else FrozenEstimator(stage1),
-        spec.weights,
-        threshold=11.0 if stage2 is None else hybrid["threshold"],  # > 10 routes none
-        gatekeepers=spec.gatekeepers or None,
-        tiers=spec.tiers,
-    )
-    router.fit(_TEMPLATE_ARTICLE, pd.DataFrame(np.zeros((1, len(spec.dimension_names))), columns=spec.dimension_names))
-    router.filter_spec_ = spec
-    router.prefilter_ = Prefilter.from_config(spec.prefilter)
-    router.metadata_ = metadata
-    return router
+        None if stage2 is None else FrozenEstimator(stage2),
+        metadata=metadata,
+    ).fit()

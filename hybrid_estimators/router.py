@@ -3,16 +3,16 @@
 Stage 1 (cheap) scores every article; only articles whose routing score
 (by default Stage 1's weighted average, clipped to 0-10) reaches
 ``threshold`` go on to Stage 2 (expensive). Fitted stages and their
-predictions are kept in bounded process-wide caches, so that
+predictions are kept in bounded process-wide caches keyed by content (the
+unfitted stage's parameters and its training data for a fit; a fingerprint
+of the fitted stage's state and of the row for a prediction), so that
 ``GridSearchCV`` over ``threshold`` neither re-fits nor re-runs a stage for
-each candidate.
+each candidate, and a stage refitted in place is always seen.
 """
 
 import hashlib
 import logging
 import time
-import uuid
-import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from numbers import Integral, Real
@@ -69,13 +69,12 @@ STAGE_NAMES = ("stage1", "stage2", "routing_score")
 
 
 class _Caches:
-    """Fitted stages by (params, training data) and predictions by (stage, row)."""
+    """Fitted stages by (params, training data); predictions by (fitted state, row)."""
 
     def __init__(self):
         self.fits = OrderedDict()
         self.predictions = OrderedDict()
         self.n_rows = 0
-        self.tokens = weakref.WeakKeyDictionary()
         self.seconds_per_row = {}
         self.hits = {"fit": 0, "rows": 0}
 
@@ -93,15 +92,6 @@ class _Caches:
         self.fits[key] = estimator
         while len(self.fits) > MAX_CACHED_FITS:
             self.fits.popitem(last=False)
-
-    def token(self, estimator):
-        """Stable id of a fitted estimator object, None if it cannot be tracked."""
-        try:
-            if estimator not in self.tokens:
-                self.tokens[estimator] = uuid.uuid4().hex
-            return self.tokens[estimator]
-        except TypeError:  # neither hashable nor weak-referenceable
-            return None
 
     def rows(self, token, namespace):
         key = (token, namespace)
@@ -135,10 +125,24 @@ def cache_info():
     }
 
 
+def fitted_state_fingerprint(estimator):
+    """Hash of a fitted estimator's whole state, None if it cannot be hashed.
+
+    Two objects with the same parameters and fitted attributes share a
+    fingerprint; refitting an object in place changes it. Estimators that
+    hold a loaded model drop it when pickled (``__getstate__``), so only
+    their parameters and learned arrays are hashed.
+    """
+    try:
+        return joblib.hash(estimator)
+    except Exception:  # an unpicklable attribute: never cached
+        logger.debug("cannot fingerprint %r", type(estimator), exc_info=True)
+        return None
+
+
 def measured_seconds_per_row(estimator):
     """Mean seconds per row of the real (uncached) predictions of `estimator`."""
-    token = _CACHES.token(estimator)
-    return _CACHES.seconds_per_row.get(token)
+    return _CACHES.seconds_per_row.get(fitted_state_fingerprint(estimator))
 
 
 def _fit_key(stage, X, y, fit_params):
@@ -209,13 +213,14 @@ def _as_2d(predictions):
 
 def _predict_rows(predict, estimator, X, keys, namespace, cache):
     """``predict(X)`` as a 2-D float array, computing only rows not yet cached."""
-    token = _CACHES.token(estimator)
+    fingerprint = fitted_state_fingerprint(estimator)
+    token = None if fingerprint is None else (fingerprint, getattr(predict, "__name__", ""))
     if token is None or not cache or keys is None:
         started = time.perf_counter()
         predictions = _as_2d(predict(X))
         if token is not None and predictions.shape[0]:
             elapsed = time.perf_counter() - started
-            _CACHES.seconds_per_row[token] = elapsed / predictions.shape[0]
+            _CACHES.seconds_per_row[fingerprint] = elapsed / predictions.shape[0]
         return predictions
     stored = _CACHES.rows(token, namespace)
     missing = [i for i, key in enumerate(keys) if key not in stored]
@@ -225,7 +230,7 @@ def _predict_rows(predict, estimator, X, keys, namespace, cache):
         todo = X if len(missing) == len(keys) else _safe_indexing(X, missing)
         computed = _as_2d(predict(todo))
         elapsed = time.perf_counter() - started
-        _CACHES.seconds_per_row[token] = elapsed / len(missing)
+        _CACHES.seconds_per_row[fingerprint] = elapsed / len(missing)
         for i, row in zip(missing, computed):
             stored[keys[i]] = row
         _CACHES.added(len(missing))
@@ -268,23 +273,36 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     in one batch, by Stage 2, whose scores replace Stage 1's; the other rows
     keep Stage 1's scores.
 
+    Final scores are clipped to the 0-10 scale; ``predict_report`` keeps
+    Stage 1's raw weighted average in ``stage1_estimate``.
+
     Fitted stages and predictions are cached process-wide (bounded, see
     :data:`MAX_CACHED_FITS` and :data:`MAX_CACHED_ROWS`; never pickled): a
     stage is fitted once per distinct (parameters, training rows) and run
-    once per distinct (fitted stage, row). Tuning ``threshold`` with
-    ``GridSearchCV`` therefore fits and runs each stage once per fold,
-    whatever the number of candidates.
+    once per distinct (fitted state, row), the fitted state being
+    fingerprinted by content (:func:`fitted_state_fingerprint`), never by
+    object identity, so a stage refitted in place is always run again (and
+    so is one whose state changes as it predicts, such as a k-NN regressor's
+    KD-tree, which counts its queries: such a stage is simply not reused).
+    Tuning ``threshold`` with ``GridSearchCV`` therefore fits and runs each
+    stage once per fold, whatever the number of candidates. The caches live
+    in one process: with ``n_jobs > 1`` give the embedder a persistent
+    cache folder (``E5Embedder(cache=...)``) so that workers share
+    embeddings.
 
     Parameters
     ----------
     stage1 : estimator
         Cheap multi-output regressor that sees every row, e.g.
         ``make_pipeline(ArticleText(), E5Embedder(), make_probe())``.
-    stage2 : estimator
+    stage2 : estimator or None, default=None
         Expensive multi-output regressor that sees only routed rows, e.g. a
         ``QwenRegressor``. It is fitted on all training rows, not only the
         routed ones: that way it does not depend on ``threshold`` (tuning
-        never refits it) and learns the whole score range.
+        never refits it) and learns the whole score range. None makes a
+        Stage-1-only router: :meth:`route` is False for every row and
+        ``threshold`` keeps its value (it still says which rows a Stage 2
+        would get, through :meth:`routing_scores`).
     weights : array-like of shape (n_dimensions,), dict or None, default=None
         Non-negative weight per dimension (normalised to sum to 1); a dict
         maps dimension names (the columns of a DataFrame ``Y``) to weights.
@@ -330,8 +348,8 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     ----------
     stage1_ : estimator
         Fitted Stage 1 (shared with other routers fitted identically).
-    stage2_ : estimator
-        Fitted Stage 2.
+    stage2_ : estimator or None
+        Fitted Stage 2; None for a Stage-1-only router.
     routing_score_ : estimator or None
         Fitted routing estimator, when `routing_score` is one.
     weights_ : ndarray of shape (n_dimensions,)
@@ -374,7 +392,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
 
     _parameter_constraints: dict = {
         "stage1": [HasMethods(["fit", "predict"])],
-        "stage2": [HasMethods(["fit", "predict"])],
+        "stage2": [HasMethods(["fit", "predict"]), None],
         "weights": ["array-like", dict, None],
         "threshold": [Interval(Real, None, None, closed="neither")],
         "gatekeepers": [dict, None],
@@ -392,7 +410,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     def __init__(
         self,
         stage1,
-        stage2,
+        stage2=None,
         weights=None,
         *,
         threshold=4.5,
@@ -438,14 +456,6 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         self : object
             Fitted router.
         """
-        return self._fit(X, Y, **fit_params)
-
-    def _fit(self, X, Y, fit_stage2=True, **fit_params):
-        """Fit without parameter validation; Stage 2 is skipped when not needed.
-
-        ``fit_stage2=False`` is for callers that only need routing scores
-        (:class:`~hybrid_estimators.calibration.TunedThresholdRouterCV`).
-        """
         if Y is None:
             raise ValueError(
                 f"This {type(self).__name__} estimator requires y to be passed, "
@@ -470,10 +480,9 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         self._check_prefit()
 
         self.stage1_ = self._fit_stage("stage1", X, Y, routed)
-        if fit_stage2:
-            self.stage2_ = self._fit_stage("stage2", X, Y, routed)
+        self.stage2_ = None if self.stage2 is None else self._fit_stage("stage2", X, Y, routed)
         self.routing_score_ = self._fit_routing_estimator(X, Y)
-        self._check_output_widths(X, n_dimensions, fit_stage2)
+        self._check_output_widths(X, n_dimensions)
         for attribute in ("n_features_in_", "feature_names_in_"):
             if hasattr(self.stage1_, attribute):
                 setattr(self, attribute, getattr(self.stage1_, attribute))
@@ -576,10 +585,10 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
             target = averages
         return self._fit_stage("routing_score", X, target, None)
 
-    def _check_output_widths(self, X, n_dimensions, fit_stage2=True):
-        for name in ("stage1", "stage2") if fit_stage2 else ("stage1",):
+    def _check_output_widths(self, X, n_dimensions):
+        for name in ("stage1", "stage2"):
             stage = getattr(self, f"{name}_")
-            if not _is_prefit(getattr(self, name), name, self.prefit):
+            if stage is None or not _is_prefit(getattr(self, name), name, self.prefit):
                 continue  # fitted here on Y: its width is Y's
             width = getattr(stage, "n_outputs_", None)
             if width is None:
@@ -645,7 +654,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         """Final scores, routing mask, Stage-1 scores and routing scores."""
         stage1, scores, (namespace, keys) = self._stage1_and_scores(X)
         X = _indexable_rows(X)
-        routed = scores >= self.threshold
+        routed = self._routed(scores)
         final = stage1.copy()
         if routed.any():
             rows = np.flatnonzero(routed)
@@ -658,7 +667,12 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
             )
             self._check_width("stage2", stage2)
             final[rows] = stage2
-        return final, routed, stage1, scores
+        return np.clip(final, SCORE_MIN, SCORE_MAX), routed, stage1, scores
+
+    def _routed(self, scores):
+        if self.stage2_ is None:
+            return np.zeros(scores.shape, dtype=bool)
+        return scores >= self.threshold
 
     def _shaped(self, scores):
         return scores[:, 0] if self._training_dim == 1 else scores
@@ -674,7 +688,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         Returns
         -------
         scores : ndarray of shape (n_samples, n_dimensions)
-            Or (n_samples,) when ``Y`` was 1-D in ``fit``.
+            Or (n_samples,) when ``Y`` was 1-D in ``fit``; clipped to 0-10.
         """
         return self._shaped(self._final_scores(X)[0])
 
@@ -689,9 +703,10 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         Returns
         -------
         routed : ndarray of bool, shape (n_samples,)
-            True where the routing score is ``>= threshold``.
+            True where the routing score is ``>= threshold`` (never for a
+            router without Stage 2).
         """
-        return self.routing_scores(X) >= self.threshold
+        return self._routed(self.routing_scores(X))
 
     def routing_scores(self, X):
         """Routing score (0-10) of each row; rows ``>= threshold`` go to Stage 2.
@@ -708,7 +723,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         return self._stage1_and_scores(X)[1]
 
     def predict_stage1(self, X):
-        """Stage 1's scores of every row (what a skipped row gets).
+        """Stage 1's raw scores of every row (a skipped row gets them clipped).
 
         Parameters
         ----------
@@ -732,10 +747,10 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         Returns
         -------
         report : DataFrame
-            One column per dimension (``dimension_names_``), then
-            ``weighted_average`` (gatekeepers applied), ``tier``,
+            One column per dimension (``dimension_names_``, clipped to
+            0-10), then ``weighted_average`` (gatekeepers applied), ``tier``,
             ``stage_used`` (``"stage1"`` or ``"stage2"``),
-            ``stage1_estimate`` (Stage 1's weighted average),
+            ``stage1_estimate`` (Stage 1's raw, unclipped weighted average),
             ``routing_score`` and ``gatekeeper_applied``. A DataFrame `X`
             keeps its index.
         """
@@ -758,7 +773,8 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
 
     def __sklearn_tags__(self):
         tags = super().__sklearn_tags__()
-        stage1, stage2 = get_tags(self.stage1), get_tags(self.stage2)
+        stage1 = get_tags(self.stage1)
+        stage2 = stage1 if self.stage2 is None else get_tags(self.stage2)
         tags.target_tags.required = True
         tags.target_tags.multi_output = True
         tags.input_tags.sparse = stage1.input_tags.sparse and stage2.input_tags.sparse
@@ -779,6 +795,8 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         """
         router = MetadataRouter(owner=self)
         for name in ("stage1", "stage2"):
+            if getattr(self, name) is None:
+                continue
             router.add(
                 **{name: getattr(self, name)},
                 method_mapping=MethodMapping().add(caller="fit", callee="fit"),

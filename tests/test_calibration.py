@@ -13,7 +13,11 @@ from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.utils.estimator_checks import parametrize_with_checks
 
-from hybrid_estimators.calibration import TunedThresholdRouterCV, clopper_pearson_upper
+from hybrid_estimators.calibration import (
+    ThresholdCertificateDisplay,
+    TunedThresholdRouterCV,
+    clopper_pearson_upper,
+)
 from hybrid_estimators.embedding import E5Embedder
 from hybrid_estimators.metrics import is_medium_plus, medium_plus_recall
 from hybrid_estimators.probe import make_probe
@@ -133,19 +137,31 @@ def test_bad_parameters_are_named():
             TunedThresholdRouterCV(numeric_router(), **params).fit(X, Y)
 
 
-def test_plot_marks_the_chosen_threshold_and_saves(tmp_path):
+def test_display_marks_the_chosen_threshold_and_saves(tmp_path):
     pytest.importorskip("matplotlib")
     import matplotlib
 
     matplotlib.use("Agg")
     X, Y = noisy_data(600, 6)
-    tuner = TunedThresholdRouterCV(numeric_router(), cv=3).fit(X, Y)
+    tuner = TunedThresholdRouterCV(numeric_router(), cv=3, random_state=0).fit(X, Y)
     path = tmp_path / "calibration.png"
-    ax = tuner.plot(path=path)
+    display = ThresholdCertificateDisplay.from_estimator(tuner)
+    display.figure_.savefig(path)
     assert path.stat().st_size > 1000
-    labels = [line.get_label() for line in ax.get_lines()]
-    assert f"chosen threshold {tuner.threshold_:.2f}" in labels
-    np.testing.assert_allclose(ax.get_lines()[0].get_xdata(), tuner.cv_results_["threshold"])
+    labels = [line.get_label() for line in display.ax_.get_lines()]
+    assert f"chosen threshold {tuner.best_threshold_:.2f}" in labels
+    np.testing.assert_allclose(display.lines_["recall"].get_xdata(), tuner.cv_results_["threshold"])
+    np.testing.assert_allclose(
+        display.lines_["recall_lower_bound"].get_ydata(), tuner.cv_results_["recall_lower_bound"]
+    )
+
+
+def test_without_stored_results_the_display_refuses():
+    X, Y = noisy_data(300, 7)
+    tuner = TunedThresholdRouterCV(numeric_router(), store_cv_results=False).fit(X, Y)
+    assert tuner.cv_results_ is None
+    with pytest.raises(ValueError, match="store_cv_results=True"):
+        ThresholdCertificateDisplay.from_estimator(tuner)
 
 
 @pytest.mark.slow
@@ -173,3 +189,64 @@ def test_real_data_guarantee_holds_on_the_other_half(seece, minilm_path):
     assert realised >= 0.90
     assert isinstance(tuner.predict_report(X_test), pd.DataFrame)
     assert clone(tuner).get_params()["router__threshold"] == 4.5
+
+
+# --- Stage 2 as the reference ------------------------------------------------
+
+
+class ExactStage2(Ridge):
+    """A Stage 2 whose verdict is the first feature: known to the test."""
+
+    def predict(self, X):
+        X = np.asarray(X, dtype=float)
+        return np.c_[X[:, 0], X[:, 0]]
+
+
+def stage2_router(random_state):
+    X, Y = noisy_data(200, random_state)
+    return HybridRouterRegressor(Ridge(), ExactStage2(), [1, 1]).fit(X, Y)
+
+
+def test_stage2_reference_refuses_folds():
+    X, _ = noisy_data(100, 0)
+    tuner = TunedThresholdRouterCV(numeric_router(), reference="stage2", cv=3)
+    with pytest.raises(ValueError, match="cv='prefit'"):
+        tuner.fit(X)
+
+
+def test_oracle_reference_needs_y():
+    X, _ = noisy_data(100, 0)
+    with pytest.raises(ValueError, match="reference='stage2'"):
+        TunedThresholdRouterCV(numeric_router()).fit(X)
+
+
+def test_stage2_reference_labels_are_stage2_verdicts_and_teacher_scores_agree():
+    router = stage2_router(1)
+    X, _ = noisy_data(500, 2)
+    run = TunedThresholdRouterCV(router, reference="stage2", cv="prefit").fit(X)
+    teacher = TunedThresholdRouterCV(router, reference="stage2", cv="prefit").fit(
+        X, router.stage2_.predict(X)
+    )
+    assert run.n_medium_plus_ == int((X[:, 0] >= 4.0).sum())
+    assert run.best_threshold_ == teacher.best_threshold_
+    assert run.n_samples_ == 500
+
+
+def test_stage2_reference_guarantee_covers_at_confidence():
+    """Many random calibration/test splits: realised recall >= target in >= confidence of them."""
+    target, confidence, n_trials = 0.9, 0.8, 60
+    router = stage2_router(3)
+    X_all, _ = noisy_data(4000, 4)
+    verdict = X_all[:, 0] >= 4.0
+    rng = np.random.RandomState(5)
+    held = []
+    for _ in range(n_trials):
+        order = rng.permutation(len(X_all))
+        calibration, test = order[:300], order[300:]
+        tuner = TunedThresholdRouterCV(
+            router, reference="stage2", cv="prefit", target_recall=target, confidence=confidence
+        ).fit(X_all[calibration])
+        routed = router.routing_scores(X_all[test]) >= tuner.best_threshold_
+        held.append(routed[verdict[test]].mean() >= target)
+        assert tuner.best_threshold_ > 0
+    assert np.mean(held) >= confidence
