@@ -1,6 +1,7 @@
 """Speed of the cascade, measured side by side in one run, as the seed measured it.
 
     python -m benchmarks [--data DIR | --jsonl FILE] [--quick] [--out FILE]
+    python -m benchmarks --parts stage1-budget [--datasets NAME|DIR ...]
     python -m benchmarks.run ...                     (the same)
     hybrid-estimators benchmark -- [same options]
 
@@ -26,6 +27,11 @@ measurement runs in a fresh process, so "peak MB" is that process's peak
 resident memory (interpreter and libraries included). It prints the seed's
 table and writes everything as JSON (``--out``) and a plot of time per
 article per stage (``--plot``).
+
+``--parts stage1-budget`` (not run by default: about an hour on 2 cores)
+measures Stage 1 quality and time against the token budget, head only and
+head + tail, on both shared labelled data sets: see :mod:`benchmarks.budget`
+(``--budget-out``, ``--budget-plot``, ``docs/token-budget.md``).
 """
 
 import argparse
@@ -52,6 +58,7 @@ SEED = {
 }
 BACKENDS = ("torch", "openvino", "openvino-int8", "onnx", "onnx-int8")
 PARTS = ("stage1", "stage2", "cascade")
+EXTRA_PARTS = ("stage1-budget",)  # measured only when asked for
 MAX_LENGTH = 512
 logger = logging.getLogger("benchmarks")
 
@@ -391,12 +398,26 @@ def parse_args(argv=None):
     parser.add_argument("--qwen-articles", type=int, default=3, help="articles per Qwen2.5-1.5B dtype")
     parser.add_argument("--repeats", type=int, default=3, help="timed Stage 1 passes; the fastest counts")
     parser.add_argument(
-        "--parts", nargs="+", choices=PARTS, default=list(PARTS), help="which tables to measure (default: all)"
+        "--parts", nargs="+", choices=PARTS + EXTRA_PARTS, default=list(PARTS),
+        help=f"which tables to measure (default: {' '.join(PARTS)})",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 24 articles, 1 Qwen article, 1 pass")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "benchmark.json")
     parser.add_argument("--plot", type=Path, default=ROOT / "docs" / "images" / "time_per_stage.png")
     parser.add_argument("--print", dest="print_json", type=Path, help="print the tables of an earlier run's JSON")
+    budget = parser.add_argument_group("stage1-budget (see benchmarks/budget.py)")
+    budget.add_argument(
+        "--datasets", nargs="+", help="labelled data sets: names under the shared data folder or folders "
+        "(default: seece_energy_tech ai_engineering_practice)",
+    )
+    budget.add_argument("--budgets", nargs="+", type=int, default=[128, 192, 256, 384, 512],
+                        help="max_seq_length values; the largest, head only, is the baseline")
+    budget.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2], help="KFold(5) shuffle seeds")
+    budget.add_argument("--bootstrap", type=int, default=2000, help="bootstrap resamples of the articles")
+    budget.add_argument("--model", default="intfloat/multilingual-e5-small", help="Stage 1 embedding model")
+    budget.add_argument("--prefix", help="put before every text (default: 'passage: ' for e5-small, else '')")
+    budget.add_argument("--budget-out", type=Path, default=ROOT / "benchmarks" / "results" / "budget.json")
+    budget.add_argument("--budget-plot", type=Path, default=ROOT / "docs" / "images" / "token_budget.png")
     return parser.parse_args(argv)
 
 
@@ -404,8 +425,20 @@ def main(argv=None):
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
     if args.print_json is not None:
-        print(format_tables(json.loads(args.print_json.read_text(encoding="utf-8"))) + FOOTNOTE)
+        printed = json.loads(args.print_json.read_text(encoding="utf-8"))
+        if printed.get("kind") == "stage1-budget":
+            from benchmarks.budget import format_table
+
+            print(format_table(printed))
+        else:
+            print(format_tables(printed) + FOOTNOTE)
         return
+    if "stage1-budget" in args.parts:
+        from benchmarks.budget import run as run_budget
+
+        run_budget(args)
+        if not set(args.parts) & set(PARTS):
+            return
     import torch
 
     X, Y, spec = load_data(args)

@@ -35,3 +35,106 @@ def test_benchmark_runs_end_to_end_and_writes_its_table(seece, tmp_path):
         [sys.executable, "-m", "benchmarks", "--print", str(out)], cwd=ROOT, capture_output=True, text=True
     )
     assert reprinted.stdout == result.stdout
+
+
+def _write_labelled_folder(folder, n_articles):
+    """A generated labelled folder in the shared data's format (articles.jsonl + filter.yaml)."""
+    from hybrid_estimators.datasets import make_articles
+
+    X, Y = make_articles(n_articles, random_state=0)
+    folder.mkdir()
+    with (folder / "articles.jsonl").open("w", encoding="utf-8") as lines:
+        for article, scores in zip(X.to_dict("records"), Y.to_dict("records")):
+            lines.write(json.dumps({**article, "scores": scores}) + "\n")
+    dimensions = "\n".join(f"  {name}: 1.0" for name in Y.columns)
+    (folder / "filter.yaml").write_text(
+        f"name: {folder.name}\ndimensions:\n{dimensions}\ntiers:\n  high: 7.0\n  medium: 4.0\n  low: 0.0\n",
+        encoding="utf-8",
+    )
+
+
+def test_stage1_budget_part_has_a_row_per_budget_and_truncation(minilm_path, tmp_path):
+    folder = tmp_path / "synthetic"
+    _write_labelled_folder(folder, 40)
+    out, plot = tmp_path / "budget.json", tmp_path / "token_budget.png"
+    command = [
+        sys.executable, "-m", "benchmarks", "--parts", "stage1-budget", "--datasets", str(folder),
+        "--model", minilm_path, "--budgets", "64", "32", "--seeds", "0", "--repeats", "1", "--bootstrap", "50",
+        "--budget-out", str(out), "--budget-plot", str(plot),
+    ]
+    result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    results = json.loads(out.read_text())
+    assert results["kind"] == "stage1-budget" and results["prefix"] == ""
+    assert len(results["loadavg_start"]) == 3 and len(results["loadavg_end"]) == 3
+    data = results["datasets"]["synthetic"]
+    assert data["probe"] == "ridge" and data["n_articles"] == 40
+    rows = data["rows"]
+    assert [(row["budget"], row["truncation"]) for row in rows] == [
+        (32, "head"), (32, "head+tail"), (64, "head"), (64, "head+tail")
+    ]
+    for row in rows:
+        assert row["tokens_per_article"] <= row["budget"] and row["ms_per_article"] > 0
+        assert row["mae_ci90"][0] <= row["mae"] <= row["mae_ci90"][1]
+        assert 0 <= row["auc"] <= 1
+        if row["truncation"] == "head+tail":
+            assert row["share_cut_by_model"] == 0  # head + tail fit the budget: the model cuts nothing
+            assert sum(row["head_tail"]) < row["budget"]
+    baseline = rows[2]
+    assert baseline["delta_mae"] == 0 and baseline["delta_auc"] == 0 and baseline["speedup"] == 1
+    choice = data["iso_quality"]["torch"]
+    assert choice["criteria"]["baseline"] == {"budget": 64, "truncation": "head"}
+    assert [64, "head"] in choice["qualifying"]
+
+    table = [line for line in result.stdout.splitlines() if line.lstrip()[:3] in ("32 ", "64 ")]
+    assert len(table) == 4
+    assert "iso-quality (torch" in result.stdout and "load average" in result.stdout
+    assert plot.read_bytes().startswith(b"\x89PNG")
+    reprinted = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "--print", str(out)], cwd=ROOT, capture_output=True, text=True
+    )
+    assert reprinted.stdout == result.stdout
+
+
+def _row(budget, truncation, mae, auc, tokens=None):
+    return {
+        "budget": budget, "truncation": truncation, "tokens_per_article": tokens or 0.6 * budget,
+        "mae": mae, "auc": auc, "ms_per_article": budget / 10, "speedup": 51.2 / budget,
+        "head_tail": None if truncation == "head" else [budget // 2 - 4, budget // 2 - 5],
+    }
+
+
+def test_choose_budget_picks_the_smallest_budget_at_iso_quality():
+    from benchmarks.budget import choose_budget
+
+    rows = [
+        _row(512, "head", 0.800, 0.900),
+        _row(512, "head+tail", 0.790, 0.905),
+        _row(384, "head", 0.805, 0.899),  # qualifies
+        _row(256, "head", 0.807, 0.896),  # MAE +0.9%, AUC -0.004: qualifies
+        _row(256, "head+tail", 0.801, 0.901),  # qualifies, same budget, fewer tokens below
+        _row(192, "head", 0.809, 0.900),  # MAE +1.1%: fails
+        _row(192, "head+tail", 0.800, 0.894),  # AUC -0.006: fails
+        _row(128, "head", 0.900, 0.850),  # fails both
+    ]
+    rows[4]["tokens_per_article"] = rows[3]["tokens_per_article"] - 1
+    choice = choose_budget(rows)
+    assert choice["criteria"]["baseline"] == {"budget": 512, "truncation": "head"}
+    assert choice["max_seq_length"] == 256 and choice["choice"]["truncation"] == "head+tail"
+    assert choice["head_tail"] == [124, 123]
+    assert choice["any_below_baseline"] is True and choice["certified"] is None
+    assert sorted(map(tuple, choice["qualifying"])) == [
+        (256, "head"), (256, "head+tail"), (384, "head"), (512, "head"), (512, "head+tail")
+    ]
+    # The intervals decide whether the choice is certified (MAE: 1% of 0.800 = 0.008).
+    rows[4].update(delta_mae_ci90=[-0.02, 0.007], delta_auc_ci90=[-0.004, 0.006])
+    assert choose_budget(rows)["certified"] is True
+    rows[4].update(delta_mae_ci90=[-0.02, 0.02])
+    assert choose_budget(rows)["certified"] is False
+
+    # Nothing below the baseline qualifies: the baseline is kept, and said so.
+    worse = [_row(512, "head", 0.8, 0.9), _row(256, "head", 0.9, 0.9), _row(256, "head+tail", 0.8, 0.8)]
+    choice = choose_budget(worse)
+    assert choice["max_seq_length"] == 512 and choice["any_below_baseline"] is False
+    assert choice["qualifying"] == [[512, "head"]]
