@@ -1,9 +1,9 @@
 """Stage 1 embeddings: :class:`E5Embedder`, a sentence-transformers transformer."""
 
 import hashlib
+import io
 import logging
 import os
-import tempfile
 from collections import OrderedDict
 from numbers import Integral
 from pathlib import Path
@@ -23,6 +23,7 @@ from sklearn.utils.validation import (
     check_is_fitted,
 )
 
+from ._io import atomic_write
 from .models import (
     CALIBRATED_BACKENDS,
     STAGE1_BACKENDS,
@@ -87,8 +88,8 @@ class _MemoryCache:
 class _FolderCache:
     """Embeddings as one ``.npy`` file per key under a folder.
 
-    Each file is written to a temporary name and renamed into place, so
-    concurrent processes and interrupted writes never leave a partial entry.
+    Each file is written atomically (:func:`~hybrid_estimators._io.atomic_write`),
+    so concurrent processes and interrupted writes never leave a partial entry.
     """
 
     def __init__(self, folder):
@@ -105,16 +106,9 @@ class _FolderCache:
             return None
 
     def put(self, key, vector):
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
-        try:
-            with os.fdopen(handle, "wb") as file:
-                np.save(file, vector, allow_pickle=False)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        buffer = io.BytesIO()
+        np.save(buffer, vector, allow_pickle=False)
+        atomic_write(self._path(key), buffer.getvalue())
 
 
 _MEMORY_CACHE = _MemoryCache()

