@@ -18,11 +18,19 @@ from pathlib import Path
 __all__ = ["atomic_write", "atomic_folder"]
 
 
-def _default_mode():
-    """Permissions ``open(path, "w")`` would give a new file: 0o666 less the umask."""
+def _read_umask():
     umask = os.umask(0)
     os.umask(umask)
-    return 0o666 & ~umask
+    return umask
+
+
+# Read once, at import: setting the umask to read it is not thread-safe.
+_UMASK = _read_umask()
+
+
+def _default_mode():
+    """Permissions ``open(path, "w")`` would give a new file: 0o666 less the umask."""
+    return 0o666 & ~_UMASK
 
 
 def _target_mode(path, default):

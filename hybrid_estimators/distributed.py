@@ -1,8 +1,8 @@
 """Scoring beyond one machine: a filter or a router over a Ray Data dataset.
 
 :func:`score_dataset` runs the per-chunk logic of ``hybrid-estimators
-score`` (:func:`~hybrid_estimators.cli.parse_line`,
-:func:`~hybrid_estimators.cli.score_chunk`) in a pool of Ray actors, each of
+score`` (:func:`~hybrid_estimators.scoring.parse_line`,
+:func:`~hybrid_estimators.scoring.score_chunk`) in a pool of Ray actors, each of
 which loads the models once. The rows it returns are the CLI's JSONL rows:
 bad input becomes error rows, none is lost, and every row keeps its 1-based
 ``line`` so that the input order can be restored.
@@ -18,15 +18,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .cli import parse_article, parse_line, score_chunk
+from .scoring import OUTPUT_COLUMNS, parse_article, parse_line, score_chunk, split_lines
 
 logger = logging.getLogger(__name__)
 
-#: Columns of the scored dataset, in the order of the CLI's JSONL rows.
-OUTPUT_COLUMNS = (
-    "line", "id", "scores", "weighted_average", "tier", "stage_used",
-    "stage1_estimate", "gatekeeper_applied", "blocked_by", "error",
-)
 #: A path with one of these suffixes is read as Parquet, any other as JSONL.
 PARQUET_SUFFIXES = (".parquet", ".pq")
 #: Column of a JSONL file's raw lines, before parsing.
@@ -55,16 +50,14 @@ def _init_ray(ray, address):
 
 
 def _jsonl_lines(batch):
-    """File bytes -> one row per line, numbered from 1 as ``cli.read_chunks`` does."""
+    """File bytes -> one row per line, numbered from 1 as ``scoring.read_chunks`` does."""
     import pyarrow as pa
 
     for data in batch["bytes"].to_pylist():
-        lines = data.split(b"\n")
-        if lines[-1] == b"":  # the file ends with a newline: no line after it
-            lines.pop()
+        lines = split_lines(data)  # \n, \r\n or \r, as the CLI splits them
         yield pa.table({
             "line": pa.array(range(1, len(lines) + 1), pa.int64()),
-            RAW: pa.array([line.rstrip(b"\r\n") for line in lines], pa.binary()),
+            RAW: pa.array(lines, pa.binary()),
         })
 
 
@@ -121,19 +114,20 @@ def _numbered(ray, dataset):
 # --- scoring ----------------------------------------------------------------
 
 
-def _loaded_router(filter_or_router, stage1_only):
-    from .prefilter import Prefilter
+def _loaded_scorer(filter_or_router, stage1_only):
+    from .filters import Filter, load_filter
 
     if isinstance(filter_or_router, (str, PathLike)):
-        from .filters import load_filter
-
         return load_filter(filter_or_router, stage1_only=stage1_only)
-    router = filter_or_router  # this actor's own unpickled copy
+    scorer = filter_or_router  # this actor's own unpickled copy
     if stage1_only:
-        router.set_params(threshold=math.inf)
-    if not hasattr(router, "prefilter_"):  # not loaded from a filter folder
-        router.prefilter_ = Prefilter()
-    return router
+        if not isinstance(scorer, Filter):
+            raise ValueError(
+                "stage1_only needs a filter folder or a Filter; for a router, pass one "
+                "built with stage2=None"
+            )
+        scorer = scorer.set_params(stage2=None).fit()
+    return scorer
 
 
 def _plain(value):
@@ -174,11 +168,11 @@ class _BatchScorer:
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # weight-loading bars
-        self.router = _loaded_router(filter_or_router, stage1_only)
+        self.scorer = _loaded_scorer(filter_or_router, stage1_only)
         self.from_lines = from_lines
 
     def __call__(self, batch):
-        return _rows_frame(score_chunk(self.router, _parsed_rows(batch, self.from_lines)))
+        return _rows_frame(score_chunk(self.scorer, _parsed_rows(batch, self.from_lines)))
 
 
 def score_dataset(
@@ -192,11 +186,12 @@ def score_dataset(
 
     Parameters
     ----------
-    filter_or_router : str, path-like or HybridRouterRegressor
+    filter_or_router : str, path-like, Filter or HybridRouterRegressor
         A filter folder, loaded with :func:`~hybrid_estimators.filters.load_filter`
         by each actor (so it must exist where the actors run), or a fitted
-        router, pickled to the actors (its embedder and Stage 2 reload their
-        weights by path). A router without a ``prefilter_`` blocks nothing.
+        :class:`~hybrid_estimators.filters.Filter` or router, pickled to the
+        actors (its embedder and Stage 2 reload their weights by path). A
+        bare router has no prefilter: it blocks nothing.
     dataset : ray.data.Dataset, str or path-like
         Articles with ``title`` and/or ``content`` (``id`` and ``language``
         optional). A path names one Parquet file (``.parquet``, ``.pq``) or
@@ -232,7 +227,7 @@ def score_dataset(
 
     See Also
     --------
-    hybrid_estimators.cli.score_chunk : What each actor does with a batch.
+    hybrid_estimators.scoring.score_chunk : What each actor does with a batch.
 
     Examples
     --------

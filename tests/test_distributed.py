@@ -19,7 +19,7 @@ from hybrid_estimators.cli import main  # noqa: E402
 from hybrid_estimators.datasets import make_articles  # noqa: E402
 from hybrid_estimators.distributed import (  # noqa: E402
     OUTPUT_COLUMNS,
-    _loaded_router,
+    _loaded_scorer,
     score_dataset,
 )
 from hybrid_estimators.embedding import E5Embedder  # noqa: E402
@@ -51,7 +51,7 @@ def filter_dir(tmp_path_factory, minilm_path):
     """A Stage-1-only filter (MiniLM + small probe) with a keyword prefilter."""
     X, Y = make_articles(40, random_state=0)
     stage1 = FrozenEstimator(minilm_stage1(minilm_path, make_probe((32,))).fit(X, Y))
-    router = HybridRouterRegressor(stage1, stage1, WEIGHTS).fit(X, Y)
+    router = HybridRouterRegressor(stage1, None, WEIGHTS).fit(X, Y)
     spec = FilterSpec.from_dict({
         "name": "demo",
         "version": "v1",
@@ -207,12 +207,20 @@ def test_score_on_ray_refuses_stdin(filter_dir, capsys):
     assert "--ray reads a file, not stdin" in capsys.readouterr().err
 
 
-def test_stage1_only_keeps_a_router_from_routing(hybrid_router):
-    router, X = hybrid_router
-    actors_copy = _loaded_router(pickle.loads(pickle.dumps(router)), stage1_only=True)
-    assert not actors_copy.route(X).any()
-    assert actors_copy.prefilter_.blocked_by([{"title": "t", "content": "football"}]) == [None]
-    assert router.route(X).any()  # the caller's router is untouched
+def test_stage1_only_needs_a_filter_not_a_bare_router(hybrid_router):
+    router, _ = hybrid_router
+    with pytest.raises(ValueError, match="stage2=None"):
+        _loaded_scorer(pickle.loads(pickle.dumps(router)), stage1_only=True)
+
+
+def test_stage1_only_keeps_a_filter_from_routing(filter_dir):
+    filter_ = load_filter(filter_dir)
+    X, _ = make_articles(20, random_state=4)
+    filter_.set_params(threshold=0.0).fit()
+    assert filter_.stage2 is None or filter_.route(X).all()
+    actors_copy = _loaded_scorer(pickle.loads(pickle.dumps(filter_)), stage1_only=True)
+    assert actors_copy.stage2_ is None and not actors_copy.route(X).any()
+    assert filter_.threshold == 0.0  # the caller's filter keeps its parameters
 
 
 def test_without_ray_the_error_names_the_extra(monkeypatch, filter_dir, input_file):

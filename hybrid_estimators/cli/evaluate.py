@@ -147,7 +147,7 @@ def add_parser(subparsers, parents=()):
         default=0.9,
         help="coverage of the bootstrap intervals",
     )
-    parser.set_defaults(func=run)
+    parser.set_defaults(func=run, handler=run)
     return parser
 
 

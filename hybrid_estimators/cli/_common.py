@@ -1,0 +1,125 @@
+"""What every command of ``hybrid-estimators`` shares: errors, loading, options."""
+
+import argparse
+import contextlib
+import logging
+from pathlib import Path
+
+logger = logging.getLogger("hybrid_estimators.cli")
+
+PROG = "hybrid-estimators"
+EXIT_FATAL = 2
+
+
+class CommandError(Exception):
+    """A fatal error, reported as one line without a traceback."""
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows each option's default, but not the None or False of an option that is off."""
+
+    def _get_help_string(self, action):
+        if action.default is None or action.default is False or action.default == argparse.SUPPRESS:
+            return action.help
+        return super()._get_help_string(action)
+
+
+def common_options():
+    """The options every command takes."""
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "-v", "--verbose", action="store_true", help="also log the library's progress"
+    )
+    common.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    return common
+
+
+def check_filter_folder(folder):
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise CommandError(f"filter folder {folder} does not exist")
+    if not (folder / "config.yaml").is_file():
+        raise CommandError(f"{folder} is not a filter folder: it has no config.yaml")
+    return folder
+
+
+@contextlib.contextmanager
+def quiet_model_loading(quiet):
+    """Hide transformers' weight-loading bars (noise in a command's stderr)."""
+    from transformers.utils import logging as transformers_logging
+
+    shown = transformers_logging.is_progress_bar_enabled()
+    if quiet and shown:
+        transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if quiet and shown:
+            transformers_logging.enable_progress_bar()
+
+
+def load_filter_or_fail(folder, stage1_only=False, verbose=False, backend="torch", calibration=None):
+    from ..filters import load_filter
+
+    folder = check_filter_folder(folder)
+    try:
+        with quiet_model_loading(not verbose):
+            return load_filter(folder, stage1_only=stage1_only, backend=backend, calibration=calibration)
+    except (ValueError, OSError, ImportError) as error:  # FilterError is a ValueError
+        raise CommandError(f"cannot load filter {folder}: {error}") from None
+
+
+def load_labelled(folder):
+    from ..datasets import load_articles
+
+    folder = Path(folder)
+    for name in ("articles.jsonl", "filter.yaml"):
+        if not (folder / name).is_file():
+            raise CommandError(f"{folder} is not a labelled folder: it has no {name}")
+    try:
+        return load_articles(folder)
+    except (ValueError, KeyError, OSError) as error:
+        raise CommandError(f"cannot read {folder}: {error}") from None
+
+
+
+def print_metrics(metrics, indent=""):
+    """Print ``{name: number}`` as aligned lines on stdout (a command's output)."""
+    width = max(map(len, metrics), default=0)
+    for name, value in metrics.items():
+        shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+        print(f"{indent}{name:<{width}}  {shown}")
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def folds(text):
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be >= 2, got {value}")
+    return value
+
+
+def share(text):
+    value = float(text)
+    if not 0 < value < 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1), got {value}")
+    return value
+
+
+def cv_option(text):
+    if text in ("auto", "prefit"):
+        return text
+    value = int(text)
+    if value < 2:
+        raise argparse.ArgumentTypeError(f"must be 'auto', 'prefit' or >= 2, got {value}")
+    return str(value)
+
+
+def layer_sizes(text):
+    return [positive_int(size) for size in text.split(",")]

@@ -1,0 +1,429 @@
+"""One scoring path: parse a line, score a chunk, the output row.
+
+The ``hybrid-estimators score`` command and Ray Data
+(:mod:`hybrid_estimators.distributed`) both read input lines with
+:func:`parse_line`, score them with :func:`score_chunk` and write
+:meth:`ScoredLine.to_json`: every input line gets exactly one output row,
+in order, whatever its bytes.
+
+The output row (one JSON object a line)::
+
+    line               input line number, from 1
+    id                 the article's id as given, made writable: lone
+                       surrogates as ``\\udXXX`` text, inf/nan as the
+                       strings "inf", "-inf", "nan"
+    scores             {dimension: score 0-10} or null
+    weighted_average   gatekeepers applied, or null
+    tier               "low", "medium", "high" or null
+    stage_used         "stage1", "stage2" or null
+    stage1_estimate    Stage 1's raw (unclipped) weighted average, or null
+    gatekeeper_applied true/false, or null
+    blocked_by         the prefilter's reason, or null
+    error              why the line could not be scored, or null
+
+Lines end at ``\\n``, ``\\r\\n`` or a lone ``\\r`` (:func:`iter_lines`,
+:func:`split_lines` and :func:`count_lines` agree); a last line may lack
+its line ending.
+"""
+
+import json
+import logging
+import math
+import numbers
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from itertools import islice
+
+import numpy as np
+import pandas as pd
+
+logger = logging.getLogger(__name__)
+
+#: Decimals of the scores written to JSONL: enough for any use, few enough
+#: that re-embedding the same text in another batch writes the same bytes.
+DECIMALS = 4
+ARTICLE_FIELDS = ("title", "content")
+#: Longest id shown inside an error message (the row's ``id`` is whole).
+MAX_ID_IN_MESSAGE = 80
+#: What a row says instead of an id nested too deeply to write.
+UNWRITABLE_ID = "<id nested too deeply to write>"
+
+
+def _safe_str(text):
+    """`text`, with what UTF-8 cannot encode (lone surrogates) as ``\\udXXX`` escapes."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def json_safe(value):
+    """`value` as ``json.dumps(allow_nan=False)`` writes it and UTF-8 encodes it.
+
+    Strings keep their text, lone surrogates becoming ``\\udXXX`` escapes;
+    non-finite numbers become the strings ``"inf"``, ``"-inf"`` and
+    ``"nan"``; NumPy scalars and arrays become Python values; mapping keys
+    become strings; anything else becomes its ``str``.
+
+    Raises
+    ------
+    RecursionError
+        For values nested about as deeply as the recursion limit.
+
+    Examples
+    --------
+    >>> json_safe({"id": float("inf"), "tags": ["a\\ud800", 1]})
+    {'id': 'inf', 'tags': ['a\\\\ud800', 1]}
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _safe_str(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Mapping):
+        return {
+            _safe_str(key if isinstance(key, str) else str(json_safe(key))): json_safe(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_safe(item) for item in value]
+    return _safe_str(str(value))
+
+
+@dataclass
+class ScoredLine:
+    """One input line and everything reported about it."""
+
+    line: int
+    id: object = None
+    article: dict = None  # title, content, language: set only for valid articles
+    scores: dict = None
+    weighted_average: float = None
+    tier: str = None
+    stage_used: str = None
+    stage1_estimate: float = None
+    gatekeeper_applied: bool = None
+    blocked_by: str = None
+    error: str = None
+    #: This row's share of the scoring time (see :func:`score_lines`); not written.
+    seconds: float = field(default=None, repr=False)
+
+    def to_record(self):
+        """The output row as a dict of JSON-safe values (see the module's docstring).
+
+        Never fails: every value goes through :func:`json_safe`, and an id
+        nested too deeply for that is replaced by :data:`UNWRITABLE_ID`.
+        """
+        record = {}
+        for name in OUTPUT_COLUMNS:
+            try:
+                record[name] = json_safe(getattr(self, name))
+            except RecursionError:
+                record[name] = UNWRITABLE_ID if name == "id" else None
+        return record
+
+    def to_json(self, ensure_ascii=False):
+        """The output row as one line of JSON (no newline); never fails.
+
+        Parameters
+        ----------
+        ensure_ascii : bool, default=False
+            Escape every non-ASCII character (for a stream that is not UTF-8).
+        """
+        record = self.to_record()
+        try:
+            return json.dumps(record, ensure_ascii=ensure_ascii, allow_nan=False)
+        except RecursionError:  # json_safe went through; the encoder ran out of stack
+            record["id"] = UNWRITABLE_ID
+            return json.dumps(record, ensure_ascii=ensure_ascii, allow_nan=False)
+
+
+#: The output row's fields, in order.
+OUTPUT_COLUMNS = tuple(
+    f.name for f in fields(ScoredLine) if f.name not in ("article", "seconds")
+)
+
+
+def describe_id(row_id):
+    """`row_id` for a message: its repr, JSON-safe and cut to :data:`MAX_ID_IN_MESSAGE`."""
+    try:
+        text = repr(json_safe(row_id))
+    except RecursionError:
+        return UNWRITABLE_ID
+    if len(text) > MAX_ID_IN_MESSAGE:
+        text = text[: MAX_ID_IN_MESSAGE - 1] + "…"
+    return text
+
+
+def _id_suffix(row_id):
+    return "" if row_id is None else f" (id={describe_id(row_id)})"
+
+
+def _refuse_constant(name):
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def parse_line(line_number, raw):
+    """Turn one raw input line into a :class:`ScoredLine`, valid or with its error."""
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as error:
+        return ScoredLine(line_number, error=f"line {line_number}: not UTF-8: {error}")
+    if line_number == 1:
+        text = text.removeprefix("\ufeff")
+    if not text.strip():
+        return ScoredLine(line_number, error=f"line {line_number}: empty line")
+    try:
+        article = json.loads(text, parse_constant=_refuse_constant)
+    except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
+        return ScoredLine(line_number, error=f"line {line_number}: not JSON: {error}")
+    return parse_article(line_number, article)
+
+
+def parse_article(line_number, article):
+    """Validate one decoded article (a JSON object) of line `line_number`."""
+    from .text import as_texts
+
+    if not isinstance(article, dict):
+        return ScoredLine(
+            line_number,
+            error=f"line {line_number}: expected a JSON object (an article), got "
+            f"{type(article).__name__}",
+        )
+    row_id = article.get("id")
+    fields_ = {name: article[name] for name in ARTICLE_FIELDS if name in article}
+    where = f"line {line_number}{_id_suffix(row_id)}"
+    if not fields_:
+        return ScoredLine(
+            line_number, row_id, error=f"{where}: has neither 'title' nor 'content'"
+        )
+    try:
+        as_texts([fields_])
+    except ValueError as error:
+        # as_texts names the row by its position in the list: always "row 0".
+        message = str(error).removeprefix("row 0")
+        return ScoredLine(line_number, row_id, error=f"{where}{message}")
+    fields_ = {"title": "", "content": "", **fields_, "language": article.get("language")}
+    return ScoredLine(line_number, row_id, article=fields_)
+
+
+def _strip_line_ending(line):
+    if line.endswith(b"\r\n"):
+        return line[:-2]
+    if line.endswith((b"\n", b"\r")):
+        return line[:-1]
+    return line
+
+
+def split_lines(data):
+    """The lines of `data` (bytes), without their line endings.
+
+    A line ends at ``\\n``, ``\\r\\n`` or a lone ``\\r``; a last line may
+    lack its line ending, and a final line ending starts no new line.
+
+    Examples
+    --------
+    >>> split_lines(b"a\\rb\\r\\nc\\n\\nd")
+    [b'a', b'b', b'c', b'', b'd']
+    """
+    return data.splitlines()  # bytes: breaks at \n, \r\n and \r only
+
+
+def iter_lines(file, block_size=1 << 20):
+    """Yield the lines of a binary `file` as :func:`split_lines` splits them.
+
+    Reads `block_size` bytes at a time (``read1`` when the file has it, so
+    that a pipe's lines come as soon as they arrive); a ``\\r\\n`` split
+    between two blocks is one line ending.
+    """
+    read = getattr(file, "read1", file.read)
+    pieces, after_cr = [], False
+    while block := read(block_size):
+        if after_cr and block.startswith(b"\n"):  # the \n of a \r\n cut between blocks
+            block = block[1:]
+        after_cr = block.endswith(b"\r")
+        lines = block.splitlines(keepends=True)
+        if lines and not lines[-1].endswith((b"\n", b"\r")):
+            tail = lines.pop()
+        else:
+            tail = None
+        for line in lines:
+            if pieces:
+                line = b"".join([*pieces, line])
+                pieces = []
+            yield _strip_line_ending(line)
+        if tail is not None:
+            pieces.append(tail)
+    if pieces:
+        yield b"".join(pieces)
+
+
+def read_chunks(source, batch_size, first_line=1):
+    """Yield lists of ``(line_number, raw_bytes)``, `batch_size` at a time.
+
+    Parameters
+    ----------
+    source : binary file or iterable of bytes
+        A file is split with :func:`iter_lines`; an iterable gives one line
+        per item (a line ending at its end is dropped).
+    batch_size : int
+        Lines per chunk.
+    first_line : int, default=1
+        Number of the first line.
+    """
+    if hasattr(source, "read"):
+        lines = iter_lines(source)
+    else:
+        lines = (_strip_line_ending(line) for line in source)
+    numbered = enumerate(lines, start=first_line)
+    while chunk := list(islice(numbered, batch_size)):
+        yield chunk
+
+
+def count_lines(path):
+    """Lines of a file as :func:`iter_lines` and :func:`read_chunks` see them."""
+    n_endings, after_cr, last = 0, False, b""
+    with open(path, "rb") as file:
+        while block := file.read(1 << 20):
+            n_endings += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
+            n_endings -= after_cr and block.startswith(b"\n")  # a \r\n cut between blocks
+            after_cr, last = block.endswith(b"\r"), block[-1:]
+    return n_endings + (last not in (b"", b"\n", b"\r"))
+
+
+def _rounded(value):
+    if value is None:
+        return None
+    value = float(value)
+    return round(value, DECIMALS) if math.isfinite(value) else None
+
+
+def _apply_report(row, report, dimension_names):
+    row.blocked_by = report.get("blocked_by")
+    if row.blocked_by is not None:
+        return
+    row.scores = {name: _rounded(report[name]) for name in dimension_names}
+    row.weighted_average = _rounded(report["weighted_average"])
+    row.tier = str(report["tier"])
+    row.stage_used = str(report["stage_used"])
+    row.stage1_estimate = _rounded(report["stage1_estimate"])
+    row.gatekeeper_applied = bool(report["gatekeeper_applied"])
+
+
+def articles_frame(rows):
+    """The valid articles of parsed lines as a DataFrame (object columns)."""
+    return pd.DataFrame(
+        {name: [row.article[name] for row in rows] for name in (*ARTICLE_FIELDS, "language")},
+        dtype=object,
+    )
+
+
+def _predict_rows(scorer, rows):
+    dimension_names = list(scorer.dimension_names_)
+    try:
+        report = scorer.predict_report(articles_frame(rows))
+    except Exception as error:
+        if len(rows) == 1:
+            row = rows[0]
+            row.error = (
+                f"line {row.line}{_id_suffix(row.id)}: scoring failed: "
+                f"{type(error).__name__}: {error}"
+            )
+            return
+        logger.warning(
+            "Scoring a chunk failed (%s); scoring its rows one by one", _safe_str(str(error))
+        )
+        for row in rows:
+            _predict_rows(scorer, [row])
+        return
+    for row, values in zip(rows, report.to_dict("records")):
+        _apply_report(row, values, dimension_names)
+
+
+def score_chunk(scorer, rows):
+    """Fill in scores, ``blocked_by`` or errors of the parsed lines of one chunk.
+
+    Parameters
+    ----------
+    scorer : Filter or HybridRouterRegressor
+        Fitted; a :class:`~hybrid_estimators.filters.Filter` applies its
+        prefilter (``blocked_by``), a bare router blocks nothing.
+    rows : list of ScoredLine
+        Parsed lines; those with an error are left as they are.
+
+    Returns
+    -------
+    rows : list of ScoredLine
+        The same objects, filled in.
+    """
+    to_score = [row for row in rows if row.article is not None and row.error is None]
+    if to_score:
+        _predict_rows(scorer, to_score)
+    return rows
+
+
+def score_lines(scorer, chunk):
+    """Parse and score one chunk of ``(line_number, raw_bytes)``, timing each row.
+
+    The articles of a chunk are embedded (and sent to Stage 2) together, so
+    no article has a time of its own; each row's ``seconds`` is its share
+    of the chunk's time instead, and the shares add up to it: a row's own
+    parsing, plus, for a row that reached the stages, an equal share of
+    the chunk's Stage 1 time (prefilter included) and, when routed, an
+    equal share of its Stage 2 time. Error and blocked rows cost only
+    their parsing.
+
+    Parameters
+    ----------
+    scorer : Filter or HybridRouterRegressor
+        Fitted (see :func:`score_chunk`).
+    chunk : list of (int, bytes)
+        Numbered raw lines, as :func:`read_chunks` yields them.
+
+    Returns
+    -------
+    rows : list of ScoredLine
+        One per line, in order, with ``seconds`` set.
+    """
+    rows = []
+    for number, raw in chunk:
+        started = time.perf_counter()
+        row = parse_line(number, raw)
+        row.seconds = time.perf_counter() - started
+        rows.append(row)
+    started = time.perf_counter()
+    score_chunk(scorer, rows)
+    _share_time(scorer, rows, time.perf_counter() - started)
+    return rows
+
+
+def _stage2_seconds(scorer, n_routed):
+    """Stage 2's part of a chunk's time, from what the router measured."""
+    stage2 = getattr(scorer, "stage2_", None)
+    if not n_routed or stage2 is None:
+        return 0.0
+    from .router import measured_seconds_per_row
+
+    return n_routed * (measured_seconds_per_row(stage2) or 0.0)
+
+
+def _share_time(scorer, rows, seconds):
+    scored = [row for row in rows if row.stage_used is not None]
+    if not scored:  # all blocked or failed: what time there was went to the prefilter
+        scored = [row for row in rows if row.article is not None] or rows
+    routed = [row for row in scored if row.stage_used == "stage2"]
+    stage2 = min(seconds, _stage2_seconds(scorer, len(routed)))
+    for row in scored:
+        row.seconds += (seconds - stage2) / len(scored)
+    for row in routed:
+        row.seconds += stage2 / len(routed)
