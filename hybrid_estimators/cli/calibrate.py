@@ -48,14 +48,71 @@ def _write_config(folder, spec):
         raise CommandError(f"cannot write {Path(folder) / 'config.yaml'}: {error}") from None
 
 
-def _calibrate_command(args):
+def _read_articles(path):
+    """The valid articles of a JSONL file, with their line numbers."""
+    from ..scoring import parse_line, read_chunks
+
+    import pandas as pd
+
     try:
-        from ..calibration import TunedThresholdRouterCV
-    except ImportError as error:
-        raise CommandError(f"calibrate needs hybrid_estimators.calibration: {error}") from None
+        with open(path, "rb") as file:
+            rows = [parse_line(number, raw) for chunk in read_chunks(file, 256) for number, raw in chunk]
+    except OSError as error:
+        raise CommandError(f"cannot read {path}: {error.strerror or error}") from None
+    valid = [row for row in rows if row.error is None]
+    for row in rows:
+        if row.error is not None:
+            logger.warning("%s: %s (left out)", path, row.error)
+    if not valid:
+        raise CommandError(f"{path} has no valid article")
+    articles = pd.DataFrame([{**row.article, "id": row.id} for row in valid], dtype=object)
+    return articles, [row.line for row in valid], len(rows)
+
+
+def _teacher_labels(args, filter_, articles, lines, n_lines):
+    """Stage 2's scores of the articles from --teacher-scores (or None: run Stage 2)."""
+    if args.teacher_scores is None:
+        return None
+    from ..teacher import TeacherScoresError, read_teacher_scores
+
+    try:
+        scores = read_teacher_scores(args.teacher_scores, filter_)
+    except (TeacherScoresError, OSError) as error:
+        raise CommandError(str(error)) from None
+    if len(scores) != n_lines:
+        raise CommandError(
+            f"{args.teacher_scores} has {len(scores)} rows but {args.data} has {n_lines} lines: "
+            "it misses articles or scores another input"
+        )
+    scores = scores.iloc[[line - 1 for line in lines]].reset_index(drop=True)
+    if scores.isna().any(axis=1).any():
+        line = lines[int(scores.isna().any(axis=1).to_numpy().argmax())]
+        raise CommandError(f"{args.teacher_scores}: line {line} has no Stage 2 scores for a valid article")
+    return scores
+
+
+def _check_not_trained_on(filter_, articles, args):
+    """Refuse certification articles the probe was trained on (by text hash)."""
+    from ..teacher import text_hashes
+
+    trained = filter_.metadata.get("training_articles_sha256")
+    if not trained:
+        logger.warning(
+            "%s records no training articles: cannot check that %s is disjoint from them",
+            args.filter, args.data,
+        )
+        return
+    shared = set(text_hashes(articles)) & set(trained)
+    if shared:
+        raise CommandError(
+            f"{len(shared)} articles of {args.data} are among the filter's training articles: "
+            "certify on articles the probe was not trained on"
+        )
+
+
+def _oracle_calibration(args, filter_, TunedThresholdRouterCV):
     from ..filters import data_hash
 
-    filter_ = load_filter_or_fail(args.filter, stage1_only=True, verbose=args.verbose)
     spec = filter_.spec
     X, Y, _ = load_labelled(args.data)
     missing = [name for name in spec.dimension_names if name not in Y.columns]
@@ -73,45 +130,97 @@ def _calibrate_command(args):
         )
     if args.cv.isdigit():
         n_splits = int(args.cv)
-    else:  # as many folds as train-probe used for the filter's metrics
+    else:  # as many folds as the filter's metrics used
         n_splits = int(filter_.metadata.get("metrics", {}).get("cv_folds", 5))
-    cv = "prefit" if mode == "prefit" else n_splits  # folds: shuffled, stratified by tier
     tuner = TunedThresholdRouterCV(
         _calibration_router(filter_, spec, mode),
         target_recall=args.target_recall,
         confidence=args.confidence,
-        cv=cv,
+        cv="prefit" if mode == "prefit" else n_splits,  # folds: shuffled, stratified by tier
         refit=False,
         random_state=args.random_state,
     )
+    how = "held-out (prefit)" if mode == "prefit" else f"out-of-fold ({n_splits}-fold CV)"
+    return tuner, X, Y, how
+
+
+def _stage2_calibration(args, filter_, TunedThresholdRouterCV):
+    if filter_.stage2_ is None:
+        raise CommandError(f"{args.filter} has no Stage 2 (stage2: null): nothing to certify against")
+    articles, lines, n_lines = _read_articles(args.data)
+    _check_not_trained_on(filter_, articles, args)
+    Y = _teacher_labels(args, filter_, articles, lines, n_lines)
+    tuner = TunedThresholdRouterCV(
+        filter_,
+        target_recall=args.target_recall,
+        confidence=args.confidence,
+        cv="prefit",
+        reference="stage2",
+    )
+    source = f"teacher scores {args.teacher_scores}" if Y is not None else "Stage 2 run here"
+    return tuner, articles, Y, f"against Stage 2's verdicts ({source})"
+
+
+def calibration_record(tuner, data):
+    """The ``calibration`` block a filter's metadata keeps."""
+    return {
+        "threshold": float(tuner.best_threshold_),
+        "reference": tuner.reference,
+        "target_recall": float(tuner.target_recall),
+        "confidence": float(tuner.confidence),
+        "n": int(tuner.n_samples_),
+        "n_medium_plus": int(tuner.n_medium_plus_),
+        "recall_lower_bound": float(tuner.recall_lower_bound_),
+        "expected_skip_rate": float(tuner.expected_skip_rate_),
+        "target_met": bool(tuner.target_met_),
+        "data": str(data),
+    }
+
+
+def _write_metadata(folder, metadata):
+    import json
+
+    from ..filters import METADATA_FILE
+
+    path = Path(folder) / METADATA_FILE
+    try:
+        atomic_write(path, json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
+    except OSError as error:
+        raise CommandError(f"cannot write {path}: {error}") from None
+
+
+def _calibrate_command(args):
+    from ..calibration import TunedThresholdRouterCV
+
+    if args.teacher_scores is not None and args.reference != "stage2":
+        raise CommandError("--teacher-scores needs --reference stage2")
+    stage1_only = args.reference == "oracle"
+    filter_ = load_filter_or_fail(args.filter, stage1_only=stage1_only, verbose=args.verbose)
+    spec = filter_.spec
+    build = _oracle_calibration if args.reference == "oracle" else _stage2_calibration
+    tuner, X, Y, how = build(args, filter_, TunedThresholdRouterCV)
     with warnings.catch_warnings(record=True) as caught, quiet_model_loading(not args.verbose):
         warnings.simplefilter("always", UserWarning)
         tuner.fit(X, Y)
     for warning in caught:
         logger.warning("%s", warning.message)
+    record = calibration_record(tuner, args.data)
     spec.hybrid_inference.update(
-        threshold=float(tuner.threshold_),
-        target_recall=float(args.target_recall),
-        confidence=float(args.confidence),
+        threshold=record["threshold"],
+        target_recall=record["target_recall"],
+        confidence=record["confidence"],
     )
     _write_config(args.filter, spec)
-    how = "held-out (prefit)" if mode == "prefit" else f"out-of-fold ({n_splits}-fold CV)"
+    metadata = dict(filter_.metadata)
+    history = [c for c in metadata.get("calibrations", []) if c.get("reference") != record["reference"]]
+    metadata["calibration"] = record
+    metadata["calibrations"] = history + [record]  # the latest of each reference
+    _write_metadata(args.filter, metadata)
     print(f"calibrated {spec.name}/{spec.version} on {len(X)} articles, {how}")
-    print_metrics(
-        {
-            "threshold": tuner.threshold_,
-            "target_recall": float(args.target_recall),
-            "confidence": float(args.confidence),
-            "recall_lower_bound": tuner.recall_lower_bound_,
-            "expected_skip_rate": tuner.expected_skip_rate_,
-            "n_medium_plus": tuner.n_medium_plus_,
-            "target_met": tuner.target_met_,
-        },
-        indent="  ",
-    )
+    print_metrics({key: value for key, value in record.items() if key != "data"}, indent="  ")
     if spec.hybrid_inference["stage2"] is None:
         logger.info("this filter has no Stage 2 (stage2: null): the threshold routes nothing yet")
-    print(f"wrote threshold {tuner.threshold_:.4f} to {Path(args.filter) / 'config.yaml'}")
+    print(f"wrote threshold {tuner.best_threshold_:.4f} to {Path(args.filter) / 'config.yaml'}")
     return 0
 
 
@@ -121,10 +230,25 @@ def add_parser(subparsers, parents=()):
         "calibrate", parents=parents, help="choose a filter's threshold with a recall guarantee",
         formatter_class=HelpFormatter,
         description="Choose the threshold with TunedThresholdRouterCV and write threshold, "
-        "target_recall and confidence into the filter's config.yaml.",
+        "target_recall and confidence into the filter's config.yaml, and the whole "
+        "calibration (reference, n, n_medium_plus, lower bound) into its metadata.json.",
     )
     calibrate.add_argument("--filter", required=True, type=Path, help="filter folder to calibrate")
-    calibrate.add_argument("data", type=Path, help="labelled folder (articles.jsonl + filter.yaml)")
+    calibrate.add_argument(
+        "data", type=Path,
+        help="with --reference oracle: a labelled folder (articles.jsonl + filter.yaml); "
+        "with --reference stage2: a JSONL file of articles (no scores needed)",
+    )
+    calibrate.add_argument(
+        "--reference", choices=("oracle", "stage2"), default="oracle",
+        help="whose MEDIUM+ verdicts the recall guarantee is against: the labels (oracle) "
+        "or the filter's Stage 2 on unlabelled articles (needs a Stage 2; prefit only)",
+    )
+    calibrate.add_argument(
+        "--teacher-scores", type=Path,
+        help="with --reference stage2: the output of `score --all-stage2` on the same file, "
+        "so Stage 2 does not run again",
+    )
     calibrate.add_argument(
         "--target-recall", type=share, default=0.95,
         help="share of MEDIUM+ articles Stage 2 must see",

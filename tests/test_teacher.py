@@ -1,0 +1,120 @@
+"""Stage 2 as the teacher: teacher scores, their checks, disjoint splits, distillation."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from hybrid_estimators.teacher import (
+    TeacherScoresError,
+    check_disjoint,
+    disjoint_split,
+    make_distillation_set,
+    read_teacher_scores,
+    teacher_identity,
+    teacher_scores,
+)
+
+from _numeric_filter import articles, numeric_filter
+
+
+@pytest.fixture(scope="module")
+def filter_():
+    return numeric_filter()
+
+
+def test_teacher_scores_are_stage2_on_every_article_and_nan_where_blocked(filter_):
+    X = articles(np.array([1.0, 5.0, 9.0]))
+    X.loc[1, ["title", "content"]] = ["3 x", ""]  # too short: blocked
+    scores = teacher_scores(filter_, X)
+    assert scores.columns.tolist() == ["a", "b"]
+    np.testing.assert_allclose(scores.iloc[[0, 2]].to_numpy(), [[1, 1], [9, 9]], atol=1e-6)
+    assert scores.iloc[1].isna().all()
+    assert filter_.threshold is None  # the filter itself is left as it was
+
+
+def _write(path, rows):
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def _row(filter_, line, article_id, dimension_scores, **changes):
+    row = {
+        "line": line, "id": article_id, "scores": dimension_scores, "stage_used": "stage2",
+        "blocked_by": None, "error": None, "teacher": teacher_identity(filter_),
+    }
+    row.update(changes)
+    return row
+
+
+def test_a_teacher_file_round_trips(filter_, tmp_path):
+    X = articles(np.array([2.0, 6.0]))
+    path = _write(tmp_path / "t.jsonl", [
+        _row(filter_, 1, "a0", {"a": 2.0, "b": 2.1}),
+        _row(filter_, 2, "a1", {"a": 6.0, "b": 5.9}),
+    ])
+    scores = read_teacher_scores(path, filter_, articles=X)
+    np.testing.assert_allclose(scores.to_numpy(), [[2.0, 2.1], [6.0, 5.9]])
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"teacher": {"filter": "other/v1", "stage2_sha256": "x"}}, "written by filter 'other/v1'"),
+        ({"stage_used": "stage1"}, "not scored by Stage 2"),
+        ({"scores": {"a": 1.0, "c": 2.0}}, "has dimensions"),
+    ],
+)
+def test_a_teacher_file_from_elsewhere_is_refused_naming_file_and_line(filter_, tmp_path, change, message):
+    rows = [_row(filter_, 1, "a0", {"a": 2.0, "b": 2.0}), _row(filter_, 2, "a1", {"a": 6.0, "b": 6.0}, **change)]
+    path = _write(tmp_path / "t.jsonl", rows)
+    with pytest.raises(TeacherScoresError, match=f"t.jsonl: line 2: {message}"):
+        read_teacher_scores(path, filter_)
+
+
+def test_another_stage2_is_refused(filter_, tmp_path):
+    identity = dict(teacher_identity(filter_), stage2_sha256="0" * 64)
+    path = _write(tmp_path / "t.jsonl", [_row(filter_, 1, "a0", {"a": 2.0, "b": 2.0}, teacher=identity)])
+    with pytest.raises(TeacherScoresError, match="line 1: written by another Stage 2"):
+        read_teacher_scores(path, filter_)
+
+
+def test_missing_or_other_articles_are_refused(filter_, tmp_path):
+    X = articles(np.array([2.0, 6.0]))
+    one = _write(tmp_path / "one.jsonl", [_row(filter_, 1, "a0", {"a": 2.0, "b": 2.0})])
+    with pytest.raises(TeacherScoresError, match="1 rows for 2 articles"):
+        read_teacher_scores(one, filter_, articles=X)
+    swapped = _write(tmp_path / "swapped.jsonl", [
+        _row(filter_, 1, "a1", {"a": 2.0, "b": 2.0}), _row(filter_, 2, "a0", {"a": 6.0, "b": 6.0}),
+    ])
+    with pytest.raises(TeacherScoresError, match="line 1 scores article 'a1', expected 'a0'"):
+        read_teacher_scores(swapped, filter_, articles=X)
+
+
+def test_disjoint_split_keeps_duplicates_together_and_check_disjoint_refuses_overlap():
+    X = articles(np.repeat(np.arange(50.0), 2))
+    train, certify = disjoint_split(X, certify_size=0.4, random_state=1)
+    assert len(train) + len(certify) == 100 and not set(train) & set(certify)
+    train_texts = set(X.iloc[train]["title"])
+    assert not train_texts & set(X.iloc[certify]["title"])
+    check_disjoint(X.iloc[train].assign(id=[f"t{i}" for i in train]), X.iloc[certify])
+    with pytest.raises(ValueError, match="both in the training and the certification"):
+        check_disjoint(X.iloc[train], X.iloc[train[:3]].assign(title="new", content="text"))  # same ids
+    with pytest.raises(ValueError, match="1 articles are both"):
+        check_disjoint(X.iloc[train[:5]], X.iloc[[train[0]]].assign(id="other"))  # same text
+    assert disjoint_split(X, random_state=1)[1].tolist() == disjoint_split(X, random_state=1)[1].tolist()
+
+
+def test_distillation_set_drops_rows_without_teacher_scores_and_weighs_sources():
+    X_teacher = articles(np.array([1.0, 2.0, 3.0]))
+    Y_teacher = pd.DataFrame({"a": [1.0, np.nan, 3.0], "b": [1.0, np.nan, 3.0]})
+    X_oracle = articles(np.array([7.0]), start=10)
+    Y_oracle = pd.DataFrame({"b": [7.5], "a": [7.0]})
+    X, Y, weight, source = make_distillation_set(
+        X_teacher, Y_teacher, X_oracle, Y_oracle, teacher_weight=0.5, oracle_weight=2.0
+    )
+    assert X["id"].tolist() == ["a0", "a2", "a10"]
+    np.testing.assert_allclose(Y.to_numpy(), [[1, 1], [3, 3], [7.0, 7.5]])
+    np.testing.assert_allclose(weight, [0.5, 0.5, 2.0])
+    assert source.tolist() == ["teacher", "teacher", "oracle"]
