@@ -1,7 +1,6 @@
 """cascade_report, its JSON/frame/text forms, CascadeFrontierDisplay and ``evaluate``."""
 
 import argparse
-import importlib.util
 import json
 from pathlib import Path
 
@@ -39,19 +38,8 @@ SECONDS = {"stage1": 0.002, "stage2": 0.05}
 TEXTS = FunctionTransformer(np.ravel)  # ArticleText's one column -> what TfidfVectorizer reads
 
 
-def _evaluate_command():
-    """``hybrid_estimators.cli.evaluate``, also while ``cli`` is still one module."""
-    try:
-        from hybrid_estimators.cli import evaluate
-    except ImportError:
-        path = ROOT / "hybrid_estimators" / "cli" / "evaluate.py"
-        spec = importlib.util.spec_from_file_location("_evaluate_command", path)
-        evaluate = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(evaluate)
-    return evaluate
-
-
-evaluate_command = _evaluate_command()
+from hybrid_estimators.cli import evaluate as evaluate_command  # noqa: E402
+from hybrid_estimators.cli._common import common_options  # noqa: E402
 
 
 # --- data whose answers are known ----------------------------------------------
@@ -507,7 +495,7 @@ def test_the_display_from_an_estimator_and_from_json(exact_router, data, tmp_pat
 
 def parse(argv):
     parser = argparse.ArgumentParser(prog="hybrid-estimators")
-    evaluate_command.add_parser(parser.add_subparsers(dest="command"))
+    evaluate_command.add_parser(parser.add_subparsers(dest="command"), parents=[common_options()])
     return parser.parse_args(argv)
 
 
@@ -545,7 +533,7 @@ def text_filter(text_router, monkeypatch, tmp_path_factory):
     router, X, Y = text_router
     folder = tmp_path_factory.mktemp("filter")
     (folder / "config.yaml").write_text("name: demo\n")
-    monkeypatch.setattr(filters, "load_filter", lambda path: router)
+    monkeypatch.setattr(filters, "load_filter", lambda path, **options: router)
     labelled = write_labelled_folder(tmp_path_factory.mktemp("data") / "demo", X, Y)
     return folder, labelled
 
@@ -570,8 +558,8 @@ def test_evaluate_prints_the_tables_and_writes_json_and_plot(text_filter, tmp_pa
             "1",
         ]
     )
-    assert args.func is evaluate_command.run
-    assert args.func(args) == 0
+    assert args.handler is evaluate_command.run
+    assert args.handler(args) == 0
     printed = capsys.readouterr().out
     assert printed.startswith("Cascade report: 60 articles, threshold 4.00")
     report = json.loads(out.read_text())
@@ -649,12 +637,12 @@ def test_evaluate_refuses_articles_labelled_for_another_filter(text_filter, tmp_
 def test_evaluate_refuses_missing_folders(tmp_path, capsys):
     args = parse(["evaluate", "--filter", str(tmp_path / "none"), str(tmp_path)])
     assert evaluate_command.run(args) == 2
-    assert "is not a filter folder" in capsys.readouterr().err
+    assert "filter folder" in (err := capsys.readouterr().err) and "does not exist" in err
 
 
 def test_evaluate_help_documents_every_option_with_its_default():
     parser = argparse.ArgumentParser(prog="hybrid-estimators")
-    command = evaluate_command.add_parser(parser.add_subparsers())
+    command = evaluate_command.add_parser(parser.add_subparsers(), parents=[common_options()])
     text = command.format_help()
     for option in (
         "--filter",

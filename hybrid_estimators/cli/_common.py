@@ -24,6 +24,15 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return super()._get_help_string(action)
 
 
+def add_cache_option(parser):
+    """``--cache DIR``: embeddings kept on disk, shared by processes and commands."""
+    parser.add_argument(
+        "--cache", type=Path, metavar="DIR",
+        help="keep embeddings in this folder (keyed by model, settings and text): "
+        "a later command or run embeds no article twice; default: this process only",
+    )
+
+
 def common_options():
     """The options every command takes."""
     common = argparse.ArgumentParser(add_help=False)
@@ -58,13 +67,19 @@ def quiet_model_loading(quiet):
             transformers_logging.enable_progress_bar()
 
 
-def load_filter_or_fail(folder, stage1_only=False, verbose=False, backend="torch", calibration=None):
+def load_filter_or_fail(
+    folder, stage1_only=False, verbose=False, backend="torch", calibration=None, cache=None
+):
+    """:func:`~hybrid_estimators.filters.load_filter`, its errors as one line."""
     from ..filters import load_filter
 
     folder = check_filter_folder(folder)
     try:
         with quiet_model_loading(not verbose):
-            return load_filter(folder, stage1_only=stage1_only, backend=backend, calibration=calibration)
+            return load_filter(
+                folder, stage1_only=stage1_only, backend=backend, calibration=calibration,
+                cache=True if cache is None else str(cache),
+            )
     except (ValueError, OSError, ImportError) as error:  # FilterError is a ValueError
         raise CommandError(f"cannot load filter {folder}: {error}") from None
 

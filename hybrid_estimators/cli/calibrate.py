@@ -5,7 +5,7 @@ import warnings
 from pathlib import Path
 
 from .._io import atomic_write
-from ._common import CommandError, HelpFormatter, cv_option, load_filter_or_fail, load_labelled, print_metrics, quiet_model_loading, share
+from ._common import CommandError, add_cache_option, HelpFormatter, cv_option, load_filter_or_fail, load_labelled, print_metrics, quiet_model_loading, share
 
 logger = logging.getLogger("hybrid_estimators.cli")
 
@@ -15,24 +15,11 @@ def _calibration_router(filter_, spec, mode):
     if mode == "prefit":
         return filter_
     from sklearn.base import clone
-    from sklearn.pipeline import make_pipeline
 
-    from ..embedding import E5Embedder
     from ..router import HybridRouterRegressor
-    from ..text import ArticleText
 
-    hybrid = spec.hybrid_inference
-    probe = filter_.stage1.estimator[-1]  # load_filter: FrozenEstimator(Pipeline)
-    stage1 = make_pipeline(
-        ArticleText(),
-        E5Embedder(
-            hybrid["embedding_model"],
-            prefix=hybrid["embedding_prefix"],
-            max_seq_length=hybrid["max_seq_length"],
-            show_progress_bar=False,
-        ),
-        clone(probe),
-    )
+    stage1 = clone(filter_.stage1.estimator)  # load_filter: FrozenEstimator(Pipeline)
+    stage1.set_params(e5embedder__show_progress_bar=False)
     return HybridRouterRegressor(
         stage1, None, spec.weights, gatekeepers=spec.gatekeepers or None, tiers=spec.tiers
     )
@@ -195,7 +182,9 @@ def _calibrate_command(args):
     if args.teacher_scores is not None and args.reference != "stage2":
         raise CommandError("--teacher-scores needs --reference stage2")
     stage1_only = args.reference == "oracle"
-    filter_ = load_filter_or_fail(args.filter, stage1_only=stage1_only, verbose=args.verbose)
+    filter_ = load_filter_or_fail(
+        args.filter, stage1_only=stage1_only, verbose=args.verbose, cache=args.cache
+    )
     spec = filter_.spec
     build = _oracle_calibration if args.reference == "oracle" else _stage2_calibration
     tuner, X, Y, how = build(args, filter_, TunedThresholdRouterCV)
@@ -266,5 +255,6 @@ def add_parser(subparsers, parents=()):
     calibrate.add_argument(
         "--random-state", type=int, default=0, help="seed of the shuffled, stratified folds"
     )
+    add_cache_option(calibrate)
     calibrate.set_defaults(handler=_calibrate_command)
     return calibrate

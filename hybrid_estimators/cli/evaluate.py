@@ -13,7 +13,6 @@ Examples
     hybrid-estimators evaluate --filter F training_folder --cv 5 -o report.json --plot frontier.png
 """
 
-import argparse
 import io
 import logging
 import sys
@@ -22,45 +21,28 @@ from pathlib import Path
 
 import numpy as np
 
-logger = logging.getLogger(__name__)
+from ._common import (
+    EXIT_FATAL,
+    PROG,
+    CommandError,
+    HelpFormatter,
+    add_cache_option,
+    folds,
+    load_filter_or_fail,
+    load_labelled,
+    share,
+)
 
-PROG = "hybrid-estimators"
-EXIT_FATAL = 2
-
-
-class EvaluateError(Exception):
-    """A fatal error of the command, reported as one line without a traceback."""
-
-
-def _folds(text):
-    value = int(text)
-    if value < 2:
-        raise argparse.ArgumentTypeError(f"must be >= 2, got {value}")
-    return value
+logger = logging.getLogger("hybrid_estimators.cli")
 
 
 def _non_negative_int(text):
+    import argparse
+
     value = int(text)
     if value < 0:
         raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
-
-
-def _share(text):
-    value = float(text)
-    if not 0 < value < 1:
-        raise argparse.ArgumentTypeError(f"must lie in (0, 1), got {value}")
-    return value
-
-
-class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
-    """Shows each option's default, but not the None or False of an option that is off."""
-
-    def _get_help_string(self, action):
-        if action.default is None or action.default is False:
-            return action.help
-        return super()._get_help_string(action)
-
 
 def add_parser(subparsers, parents=()):
     """Register the ``evaluate`` command on `subparsers`.
@@ -87,7 +69,7 @@ def add_parser(subparsers, parents=()):
         "MEDIUM+ recall/precision, skip rate and time per article, with bootstrap "
         "intervals, per true tier and language, and whether Stage 2 beats Stage 1 on "
         "the articles it is given.",
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument(
         "--filter",
@@ -114,7 +96,7 @@ def add_parser(subparsers, parents=()):
     )
     parser.add_argument(
         "--cv",
-        type=_folds,
+        type=folds,
         default=None,
         metavar="K",
         help="score Stage 1 out of fold: refit the filter's Stage 1 probe on K-1 folds of "
@@ -142,12 +124,13 @@ def add_parser(subparsers, parents=()):
     )
     parser.add_argument(
         "--confidence",
-        type=_share,
+        type=share,
         metavar="C",
         default=0.9,
         help="coverage of the bootstrap intervals",
     )
-    parser.set_defaults(func=run, handler=run)
+    add_cache_option(parser)
+    parser.set_defaults(handler=run)
     return parser
 
 
@@ -166,7 +149,7 @@ def run(args):
     """
     try:
         _evaluate(args)
-    except EvaluateError as error:
+    except CommandError as error:
         sys.stderr.write(f"{PROG}: error: {error}\n")
         return EXIT_FATAL
     return 0
@@ -177,22 +160,22 @@ def _evaluate(args):
     from hybrid_estimators.evaluation import cascade_report, format_report
 
     if args.refit_stage2:
-        raise EvaluateError(
+        raise CommandError(
             "--refit-stage2 is not supported yet: Stage 2 is evaluated as the filter "
             "ships it (use a LABELLED_DIR Stage 2 was not trained on)"
         )
     if args.plot is not None:
         _check_plotting()
-    router = _load_router(args.filter)
+    router = load_filter_or_fail(args.filter, verbose=args.verbose, cache=args.cache)
     if args.plot is not None and getattr(router, "stage2_", None) is None:
-        raise EvaluateError("--plot needs a filter with a Stage 2: this one has none")
+        raise CommandError("--plot needs a filter with a Stage 2: this one has none")
     X, Y = _load_labelled(args.data, router)
     logger.info("evaluating %s on %d articles of %s", args.filter, len(X), args.data)
 
     options = {}
     if args.cv is not None:
         if args.cv > len(X):
-            raise EvaluateError(f"--cv {args.cv} needs at least {args.cv} articles; got {len(X)}")
+            raise CommandError(f"--cv {args.cv} needs at least {args.cv} articles; got {len(X)}")
         predictions, seconds = out_of_fold_stage1(
             router, X, Y, cv=args.cv, random_state=args.random_state
         )
@@ -208,7 +191,7 @@ def _evaluate(args):
             **options,
         )
     except ValueError as error:
-        raise EvaluateError(str(error)) from None
+        raise CommandError(str(error)) from None
 
     sys.stdout.write(format_report(report))
     if args.output is not None:
@@ -221,39 +204,17 @@ def _evaluate(args):
         logger.info("wrote the frontier plot to %s", args.plot)
 
 
-def _load_router(folder):
-    from hybrid_estimators import filters
-
-    folder = Path(folder)
-    if not (folder / "config.yaml").is_file():
-        raise EvaluateError(f"{folder} is not a filter folder: it has no config.yaml")
-    try:
-        loaded = filters.load_filter(folder)
-    except (ValueError, OSError, ImportError) as error:  # FilterError is a ValueError
-        raise EvaluateError(f"cannot load filter {folder}: {error}") from None
-    return getattr(loaded, "router_", loaded)  # a Filter object, or the router itself
-
-
 def _load_labelled(folder, router):
     """X and Y of a labelled folder, Y's columns in the order of the filter's dimensions."""
-    from hybrid_estimators.datasets import load_articles
-
-    folder = Path(folder)
-    for name in ("articles.jsonl", "filter.yaml"):
-        if not (folder / name).is_file():
-            raise EvaluateError(f"{folder} is not a labelled folder: it has no {name}")
-    try:
-        X, Y, _ = load_articles(folder)
-    except (ValueError, KeyError, OSError) as error:
-        raise EvaluateError(f"cannot read {folder}: {error}") from None
+    X, Y, _ = load_labelled(folder)
     names = [str(name) for name in router.dimension_names_]
     if sorted(map(str, Y.columns)) != sorted(names):
-        raise EvaluateError(
+        raise CommandError(
             f"{folder} scores the dimensions {list(Y.columns)} but the filter scores "
             f"{names}: evaluate a filter on articles labelled for it"
         )
     if len(X) == 0:
-        raise EvaluateError(f"{folder}/articles.jsonl holds no article")
+        raise CommandError(f"{folder}/articles.jsonl holds no article")
     return X, Y[names]
 
 
@@ -311,9 +272,9 @@ def out_of_fold_stage1(router, X, Y, *, cv, random_state=None):
 
 def _check_plotting():
     try:
-        import matplotlib  # noqa: F401
+        import matplotlib  # noqa: F401  (only whether it is installed)
     except ImportError:
-        raise EvaluateError(
+        raise CommandError(
             "--plot needs matplotlib: pip install 'hybrid_estimators[test]' or "
             "pip install matplotlib"
         ) from None
@@ -326,12 +287,12 @@ def _write_plot(report, path):
     from hybrid_estimators.evaluation import CascadeFrontierDisplay
 
     if not report.grid:
-        raise EvaluateError("--plot needs a filter with a Stage 2: this one has none")
+        raise CommandError("--plot needs a filter with a Stage 2: this one has none")
     figure = Figure(figsize=(8, 4.5), layout="constrained")
     CascadeFrontierDisplay.from_report(report, ax=figure.subplots())
     buffer = io.BytesIO()
     try:
         figure.savefig(buffer, format=Path(path).suffix.lstrip(".").lower() or "png")
     except ValueError as error:  # an unknown image format
-        raise EvaluateError(f"cannot write the plot {path}: {error}") from None
+        raise CommandError(f"cannot write the plot {path}: {error}") from None
     atomic_write(path, buffer.getvalue())
