@@ -591,8 +591,10 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
             if stage is None or not _is_prefit(getattr(self, name), name, self.prefit):
                 continue  # fitted here on Y: its width is Y's
             width = getattr(stage, "n_outputs_", None)
-            if width is None:
-                width = self._predict_stage(stage, _safe_indexing(X, [0])).shape[1]
+            if width is None:  # one row, through the cache: later predictions reuse it
+                row = _indexable_rows(_safe_indexing(X, [0]))
+                namespace, keys = _row_keys(row) if self.cache else (None, None)
+                width = self._predict_stage(stage, row, keys, namespace).shape[1]
             if width != n_dimensions:
                 raise ValueError(
                     f"{name} predicts {width} dimensions but Y has {n_dimensions}: "

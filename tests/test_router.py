@@ -446,3 +446,38 @@ def test_final_scores_stay_on_the_0_to_10_scale_and_the_raw_estimate_is_kept():
     dimensions = router.dimension_names_
     assert report[dimensions].to_numpy().min() >= 0 and report[dimensions].to_numpy().max() <= 10
     np.testing.assert_allclose(report["stage1_estimate"], raw)
+
+
+def _cache_files(folder):
+    return {path: (path.stat().st_ino, path.stat().st_mtime_ns) for path in folder.rglob("*.npy")}
+
+
+def test_parallel_grid_search_shares_a_persistent_embedding_cache(minilm_path, tmp_path):
+    """With n_jobs=2 the workers read the embeddings the serial search stored: none re-embeds."""
+    X, Y = make_articles(24, random_state=5)
+    embedder = E5Embedder(minilm_path, prefix="", cache=str(tmp_path), show_progress_bar=False)
+    router = HybridRouterRegressor(
+        make_pipeline(ArticleText(), embedder, Ridge()),
+        tfidf_stage(KNeighborsRegressor(n_neighbors=3, algorithm="brute")),
+        [1, 1, 1],
+    )
+    grid = {"threshold": [1.0, 3.0, 5.0]}
+    serial = GridSearchCV(router, grid, cv=KFold(3), refit=False).fit(X, Y)
+    stored = _cache_files(tmp_path)
+    assert len(stored) == len(X)  # one entry per article, whatever the folds and candidates
+    parallel = GridSearchCV(router, grid, cv=KFold(3), refit=False, n_jobs=2).fit(X, Y)
+    assert _cache_files(tmp_path) == stored  # nothing embedded (or rewritten) again
+    np.testing.assert_allclose(
+        parallel.cv_results_["mean_test_score"], serial.cv_results_["mean_test_score"]
+    )
+
+
+def test_a_frozen_stage2_runs_once_per_row_across_threshold_candidates():
+    X, Y = numeric_data()
+    stage2 = FrozenEstimator(CountingKNN(algorithm="brute").fit(X, Y))
+    clear_cache()
+    CountingKNN.predicted_rows = Counter()
+    router = HybridRouterRegressor(Ridge(), stage2, [0.5, 0.3, 0.2])
+    GridSearchCV(router, {"threshold": [0.0, 2.0, 4.0, 6.0]}, cv=KFold(3), refit=False).fit(X, Y)
+    assert set(CountingKNN.predicted_rows.values()) == {1}
+    assert len(CountingKNN.predicted_rows) == len(X)  # threshold 0 routes every held-out row
