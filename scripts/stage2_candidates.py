@@ -87,6 +87,12 @@ def parse_args():
     parser.add_argument("--threshold", type=float, default=None,
                         help="routing threshold of the 'routed' rows (default: the shipped filter's)")
     parser.add_argument("--extract-only", action="store_true")
+    parser.add_argument("--holdout", type=float, default=0.3,
+                        help="share of articles held out for the LoRA candidate (smollm2-lora)")
+    parser.add_argument("--lora-pooling", default="mean")
+    parser.add_argument("--lora-layers", type=int, nargs="+", default=None)
+    parser.add_argument("--lora-epochs", type=int, default=1)
+    parser.add_argument("--lora-head-tail", type=int, nargs=2, default=HEAD_TAIL)
     return parser.parse_args()
 
 
@@ -114,13 +120,15 @@ def lm_features(name, X, cache, batch_size):
         pooling="last+mean",
         show_progress_bar=False,
     )
-    chunks, seconds = [], 0.0
+    chunks, seconds, later = [], 0.0, 0.0
     for start in range(0, len(X), CHUNK):
         path = where / f"chunk{start:04d}.npy"
         timing = where / f"chunk{start:04d}.json"
         if path.exists() and timing.exists():
             chunks.append(np.load(path))
-            seconds += json.loads(timing.read_text())["seconds"]
+            took = json.loads(timing.read_text())["seconds"]
+            seconds += took
+            later += took if start else 0.0
             continue
         began = time.perf_counter()
         features = model.hidden_features(X.iloc[start : start + CHUNK]).astype(np.float32)
@@ -129,9 +137,9 @@ def lm_features(name, X, cache, batch_size):
         timing.write_text(json.dumps({"seconds": took, "n": len(features)}))
         chunks.append(features)
         seconds += took
+        later += took if start else 0.0
         logger.info("%s: %d/%d articles, %.2f s/article in this chunk", name, start + len(features), len(X), took / len(features))
     features = np.concatenate(chunks).astype(np.float64)
-    import torch  # noqa: F401  (loaded by then)
     from transformers import AutoConfig
 
     config = AutoConfig.from_pretrained(folder, gguf_file=gguf_file)
@@ -140,9 +148,10 @@ def lm_features(name, X, cache, batch_size):
         "gguf_file": gguf_file,
         "n_hidden_layers": int(config.num_hidden_layers),
         "hidden_size": int(config.hidden_size),
-        # The first chunk includes loading the model (~seconds), so this is
-        # an upper bound of the forward time per article.
+        # The first chunk includes loading the model: an upper bound.
         "extraction_seconds_per_article": seconds / len(X),
+        # Without the first chunk, which loads the model.
+        "forward_seconds_per_article": later / max(1, len(X) - CHUNK),
         "features": str(where),
     }
     return features, info
@@ -173,6 +182,7 @@ def recipes(info):
         f"mean@[{half},{two_thirds},L]": ([half, two_thirds, L], "mean"),
         f"mean@[{quarter},{half},{three_quarters},L]": ([quarter, half, three_quarters, L], "mean"),
         f"last+mean@{two_thirds}": ([two_thirds], "last+mean"),
+        "mean@all": (list(range(L + 1)), "mean"),
     }
 
 
@@ -186,7 +196,7 @@ def e5_features(X, cache):
         return np.load(path), json.loads(timing.read_text())
     texts = ArticleText().fit_transform(X)
     began = time.perf_counter()
-    embedder = E5Embedder(show_progress_bar=False, cache=None)
+    embedder = E5Embedder(show_progress_bar=False, cache=False)
     features = embedder.fit_transform(texts)
     took = time.perf_counter() - began
     features = np.asarray(features, dtype=np.float64)
@@ -287,6 +297,88 @@ def report(per_seed, Y, stage1_per_seed, weights, X, medium, routed, n_boot, dim
     }
 
 
+def holdout_lora(args, X, Y, E, features, weights, medium, dims):
+    """LoRA fine-tuning of SmolLM2 vs its frozen head vs Stage 1 on one held-out split.
+
+    Fine-tuning costs about three forward passes per article and epoch, too
+    much for cross-validation on a CPU: one split, the same for every row
+    (``train_test_split(test_size=holdout, random_state=0)``), Stage 1 and
+    the frozen heads refitted on its training part only.
+    """
+    from sklearn.model_selection import train_test_split
+
+    train, test = train_test_split(np.arange(len(X)), test_size=args.holdout, random_state=0)
+    truth = weighted_average(Y[test], weights)
+    rows = {"Stage 1 (e5-small + ridge probe)": stage1_predict(E[train], Y[train], E[test])}
+    F_all, info = features["smollm2"]
+    layers = args.lora_layers or [info["n_hidden_layers"]]
+    layers = [layer % (info["n_hidden_layers"] + 1) for layer in layers]
+    F = F_all[:, columns(info, layers, args.lora_pooling)]
+    rows[f"SmolLM2 frozen, ridge head ({args.lora_pooling}@{layers})"] = ridge_head_predict(F[train], Y[train], F[test])
+
+    hub_name, gguf_file, locate = bases()["smollm2"]
+    folder, _ = locate()
+    head, tail = args.lora_head_tail
+    model = QwenRegressor(
+        folder, gguf_file=gguf_file, head_tail=(head, tail), max_length=head + tail,
+        batch_size=args.batch_size, pooling=args.lora_pooling,
+        layers=layers[0] if len(layers) == 1 else layers,
+        max_epochs=args.lora_epochs, random_state=0, show_progress_bar=False,
+    )
+    began = time.perf_counter()
+    model.fit(X.iloc[train], Y[train])
+    fit_seconds = time.perf_counter() - began
+    began = time.perf_counter()
+    name = f"SmolLM2 + LoRA ({args.lora_pooling}@{layers}, {head}+{tail}, {args.lora_epochs} epoch)"
+    rows[name] = model.predict(X.iloc[test])
+    predict_seconds = time.perf_counter() - began
+    stage1_errors = np.abs(wa(rows["Stage 1 (e5-small + ridge probe)"], weights) - truth)
+    result = {
+        "split": f"train_test_split(test_size={args.holdout}, random_state=0)",
+        "n_train": len(train), "n_test": len(test),
+        "lora": {"params": {k: v for k, v in model.get_params().items() if k not in ("model_name_or_path",)},
+                 "fit_seconds": fit_seconds, "fit_seconds_per_article_epoch": fit_seconds / len(train) / max(1, model.n_epochs_),
+                 "predict_seconds_per_article": predict_seconds / len(test),
+                 "n_epochs": model.n_epochs_, "validation_loss_curve": model.validation_loss_curve_},
+        "rows": {},
+    }
+    for label, P in rows.items():
+        errors = np.abs(wa(P, weights) - truth)
+        result["rows"][label] = {
+            "weighted_average_mae": interval(errors, args.bootstrap),
+            "difference_vs_stage1": interval(errors - stage1_errors, args.bootstrap),
+            "mean_dimension_mae": float(np.abs(np.clip(P, 0, 10) - Y[test]).mean()),
+            "medium_plus_recall": float((wa(P, weights)[truth >= medium] >= medium).mean()),
+        }
+        logger.info("holdout %s: MAE %.3f, vs Stage 1 %+.3f %s", label, errors.mean(),
+                    result["rows"][label]["difference_vs_stage1"]["mean"], result["rows"][label]["difference_vs_stage1"]["ci90"])
+    return result
+
+
+def markdown_table(results):
+    """The candidates as a Markdown table (docs/stage2.md)."""
+    def ci(metric):
+        low, high = metric["ci90"]
+        return f"{metric['mean']:+.3f} [{low:+.3f}, {high:+.3f}]" if metric is not None else ""
+
+    lines = [
+        "| candidate | features | CV MAE [90% CI] | − Stage 1 [90% CI] | − Stage 1, en / nl | routed rows − Stage 1 | MEDIUM+ recall | s/article |",
+        "|---|---:|---|---|---|---|---:|---:|",
+    ]
+    for row in results["candidates"]:
+        mae = row["weighted_average_mae"]
+        low, high = mae["ci90"]
+        languages = row["per_language"]
+        lines.append(
+            f"| {row['candidate']} | {row.get('n_features', '')} | {mae['mean']:.3f} [{low:.3f}, {high:.3f}] "
+            f"| {ci(row['difference_vs_stage1']) if row['candidate'] != 'stage1' else '—'} "
+            f"| {languages['en']['difference_vs_stage1']:+.3f} / {languages['nl']['difference_vs_stage1']:+.3f} "
+            f"| {ci(row['routed_rows']['difference_vs_stage1']) if row['candidate'] != 'stage1' else '—'} "
+            f"| {row['medium_plus_recall']['mean']:.3f} | {row['extraction_seconds_per_article']:.2f} |"
+        )
+    return "\n".join(lines)
+
+
 def main():
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
@@ -305,7 +397,7 @@ def main():
 
     features = {}
     for name in args.candidates:
-        if name == "stage1":
+        if name in ("stage1", "smollm2-lora"):
             continue
         began = time.perf_counter()
         features[name] = lm_features(name, X, args.cache, args.batch_size)
@@ -345,6 +437,14 @@ def main():
     results["candidates"].append(row)
     logger.info("stage1: CV weighted-average MAE %.3f", row["weighted_average_mae"]["mean"])
 
+    if "smollm2-lora" in args.candidates:
+        if "smollm2" not in features:
+            features["smollm2"] = lm_features("smollm2", X, args.cache, args.batch_size)
+        results["holdout_lora"] = holdout_lora(args, X, Y, E, features, weights, medium, dims)
+        if set(args.candidates) == {"stage1", "smollm2-lora"}:
+            features = {}
+            args.out = args.out.with_name(args.out.stem + "_lora.json")
+
     for name, (F_all, info) in features.items():
         everything = {}
         for recipe, (layers, pooling) in recipes(info).items():
@@ -357,6 +457,7 @@ def main():
             row = {"candidate": f"{name} {recipe}", "base": info["base"], "gguf_file": info["gguf_file"],
                    "recipe": recipe, "n_features": int(F.shape[1]),
                    "extraction_seconds_per_article": info["extraction_seconds_per_article"],
+                   "forward_seconds_per_article": info["forward_seconds_per_article"],
                    "head_fit_seconds": (time.perf_counter() - began) / (len(args.seeds) * args.folds)}
             row.update(report(per_seed, **common))
             results["candidates"].append(row)
@@ -384,6 +485,7 @@ def main():
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2) + "\n")
     logger.info("wrote %s", args.out)
+    print(markdown_table(results))
 
 
 if __name__ == "__main__":
