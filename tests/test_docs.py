@@ -1,6 +1,7 @@
 """The documentation builds with ``mkdocs build --strict`` and renders the API."""
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -9,19 +10,44 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 API_PAGES = {  # page -> names its rendered HTML must show
-    "router": ["HybridRouterRegressor", "HybridRouterRegressor.predict_report", "clear_cache"],
-    "calibration": ["TunedThresholdRouterCV", "TunedThresholdRouterCV.plot", "clopper_pearson_upper"],
+    "router": ["HybridRouterRegressor", "HybridRouterRegressor.predict_report", "clear_cache",
+               "MAX_CACHED_FITS"],
+    "calibration": ["TunedThresholdRouterCV", "ThresholdCertificateDisplay",
+                    "ThresholdCertificateDisplay.from_estimator", "clopper_pearson_upper"],
+    "evaluation": ["cascade_report", "CascadeReport", "CascadeFrontierDisplay", "format_report",
+                   "DEFAULT_THRESHOLDS"],
+    "audit": ["RecallAudit", "audit_selection", "audit_summary"],
+    "teacher": ["teacher_scores", "read_teacher_scores", "make_distillation_set", "disjoint_split",
+                "check_disjoint"],
+    "scoring": ["score_chunk", "ScoredLine", "ScoredLine.to_json", "parse_line", "OUTPUT_COLUMNS"],
+    "distributed": ["score_dataset"],
+    "cli": ["main", "build_parser"],
     "embedding": ["E5Embedder"],
     "text": ["ArticleText", "as_texts"],
     "probe": ["make_probe", "make_ridge_probe"],
     "qwen": ["QwenRegressor", "QwenRegressor.save_adapter"],
-    "filters": ["FilterSpec", "load_filter", "save_filter", "ALLOWED_PROBE_TYPES"],
+    "filters": ["Filter", "FilterSpec", "load_filter", "save_filter", "ALLOWED_PROBE_TYPES",
+                "PROBE_FILE", "MAX_PROBE_BYTES", "METRIC_KEYS"],
     "metrics": ["ROUTING_SCORERS", "medium_plus_recall"],
     "prefilter": ["Prefilter"],
-    "tiers": ["weighted_average", "tier_of"],
-    "datasets": ["make_articles", "load_articles"],
+    "tiers": ["weighted_average", "tier_of", "apply_gatekeepers", "DEFAULT_TIERS"],
+    "datasets": ["make_articles", "load_articles", "SYNTHETIC_SIGNALS"],
     "models": ["resolve_model", "offline_e5_small"],
 }
+# Sphinx roles the docstrings use; docs/_griffe_roles.py turns them into links.
+SPHINX_ROLE = re.compile(r":(?:py:)?(?:class|func|meth|data|mod|attr|exc|obj|const):`")
+# (page, identifier) pairs that must be rendered as links: fully qualified
+# with ~, relative to the class, imported by the module, a module.
+CROSS_REFERENCES = [
+    ("router", "hybrid_estimators.calibration.TunedThresholdRouterCV"),
+    ("router", "hybrid_estimators.router.HybridRouterRegressor.predict_report"),
+    ("filters", "hybrid_estimators.prefilter.Prefilter"),
+    ("filters", "hybrid_estimators.evaluation.cascade_report"),
+    ("scoring", "hybrid_estimators.distributed"),
+    ("scoring", "hybrid_estimators.scoring.ScoredLine.to_json"),
+    ("metrics", "hybrid_estimators.metrics.ROUTING_SCORERS"),
+    ("teacher", "hybrid_estimators.teacher.read_teacher_scores"),
+]
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +91,125 @@ def test_plots_are_shown(site):
         html = (site / page / "index.html").read_text(encoding="utf-8")
         assert f"../images/{image}" in html
         assert (site / "images" / image).is_file()
+
+
+def _main_content(html):
+    """The page's article, without the navigation (which repeats every page's headings)."""
+    start = html.index('itemprop="articleBody"')
+    end = html.find("<footer", start)
+    return html[start:] if end < 0 else html[start:end]
+
+
+def test_public_api_page_lists_every_export():
+    import hybrid_estimators
+
+    page = (ROOT / "docs" / "api" / "index.md").read_text(encoding="utf-8")
+    missing = []
+    for name in hybrid_estimators.__all__:
+        module = hybrid_estimators._EXPORTS[name]
+        link = f"[`{name}`]({module}.md#hybrid_estimators.{module}.{name})"
+        if link not in page:
+            missing.append(f"{name}: {link}")
+    assert not missing, "docs/api/index.md lacks (add a row with a one-line summary):\n" + "\n".join(missing)
+
+
+def test_public_api_page_links_resolve(site):
+    html = _main_content((site / "api" / "index.html").read_text(encoding="utf-8"))
+    import hybrid_estimators
+
+    for name in hybrid_estimators.__all__:
+        module = hybrid_estimators._EXPORTS[name]
+        assert f'href="{module}/#hybrid_estimators.{module}.{name}"' in html, name
+        page = (site / "api" / module / "index.html").read_text(encoding="utf-8")
+        assert f'id="hybrid_estimators.{module}.{name}"' in page, name  # the anchor exists
+
+
+@pytest.mark.parametrize("module", sorted(API_PAGES))
+def test_api_page_has_no_raw_sphinx_roles(site, module):
+    html = _main_content((site / "api" / module / "index.html").read_text(encoding="utf-8"))
+    assert not SPHINX_ROLE.search(html), SPHINX_ROLE.search(html).group(0)
+    assert "&lt;autoref" not in html and "<autoref" not in html, "an unprocessed <autoref> tag"
+
+
+@pytest.mark.parametrize(("module", "identifier"), CROSS_REFERENCES)
+def test_cross_references_are_links(site, module, identifier):
+    html = _main_content((site / "api" / module / "index.html").read_text(encoding="utf-8"))
+    target_module = identifier.removeprefix("hybrid_estimators.").split(".")[0]
+    href = f"#{identifier}" if target_module == module else f"../{target_module}/#{identifier}"
+    links = re.findall(r'<a class="autorefs autorefs-internal"[^>]*href="([^"]*)"', html)
+    assert href in links, f"no link to {href} on {module}: {sorted(set(links))}"
+
+
+def test_external_references_are_code_not_links(site):
+    html = _main_content((site / "api" / "qwen" / "index.html").read_text(encoding="utf-8"))
+    assert "<code>sklearn.frozen.FrozenEstimator</code>" in html
+    assert "autorefs-external" not in html
+
+
+def _roles_extension():
+    pytest.importorskip("griffe")
+    spec = importlib.util.spec_from_file_location("_griffe_roles", ROOT / "docs" / "_griffe_roles.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_roles_extension_rewrites_roles():
+    roles = _roles_extension()
+
+    def resolve(name):
+        return {"pkg.mod.Name": "pkg.mod.Name", "Local": "pkg.mod.Local"}.get(name)
+
+    text = (
+        "Uses :class:`~pkg.mod.Name`, :func:`pkg.mod.Name`, :meth:`Local` and\n"
+        ":class:`~sklearn.frozen.FrozenEstimator`.\n"
+        "A folder holds::\n"
+        "\n"
+        "    metadata.json  (keys: :data:`~pkg.mod.Name`)\n"
+        "\n"
+        ">>> f(':class:`Name`')"
+    )
+    lines = roles.rewrite_roles(text, resolve).split("\n")
+    assert lines[0] == (
+        'Uses <autoref identifier="pkg.mod.Name" optional>`Name`</autoref>, '
+        '<autoref identifier="pkg.mod.Name" optional>`pkg.mod.Name`</autoref>, '
+        '<autoref identifier="pkg.mod.Local" optional>`Local`</autoref> and'
+    )
+    assert lines[1] == "`FrozenEstimator`."  # outside the package: inline code
+    assert lines[4] == "    metadata.json  (keys: Name)"  # in a literal block: plain text
+    assert lines[6] == ">>> f(':class:`Name`')"  # doctests are left alone
+
+
+def test_roles_extension_resolves_names_like_python():
+    roles = _roles_extension()
+    import griffe
+
+    package = griffe.load(
+        "hybrid_estimators",
+        search_paths=[str(ROOT)],
+        extensions=griffe.load_extensions(f"{ROOT / 'docs' / '_griffe_roles.py'}:SphinxRoles"),
+        docstring_parser="numpy",
+    )
+    collection = package.modules_collection
+    packages = {"hybrid_estimators"}
+
+    def resolve(name, where):
+        return roles._resolve(name, package[where], collection, packages)
+
+    # Imported by the module: the object's own path.
+    assert resolve("Prefilter", "filters") == "hybrid_estimators.prefilter.Prefilter"
+    # A method, from the class's docstring.
+    assert resolve("predict_report", "router.HybridRouterRegressor") == (
+        "hybrid_estimators.router.HybridRouterRegressor.predict_report"
+    )
+    assert resolve("ScoredLine.to_json", "scoring") == "hybrid_estimators.scoring.ScoredLine.to_json"
+    # Relative to the module.
+    assert resolve(".score", "cli") == "hybrid_estimators.cli.score"
+    # Outside the package, or unknown: no link.
+    assert resolve("check_is_fitted", "router") is None
+    assert resolve("sklearn.metrics.get_scorer", "metrics") is None
+    assert resolve("no_such_name", "router") is None
+    # `#:` comments above a constant became its docstring, roles rewritten.
+    metric_keys = package["filters.METRIC_KEYS"].docstring.value
+    assert "Keys of" in metric_keys
+    assert ":func:" not in metric_keys
