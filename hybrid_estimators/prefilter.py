@@ -1,11 +1,70 @@
 """Rule-based prefilter: articles it blocks are reported, never dropped."""
 
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from .text import as_frame
+
+#: Unicode categories that draw nothing: controls, format characters
+#: (zero-width spaces and joiners, BOM, soft hyphen, bidi marks, tags),
+#: surrogates, private use, unassigned, and the separators (spaces).
+INVISIBLE_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+#: Characters of other categories that draw nothing either: variation
+#: selectors, the combining grapheme joiner, Hangul fillers, Khmer
+#: inherent vowels and the blank Braille pattern.
+INVISIBLE_CHARACTERS = frozenset(
+    [chr(c) for c in range(0xFE00, 0xFE10)]
+    + [chr(c) for c in range(0xE0100, 0xE01F0)]
+    + ["\u034f", "\u115f", "\u1160", "\u17b4", "\u17b5", "\u2800", "\u3164", "\uffa0"]
+)
+
+
+def _is_visible(character):
+    if " " < character < "\x7f":  # printable ASCII, the common case
+        return True
+    return (
+        character not in INVISIBLE_CHARACTERS
+        and unicodedata.category(character) not in INVISIBLE_CATEGORIES
+    )
+
+
+def visible_length(text, stop=None):
+    """Number of visible characters of `text`, counting up to `stop` at most.
+
+    Whitespace, controls, format characters (zero-width spaces and joiners,
+    BOM, soft hyphen, bidi marks), surrogates, private-use and unassigned
+    code points, variation selectors and a few blank letters (Hangul
+    fillers, the blank Braille pattern) are not counted; letters, digits,
+    punctuation, symbols and combining marks are (a combining mark is part
+    of what a word shows in many scripts).
+
+    Parameters
+    ----------
+    text : str
+    stop : int or None, default=None
+        Stop counting at this many (enough to compare with a minimum).
+
+    Returns
+    -------
+    n_visible : int
+
+    Examples
+    --------
+    >>> visible_length("Grid\\u200b\\u200b battery\\n")
+    11
+    >>> visible_length("\\u200b" * 30)
+    0
+    """
+    count = 0
+    for character in text:
+        if _is_visible(character):
+            count += 1
+            if count == stop:
+                break
+    return count
 
 
 @dataclass
@@ -26,7 +85,9 @@ class Prefilter:
         Allowed ``language`` values; None allows all. Articles without a
         language are allowed.
     min_length : int
-        Minimum number of characters of title + content.
+        Minimum number of visible characters of title + content (see
+        :func:`visible_length`: whitespace, zero-width and other invisible
+        characters do not count).
     rules : list of callable
         Each takes an article dict and returns a reason (str) or None.
 
@@ -94,7 +155,7 @@ class Prefilter:
             value for value in (article.get("title"), article.get("content"))
             if isinstance(value, str)
         )
-        if len(text.strip()) < self.min_length:
+        if self.min_length > 0 and visible_length(text, stop=self.min_length) < self.min_length:
             return f"min_length:{self.min_length}"
         language = article.get("language")
         if self.languages is not None and isinstance(language, str) and language not in self.languages:

@@ -3,6 +3,7 @@
 import math
 import numbers
 import re
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -17,6 +18,16 @@ from sklearn.utils.validation import (
 )
 
 ARTICLE_FIELDS = ("title", "content")
+#: Article columns that are not text to embed: :class:`ArticleText` never
+#: warns that it leaves them out.
+METADATA_COLUMNS = frozenset({
+    "id", "uuid", "guid", "line", "language", "lang", "url", "link", "source",
+    "source_name", "source_id", "domain", "feed", "author", "authors", "byline",
+    "date", "time", "timestamp", "published", "published_at", "publishedAt",
+    "published_date", "created_at", "updated_at", "category", "categories", "section",
+    "tags", "keywords", "country", "region", "image", "image_url", "scores", "label",
+    "labels", "split", "tier", "blocked_by", "error",
+})
 _WORD = re.compile(r"\S+")
 
 
@@ -190,6 +201,53 @@ def truncate_head_tail(text, head, tail, *, marker=" [...] ", tokenizer=None):
     return text[:head_end].rstrip() + marker + text[tail_start:].lstrip()
 
 
+def _is_articles(X):
+    """Whether `X` names its columns itself (a DataFrame or a list of dicts)."""
+    if isinstance(X, pd.DataFrame):
+        return True
+    return isinstance(X, (list, tuple)) and bool(X) and all(isinstance(r, Mapping) for r in X)
+
+
+def _holds_text(column):
+    if column.dtype != object and not pd.api.types.is_string_dtype(column.dtype):
+        return False
+    return any(isinstance(value, str) for value in column)
+
+
+def _check_article_columns(frame, text_columns):
+    """Refuse articles without any text column; warn about text left out.
+
+    Raises
+    ------
+    ValueError
+        When `frame` has none of `text_columns` but text in other columns.
+    """
+    columns = [name for name in frame.columns if isinstance(name, str)]
+    present = [name for name in text_columns if name in frame.columns]
+    other_text = [
+        name for name in columns
+        if name not in text_columns and name not in METADATA_COLUMNS and _holds_text(frame[name])
+    ]
+    if not present:
+        if other_text or any(_holds_text(frame[name]) for name in columns):
+            missing = ", ".join(repr(name) for name in text_columns)
+            raise ValueError(
+                f"The articles have none of the text columns {missing}; their columns "
+                f"are {columns}. Rename them, or pass e.g. "
+                f"ArticleText(text_columns={tuple(other_text) or tuple(columns)!r})."
+            )
+        return
+    if other_text:
+        warnings.warn(
+            f"ArticleText leaves out the text column(s) {other_text}: it joins only "
+            f"{present}. To include them pass "
+            f"ArticleText(text_columns={tuple(present + other_text)!r}); to silence this, "
+            "drop them from X.",
+            UserWarning,
+            stacklevel=3,
+        )
+
+
 class ArticleText(TransformerMixin, BaseEstimator):
     """Join each article's title and content into one text, optionally head+tail.
 
@@ -199,10 +257,19 @@ class ArticleText(TransformerMixin, BaseEstimator):
     names the row; an empty title or content alone is fine. Odd Unicode is
     passed through untouched.
 
+    No text column is dropped silently. Articles (a DataFrame or a list of
+    dicts) must have at least one of `text_columns` (a missing one is then
+    an empty string in every row); articles with none of them but with text
+    in other columns raise a ValueError naming the missing columns. A
+    column of text that is neither in `text_columns` nor known metadata
+    (:data:`METADATA_COLUMNS`: ``id``, ``language``, ``url``, ``source``,
+    ...) is left out with a UserWarning that names it. A 1-D sequence of
+    strings or an array of text cells is joined cell by cell.
+
     Parameters
     ----------
-    fields : tuple of str, default=("title", "content")
-        Article fields, joined in this order.
+    text_columns : tuple of str, default=("title", "content")
+        Article columns joined into the text, in this order.
     separator : str, default="\\n\\n"
         Put between the fields.
     head_tail : tuple of (int, int) or None, default=None
@@ -229,10 +296,13 @@ class ArticleText(TransformerMixin, BaseEstimator):
     array([['Wind farm opens\\n\\nIt powers 5000 homes.']], dtype=object)
     >>> ArticleText(head_tail=(2, 1)).fit_transform(X)[0, 0]
     'Wind farm [...] homes.'
+    >>> ArticleText(text_columns=("headline", "body")).fit_transform(
+    ...     [{"headline": "Grid battery", "body": "It stores 2 GWh."}])
+    array([['Grid battery\\n\\nIt stores 2 GWh.']], dtype=object)
     """
 
     _parameter_constraints = {
-        "fields": [tuple, list],
+        "text_columns": [tuple, list],
         "separator": [str],
         "head_tail": [tuple, list, None],
         "truncation_marker": [str],
@@ -241,13 +311,13 @@ class ArticleText(TransformerMixin, BaseEstimator):
 
     def __init__(
         self,
-        fields=ARTICLE_FIELDS,
+        text_columns=ARTICLE_FIELDS,
         separator="\n\n",
         head_tail=None,
         truncation_marker=" [...] ",
         tokenizer=None,
     ):
-        self.fields = fields
+        self.text_columns = text_columns
         self.separator = separator
         self.head_tail = head_tail
         self.truncation_marker = truncation_marker
@@ -268,6 +338,7 @@ class ArticleText(TransformerMixin, BaseEstimator):
         -------
         self : object
         """
+        self._check_text_columns()
         if self.head_tail is not None:
             head, tail = self.head_tail
             if head < 0 or tail < 0 or head + tail == 0:
@@ -278,8 +349,25 @@ class ArticleText(TransformerMixin, BaseEstimator):
         frame = as_frame(X)
         _check_n_features(self, frame, reset=True)
         _check_feature_names(self, frame, reset=True)
-        as_texts(frame, fields=tuple(self.fields), separator=self.separator)
+        self._texts(X, frame)
         return self
+
+    def _check_text_columns(self):
+        columns = list(self.text_columns)
+        if not columns or not all(isinstance(name, str) for name in columns):
+            raise ValueError(
+                f"text_columns must be a non-empty tuple of column names; got "
+                f"{self.text_columns!r}."
+            )
+        if len(set(columns)) != len(columns):
+            raise ValueError(f"text_columns has duplicates: {self.text_columns!r}.")
+
+    def _texts(self, X, frame):
+        """One string per row of `frame` (`X` as a frame), checking its columns."""
+        text_columns = tuple(self.text_columns)
+        if _is_articles(X):
+            _check_article_columns(frame, text_columns)
+        return as_texts(frame, fields=text_columns, separator=self.separator)
 
     def transform(self, X):
         """Return one text per article.
@@ -295,13 +383,15 @@ class ArticleText(TransformerMixin, BaseEstimator):
         """
         check_is_fitted(self)
         frame = as_frame(X)
-        if not any(name in frame.columns for name in self.fields):
+        if not any(name in frame.columns for name in self.text_columns):
             # Articles may carry any other columns (id, language, url, ...):
             # only their fields must match, so only plain text cells are
             # checked against what fit saw.
+            if _is_articles(X):
+                _check_article_columns(frame, tuple(self.text_columns))
             _check_n_features(self, frame, reset=False)
             _check_feature_names(self, frame, reset=False)
-        texts = as_texts(frame, fields=tuple(self.fields), separator=self.separator)
+        texts = self._texts(X, frame)
         if self.head_tail is not None:
             tokenizer = self._load_tokenizer()
             head, tail = self.head_tail

@@ -1,4 +1,5 @@
 import pickle
+import warnings
 
 import numpy as np
 import pandas as pd
@@ -122,3 +123,42 @@ def test_articles_may_carry_other_columns_at_transform(articles):
     assert (transformer.transform(slim) == transformer.transform(articles)).all()
     with pytest.raises(ValueError, match="features"):
         ArticleText().fit(np.array([["a", "b"]], dtype=object)).transform(np.array([["a"]], dtype=object))
+
+
+# --- no text column is dropped silently ---------------------------------------------
+
+
+def test_an_unknown_text_column_is_named_in_a_warning(articles):
+    X = pd.DataFrame({"id": ["a", "b"], "title": ["Wind", "Heat"], "body": ["It blows.", "Pumps."]})
+    with pytest.warns(UserWarning, match=r"leaves out the text column\(s\) \['body'\].*text_columns=\('title', 'body'\)"):
+        texts = ArticleText().fit_transform(X)
+    assert texts[:, 0].tolist() == ["Wind", "Heat"]  # documented: what there is of the text columns
+    with pytest.warns(UserWarning, match="'body'"):
+        ArticleText().fit(articles).transform(X)
+
+
+def test_articles_without_any_text_column_are_refused():
+    X = pd.DataFrame({"id": ["a"], "headline": ["Grid battery"], "body": ["It stores 2 GWh."]})
+    with pytest.raises(ValueError, match=r"none of the text columns 'title', 'content'.*text_columns=\('headline', 'body'\)"):
+        ArticleText().fit(X)
+    with pytest.raises(ValueError, match="none of the text columns"):
+        ArticleText().fit(X[["id"]].assign(title="t")).transform(X)
+    texts = ArticleText(text_columns=("headline", "body")).fit_transform(X)
+    assert texts[0, 0] == "Grid battery\n\nIt stores 2 GWh."
+
+
+def test_metadata_and_numbers_are_no_text_to_warn_about(articles):
+    X = articles.assign(url="https://x", source="feed", published_at="2025-01-01", words=[1, 2, 3])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        ArticleText().fit_transform(X)
+        ArticleText().fit_transform(articles[["id", "content"]].iloc[:2])  # one of them is enough
+        ArticleText().fit_transform(pd.DataFrame({"a": [1.0, 2.0], "b": [3.0, 4.0]}))  # text cells
+
+
+@pytest.mark.parametrize("text_columns", [(), ("title", 3), ("title", "title")])
+def test_text_columns_are_validated(text_columns, articles):
+    with pytest.raises(ValueError, match="text_columns"):
+        ArticleText(text_columns=text_columns).fit(articles)
+    with pytest.raises(ValueError, match="text_columns"):
+        ArticleText(text_columns="title").fit(articles)  # a string, not a tuple

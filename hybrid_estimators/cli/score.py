@@ -1,17 +1,51 @@
-"""``hybrid-estimators score``: one output row per input line, in order."""
+"""``hybrid-estimators score``: one output row per input line, in order.
+
+With ``-o OUT`` the command also keeps two files beside ``OUT``:
+
+``OUT.meta.json`` (the sidecar, rewritten atomically before every chunk's rows)
+    What ``--resume`` checks before it appends anything::
+
+        {"format": "hybrid-estimators-score/1",
+         "input": {"path": ..., "lines": N, "sha256": ...},
+         "filter": {"name": ..., "version": ..., "probe_sha256": ...,
+                    "dimensions": [...]},
+         "options": {"stage1_only": ..., "backend": ..., "batch_size": ...}}
+
+    ``input.sha256`` is the sha256 of the first ``input.lines`` input
+    lines, each without its line ending and followed by ``\\n``; it covers
+    at least every row of ``OUT``.
+``OUT.lock`` (only while a run writes ``OUT``)
+    Held with ``flock``: a second run on the same ``OUT`` is refused.
+"""
 
 import contextlib
+import hashlib
 import json
 import logging
 import os
 import sys
 import time
-from itertools import islice
+from collections import deque
 from pathlib import Path
 
+from .._io import atomic_write
 from ..models import CALIBRATED_BACKENDS, STAGE1_BACKENDS
-from ..scoring import ScoredLine, count_lines, parse_line, read_chunks, score_chunk
-from ._common import CommandError, HelpFormatter, load_filter_or_fail, positive_int
+from ..scoring import (
+    ScoredLine,
+    count_lines,
+    iter_lines,
+    parse_line,
+    read_chunks,
+    score_lines,
+)
+from ._common import (
+    CommandError,
+    HelpFormatter,
+    check_filter_folder,
+    load_filter_or_fail,
+    positive_int,
+    quiet_model_loading,
+)
 from .info import filter_info
 
 logger = logging.getLogger("hybrid_estimators.cli")
@@ -26,45 +60,258 @@ TABLE_COLUMNS = (  # header, width, alignment
     ("ms/art", 7, ">"),
     ("blocked_by / error", 0, "<"),
 )
+#: Where ``--columns`` puts the dimensions' scores: after ``w.avg``.
+DIMENSIONS_AFTER = "w.avg"
 MAX_NOTE = 70
+SIDECAR_FORMAT = "hybrid-estimators-score/1"
 
 
-def _cell(value, width, align):
-    text = "-" if value is None else " ".join(str(value).split())  # one table line per row
-    if width and len(text) > width:
-        text = text[: width - 1] + "…"
+# --- the table ----------------------------------------------------------------
+
+
+def _escaped(character):
+    code = ord(character)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    return f"\\u{code:04x}" if code < 0x10000 else f"\\U{code:08x}"
+
+
+def printable(text):
+    """`text` on one line, with what a terminal would act on or hide escaped.
+
+    Runs of whitespace become one space; controls (escape sequences
+    included), format characters (bidi overrides, zero-width characters),
+    lone surrogates and unassigned code points become ``\\xNN``,
+    ``\\uNNNN`` or ``\\UNNNNNNNN``.
+
+    Examples
+    --------
+    >>> printable("a\\x1b[31mred\\nline")
+    'a\\\\x1b[31mred line'
+    """
+    text = " ".join(text.split())
+    if text.isprintable():
+        return text
+    return "".join(c if c.isprintable() else _escaped(c) for c in text)
+
+
+def _cell(value, width, align, limit=MAX_NOTE):
+    width_or_limit = width or limit
+    text = "-" if value is None else printable(str(value)[: 4 * width_or_limit + 16])
+    if len(text) > width_or_limit:
+        text = text[: width_or_limit - 1] + "…"
     return f"{text:{align}{width}}" if width else text
 
 
-def table_header():
-    return "  ".join(_cell(name, width, align) for name, width, align in TABLE_COLUMNS)
+def _columns(dimensions):
+    columns = []
+    for column in TABLE_COLUMNS:
+        columns.append(column)
+        if column[0] == DIMENSIONS_AFTER:
+            columns.extend((name, max(5, len(name)), ">") for name in dimensions)
+    return columns
 
 
-def table_line(row, ms_per_article):
+def table_header(dimensions=()):
+    """The table's header, with a column per dimension in `dimensions`."""
+    return "  ".join(_cell(name, width, align) for name, width, align in _columns(dimensions))
+
+
+def _number(value):
+    return None if value is None else f"{value:.2f}"
+
+
+def table_line(row, ms_per_article=None, dimensions=()):
+    """One table line for `row`; `ms_per_article` defaults to the row's own share."""
     note = row.error or (f"blocked: {row.blocked_by}" if row.blocked_by else "")
-    if len(note) > MAX_NOTE:
-        note = note[: MAX_NOTE - 1] + "…"
     stage = None if row.stage_used is None else row.stage_used.replace("stage", "")
-    average = None if row.weighted_average is None else f"{row.weighted_average:.2f}"
-    values = (row.line, row.id, row.tier, stage, average, f"{ms_per_article:.1f}", note)
+    if ms_per_article is None and row.seconds is not None:
+        ms_per_article = 1000 * row.seconds
+    scores = row.scores or {}
+    values = [row.line, row.id, row.tier, stage, _number(row.weighted_average)]
+    values += [_number(scores.get(name)) for name in dimensions]
+    values += [None if ms_per_article is None else f"{ms_per_article:.1f}", note]
     return "  ".join(
         _cell(value, width, align)
-        for value, (_, width, align) in zip(values, TABLE_COLUMNS)
+        for value, (_, width, align) in zip(values, _columns(dimensions))
     ).rstrip()
 
 
-def prepare_resume(path):
-    """Count the complete lines of an interrupted output and drop a partial last one.
+def _table_dimensions(columns, dimensions):
+    """The dimensions ``--columns`` asks for, checked against the filter's."""
+    if columns is None:
+        return ()
+    names = [name.strip() for name in columns.split(",") if name.strip()]
+    if names in (["scores"], ["all"]):
+        return tuple(dimensions)
+    unknown = [name for name in names if name not in dimensions]
+    if unknown or not names:
+        raise CommandError(
+            f"--columns: unknown dimension(s) {unknown or [columns]}; this filter has "
+            f"{', '.join(dimensions)} (or say --columns scores for all of them)"
+        )
+    return tuple(names)
 
-    Returns
-    -------
-    n_done : int
-        Input lines already scored (0 when `path` does not exist).
+
+# --- the filter, the input and the output, checked before any model loads ------
+
+
+def _filter_identity(folder):
+    """Name, version, probe sha256 and dimensions of a filter, read without a model."""
+    from ..filters import METADATA_FILE, FilterSpec
+
+    folder = check_filter_folder(folder)
+    try:
+        spec = FilterSpec.from_yaml(folder / "config.yaml")
+        metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+    except (ValueError, OSError) as error:  # FilterError is a ValueError
+        raise CommandError(f"cannot load filter {folder}: {error}") from None
+    return {
+        "name": spec.name,
+        "version": spec.version,
+        "probe_sha256": metadata.get("probe_sha256") if isinstance(metadata, dict) else None,
+        "dimensions": list(spec.dimension_names),
+    }
+
+
+def _sidecar_path(output):
+    return Path(f"{output}.meta.json")
+
+
+def _lock_path(output):
+    return Path(f"{output}.lock")
+
+
+def _same_file(a, b):
+    try:
+        return os.path.samefile(a, b)
+    except OSError:  # one of them does not exist
+        return False
+
+
+def _check_output_path(output, input_path):
+    """Refuse an output that would overwrite the input or cannot be written."""
+    if output is None:
+        return
+    output = Path(output)
+    folder = output.parent
+    if not folder.is_dir():
+        reason = "does not exist" if not folder.exists() else "is not a folder"
+        raise CommandError(f"cannot write {output}: {folder} {reason}")
+    if output.is_dir():
+        raise CommandError(f"cannot write {output}: it is a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise CommandError(f"cannot write {output}: folder {folder} is not writable")
+    if output.exists() and not os.access(output, os.W_OK):
+        raise CommandError(f"cannot write {output}: it is not writable")
+    if str(input_path) == "-":
+        return
+    for path in (output, _sidecar_path(output), _lock_path(output)):
+        if _same_file(path, input_path):
+            raise CommandError(
+                f"the output file must not be the input file: {path} is {input_path}"
+            )
+
+
+@contextlib.contextmanager
+def _output_lock(output):
+    """Hold ``OUT.lock`` while this run writes `output`; refuse if another run does."""
+    if output is None:
+        yield
+        return
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock
+        yield
+        return
+    path = _lock_path(output)
+    descriptor = _acquire(path, fcntl)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            os.unlink(path)  # while still holding it: see _acquire
+        os.close(descriptor)
+
+
+def _acquire(path, fcntl):
+    while True:
+        try:
+            descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise CommandError(f"cannot write {path}: {error.strerror or error}") from None
+        try:
+            fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            holder = os.read(descriptor, 32).decode("ascii", "replace").strip() or "?"
+            os.close(descriptor)
+            output = str(path).removesuffix(".lock")
+            raise CommandError(
+                f"{output} is being written by another run (pid {holder}, lock {path}): "
+                "wait for it to finish or stop it"
+            ) from None
+        # The previous holder unlinks the file before releasing it: a lock
+        # taken on an unlinked file protects nothing, so take the new one.
+        try:
+            if os.fstat(descriptor).st_ino == os.stat(path).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        os.close(descriptor)
+    os.ftruncate(descriptor, 0)
+    os.write(descriptor, f"{os.getpid()}\n".encode())
+    return descriptor
+
+
+def _open_input(path):
+    if str(path) == "-":
+        return sys.stdin.buffer
+    try:
+        return open(path, "rb")
+    except OSError as error:
+        raise CommandError(f"cannot read {path}: {error.strerror or error}") from None
+
+
+class _InputLines:
+    """The input's lines, counted and hashed as they are read, read-ahead kept.
+
+    The hash is the sha256 of every line read so far, each without its line
+    ending and followed by ``\\n``: the sidecar's ``input.sha256``.
     """
-    path = Path(path)
-    if not path.exists():
-        logger.info("%s does not exist yet: starting from the first line", path)
-        return 0
+
+    def __init__(self, source):
+        self._lines = iter_lines(source)
+        self._sha256 = hashlib.sha256()
+        self._ahead = deque()
+        self.n_read = 0
+
+    def take(self):
+        """The next line from the input (None at its end), hashed."""
+        line = next(self._lines, None)
+        if line is not None:
+            self._sha256.update(line + b"\n")
+            self.n_read += 1
+        return line
+
+    def give_back(self, line):
+        """Have the iteration yield `line` (already taken) before new ones."""
+        self._ahead.append(line)
+
+    def digest(self):
+        return self._sha256.hexdigest()
+
+    def __iter__(self):
+        while self._ahead:
+            yield self._ahead.popleft()
+        while (line := self.take()) is not None:
+            yield line
+
+
+# --- resume -------------------------------------------------------------------
+
+
+def _complete_rows(path):
+    """Complete lines of an output and their bytes; checks the last one's ``line``."""
     n_done, complete, last = 0, 0, None
     with open(path, "rb") as file:
         for line in file:
@@ -81,16 +328,184 @@ def prepare_resume(path):
                 f"{path}: its line {n_done} is not the row of input line {n_done} "
                 "(not an output of this command?): remove it or run without --resume"
             )
+    return n_done, complete
+
+
+def _drop_partial_row(path, complete):
     size = path.stat().st_size
     if complete < size:
         logger.info("%s: dropping a partial last line of %d bytes", path, size - complete)
         os.truncate(path, complete)
+
+
+def prepare_resume(path):
+    """Count the complete lines of an interrupted output and drop a partial last one.
+
+    Returns
+    -------
+    n_done : int
+        Input lines already scored (0 when `path` does not exist).
+    """
+    path = Path(path)
+    if not path.exists():
+        logger.info("%s does not exist yet: starting from the first line", path)
+        return 0
+    n_done, complete = _complete_rows(path)
+    _drop_partial_row(path, complete)
     return n_done
+
+
+def _refuse(output, why):
+    raise CommandError(f"cannot resume {output}: {why}: remove it or run without --resume")
+
+
+def _read_sidecar(output):
+    path = _sidecar_path(output)
+    try:
+        sidecar = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as error:
+        _refuse(output, f"its sidecar {path} is unreadable ({error})")
+    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
+        _refuse(output, f"{path} is not a sidecar of this command")
+    return sidecar
+
+
+def _filter_name(identity):
+    probe = str(identity.get("probe_sha256"))[:12]
+    return f"{identity.get('name')}/{identity.get('version')} (probe {probe}…)"
+
+
+def _check_sidecar(sidecar, identity, args, n_done):
+    """Refuse a sidecar of another filter or options; return the lines it covers."""
+    output = args.output
+    try:
+        written, options = sidecar["filter"], sidecar["options"]
+        n_lines, _ = int(sidecar["input"]["lines"]), str(sidecar["input"]["sha256"])
+    except (KeyError, TypeError, ValueError):
+        _refuse(output, f"its sidecar {_sidecar_path(output)} lacks what it should hold")
+    if written != identity:
+        if written.get("dimensions") != identity["dimensions"]:
+            what = f"dimensions {written.get('dimensions')}, not {identity['dimensions']}"
+        else:
+            what = f"filter {_filter_name(written)}, not {_filter_name(identity)}"
+        _refuse(output, f"it was written with {what}")
+    for option in ("stage1_only", "backend"):
+        if options.get(option) != getattr(args, option):
+            _refuse(
+                output,
+                f"it was written with --{option.replace('_', '-')} {options.get(option)}, "
+                f"this run has {getattr(args, option)}",
+            )
+    if options.get("batch_size") != args.batch_size:
+        logger.warning(
+            "%s was written with --batch-size %s: with %d the resumed rows' scores may "
+            "differ in the last decimals", output, options.get("batch_size"), args.batch_size,
+        )
+    if n_lines < n_done:
+        _refuse(output, f"it has {n_done} rows but its sidecar covers {n_lines} input lines")
+    return n_lines
+
+
+def _output_rows(path):
+    with open(path, "rb") as file:
+        for line in file:
+            yield line
+
+
+def _check_row(output_line, number, raw, dimensions, args):
+    """Without a sidecar: is this output row the row of this input line?"""
+    try:
+        row = json.loads(output_line)
+        row_id, error, scores = row["id"], row["error"], row["scores"]
+    except (ValueError, KeyError, TypeError):
+        _refuse(args.output, f"its line {number} is not a row of this command")
+    parsed = parse_line(number, raw)
+    expected = json.loads(ScoredLine(number, id=parsed.id).to_json())["id"]
+    if row_id != expected:
+        _refuse(
+            args.output,
+            f"its line {number} has id {printable(repr(row_id))[:60]} but line {number} "
+            f"of {args.input} has id {printable(repr(expected))[:60]} (another input)",
+        )
+    if parsed.error is not None and error is None:
+        _refuse(args.output, f"its line {number} is scored, but line {number} of {args.input} "
+                             "is not a valid article (another input)")
+    if isinstance(scores, dict) and list(scores) != dimensions:
+        _refuse(args.output, f"its line {number} has dimensions {list(scores)}, this filter "
+                             f"{dimensions} (another filter)")
+
+
+def _resume(args, identity, lines):
+    """Check `args.output` against the input and the filter; the lines it already has.
+
+    Reads the input up to the last line the output (or its sidecar) covers
+    and gives back to `lines` those from the start of the chunk to re-score.
+    Nothing is changed before every check passed.
+    """
+    output = Path(args.output)
+    if not output.exists():
+        logger.info("%s does not exist yet: starting from the first line", output)
+        return 0
+    n_done, complete = _complete_rows(output)
+    sidecar = _read_sidecar(output) if n_done else None
+    if sidecar is not None:
+        n_check = _check_sidecar(sidecar, identity, args, n_done)
+        rows = None
+    else:
+        n_check, rows = n_done, _output_rows(output)
+    # Chunks start at multiples of batch_size, and a resumed run re-scores
+    # the whole chunk it stopped in: every article is then embedded in the
+    # same batch as in an uninterrupted run, so the bytes are the same.
+    first_chunk_start = n_done - n_done % args.batch_size
+    for number in range(1, n_check + 1):
+        raw = lines.take()
+        if raw is None:
+            covered = f"{n_done} rows" if rows is not None else f"a sidecar covering {n_check} lines"
+            _refuse(output, f"it has {covered} but {args.input} only {number - 1} lines "
+                            "(not an output of this input)")
+        if rows is not None:
+            _check_row(next(rows), number, raw, identity["dimensions"], args)
+        if number > first_chunk_start:
+            lines.give_back(raw)
+    if rows is not None:
+        rows.close()
+        if n_done:
+            logger.warning(
+                "%s has no sidecar %s: only its rows' ids and dimensions were checked "
+                "against the input and the filter", output, _sidecar_path(output).name,
+            )
+    if sidecar is not None and lines.digest() != sidecar["input"]["sha256"]:
+        _refuse(output, f"it was written from another input: the first {n_check} lines of "
+                        f"{args.input} differ from those it was scored from")
+    _drop_partial_row(output, complete)
+    return n_done
+
+
+def _write_sidecar(args, identity, lines):
+    sidecar = {
+        "format": SIDECAR_FORMAT,
+        "input": {"path": str(args.input), "lines": lines.n_read, "sha256": lines.digest()},
+        "filter": identity,
+        "options": {
+            "stage1_only": args.stage1_only, "backend": args.backend,
+            "batch_size": args.batch_size,
+        },
+    }
+    try:
+        atomic_write(_sidecar_path(args.output), json.dumps(sidecar, indent=1) + "\n")
+    except OSError as error:
+        raise CommandError(f"cannot write {_sidecar_path(args.output)}: {error}") from None
+
+
+# --- scoring --------------------------------------------------------------------
 
 
 class _Counts:
     def __init__(self):
         self.lines = self.scored = self.stage2 = self.blocked = self.errors = 0
+        self.seconds = 0.0
 
     def add(self, row):
         self.lines += 1
@@ -99,6 +514,12 @@ class _Counts:
         self.scored += row.weighted_average is not None
         self.stage2 += row.stage_used == "stage2"
 
+    def timing(self):
+        """Wall-clock time of the run, in all and per line and scored article."""
+        per_line = 1000 * self.seconds / max(self.lines, 1)
+        per_scored = f", {1000 * self.seconds / self.scored:.1f} ms per scored article" if self.scored else ""
+        return f"{self.seconds:.2f} s, {per_line:.1f} ms per line{per_scored}"
+
     def __str__(self):
         return (
             f"lines={self.lines} scored={self.scored} stage2={self.stage2} "
@@ -106,54 +527,69 @@ class _Counts:
         )
 
 
-def _open_input(path):
-    if str(path) == "-":
-        return sys.stdin.buffer
-    try:
-        return open(path, "rb")
-    except OSError as error:
-        raise CommandError(f"cannot read {path}: {error.strerror or error}") from None
-
-
 def _score_command(args):
-    from tqdm.auto import tqdm
-
     if args.ray:
         return _score_on_ray_command(args)
     if args.address is not None or args.concurrency is not None:
         raise CommandError("--address and --concurrency need --ray")
     if args.resume and args.output is None:
         raise CommandError("--resume needs -o/--output (the file to continue)")
-    if args.output is not None and str(args.input) != "-":
-        if Path(args.output).resolve() == Path(args.input).resolve():
-            raise CommandError("the output file must not be the input file")
+    identity = _filter_identity(args.filter)
+    dimensions = _table_dimensions(args.columns, identity["dimensions"])
+    _check_output_path(args.output, args.input)
     source = _open_input(args.input)
     try:
-        n_total = None if source is sys.stdin.buffer else count_lines(args.input)
-        router = load_filter_or_fail(
-            args.filter, stage1_only=args.stage1_only, verbose=args.verbose,
-            backend=args.backend, calibration=_calibration_articles(args),
-        )
-        if args.quiet or args.no_progress:
-            _hide_stage2_progress(router)
-        n_done = prepare_resume(args.output) if args.resume else 0
-        if n_total is not None and n_done > n_total:
-            raise CommandError(
-                f"{args.output} has {n_done} lines but {args.input} only {n_total}: "
-                "not an output of this input"
-            )
-        sink = _open_output(args.output, append=args.resume)
-        try:
-            counts = _score_stream(router, source, sink, n_done, n_total, args, tqdm)
-        finally:
-            if sink is not None:
-                sink.close()
+        with _output_lock(args.output):
+            lines = _InputLines(source)
+            n_done = _resume(args, identity, lines) if args.resume else 0
+            n_total = None if source is sys.stdin.buffer else count_lines(args.input)
+            router = _load_filter(args)
+            sink = _open_output(args.output, append=args.resume)
+            try:
+                counts = _score_stream(router, lines, sink, n_done, n_total, args, identity, dimensions)
+            finally:
+                if sink is not None:
+                    sink.close()
     finally:
         if source is not sys.stdin.buffer:
             source.close()
     resumed = f" (resumed after line {n_done})" if n_done else ""
-    logger.info("%s%s", counts, resumed)
+    logger.info("%s%s; %s", counts, resumed, counts.timing())
     return 0
+
+
+def _load_filter(args):
+    calibration = _calibration_articles(args)
+    with _bars_hidden(args.no_progress):
+        router = load_filter_or_fail(
+            args.filter, stage1_only=args.stage1_only, verbose=args.verbose,
+            backend=args.backend, calibration=calibration,
+        )
+    if args.no_progress:
+        _hide_stage2_progress(router)
+    return router
+
+
+@contextlib.contextmanager
+def _bars_hidden(hidden):
+    """No weight-loading, download or conversion bars while models load, if `hidden`."""
+    if not hidden:
+        yield
+        return
+    from huggingface_hub.utils import (
+        are_progress_bars_disabled,
+        disable_progress_bars,
+        enable_progress_bars,
+    )
+
+    hub_shown = not are_progress_bars_disabled()
+    disable_progress_bars()
+    try:
+        with quiet_model_loading(True):
+            yield
+    finally:
+        if hub_shown:
+            enable_progress_bars()
 
 
 def _calibration_articles(args):
@@ -193,62 +629,80 @@ def _open_output(path, append):
         raise CommandError(f"cannot write {path}: {error.strerror or error}") from None
 
 
-def _score_stream(router, source, sink, n_done, n_total, args, tqdm):
-    # Chunks always start at multiples of batch_size, and a resumed run
-    # re-scores the whole chunk it stopped in: every article is then embedded
-    # in the same batch as in an uninterrupted run, so the bytes are the same.
-    first_chunk_start = n_done - n_done % args.batch_size
-    skipped = sum(1 for _ in islice(source, first_chunk_start))
-    last_line = skipped
-    stdout_format = None if args.output is not None and args.quiet else args.format
-    table, jsonl_to_stdout = stdout_format == "table", stdout_format == "jsonl"
-    counts = _Counts()
-    progress = tqdm(
+def _is_utf8(stream):
+    import codecs
+
+    try:
+        return codecs.lookup(getattr(stream, "encoding", None) or "utf-8").name == "utf-8"
+    except LookupError:
+        return False
+
+
+def _progress_bar(n_total, n_done, args):
+    from tqdm.auto import tqdm
+
+    return tqdm(
         total=n_total,
         initial=n_done,
         unit="line",
         desc="scoring",
         file=sys.stderr,
-        disable=True if args.quiet or args.no_progress else None,  # None: only on a terminal
+        disable=True if args.no_progress else None,  # None: only on a terminal
     )
+
+
+def _score_stream(router, lines, sink, n_done, n_total, args, identity, dimensions):
+    first_line = n_done - n_done % args.batch_size + 1
+    stdout_format = None if args.output is not None and args.quiet else args.format
+    table, jsonl_to_stdout = stdout_format == "table", stdout_format == "jsonl"
+    ascii_stdout = jsonl_to_stdout and not _is_utf8(sys.stdout)
+    counts, started = _Counts(), time.perf_counter()
+    progress = _progress_bar(n_total, n_done, args)
     if table:
-        _emit(table_header(), progress)
+        _emit(table_header(dimensions), progress)
     with progress:
-        for chunk in read_chunks(source, args.batch_size, first_line=skipped + 1):
-            started = time.perf_counter()
-            rows = score_chunk(router, [parse_line(number, raw) for number, raw in chunk])
-            ms_per_article = 1000 * (time.perf_counter() - started) / len(rows)
-            last_line = rows[-1].line
-            rows = [row for row in rows if row.line > n_done]
-            lines = "".join(row.to_json() + "\n" for row in rows)
+        for chunk in read_chunks(lines, args.batch_size, first_line=first_line):
+            rows = [row for row in score_lines(router, chunk) if row.line > n_done]
+            text = "".join(row.to_json() + "\n" for row in rows)
             if sink is not None:
-                try:
-                    sink.write(lines.encode("utf-8"))
-                    sink.flush()
-                except OSError as error:
-                    raise CommandError(f"cannot write {args.output}: {error}") from None
+                _write_sidecar(args, identity, lines)  # first: it covers every row written
+                _write(sink, text, args.output)
             if jsonl_to_stdout:
-                sys.stdout.write(lines)
+                sys.stdout.write(
+                    "".join(row.to_json(ensure_ascii=True) + "\n" for row in rows)
+                    if ascii_stdout else text
+                )
                 sys.stdout.flush()
             for row in rows:
                 counts.add(row)
                 if table:
-                    _emit(table_line(row, ms_per_article), progress)
+                    _emit(table_line(row, dimensions=dimensions), progress)
             progress.update(len(rows))
-    if last_line < n_done:
-        raise CommandError(
-            f"{args.output} has {n_done} lines but the input only {last_line}: "
-            "not an output of this input"
-        )
+    if sink is not None:
+        _write_sidecar(args, identity, lines)  # an empty input has no chunk
+    counts.seconds = time.perf_counter() - started
     return counts
+
+
+def _write(sink, text, output):
+    try:
+        sink.write(text.encode("utf-8"))
+        sink.flush()
+    except OSError as error:
+        raise CommandError(f"cannot write {output}: {error}") from None
 
 
 def _emit(text, progress):
     """Print a line to stdout without breaking the progress bar on stderr."""
+    encoding = getattr(sys.stdout, "encoding", None) or "utf-8"
+    text = text.encode(encoding, "backslashreplace").decode(encoding)
     if progress.disable:
         print(text, file=sys.stdout, flush=True)
     else:
         progress.write(text, file=sys.stdout)
+
+
+# --- Ray --------------------------------------------------------------------------
 
 
 def _check_ray_arguments(args):
@@ -260,11 +714,11 @@ def _check_ray_arguments(args):
         raise CommandError("--ray reads a file, not stdin: save the input to a file first")
     if not Path(args.input).is_file():
         raise CommandError(f"cannot read {args.input}: no such file")
-    if args.output is not None and Path(args.output).resolve() == Path(args.input).resolve():
-        raise CommandError("the output file must not be the input file")
+    _check_output_path(args.output, args.input)
     info = filter_info(args.filter)  # checks config and probe without loading a model
     if info["probe_error"] is not None:
         raise CommandError(f"cannot load filter {args.filter}: {info['probe_error']}")
+    return _table_dimensions(args.columns, list(info["dimensions"]))
 
 
 @contextlib.contextmanager
@@ -325,11 +779,9 @@ def _ray_failure(error):
 
 
 def _score_on_ray_command(args):
-    from tqdm.auto import tqdm
-
     from ..distributed import OUTPUT_COLUMNS, score_dataset
 
-    _check_ray_arguments(args)
+    dimensions = _check_ray_arguments(args)
     if args.backend != "torch":
         raise CommandError(
             "--backend works without --ray; on Ray, pass score_dataset a router loaded "
@@ -338,14 +790,11 @@ def _score_on_ray_command(args):
     n_total = count_lines(args.input)
     stdout_format = None if args.output is not None and args.quiet else args.format
     counts = _Counts()
-    progress = tqdm(
-        total=n_total, unit="line", desc="scoring", file=sys.stderr,
-        disable=True if args.quiet or args.no_progress else None,
-    )
-    with _ray_session(args.address, args.verbose), progress:
+    progress = _progress_bar(n_total, 0, args)
+    with _output_lock(args.output), _ray_session(args.address, args.verbose), progress:
         sink = _open_output(args.output, append=False)
         if stdout_format == "table":
-            _emit(table_header(), progress)
+            _emit(table_header(dimensions), progress)
         started = time.perf_counter()
         try:
             scored = score_dataset(
@@ -358,7 +807,7 @@ def _score_on_ray_command(args):
                 row = ScoredLine(**{name: record[name] for name in OUTPUT_COLUMNS})
                 counts.add(row)
                 ms_per_article = 1000 * (time.perf_counter() - started) / counts.lines
-                _write_ray_row(row, sink, stdout_format, ms_per_article, progress, args)
+                _write_ray_row(row, sink, stdout_format, ms_per_article, progress, args, dimensions)
         except CommandError:
             raise
         except Exception as error:  # a failure inside Ray: an actor, a task, the cluster
@@ -366,11 +815,12 @@ def _score_on_ray_command(args):
         finally:
             if sink is not None:
                 sink.close()
-    logger.info("%s", counts)
+        counts.seconds = time.perf_counter() - started
+    logger.info("%s; %s", counts, counts.timing())
     return 0
 
 
-def _write_ray_row(row, sink, stdout_format, ms_per_article, progress, args):
+def _write_ray_row(row, sink, stdout_format, ms_per_article, progress, args, dimensions):
     line = row.to_json() + "\n"
     if sink is not None:
         try:
@@ -378,11 +828,14 @@ def _write_ray_row(row, sink, stdout_format, ms_per_article, progress, args):
         except OSError as error:
             raise CommandError(f"cannot write {args.output}: {error}") from None
     if stdout_format == "jsonl":
-        sys.stdout.write(line)
+        sys.stdout.write(line if _is_utf8(sys.stdout) else row.to_json(ensure_ascii=True) + "\n")
         sys.stdout.flush()
     elif stdout_format == "table":
-        _emit(table_line(row, ms_per_article), progress)
+        _emit(table_line(row, ms_per_article, dimensions), progress)
     progress.update(1)
+
+
+# --- the parser -------------------------------------------------------------------
 
 
 def add_parser(subparsers, parents=()):
@@ -391,13 +844,17 @@ def add_parser(subparsers, parents=()):
         "score", parents=parents, help="score a JSONL file of articles",
         formatter_class=HelpFormatter,
         description="Score articles (one JSON object a line with id, title, content, "
-        "language) with a filter: one output row per input line, in order.",
+        "language) with a filter: one output row per input line, in order. Lines end "
+        "at \\n, \\r\\n or \\r.",
     )
     score.add_argument(
         "--filter", required=True, type=Path, help="filter folder (config.yaml, probe/)"
     )
     score.add_argument("input", help="JSONL file of articles, or - for stdin")
-    score.add_argument("-o", "--output", type=Path, help="write JSONL rows to this file")
+    score.add_argument(
+        "-o", "--output", type=Path,
+        help="write JSONL rows to this file (and OUTPUT.meta.json, what --resume checks)",
+    )
     score.add_argument("--stage1-only", action="store_true", help="never run Stage 2 (nor load it)")
     score.add_argument("--batch-size", type=positive_int, default=64, help="lines per chunk")
     score.add_argument(
@@ -412,7 +869,9 @@ def add_parser(subparsers, parents=()):
     )
     score.add_argument(
         "--resume", action="store_true",
-        help="continue an interrupted run into -o (same --batch-size: same bytes)",
+        help="continue an interrupted run into -o (same --batch-size: same bytes); refused "
+        "when -o was written from another input, with another filter or options, or is "
+        "being written by another run",
     )
     score.add_argument(
         "--ray", action="store_true",
@@ -429,7 +888,12 @@ def add_parser(subparsers, parents=()):
         "--format", choices=("table", "jsonl"), default="table", help="what to print on stdout"
     )
     score.add_argument(
-        "-q", "--quiet", action="store_true", help="with -o: print nothing on stdout"
+        "--columns", metavar="{scores,NAME[,NAME...]}",
+        help="also show these dimensions' scores in the table (scores or all: every one)",
+    )
+    score.add_argument(
+        "-q", "--quiet", action="store_true",
+        help="with -o: print nothing on stdout (progress bars stay: --no-progress)",
     )
     score.set_defaults(handler=_score_command)
     return score
