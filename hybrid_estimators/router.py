@@ -13,6 +13,7 @@ each candidate, and a stage refitted in place is always seen.
 import hashlib
 import logging
 import time
+import weakref
 from collections import OrderedDict
 from collections.abc import Mapping
 from numbers import Integral, Real
@@ -75,7 +76,8 @@ class _Caches:
         self.fits = OrderedDict()
         self.predictions = OrderedDict()
         self.n_rows = 0
-        self.seconds_per_row = {}
+        # Timings describe an object, not a result: kept per live object.
+        self.seconds_per_row = weakref.WeakKeyDictionary()
         self.hits = {"fit": 0, "rows": 0}
 
     def clear(self):
@@ -141,8 +143,18 @@ def fitted_state_fingerprint(estimator):
 
 
 def measured_seconds_per_row(estimator):
-    """Mean seconds per row of the real (uncached) predictions of `estimator`."""
-    return _CACHES.seconds_per_row.get(fitted_state_fingerprint(estimator))
+    """Mean seconds per row of the last real (uncached) predictions of `estimator`."""
+    try:
+        return _CACHES.seconds_per_row.get(estimator)
+    except TypeError:  # not weak-referenceable
+        return None
+
+
+def _record_seconds(estimator, seconds_per_row):
+    try:
+        _CACHES.seconds_per_row[estimator] = seconds_per_row
+    except TypeError:
+        pass
 
 
 def _fit_key(stage, X, y, fit_params):
@@ -218,9 +230,8 @@ def _predict_rows(predict, estimator, X, keys, namespace, cache):
     if token is None or not cache or keys is None:
         started = time.perf_counter()
         predictions = _as_2d(predict(X))
-        if token is not None and predictions.shape[0]:
-            elapsed = time.perf_counter() - started
-            _CACHES.seconds_per_row[fingerprint] = elapsed / predictions.shape[0]
+        if predictions.shape[0]:
+            _record_seconds(estimator, (time.perf_counter() - started) / predictions.shape[0])
         return predictions
     stored = _CACHES.rows(token, namespace)
     missing = [i for i, key in enumerate(keys) if key not in stored]
@@ -229,8 +240,7 @@ def _predict_rows(predict, estimator, X, keys, namespace, cache):
         started = time.perf_counter()
         todo = X if len(missing) == len(keys) else _safe_indexing(X, missing)
         computed = _as_2d(predict(todo))
-        elapsed = time.perf_counter() - started
-        _CACHES.seconds_per_row[fingerprint] = elapsed / len(missing)
+        _record_seconds(estimator, (time.perf_counter() - started) / len(missing))
         for i, row in zip(missing, computed):
             stored[keys[i]] = row
         _CACHES.added(len(missing))
