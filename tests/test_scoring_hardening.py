@@ -376,6 +376,20 @@ def test_the_sidecar_says_what_the_output_was_scored_from(filter_dir, articles_f
     assert sidecar["options"] == {"stage1_only": False, "backend": "torch", "batch_size": BATCH}
 
 
+def test_a_ray_run_writes_the_sidecar_of_the_whole_input(filter_dir, articles_file, tmp_path):
+    import argparse
+
+    out = tmp_path / "scores.jsonl"
+    assert score(filter_dir, articles_file, "-o", out, "-q") == 0
+    sidecar = tmp_path / "scores.jsonl.meta.json"
+    expected = sidecar.read_bytes()
+    sidecar.unlink()
+    args = argparse.Namespace(input=articles_file, output=out, filter=filter_dir, stage1_only=False,
+                              backend="torch", batch_size=BATCH)
+    score_module._write_ray_sidecar(args)
+    assert sidecar.read_bytes() == expected
+
+
 @pytest.mark.parametrize("link", ["hard", "symbolic"])
 def test_an_output_linked_to_the_input_is_refused_before_loading(
     filter_dir, articles_file, tmp_path, monkeypatch, capsys, link

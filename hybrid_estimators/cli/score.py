@@ -2,7 +2,7 @@
 
 With ``-o OUT`` the command also keeps two files beside ``OUT``:
 
-``OUT.meta.json`` (the sidecar, rewritten atomically before every chunk's rows)
+``OUT.meta.json`` (the sidecar, rewritten atomically before every chunk's rows; with ``--ray``, once all are written)
     What ``--resume`` checks before it appends anything::
 
         {"format": "hybrid-estimators-score/1",
@@ -793,6 +793,8 @@ def _score_on_ray_command(args):
     progress = _progress_bar(n_total, 0, args)
     with _output_lock(args.output), _ray_session(args.address, args.verbose), progress:
         sink = _open_output(args.output, append=False)
+        if sink is not None:  # a sidecar of an earlier run must not vouch for these rows
+            _sidecar_path(args.output).unlink(missing_ok=True)
         if stdout_format == "table":
             _emit(table_header(dimensions), progress)
         started = time.perf_counter()
@@ -816,8 +818,19 @@ def _score_on_ray_command(args):
             if sink is not None:
                 sink.close()
         counts.seconds = time.perf_counter() - started
+        if args.output is not None:
+            _write_ray_sidecar(args)
     logger.info("%s; %s", counts, counts.timing())
     return 0
+
+
+def _write_ray_sidecar(args):
+    """The sidecar of a complete Ray run: the whole input, read once more."""
+    with open(args.input, "rb") as source:
+        lines = _InputLines(source)
+        for _ in lines:
+            pass
+        _write_sidecar(args, _filter_identity(args.filter), lines)
 
 
 def _write_ray_row(row, sink, stdout_format, ms_per_article, progress, args, dimensions):
