@@ -206,6 +206,33 @@ class RecallAudit:
         target = self.target_recall if self.target_recall is not None else hybrid.get("target_recall")
         return confidence, target
 
+    def select(self, X):
+        """Which of the articles `X` fall in the audited share (see :func:`audit_selection`)."""
+        return audit_selection(X, self.rate, self.random_state)
+
+    def stage2_tiers(self, X):
+        """Stage 2's tier and weighted average (gatekeepers applied) of each row of `X`."""
+        check_is_fitted(self.scorer)
+        scorer = self.scorer
+        if scorer.stage2_ is None:
+            raise ValueError("a recall audit needs a filter or router with a Stage 2.")
+        scores = np.clip(np.asarray(scorer.stage2_.predict(X), dtype=float), SCORE_MIN, SCORE_MAX)
+        scores = scores.reshape(len(scores), -1)
+        averages, _ = apply_gatekeepers(
+            scores, weighted_average(scores, scorer.weights_), scorer.gatekeepers_
+        )
+        return tier_of(averages, scorer.tiers_), averages
+
+    def update(self, stage_used, tier, audited, audit_tier):
+        """Add scored articles to the counts (one value per article in each argument)."""
+        seen = pd.DataFrame(
+            {"stage_used": list(stage_used), "tier": list(tier), "audited": list(audited),
+             "audit_tier": list(audit_tier)},
+            dtype=object,
+        )
+        self.rows_ = seen if not hasattr(self, "rows_") else pd.concat([self.rows_, seen], ignore_index=True)
+        return self
+
     def audit(self, X, report, *, articles=None):
         """Audit the skipped rows of one scored batch.
 
@@ -225,32 +252,18 @@ class RecallAudit:
             ``audited``, ``audit_tier``, ``audit_weighted_average``, one row
             per row of `X` (None where not audited).
         """
-        check_is_fitted(self.scorer)
-        if self.scorer.stage2_ is None:
-            raise ValueError("a recall audit needs a filter or router with a Stage 2.")
         skipped = (report["stage_used"] == "stage1").to_numpy()
-        chosen = skipped & audit_selection(X if articles is None else articles, self.rate, self.random_state)
+        chosen = skipped & self.select(X if articles is None else articles)
         columns = pd.DataFrame(
             {"audited": chosen, "audit_tier": None, "audit_weighted_average": np.nan},
             index=report.index,
         ).astype({"audit_tier": object})
         if chosen.any():
-            tiers, averages = self._stage2_verdicts(_rows(X, np.flatnonzero(chosen)))
+            tiers, averages = self.stage2_tiers(_rows(X, np.flatnonzero(chosen)))
             columns.loc[chosen, "audit_tier"] = tiers
             columns.loc[chosen, "audit_weighted_average"] = averages
-        seen = pd.DataFrame({"stage_used": report["stage_used"].to_numpy(), "tier": report["tier"].to_numpy()})
-        seen = pd.concat([seen, columns[["audited", "audit_tier"]].reset_index(drop=True)], axis=1)
-        self.rows_ = seen if not hasattr(self, "rows_") else pd.concat([self.rows_, seen], ignore_index=True)
+        self.update(report["stage_used"], report["tier"], columns["audited"], columns["audit_tier"])
         return columns
-
-    def _stage2_verdicts(self, X):
-        scorer = self.scorer
-        scores = np.clip(np.asarray(scorer.stage2_.predict(X), dtype=float), SCORE_MIN, SCORE_MAX)
-        scores = scores.reshape(len(scores), -1)
-        averages, _ = apply_gatekeepers(
-            scores, weighted_average(scores, scorer.weights_), scorer.gatekeepers_
-        )
-        return tier_of(averages, scorer.tiers_), averages
 
     def summary(self):
         """Recall relative to Stage 2 over every audited batch (see :func:`audit_summary`)."""

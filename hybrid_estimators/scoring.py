@@ -21,6 +21,14 @@ The output row (one JSON object a line)::
     blocked_by         the prefilter's reason, or null
     error              why the line could not be scored, or null
 
+and, only when asked for (they are absent otherwise)::
+
+    teacher            with ``score --all-stage2``: {"filter": "name/version",
+                       "stage2_sha256": ...}, who wrote these Stage 2 scores
+    audited            with ``score --audit RATE``: whether this skipped
+                       article was also sent through Stage 2 (scores unchanged)
+    audit_tier         Stage 2's tier of an audited article, else null
+
 Lines end at ``\\n``, ``\\r\\n`` or a lone ``\\r`` (:func:`iter_lines`,
 :func:`split_lines` and :func:`count_lines` agree); a last line may lack
 its line ending.
@@ -117,6 +125,9 @@ class ScoredLine:
     error: str = None
     #: This row's share of the scoring time (see :func:`score_lines`); not written.
     seconds: float = field(default=None, repr=False)
+    teacher: dict = None
+    audited: bool = None
+    audit_tier: str = None
 
     def to_record(self):
         """The output row as a dict of JSON-safe values (see the module's docstring).
@@ -130,6 +141,9 @@ class ScoredLine:
                 record[name] = json_safe(getattr(self, name))
             except RecursionError:
                 record[name] = UNWRITABLE_ID if name == "id" else None
+        for name in OPTIONAL_COLUMNS:
+            if getattr(self, name) is not None:
+                record[name] = json_safe(getattr(self, name))
         return record
 
     def to_json(self, ensure_ascii=False):
@@ -148,9 +162,11 @@ class ScoredLine:
             return json.dumps(record, ensure_ascii=ensure_ascii, allow_nan=False)
 
 
+#: Fields written only when a run asks for them.
+OPTIONAL_COLUMNS = ("teacher", "audited", "audit_tier")
 #: The output row's fields, in order.
 OUTPUT_COLUMNS = tuple(
-    f.name for f in fields(ScoredLine) if f.name not in ("article", "seconds")
+    f.name for f in fields(ScoredLine) if f.name not in ("article", "seconds", *OPTIONAL_COLUMNS)
 )
 
 
@@ -427,3 +443,38 @@ def _share_time(scorer, rows, seconds):
         row.seconds += (seconds - stage2) / len(scored)
     for row in routed:
         row.seconds += stage2 / len(routed)
+
+
+def audit_chunk(audit, rows):
+    """Send the audited share of a scored chunk's skipped rows through Stage 2 too.
+
+    Scores are never changed: a skipped row gets ``audited`` (True or
+    False) and, when audited, ``audit_tier`` (Stage 2's tier); the counts
+    go to `audit` (:class:`~hybrid_estimators.audit.RecallAudit`).
+
+    Parameters
+    ----------
+    audit : RecallAudit
+    rows : list of ScoredLine
+        Scored by :func:`score_chunk`.
+
+    Returns
+    -------
+    rows : list of ScoredLine
+    """
+    skipped = [row for row in rows if row.stage_used == "stage1"]
+    chosen = audit.select(articles_frame(skipped)) if skipped else []
+    for row, audited in zip(skipped, chosen):
+        row.audited = bool(audited)
+    picked = [row for row in skipped if row.audited]
+    if picked:
+        try:
+            tiers, _ = audit.stage2_tiers(articles_frame(picked))
+        except Exception as error:  # an audit must never cost a row its scores
+            logger.warning("Stage 2 failed on audited articles (%s): not audited", error)
+            for row in picked:
+                row.audited = False
+        else:
+            for row, tier in zip(picked, tiers):
+                row.audit_tier = str(tier)
+    return rows

@@ -127,6 +127,14 @@ def share(text):
     return value
 
 
+def audit_rate(text):
+    """A share in (0, 1]: of the skipped articles, how many ``--audit`` checks."""
+    value = float(text)
+    if not 0 < value <= 1:
+        raise argparse.ArgumentTypeError(f"must lie in (0, 1], got {value}")
+    return value
+
+
 def cv_option(text):
     if text in ("auto", "prefit"):
         return text

@@ -32,6 +32,7 @@ from .._io import atomic_write
 from ..models import CALIBRATED_BACKENDS, STAGE1_BACKENDS
 from ..scoring import (
     ScoredLine,
+    audit_chunk,
     count_lines,
     iter_lines,
     parse_line,
@@ -41,6 +42,8 @@ from ..scoring import (
 from ._common import (
     CommandError,
     HelpFormatter,
+    add_cache_option,
+    audit_rate,
     check_filter_folder,
     load_filter_or_fail,
     positive_int,
@@ -391,8 +394,8 @@ def _check_sidecar(sidecar, identity, args, n_done):
         else:
             what = f"filter {_filter_name(written)}, not {_filter_name(identity)}"
         _refuse(output, f"it was written with {what}")
-    for option in ("stage1_only", "backend"):
-        if options.get(option) != getattr(args, option):
+    for option in ("stage1_only", "backend", "all_stage2"):
+        if options.get(option, False if option == "all_stage2" else None) != getattr(args, option):
             _refuse(
                 output,
                 f"it was written with --{option.replace('_', '-')} {options.get(option)}, "
@@ -490,7 +493,7 @@ def _write_sidecar(args, identity, lines):
         "filter": identity,
         "options": {
             "stage1_only": args.stage1_only, "backend": args.backend,
-            "batch_size": args.batch_size,
+            "batch_size": args.batch_size, "all_stage2": args.all_stage2,
         },
     }
     try:
@@ -527,7 +530,18 @@ class _Counts:
         )
 
 
+def _check_stage2_options(args):
+    if args.all_stage2 and args.stage1_only:
+        raise CommandError("--all-stage2 runs Stage 2 on every article: it cannot be --stage1-only")
+    if args.audit is not None and (args.stage1_only or args.all_stage2):
+        raise CommandError("--audit checks the articles that skip Stage 2: not with "
+                           "--stage1-only or --all-stage2")
+    if args.fail_on_audit and args.audit is None:
+        raise CommandError("--fail-on-audit needs --audit RATE")
+
+
 def _score_command(args):
+    _check_stage2_options(args)
     if args.ray:
         return _score_on_ray_command(args)
     if args.address is not None or args.concurrency is not None:
@@ -544,9 +558,12 @@ def _score_command(args):
             n_done = _resume(args, identity, lines) if args.resume else 0
             n_total = None if source is sys.stdin.buffer else count_lines(args.input)
             router = _load_filter(args)
+            audit = _recall_audit(router, args)
             sink = _open_output(args.output, append=args.resume)
             try:
-                counts = _score_stream(router, lines, sink, n_done, n_total, args, identity, dimensions)
+                counts = _score_stream(
+                    router, lines, sink, n_done, n_total, args, identity, dimensions, audit
+                )
             finally:
                 if sink is not None:
                     sink.close()
@@ -555,7 +572,35 @@ def _score_command(args):
             source.close()
     resumed = f" (resumed after line {n_done})" if n_done else ""
     logger.info("%s%s; %s", counts, resumed, counts.timing())
-    return 0
+    return 0 if audit is None else _report_audit(audit, args)
+
+
+def _recall_audit(router, args):
+    if args.audit is None:
+        return None
+    from ..audit import RecallAudit
+
+    if router.stage2_ is None:
+        raise CommandError(f"--audit needs a filter with a Stage 2: {args.filter} has none")
+    return RecallAudit(router, args.audit, random_state=args.audit_seed)
+
+
+def _report_audit(audit, args):
+    """Log the audit's summary, write its JSON beside -o; 1 if it fails and must fail."""
+    summary = audit.summary()  # warns, naming the filter, when the bound is under target
+    logger.info(
+        "audit: %d of %d skipped articles audited, %d Stage-2 MEDIUM+; recall vs Stage 2 "
+        "%.3f, lower bound %.3f at confidence %.2f",
+        summary["n_audited"], summary["n_skipped"], summary["audited_medium_plus"],
+        summary["recall"], summary["recall_lower_bound"], summary["confidence"],
+    )
+    if args.output is not None:
+        path = Path(f"{args.output}.audit.json")
+        try:
+            atomic_write(path, json.dumps(summary, indent=2) + "\n")
+        except OSError as error:
+            raise CommandError(f"cannot write {path}: {error}") from None
+    return 1 if args.fail_on_audit and summary["below_target"] else 0
 
 
 def _load_filter(args):
@@ -563,10 +608,16 @@ def _load_filter(args):
     with _bars_hidden(args.no_progress):
         router = load_filter_or_fail(
             args.filter, stage1_only=args.stage1_only, verbose=args.verbose,
-            backend=args.backend, calibration=calibration,
+            backend=args.backend, calibration=calibration, cache=args.cache,
         )
     if args.no_progress:
         _hide_stage2_progress(router)
+    if args.all_stage2:
+        if router.stage2_ is None:
+            raise CommandError(f"--all-stage2 needs a filter with a Stage 2: {args.filter} has none")
+        from sklearn.base import clone
+
+        router = clone(router).set_params(threshold=0.0).fit()  # routing scores are >= 0
     return router
 
 
@@ -651,18 +702,35 @@ def _progress_bar(n_total, n_done, args):
     )
 
 
-def _score_stream(router, lines, sink, n_done, n_total, args, identity, dimensions):
+def _teacher_of(router, args):
+    if not args.all_stage2:
+        return None
+    from ..teacher import teacher_identity
+
+    return teacher_identity(router)
+
+
+def _score_stream(router, lines, sink, n_done, n_total, args, identity, dimensions, audit=None):
     first_line = n_done - n_done % args.batch_size + 1
     stdout_format = None if args.output is not None and args.quiet else args.format
     table, jsonl_to_stdout = stdout_format == "table", stdout_format == "jsonl"
     ascii_stdout = jsonl_to_stdout and not _is_utf8(sys.stdout)
     counts, started = _Counts(), time.perf_counter()
     progress = _progress_bar(n_total, n_done, args)
+    teacher = _teacher_of(router, args)
     if table:
         _emit(table_header(dimensions), progress)
     with progress:
         for chunk in read_chunks(lines, args.batch_size, first_line=first_line):
-            rows = [row for row in score_lines(router, chunk) if row.line > n_done]
+            rows = score_lines(router, chunk)
+            if audit is not None:
+                audit_chunk(audit, rows)
+            rows = [row for row in rows if row.line > n_done]
+            for row in rows:
+                if teacher is not None and row.stage_used == "stage2":
+                    row.teacher = teacher
+            if audit is not None:
+                audit.update(*zip(*[(r.stage_used, r.tier, r.audited, r.audit_tier) for r in rows]))
             text = "".join(row.to_json() + "\n" for row in rows)
             if sink is not None:
                 _write_sidecar(args, identity, lines)  # first: it covers every row written
@@ -782,6 +850,11 @@ def _score_on_ray_command(args):
     from ..distributed import OUTPUT_COLUMNS, score_dataset
 
     dimensions = _check_ray_arguments(args)
+    if args.all_stage2 or args.audit is not None:
+        raise CommandError(
+            "--all-stage2 and --audit run without --ray for now; from Python, score_dataset "
+            "takes a Filter, e.g. one whose threshold is 0 for teacher scores"
+        )
     if args.backend != "torch":
         raise CommandError(
             "--backend works without --ray; on Ray, pass score_dataset a router loaded "
@@ -904,6 +977,25 @@ def add_parser(subparsers, parents=()):
         "--columns", metavar="{scores,NAME[,NAME...]}",
         help="also show these dimensions' scores in the table (scores or all: every one)",
     )
+    score.add_argument(
+        "--all-stage2", action="store_true",
+        help="run Stage 2 on every article (teacher scores for calibrate --reference stage2 "
+        "and distilled probes); rows say which filter and Stage 2 wrote them",
+    )
+    score.add_argument(
+        "--audit", type=audit_rate, metavar="RATE",
+        help="also send this seeded share (0, 1] of the articles that skip Stage 2 through "
+        "it, scores unchanged: rows say audited and Stage 2's tier, the summary (and "
+        "OUTPUT.audit.json) the recall relative to Stage 2 and its lower bound",
+    )
+    score.add_argument(
+        "--audit-seed", type=int, default=0, help="which articles --audit picks (a keyed hash)"
+    )
+    score.add_argument(
+        "--fail-on-audit", action="store_true",
+        help="exit 1 when the audited recall's lower bound falls below the filter's target",
+    )
+    add_cache_option(score)
     score.add_argument(
         "-q", "--quiet", action="store_true",
         help="with -o: print nothing on stdout (progress bars stay: --no-progress)",

@@ -1,0 +1,86 @@
+"""score --all-stage2 (teacher scores) and --audit (live recall audit) on the shipped filter."""
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from hybrid_estimators.cli import main
+from hybrid_estimators.datasets import make_articles
+from hybrid_estimators.filters import load_filter
+from hybrid_estimators.teacher import read_teacher_scores
+
+SEECE = Path(__file__).resolve().parents[1] / "filters" / "seece_energy_tech" / "v1"
+
+
+@pytest.fixture(scope="module")
+def articles_file(tmp_path_factory):
+    X, _ = make_articles(8, random_state=11)
+    X["id"] = [f"s{i}" for i in range(len(X))]
+    lines = [json.dumps(row) for row in X.to_dict("records")]
+    lines.insert(3, "not json")
+    path = tmp_path_factory.mktemp("in") / "articles.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _rows(path):
+    return [json.loads(line) for line in Path(path).read_text().splitlines()]
+
+
+@pytest.mark.slow
+def test_all_stage2_writes_teacher_scores_that_resume_and_read_back(articles_file, tmp_path):
+    out = tmp_path / "teacher.jsonl"
+    args = ["score", "--filter", str(SEECE), str(articles_file), "-o", str(out), "-q",
+            "--all-stage2", "--batch-size", "3", "--no-progress"]
+    assert main(args) == 0
+    rows = _rows(out)
+    assert len(rows) == 9 and rows[3]["error"] is not None and "teacher" not in rows[3]
+    valid = [row for row in rows if row["error"] is None]
+    assert {row["stage_used"] for row in valid} == {"stage2"}
+    assert {row["teacher"]["filter"] for row in valid} == {"seece_energy_tech/v1"}
+    full = out.read_bytes()
+    out.write_bytes(b"".join(full.splitlines(keepends=True)[:4]))  # stopped after line 4
+    assert main([*args, "--resume"]) == 0
+    assert out.read_bytes() == full
+    scores = read_teacher_scores(out, load_filter(SEECE))
+    assert scores.shape == (9, 8) and scores.iloc[3].isna().all()
+
+
+@pytest.mark.slow
+def test_audit_marks_skipped_rows_without_changing_scores(articles_file, tmp_path):
+    folder = tmp_path / "f"
+    shutil.copytree(SEECE, folder)
+    plain, audited = tmp_path / "plain.jsonl", tmp_path / "audited.jsonl"
+    base = ["score", "--filter", str(folder), str(articles_file), "-q", "--no-progress"]
+    # A threshold of 9 makes most articles skip Stage 2, so the audit has work.
+    config = (folder / "config.yaml").read_text().replace("threshold: ", "threshold: 9 #", 1)
+    (folder / "config.yaml").write_text(config)
+    assert main([*base, "-o", str(plain)]) == 0
+    status = main([*base, "-o", str(audited), "--audit", "1", "--fail-on-audit"])
+    plain_rows, audited_rows = _rows(plain), _rows(audited)
+    for before, after in zip(plain_rows, audited_rows):
+        assert {k: v for k, v in after.items() if k not in ("audited", "audit_tier")} == before
+    skipped = [row for row in audited_rows if row["stage_used"] == "stage1"]
+    assert skipped and all(row["audited"] and row["audit_tier"] in ("low", "medium", "high") for row in skipped)
+    assert all("audited" not in row for row in audited_rows if row["stage_used"] != "stage1")
+    summary = json.loads(Path(f"{audited}.audit.json").read_text())
+    assert summary["n_audited"] == summary["n_skipped"] == len(skipped)
+    assert summary["recall_lower_bound"] < 0.95 and status == 1  # 8 articles cannot certify 0.95
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--audit", "0"], "must lie in (0, 1]"),
+        (["--audit", "1.5"], "must lie in (0, 1]"),
+        (["--all-stage2", "--stage1-only"], "cannot be --stage1-only"),
+        (["--audit", "0.1", "--all-stage2"], "not with --stage1-only or --all-stage2"),
+        (["--fail-on-audit"], "--fail-on-audit needs --audit"),
+    ],
+)
+def test_stage2_options_are_checked(articles_file, extra, message, capsys):
+    status = main(["score", "--filter", str(SEECE), str(articles_file), *extra])
+    assert status == 2
+    assert message in capsys.readouterr().err
