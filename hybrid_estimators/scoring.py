@@ -478,3 +478,73 @@ def audit_chunk(audit, rows):
             for row, tier in zip(picked, tiers):
                 row.audit_tier = str(tier)
     return rows
+
+
+#: Fields of one filter's result inside a multi-filter row.
+FILTER_COLUMNS = (
+    "scores", "weighted_average", "tier", "stage_used", "stage1_estimate",
+    "gatekeeper_applied", "blocked_by", "error",
+)
+
+
+@dataclass
+class MultiScoredLine:
+    """One input line scored by several filters: one row, every filter's result.
+
+    The row (one JSON object a line)::
+
+        line, id, error    as in a one-filter row (error: the line itself is bad)
+        filters            {"name/version": {scores, weighted_average, tier,
+                           stage_used, stage1_estimate, gatekeeper_applied,
+                           blocked_by, error}} for every filter, in the order given
+    """
+
+    line: int
+    id: object = None
+    error: str = None
+    results: dict = field(default_factory=dict)
+
+    def to_record(self):
+        base = ScoredLine(self.line, self.id, error=self.error).to_record()
+        filters = {
+            name: {column: json_safe(getattr(row, column)) for column in FILTER_COLUMNS}
+            for name, row in self.results.items()
+        }
+        return {"line": base["line"], "id": base["id"], "error": base["error"], "filters": filters}
+
+    def to_json(self, ensure_ascii=False):
+        return json.dumps(self.to_record(), ensure_ascii=ensure_ascii, allow_nan=False)
+
+
+def score_lines_multi(scorers, chunk):
+    """Parse a chunk once and score it with every filter of `scorers`.
+
+    Filters that share an embedder (same model, prefix, token budget and
+    backend) embed each article once between them: the embeddings come
+    from the embedder's content-keyed cache (``E5Embedder(cache=True)``,
+    the default, or a cache folder) for every filter after the first.
+    Each filter then runs its own probe, prefilter and Stage 2 on its own
+    routed rows.
+
+    Parameters
+    ----------
+    scorers : dict of str to Filter
+        Name (``"name/version"``) -> fitted filter, in output order.
+    chunk : list of (int, bytes)
+        Numbered raw lines, as :func:`read_chunks` yields them.
+
+    Returns
+    -------
+    rows : list of MultiScoredLine
+        One per line, in order.
+    """
+    from dataclasses import replace
+
+    parsed = [parse_line(number, raw) for number, raw in chunk]
+    rows = [MultiScoredLine(row.line, row.id, row.error) for row in parsed]
+    for name, scorer in scorers.items():
+        scored = score_chunk(scorer, [replace(row) for row in parsed])
+        for row, result in zip(rows, scored):
+            if row.error is None:
+                row.results[name] = result
+    return rows

@@ -84,3 +84,35 @@ def test_stage2_options_are_checked(articles_file, extra, message, capsys):
     status = main(["score", "--filter", str(SEECE), str(articles_file), *extra])
     assert status == 2
     assert message in capsys.readouterr().err
+
+
+AI = SEECE.parents[1] / "ai_engineering_practice" / "v1"
+
+
+def test_several_filters_score_in_one_pass_embedding_each_article_once(tmp_path):
+    from hybrid_estimators import embedding
+    from hybrid_estimators.scoring import read_chunks, score_lines, score_lines_multi
+
+    X, _ = make_articles(5, random_state=21)
+    X["title"] = X["title"] + " (multi-filter test)"  # texts no cache has seen
+    raw = [json.dumps(row).encode() for row in X.to_dict("records")] + [b"{broken"]
+    chunk = next(read_chunks(raw, 10))
+    seece, ai = load_filter(SEECE, stage1_only=True), load_filter(AI, stage1_only=True)
+    before = len(embedding._MEMORY_CACHE._items)
+    rows = score_lines_multi({"seece_energy_tech/v1": seece, "ai_engineering_practice/v1": ai}, chunk)
+    assert len(embedding._MEMORY_CACHE._items) - before == len(X)  # once per article, not per filter
+    assert len(rows) == 6 and rows[-1].error is not None and rows[-1].results == {}
+    for name, scorer in (("seece_energy_tech/v1", seece), ("ai_engineering_practice/v1", ai)):
+        alone = score_lines(scorer, chunk)
+        for row, single in zip(rows[:-1], alone):
+            assert row.results[name].scores == single.scores
+            assert row.results[name].tier == single.tier
+    record = json.loads(rows[0].to_json())
+    assert list(record) == ["line", "id", "error", "filters"]
+    assert list(record["filters"]) == ["seece_energy_tech/v1", "ai_engineering_practice/v1"]
+
+
+def test_several_filters_refuse_what_needs_one(articles_file, capsys):
+    status = main(["score", "--filter", str(SEECE), "--filter", str(AI), str(articles_file), "--resume",
+                   "-o", "x.jsonl"])
+    assert status == 2 and "--resume: with one --filter only" in capsys.readouterr().err

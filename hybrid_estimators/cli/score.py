@@ -34,6 +34,8 @@ from ..scoring import (
     ScoredLine,
     audit_chunk,
     count_lines,
+    describe_id,
+    score_lines_multi,
     iter_lines,
     parse_line,
     read_chunks,
@@ -502,6 +504,92 @@ def _write_sidecar(args, identity, lines):
         raise CommandError(f"cannot write {_sidecar_path(args.output)}: {error}") from None
 
 
+# --- several filters in one pass ---------------------------------------------------
+
+MULTI_UNSUPPORTED = ("resume", "ray", "all_stage2", "columns")
+
+
+def _score_multi_command(args):
+    """``score --filter A --filter B ...``: one row per line with every filter's result."""
+    refused = [f"--{name.replace('_', '-')}" for name in MULTI_UNSUPPORTED if getattr(args, name)]
+    refused += ["--audit"] if args.audit is not None else []
+    if refused:
+        raise CommandError(
+            f"{', '.join(refused)}: with one --filter only; score with each filter on its own"
+        )
+    if args.address is not None or args.concurrency is not None:
+        raise CommandError("--address and --concurrency need --ray")
+    _check_output_path(args.output, args.input)
+    scorers = _load_filters(args)
+    source = _open_input(args.input)
+    try:
+        with _output_lock(args.output):
+            sink = _open_output(args.output, append=False)
+            try:
+                n_total = None if source is sys.stdin.buffer else count_lines(args.input)
+                counts = _score_multi_stream(scorers, _InputLines(source), sink, n_total, args)
+            finally:
+                if sink is not None:
+                    sink.close()
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+    logger.info("lines=%d filters=%d; %.2f s", counts["lines"], len(scorers), counts["seconds"])
+    return 0
+
+
+def _load_filters(args):
+    scorers = {}
+    calibration = _calibration_articles(args)
+    for folder in args.filter:
+        with _bars_hidden(args.no_progress):
+            scorer = load_filter_or_fail(
+                folder, stage1_only=args.stage1_only, verbose=args.verbose,
+                backend=args.backend, calibration=calibration, cache=args.cache,
+            )
+        if args.no_progress:
+            _hide_stage2_progress(scorer)
+        name = f"{scorer.spec.name}/{scorer.spec.version}"
+        if name in scorers:
+            raise CommandError(f"--filter {folder} is {name} again: give each filter once")
+        scorers[name] = scorer
+    return scorers
+
+
+def _multi_table_line(row):
+    cells = [_cell(row.line, 6, ">"), _cell(printable(describe_id(row.id)) if row.id is not None else None, 28, "<")]
+    if row.error is not None:
+        return "  ".join(cells + [_cell(row.error, 0, "<")]).rstrip()
+    for name, result in row.results.items():
+        if result.stage_used is None:
+            outcome = f"blocked:{result.blocked_by}" if result.blocked_by else "error"
+        else:
+            outcome = f"{result.tier}/{result.stage_used[-1]}/{result.weighted_average:.2f}"
+        cells.append(f"{name}={outcome}")
+    return "  ".join(cells)
+
+
+def _score_multi_stream(scorers, lines, sink, n_total, args):
+    stdout_format = None if args.output is not None and args.quiet else args.format
+    progress = _progress_bar(n_total, 0, args)
+    started, n_lines = time.perf_counter(), 0
+    with progress:
+        for chunk in read_chunks(lines, args.batch_size):
+            rows = score_lines_multi(scorers, chunk)
+            text = "".join(row.to_json() + "\n" for row in rows)
+            if sink is not None:
+                _write(sink, text, args.output)
+            if stdout_format == "jsonl":
+                sys.stdout.write(text)
+                sys.stdout.flush()
+            elif stdout_format == "table":
+                for row in rows:
+                    _emit(_multi_table_line(row), progress)
+            n_lines += len(rows)
+            progress.update(len(rows))
+    return {"lines": n_lines, "seconds": time.perf_counter() - started}
+
+
 # --- scoring --------------------------------------------------------------------
 
 
@@ -542,6 +630,9 @@ def _check_stage2_options(args):
 
 def _score_command(args):
     _check_stage2_options(args)
+    if len(args.filter) > 1:
+        return _score_multi_command(args)
+    args.filter = args.filter[0]
     if args.ray:
         return _score_on_ray_command(args)
     if args.address is not None or args.concurrency is not None:
@@ -934,7 +1025,10 @@ def add_parser(subparsers, parents=()):
         "at \\n, \\r\\n or \\r.",
     )
     score.add_argument(
-        "--filter", required=True, type=Path, help="filter folder (config.yaml, probe/)"
+        "--filter", required=True, type=Path, action="append",
+        help="filter folder (config.yaml, probe/); give it again to score with several "
+        "filters in one pass (one row per line holding every filter's result; filters "
+        "that share an embedder embed each article once)",
     )
     score.add_argument("input", help="JSONL file of articles, or - for stdin")
     score.add_argument(
