@@ -20,10 +20,12 @@
 # my_data/filter.yaml      name, dimensions: {dimension: weight}, tiers
 # ```
 #
-# It fits Stage 1, calibrates the routing threshold with
-# `TunedThresholdRouterCV`, saves the filter with `save_filter`, shows what
-# `hybrid-estimators info` shows, loads it back with `load_filter` and
-# scores new articles with it.
+# It chooses Stage 1's probe (ridge or MLP) by cross-validation, calibrates
+# the routing threshold with `TunedThresholdRouterCV`, measures Stage 1 on
+# articles it did not see with `cascade_report`, saves the filter with
+# `save_filter` (metrics, calibration and evaluation in one metadata schema,
+# and a Markdown model card), shows what `hybrid-estimators info` shows,
+# loads it back with `load_filter` and scores new articles with it.
 #
 # Usage: `python examples/build_filter.py [LABELLED_FOLDER [FILTER_FOLDER]]`.
 # Without arguments it reads `../shared/data/seece_energy_tech` and writes
@@ -43,8 +45,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import yaml
-from sklearn.base import clone
-from sklearn.model_selection import KFold
 from sklearn.pipeline import make_pipeline
 
 from hybrid_estimators import (
@@ -55,12 +55,20 @@ from hybrid_estimators import (
     load_articles,
     make_articles,
     make_probe,
+    make_ridge_probe,
 )
 from hybrid_estimators.cli import filter_info
 from hybrid_estimators.cli import main as hybrid_estimators_command
 from hybrid_estimators.datasets import shared_data_dir
-from hybrid_estimators.filters import FilterSpec, load_filter, save_filter
-from hybrid_estimators.tiers import DEFAULT_TIERS, tier_of, weighted_average
+from hybrid_estimators.evaluation import cascade_report
+from hybrid_estimators.filters import (
+    FilterSpec,
+    calibration_record,
+    load_filter,
+    save_filter,
+)
+from hybrid_estimators.metrics import cross_validated_stage1_metrics
+from hybrid_estimators.tiers import DEFAULT_TIERS
 
 logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
@@ -68,6 +76,7 @@ SMALL = os.environ.get("HYBRID_ESTIMATORS_EXAMPLE_SMALL") == "1"
 HERE = Path(__file__).resolve().parent if "__file__" in globals() else Path.cwd()
 ARGS = [] if "ipykernel" in sys.modules else sys.argv[1:]
 TARGET_RECALL, CONFIDENCE = 0.95, 0.9
+CV_FOLDS, SEED = 5, 0
 
 
 def make_embedder():
@@ -119,10 +128,12 @@ print(f"filter folder: {filter_folder}")
 #
 # `FilterSpec` validates what goes into `config.yaml`; errors name the key.
 # The embedding settings and the threshold are filled in by `save_filter`
-# from the fitted router. `stage2: null` makes a Stage-1-only filter; to add
-# a Stage 2 later, put a `stage2` mapping (`base_model`, `adapter`, ...) in
-# `config.yaml` and the LoRA adapter folder beside it (see the Stage 2 and
-# Filters pages of the documentation).
+# from the fitted router. `stage2: null` makes a Stage-1-only filter; to
+# make a two-stage filter, give `save_filter` a `Filter` (or router) whose
+# Stage 2 is a `QwenRegressor` (prefit with an `adapter` folder, or fitted):
+# it copies the adapter into `model/` and writes the `stage2` section, no
+# YAML to edit (`hybrid-estimators train-probe --stage2 BASE --adapter DIR`
+# does the same from the command line).
 
 # %%
 spec = FilterSpec.from_dict(
@@ -143,63 +154,91 @@ spec = FilterSpec.from_dict(
 )
 
 # %% [markdown]
-# ## Fit Stage 1 and calibrate the threshold
+# ## Choose the probe by cross-validation
 #
-# `TunedThresholdRouterCV` computes out-of-fold Stage 1 scores (5 folds),
-# chooses the largest threshold whose MEDIUM+ recall is at least
-# `TARGET_RECALL` with `CONFIDENCE`, and refits the router on every
-# article. The router needs a Stage 2 to be fitted; a Stage-1-only filter
-# passes a copy of Stage 1, which is never saved.
+# `cross_validated_stage1_metrics` refits each candidate on the same 5
+# shuffled folds (the embeddings are cached, so the articles are embedded
+# once) and keeps the one with the lower out-of-fold MAE of the weighted
+# average. Its result is the `metrics` block every filter records.
 
 # %%
-stage1 = make_pipeline(ArticleText(), make_embedder(), make_probe())
+embedder = make_embedder()
+candidates = {
+    "ridge": make_pipeline(ArticleText(), embedder, make_ridge_probe()),
+    "mlp": make_pipeline(ArticleText(), embedder, make_probe()),
+}
+
+
+def stage1_metrics(threshold):
+    return cross_validated_stage1_metrics(
+        candidates, X, Y[spec.dimension_names], spec.weights, threshold=threshold,
+        tiers=spec.tiers, gatekeepers=spec.gatekeepers, cv=CV_FOLDS, random_state=SEED,
+        return_predictions=True,
+    )
+
+
+first, _ = stage1_metrics(spec.hybrid_inference["threshold"])
+print(f"probe: {first['probe']} (ridge {first['cv_mae_weighted_average_ridge']:.3f}, "
+      f"mlp {first['cv_mae_weighted_average_mlp']:.3f}, mean {first['cv_mae_weighted_average_baseline']:.3f})")
+
+# %% [markdown]
+# ## Calibrate the threshold
+#
+# `TunedThresholdRouterCV` computes out-of-fold Stage 1 scores, chooses the
+# largest threshold whose MEDIUM+ recall is at least `TARGET_RECALL` with
+# `CONFIDENCE`, and refits the router on every article. A Stage-1-only
+# router (`stage2=None`) is enough: calibration never runs Stage 2.
+
+# %%
 router = HybridRouterRegressor(
-    stage1,
-    clone(stage1),
-    spec.weights,
-    gatekeepers=spec.gatekeepers or None,
-    tiers=spec.tiers,
+    candidates[first["probe"]], None, spec.weights,
+    gatekeepers=spec.gatekeepers or None, tiers=spec.tiers,
 )
 tuner = TunedThresholdRouterCV(
-    router,
-    target_recall=TARGET_RECALL,
-    confidence=CONFIDENCE,
-    cv=KFold(5, shuffle=True, random_state=0),
+    router, target_recall=TARGET_RECALL, confidence=CONFIDENCE, cv=CV_FOLDS, random_state=SEED
 ).fit(X, Y)
+calibration = calibration_record(tuner, data=data_folder.name)
+metrics, oof = stage1_metrics(tuner.threshold_)  # the same folds: recall and skip rate there
+for name, value in {**metrics, **calibration}.items():
+    print(f"{name:<36} {value:.4f}" if isinstance(value, float) else f"{name:<36} {value}")
 
-# The routing score is Stage 1's weighted average (clipped to 0-10), so the
-# tuner's out-of-fold routing scores also give Stage 1's cross-validated quality.
-true_average = weighted_average(Y, spec.weights)
-oof_average = tuner.oof_routing_scores_
-metrics = {
-    "cv_folds": 5,
-    "cv_mae_weighted_average": float(np.abs(oof_average - true_average).mean()),
-    "cv_mae_weighted_average_baseline": float(
-        np.abs(true_average - true_average.mean()).mean()
-    ),
-    "cv_tier_accuracy": float(
-        (tier_of(oof_average, spec.tiers) == tier_of(true_average, spec.tiers)).mean()
-    ),
-    "threshold": tuner.threshold_,
-    "recall_lower_bound": tuner.recall_lower_bound_,
-    "expected_skip_rate": tuner.expected_skip_rate_,
-    "n_medium_plus": tuner.n_medium_plus_,
+# %% [markdown]
+# ## Measure it on articles it did not see
+#
+# `cascade_report` with Stage 1's out-of-fold predictions: MAE with
+# bootstrap intervals, never on the articles a probe was fitted on. A filter
+# with a Stage 2 gets Stage 2 vs Stage 1 vs the hybrid here, and loading it
+# warns when its own record does not show Stage 2 to be better.
+
+# %%
+evaluation = cascade_report(
+    tuner.best_estimator_, X, Y[spec.dimension_names], stage1_predictions=oof,
+    n_bootstraps=500, confidence=CONFIDENCE, random_state=SEED,
+)
+evaluation_split = {
+    "description": f"{CV_FOLDS}-fold out-of-fold Stage 1 predictions on the training articles",
+    "n_articles": len(X),
+    "stage1": "out_of_fold",
+    "stage2": "none",
 }
-for name, value in metrics.items():
-    print(f"{name:<34} {value:.4f}" if isinstance(value, float) else f"{name:<34} {value}")
 
 # %% [markdown]
 # ## Save the filter
 #
 # `save_filter` writes the probe with `skops.io`, `config.yaml`, the
 # metadata (embedder, dimensions, versions, the probe's sha256, a hash of
-# the training data, the metrics) and a model card.
+# the training data, the metrics, the calibration and the evaluation) and a
+# plain Markdown model card written from it.
 
 # %%
-save_filter(tuner.best_estimator_, filter_folder, spec, training_data=(X, Y), metrics=metrics)
+save_filter(
+    tuner.best_estimator_, filter_folder, spec, training_data=(X, Y), metrics=metrics,
+    calibration=calibration, evaluation=evaluation, evaluation_split=evaluation_split,
+)
 for path in sorted(filter_folder.rglob("*")):
     if path.is_file():
         print(f"  {path.relative_to(filter_folder)}  ({path.stat().st_size:,} bytes)")
+print((filter_folder / "README.md").read_text()[:600])
 
 # %% [markdown]
 # ## What `hybrid-estimators info --filter FOLDER` shows
@@ -218,10 +257,10 @@ print(f"info: threshold {info['hybrid_inference']['threshold']:.3f}, "
 # ## Load it back and score new articles
 #
 # `load_filter` checks everything before it runs anything and returns a
-# fitted `HybridRouterRegressor`, with the filter's `Prefilter` as
-# `prefilter_`. A Stage-1-only filter routes nothing to Stage 2. Articles
-# the prefilter blocks keep their row (the `hybrid-estimators score`
-# command reports them with no scores).
+# fitted `Filter` (a `HybridRouterRegressor` that owns its spec, prefilter
+# and metadata). A Stage-1-only filter routes nothing to Stage 2. Articles
+# the prefilter blocks keep their row, with the reason in `blocked_by` (the
+# `hybrid-estimators score` command reports them the same way).
 
 # %%
 loaded = load_filter(filter_folder)
@@ -233,7 +272,7 @@ else:
     new_articles = pd.read_json(HERE / "articles.jsonl", lines=True)
 report = loaded.predict_report(new_articles)
 report.insert(0, "id", new_articles["id"].to_numpy())
-report["blocked_by"] = [reason or "-" for reason in loaded.prefilter_.blocked_by(new_articles)]
+report["blocked_by"] = report["blocked_by"].fillna("-")
 columns = ["id", "weighted_average", "tier", "stage_used", "blocked_by"]
 print(report[columns].round(2).to_string(index=False))
 

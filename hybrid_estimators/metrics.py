@@ -38,6 +38,7 @@ from .tiers import apply_gatekeepers, medium_threshold, tier_of, weighted_averag
 
 __all__ = [
     "ROUTING_SCORERS",
+    "cross_validated_stage1_metrics",
     "expected_cost",
     "get_routing_scorer",
     "make_expected_cost_scorer",
@@ -275,3 +276,140 @@ def get_routing_scorer(scoring):
     if scoring in ROUTING_SCORERS:
         return ROUTING_SCORERS[scoring]
     return get_scorer(scoring)
+
+
+def cross_validated_stage1_metrics(
+    stage1,
+    X,
+    Y,
+    weights,
+    *,
+    threshold,
+    tiers=None,
+    gatekeepers=None,
+    cv=5,
+    random_state=0,
+    return_predictions=False,
+):
+    """Out-of-fold quality of Stage 1 candidates on the same folds, as flat metrics.
+
+    Each candidate is cloned and refitted on every training fold of
+    ``KFold(cv, shuffle=True, random_state=random_state)`` (so a pipeline's
+    embedder reuses its embedding cache); the one with the lowest
+    cross-validated MAE of the weighted average is chosen (the first on a
+    tie). Predictions are clipped to 0-10 per dimension and weighted
+    averages have the gatekeepers applied, as the router's final scores
+    do. The baseline predicts each training fold's mean scores.
+
+    This is the ``metrics`` block of a filter's ``probe/metadata.json``:
+    ``train-probe``, ``scripts/make_filters.py`` and the examples all write it
+    with this function.
+
+    Parameters
+    ----------
+    stage1 : estimator or dict of str to estimator
+        One Stage 1 (recorded as probe ``"custom"``) or candidates by name,
+        e.g. ``{"ridge": ..., "mlp": ...}``.
+    X : DataFrame, list of dict or array-like
+        Articles.
+    Y : DataFrame or array-like of shape (n_samples, n_dimensions)
+        True scores; a DataFrame names the dimensions (taken in the order
+        of a dict `weights`).
+    weights : dict or array-like of shape (n_dimensions,)
+    threshold : float
+        Routing threshold for the recall and skip rate.
+    tiers : dict or None, default=None
+    gatekeepers : dict or None, default=None
+        Dimension (index, or name with a DataFrame `Y`) to
+        ``(threshold, max_score)``.
+    cv : int, default=5
+        Number of folds (>= 2).
+    random_state : int or None, default=0
+        Seed of the fold shuffle.
+    return_predictions : bool, default=False
+        Also return the chosen candidate's out-of-fold predictions.
+
+    Returns
+    -------
+    metrics : dict
+        ``cv_folds``, ``cv_random_state``, ``n_articles``, ``probe`` (the
+        chosen candidate), ``cv_threshold``, ``cv_mae_weighted_average``,
+        ``cv_mae_weighted_average_baseline``, ``cv_tier_accuracy``,
+        ``cv_medium_plus_recall_at_threshold``,
+        ``cv_skip_rate_at_threshold``, ``cv_mae_<dimension>`` for each
+        dimension and, with several candidates,
+        ``cv_mae_weighted_average_<candidate>`` for each.
+    predictions : ndarray of shape (n_samples, n_dimensions)
+        Only with `return_predictions`: out of fold, clipped to 0-10.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyRegressor
+    >>> from sklearn.linear_model import Ridge
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.uniform(0, 10, size=(60, 2))
+    >>> Y = np.c_[X[:, 0], X[:, 1]]
+    >>> metrics = cross_validated_stage1_metrics(
+    ...     {"mean": DummyRegressor(), "ridge": Ridge()}, X, Y, [0.5, 0.5], threshold=4.0)
+    >>> metrics["probe"], metrics["cv_folds"], metrics["n_articles"]
+    ('ridge', 5, 60)
+    >>> bool(metrics["cv_mae_weighted_average"] < metrics["cv_mae_weighted_average_baseline"])
+    True
+    """
+    from sklearn.base import clone
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    candidates = dict(stage1) if isinstance(stage1, dict) else {"custom": stage1}
+    if not candidates:
+        raise ValueError("stage1 must be an estimator or a non-empty dict of candidates.")
+    names = list(weights) if isinstance(weights, dict) else None
+    if hasattr(Y, "columns"):
+        names = names or [str(column) for column in Y.columns]
+        Y = Y[names] if isinstance(weights, dict) else Y
+    Y_true = np.asarray(Y, dtype=float)
+    names = names or [str(i) for i in range(Y_true.shape[1])]
+    if gatekeepers:
+        gatekeepers = {
+            names.index(key) if isinstance(key, str) else int(key): tuple(value)
+            for key, value in gatekeepers.items()
+        }
+    folds = KFold(int(cv), shuffle=True, random_state=random_state)
+    truth = _true_averages(Y_true, weights, gatekeepers)
+
+    def mae(predicted):
+        return float(np.mean(np.abs(_true_averages(predicted, weights, gatekeepers) - truth)))
+
+    predictions = {
+        name: np.clip(cross_val_predict(clone(estimator), X, Y_true, cv=folds), 0.0, 10.0)
+        for name, estimator in candidates.items()
+    }
+    maes = {name: mae(predicted) for name, predicted in predictions.items()}
+    chosen = min(maes, key=maes.get)
+    Y_pred = predictions[chosen]
+    baseline = np.empty_like(Y_true)
+    for train, test in folds.split(Y_true):
+        baseline[test] = Y_true[train].mean(axis=0)
+    routed = _true_averages(Y_pred, weights) >= threshold
+    metrics = {
+        "cv_folds": int(cv),
+        "cv_random_state": random_state,
+        "n_articles": len(Y_true),
+        "probe": chosen,
+        "cv_threshold": float(threshold),
+        "cv_mae_weighted_average": maes[chosen],
+        "cv_mae_weighted_average_baseline": mae(baseline),
+        "cv_tier_accuracy": tier_accuracy(
+            Y_true, Y_pred, weights, tiers=tiers, gatekeepers=gatekeepers
+        ),
+        "cv_medium_plus_recall_at_threshold": medium_plus_recall(
+            Y_true, routed, weights, tiers=tiers, gatekeepers=gatekeepers
+        ),
+        "cv_skip_rate_at_threshold": skip_rate(routed),
+    }
+    for j, name in enumerate(names):
+        metrics[f"cv_mae_{name}"] = float(np.mean(np.abs(Y_true[:, j] - Y_pred[:, j])))
+    if len(candidates) > 1:
+        for name, value in maes.items():
+            metrics[f"cv_mae_weighted_average_{name}"] = value
+    return (metrics, Y_pred) if return_predictions else metrics

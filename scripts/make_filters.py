@@ -1,39 +1,63 @@
-"""Re-create the shipped filters from the real labelled data.
+"""Re-create the shipped filters from the real labelled data, with their evidence.
 
-    python scripts/make_filters.py [--data ../shared/data] [--only NAME]
+    python scripts/make_filters.py [--data ../shared/data] [--only NAME] [--embedding-cache DIR]
+    python scripts/make_filters.py --evaluate seece_energy_tech [--stage2-split ...]
 
-For each data set (read from its folder, never copied): fit Stage 1
-(ArticleText + offline multilingual-e5-small + make_probe) on every article,
-choose its probe (the seed's MLP, :func:`make_probe`, or a ridge,
-:func:`make_ridge_probe`) by 5-fold cross-validated weighted-average MAE and
-record that quality, choose the routing threshold with
-TunedThresholdRouterCV (MEDIUM+ recall >= 0.95 at 90% confidence), and write
-``filters/{name}/v1``. Stage 2 of seece_energy_tech is the SmolLM2 LoRA
-adapter that ``scripts/train_stage2_adapter.py`` writes to
-``filters/seece_energy_tech/v1/model``; ai_engineering_practice ships
-without one (Stage 1 only).
+For each data set (read from its folder, never copied): choose Stage 1's
+probe (the ridge, :func:`make_ridge_probe`, or the seed's MLP,
+:func:`make_probe`, on the offline multilingual-e5-small embeddings) by the
+lower 5-fold cross-validated weighted-average MAE on the same folds; choose
+the routing threshold with TunedThresholdRouterCV (MEDIUM+ recall >= 0.95 at
+90% confidence); record Stage 1's cross-validated metrics at that threshold
+(:func:`~hybrid_estimators.metrics.cross_validated_stage1_metrics`, the one
+schema every filter uses) and the calibration; refit on every article and
+write ``filters/{name}/v1``. Then evaluate it (:func:`cascade_report` with
+Stage 1's out-of-fold predictions, so Stage 1 is never scored on articles it
+was trained on) and record the report in its metadata and model card.
+
+A filter's Stage 2 section is kept from its existing ``config.yaml`` (its
+adapter stays in ``model/``, as ``scripts/train_stage2_adapter.py`` or
+whoever chose it left it); a new seece_energy_tech filter gets the SmolLM2
+adapter's section. ``--evaluate NAME`` only re-runs and records the
+evaluation, e.g. after its Stage 2 was replaced; ``--stage2-split`` says how
+that Stage 2 relates to these articles (by default it was trained on
+``train_test_split(test_size=0.2, random_state=0)`` of them, as
+``scripts/train_stage2_adapter.py`` does: partly in sample, and the held-back
+articles are evaluated on their own too).
+
+Embedding 642 articles with e5-small takes minutes on a busy CPU: pass
+``--embedding-cache DIR`` so that reruns reuse the embeddings.
 """
 
 import argparse
 import logging
 from pathlib import Path
 
-import numpy as np
-from sklearn.base import clone
-from sklearn.model_selection import KFold, cross_val_predict
+from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 
 from hybrid_estimators import ArticleText, E5Embedder, load_articles, make_probe, make_ridge_probe
 from hybrid_estimators.calibration import TunedThresholdRouterCV
 from hybrid_estimators.datasets import shared_data_dir
-from hybrid_estimators.filters import FilterSpec, save_filter
+from hybrid_estimators.evaluation import cascade_report
+from hybrid_estimators.filters import (
+    FilterError,
+    FilterSpec,
+    calibration_record,
+    data_hash,
+    load_filter,
+    record_evaluation,
+    report_summary,
+    save_filter,
+)
+from hybrid_estimators.metrics import cross_validated_stage1_metrics
 from hybrid_estimators.models import SMOLLM2_GGUF, SMOLLM2_NAME
 from hybrid_estimators.router import HybridRouterRegressor
-from hybrid_estimators.tiers import medium_threshold, tier_of, weighted_average
 
 logger = logging.getLogger("make_filters")
 ROOT = Path(__file__).resolve().parents[1]
 TARGET_RECALL, CONFIDENCE = 0.95, 0.9
+CV_FOLDS, SEED = 5, 0
 
 DESCRIPTIONS = {
     "seece_energy_tech": "Sustainable energy and climate technology: how credible, "
@@ -41,89 +65,195 @@ DESCRIPTIONS = {
     "ai_engineering_practice": "Engineering practice with AI: how concretely an article "
     "shows workflows, validation and lessons practitioners can reuse.",
 }
-# The adapter was trained on 128 + 128 tokens (scripts/train_stage2_adapter.py).
-SEECE_STAGE2 = {
-    "base_model": SMOLLM2_NAME,
-    "gguf_file": SMOLLM2_GGUF,
-    "adapter": "model",
-    "head_tail": [128, 128],
-    "max_length": 256,
+# For a new seece_energy_tech folder: the adapter scripts/train_stage2_adapter.py
+# trains on 128 + 128 tokens.
+DEFAULT_STAGE2 = {
+    "seece_energy_tech": {
+        "base_model": SMOLLM2_NAME,
+        "gguf_file": SMOLLM2_GGUF,
+        "adapter": "model",
+        "head_tail": [128, 128],
+        "max_length": 256,
+    },
 }
+PROBES = {"ridge": make_ridge_probe, "mlp": make_probe}
 
 
-PROBES = {"mlp": make_probe, "ridge": make_ridge_probe}
+def filter_folder(name):
+    return ROOT / "filters" / name / "v1"
 
 
-def stage1_pipeline(probe):
-    return make_pipeline(ArticleText(), E5Embedder(show_progress_bar=False), PROBES[probe]())
+def stage1_pipeline(probe, cache):
+    embedder = E5Embedder(cache=True if cache is None else str(cache), show_progress_bar=False)
+    return make_pipeline(ArticleText(), embedder, PROBES[probe]())
 
 
-def cv_metrics(X, Y, weights, tiers, probe):
-    predicted = cross_val_predict(stage1_pipeline(probe), X, Y, cv=KFold(5, shuffle=True, random_state=0))
-    truth = weighted_average(Y, weights)
-    estimate = np.clip(weighted_average(predicted, weights), 0, 10)
-    mae = float(np.abs(estimate - truth).mean())
-    baseline = float(np.abs(truth - truth.mean()).mean())
-    return {
-        "probe": probe,
-        "cv5_weighted_average_mae": mae,
-        "cv5_mean_baseline_mae": baseline,
-        "cv5_mae_ratio": mae / baseline,
-        "cv5_dimension_mae": float(np.abs(predicted - Y.to_numpy()).mean()),
-        "cv5_tier_accuracy": float((tier_of(estimate, tiers) == tier_of(truth, tiers)).mean()),
-        "share_medium_plus": float((truth >= medium_threshold(tiers)).mean()),
-    }
+def candidates(cache, kinds=tuple(PROBES)):
+    return {kind: stage1_pipeline(kind, cache) for kind in kinds}
 
 
-def make_filter(name, data_root, stage2_config):
-    X, Y, data_spec = load_articles(data_root / name)
-    weights, tiers = data_spec["dimensions"], data_spec["tiers"]
-    candidates = [cv_metrics(X, Y, weights, tiers, probe) for probe in PROBES]
-    for candidate in candidates:
-        logger.info("%s: %s probe, CV MAE ratio %.3f", name, candidate["probe"], candidate["cv5_mae_ratio"])
-    metrics = min(candidates, key=lambda candidate: candidate["cv5_weighted_average_mae"])
-    stage1 = stage1_pipeline(metrics["probe"])
-    # Stage 2 never runs while calibrating (only out-of-fold Stage 1 scores
-    # are used); a Stage-1 copy stands in where no adapter ships.
-    router = HybridRouterRegressor(stage1, clone(stage1), weights, tiers=tiers)
-    tuner = TunedThresholdRouterCV(router, target_recall=TARGET_RECALL, confidence=CONFIDENCE, cv=5).fit(X, Y)
-    metrics.update(
-        threshold=float(tuner.threshold_),
-        recall_lower_bound=float(tuner.recall_lower_bound_),
-        expected_skip_rate=float(tuner.expected_skip_rate_),
-        n_medium_plus=int(tuner.n_medium_plus_),
-    )
-    spec = FilterSpec.from_dict(
+def existing_stage2(name):
+    """The Stage 2 section of the filter's current config (kept), else the default."""
+    config = filter_folder(name) / "config.yaml"
+    if config.exists():
+        try:
+            return FilterSpec.from_yaml(config).hybrid_inference["stage2"]
+        except FilterError as error:
+            logger.warning("%s: cannot keep its Stage 2 section: %s", config, error)
+    return DEFAULT_STAGE2.get(name)
+
+
+def filter_spec(name, data_spec):
+    return FilterSpec.from_dict(
         {
             "name": name,
             "version": "v1",
             "description": DESCRIPTIONS[name],
-            "dimensions": weights,
-            "tiers": tiers,
+            "dimensions": data_spec["dimensions"],
+            "tiers": data_spec["tiers"],
             "prefilter": {"min_length": 20},
             "hybrid_inference": {
                 "target_recall": TARGET_RECALL,
                 "confidence": CONFIDENCE,
-                "stage2": stage2_config,
+                "stage2": existing_stage2(name),
             },
         }
     )
-    folder = save_filter(tuner.best_estimator_, ROOT / "filters" / name / "v1", spec, training_data=(X, Y), metrics=metrics)
+
+
+def stage1_cv(spec, X, Y, cache, threshold, kinds=tuple(PROBES), cv=CV_FOLDS, random_state=SEED):
+    """Stage 1's metrics and out-of-fold predictions (the candidates on the same folds)."""
+    return cross_validated_stage1_metrics(
+        candidates(cache, kinds), X, Y, spec.weights, threshold=threshold, tiers=spec.tiers,
+        gatekeepers=spec.gatekeepers, cv=cv, random_state=random_state, return_predictions=True,
+    )
+
+
+def make_filter(name, data_root, cache):
+    """Fit, calibrate and save one filter; returns its metrics and out-of-fold predictions."""
+    X, Y, data_spec = load_articles(data_root / name)
+    spec = filter_spec(name, data_spec)
+    Y = Y[spec.dimension_names]
+    chosen, _ = stage1_cv(spec, X, Y, cache, spec.hybrid_inference["threshold"])
+    logger.info("%s: probe %s chosen (%s)", name, chosen["probe"], _candidate_maes(chosen))
+    router = HybridRouterRegressor(
+        stage1_pipeline(chosen["probe"], cache), None, spec.weights,
+        gatekeepers=spec.gatekeepers or None, tiers=spec.tiers,
+    )
+    tuner = TunedThresholdRouterCV(
+        router, target_recall=TARGET_RECALL, confidence=CONFIDENCE, cv=CV_FOLDS, random_state=SEED
+    ).fit(X, Y)
+    metrics, oof = stage1_cv(spec, X, Y, cache, tuner.threshold_)
+    if metrics["probe"] != chosen["probe"]:
+        raise RuntimeError(f"{name}: the probe chosen changed between two identical CV runs")
+    folder = save_filter(
+        tuner.best_estimator_, filter_folder(name), spec, training_data=(X, Y), metrics=metrics,
+        calibration=calibration_record(tuner),
+    )
     logger.info("%s: %s", folder, {k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()})
-    return metrics
+    return oof
+
+
+def _candidate_maes(metrics):
+    prefix = "cv_mae_weighted_average_"
+    return ", ".join(
+        f"{key[len(prefix):]} {value:.3f}" for key, value in metrics.items()
+        if key.startswith(prefix) and key != prefix + "baseline"
+    )
+
+
+def stage2_split(args, X, has_stage2):
+    """How Stage 2 relates to these articles: the split's kind, words and held-back rows."""
+    if not has_stage2:
+        return "none", "The filter has no Stage 2.", None
+    if args.stage2_split == "none":
+        return "held_out", "Stage 2 was trained on none of these articles.", None
+    if args.stage2_split == "all":
+        return "in_sample", "Stage 2 was trained on all of these articles: its numbers are in sample.", None
+    how = f"train_test_split(test_size={args.stage2_test_size}, random_state={args.stage2_seed})"
+    _, held_back = train_test_split(
+        list(range(len(X))), test_size=args.stage2_test_size, random_state=args.stage2_seed
+    )
+    words = (
+        f"Stage 2 (the adapter in the filter) was trained on {len(X) - len(held_back)} of these "
+        f"{len(X)} articles ({how}, as scripts/train_stage2_adapter.py splits them): its numbers "
+        f"are partly in sample and favour it; the {len(held_back)} articles it never saw are "
+        "reported on their own (held_out)."
+    )
+    return "partly_in_sample", words, sorted(held_back)
+
+
+def evaluate(name, data_root, cache, args, oof=None):
+    """Measure Stage 1 vs Stage 2 vs the hybrid, record it in the filter (metadata, card)."""
+    folder = filter_folder(name)
+    X, Y, _ = load_articles(data_root / name)
+    scorer = load_filter(folder)
+    Y = Y[scorer.spec.dimension_names]
+    metrics = scorer.metadata["metrics"]
+    if oof is None:
+        _, oof = stage1_cv(
+            scorer.spec, X, Y, cache, scorer.threshold_, kinds=(metrics["probe"],),
+            cv=metrics["cv_folds"], random_state=metrics["cv_random_state"],
+        )
+    kind, stage2_words, held_back = stage2_split(args, X, scorer.stage2_ is not None)
+    options = dict(n_bootstraps=args.n_bootstraps, confidence=CONFIDENCE, random_state=SEED)
+    report = cascade_report(scorer, X, Y, stage1_predictions=oof, **options)
+    split = {
+        "description": (
+            f"Stage 1: {metrics['cv_folds']}-fold out-of-fold predictions (shuffled KFold, "
+            f"random_state {metrics['cv_random_state']}), the probe refitted without each "
+            f"article, as in the metrics. {stage2_words}"
+        ),
+        "n_articles": len(X),
+        "data_sha256": data_hash(X, Y),
+        "stage1": "out_of_fold",
+        "stage2": kind,
+    }
+    if held_back is not None:
+        rows = X.iloc[held_back]
+        held = cascade_report(scorer, rows, Y.iloc[held_back], stage1_predictions=oof[held_back], **options)
+        split["held_out"] = {
+            "description": f"the {len(held_back)} articles Stage 2 was not trained on; Stage 1 "
+            "out of fold",
+            **report_summary(held),
+        }
+    record_evaluation(folder, report, split)
+    logger.info("%s: %s", folder, report_summary(report))
+    return report
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=shared_data_dir())
+    parser.add_argument("--only", choices=sorted(DESCRIPTIONS), help="re-create only this filter")
+    parser.add_argument(
+        "--evaluate", choices=sorted(DESCRIPTIONS), metavar="NAME",
+        help="only re-run and record the evaluation of this filter (e.g. after a Stage 2 swap)",
+    )
+    parser.add_argument("--embedding-cache", type=Path, metavar="DIR", help="persistent embedding cache")
+    parser.add_argument("--n-bootstraps", type=int, default=1000, help="resamples of the evaluation")
+    parser.add_argument(
+        "--stage2-split", choices=("train_test_split", "none", "all"), default="train_test_split",
+        help="which of the articles Stage 2 was trained on: a train_test_split of them (as "
+        "scripts/train_stage2_adapter.py), none, or all",
+    )
+    parser.add_argument("--stage2-test-size", type=float, default=0.2)
+    parser.add_argument("--stage2-seed", type=int, default=0)
+    args = parser.parse_args()
+    if args.data is None:
+        parser.error("no labelled data: pass --data or put ../shared/data beside the checkout")
+    return args
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=shared_data_dir())
-    parser.add_argument("--only", choices=sorted(DESCRIPTIONS))
-    args = parser.parse_args()
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.data is None:
-        parser.error("no labelled data: pass --data or put ../shared/data beside the checkout")
+    args = parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.evaluate:
+        evaluate(args.evaluate, args.data, args.embedding_cache, args)
+        return
     for name in [args.only] if args.only else sorted(DESCRIPTIONS):
-        stage2 = SEECE_STAGE2 if name == "seece_energy_tech" else None
-        make_filter(name, args.data, stage2)
+        oof = make_filter(name, args.data, args.embedding_cache)
+        evaluate(name, args.data, args.embedding_cache, args, oof=oof)
 
 
 if __name__ == "__main__":

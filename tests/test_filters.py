@@ -1,24 +1,34 @@
 import json
 import pickle
+import re
 import shutil
 
 import numpy as np
 import pytest
 import skops.io as sio
+import pandas as pd
 import yaml
+from sklearn.base import BaseEstimator, RegressorMixin
+from sklearn.frozen import FrozenEstimator
 from sklearn.linear_model import Ridge
-from sklearn.neighbors import KNeighborsRegressor
 from sklearn.pipeline import make_pipeline
 
 from hybrid_estimators import ArticleText, E5Embedder, make_articles, make_probe
+from hybrid_estimators.cli import main
+from hybrid_estimators.evaluation import cascade_report
 from hybrid_estimators.filters import (
     METADATA_FILE,
     PROBE_FILE,
+    Filter,
     FilterError,
     FilterSpec,
+    check_metrics,
     load_filter,
+    model_card,
+    record_evaluation,
     save_filter,
 )
+from hybrid_estimators.qwen import QwenRegressor
 from hybrid_estimators.prefilter import Prefilter
 from hybrid_estimators.router import HybridRouterRegressor
 
@@ -33,9 +43,8 @@ def saved(minilm_path, data, tmp_path_factory):
     X, Y = data
     embedder = E5Embedder(minilm_path, prefix="", show_progress_bar=False)
     stage1 = make_pipeline(ArticleText(), embedder, make_probe())
-    stage2 = make_pipeline(ArticleText(), embedder, KNeighborsRegressor())
     weights = {"energy_progress": 0.5, "health_benefit": 0.3, "economic_impact": 0.2}
-    router = HybridRouterRegressor(stage1, stage2, weights, threshold=3.0).fit(X, Y)
+    router = HybridRouterRegressor(stage1, None, weights, threshold=3.0).fit(X, Y)
     spec = FilterSpec.from_dict(
         {
             "name": "demo",
@@ -46,7 +55,7 @@ def saved(minilm_path, data, tmp_path_factory):
         }
     )
     folder = tmp_path_factory.mktemp("filters") / "demo" / "v1"
-    save_filter(router, folder, spec, training_data=(X, Y), metrics={"cv_mae": 0.5})
+    save_filter(router, folder, spec, training_data=(X, Y), metrics={"cv_mae_weighted_average": 0.5})
     return router, folder
 
 
@@ -58,10 +67,10 @@ def test_round_trip_predicts_like_stage1(saved, data):
     router, folder = saved
     X, _ = data
     loaded = load_filter(folder)
-    np.testing.assert_allclose(loaded.predict(X), router.predict_stage1(X), atol=1e-6)
-    assert loaded.filter_spec_.name == "demo"
-    assert loaded.metadata_["metrics"] == {"cv_mae": 0.5}
-    assert loaded.metadata_["embedding_dim"] == 384
+    np.testing.assert_allclose(loaded.predict(X), np.clip(router.predict_stage1(X), 0, 10), atol=1e-6)
+    assert loaded.spec.name == "demo"
+    assert loaded.metadata["metrics"] == {"cv_mae_weighted_average": 0.5}
+    assert loaded.metadata["embedding_dim"] == 384
     assert (folder / "README.md").read_text().count("demo") >= 1
     report = loaded.predict_report(X.head(4))
     assert set(report["stage_used"]) == {"stage1"}  # stage2: null routes nothing
@@ -192,3 +201,356 @@ def test_prefilter_reports_reasons_in_order():
         "keyword:sports", "pattern:ad", None, "language:de", "min_length:12", "no-digits"
     ]
     assert prefilter.mask(articles).tolist() == [False, False, True, False, False, False]
+
+
+# --- one metadata schema ---------------------------------------------------------------
+
+
+def test_metadata_follows_the_one_schema(saved):
+    _, folder = saved
+    metadata = json.loads((folder / METADATA_FILE).read_text())
+    assert metadata["schema_version"] == 2
+    assert set(metadata) == {
+        "schema_version", "filter", "embedding_model", "embedding_dim", "dimension_names",
+        "weights", "probe_sha256", "training_data_sha256", "n_training_articles", "versions",
+        "metrics", "calibration", "evaluation", "evaluation_split",
+    }
+    assert metadata["calibration"] is None and metadata["evaluation"] is None
+
+
+def test_cross_validated_metrics_are_the_schema_and_pick_the_better_probe(minilm_path, data):
+    from hybrid_estimators.metrics import cross_validated_stage1_metrics
+    from hybrid_estimators.probe import make_ridge_probe
+
+    X, Y = data
+    embedder = E5Embedder(minilm_path, prefix="", show_progress_bar=False)
+    candidates = {
+        "ridge": make_pipeline(ArticleText(), embedder, make_ridge_probe()),
+        "mlp": make_pipeline(ArticleText(), embedder, make_probe((16,), max_iter=50)),
+    }
+    weights = dict.fromkeys(Y.columns, 1.0)
+    metrics, oof = cross_validated_stage1_metrics(
+        candidates, X, Y, weights, threshold=4.0, cv=3, return_predictions=True
+    )
+    assert check_metrics(metrics, list(Y.columns)) == metrics  # the schema, in order
+    assert metrics["cv_folds"] == 3 and metrics["n_articles"] == len(X)
+    chosen = metrics["probe"]
+    assert metrics["cv_mae_weighted_average"] == metrics[f"cv_mae_weighted_average_{chosen}"]
+    assert metrics["cv_mae_weighted_average"] == min(
+        metrics["cv_mae_weighted_average_ridge"], metrics["cv_mae_weighted_average_mlp"]
+    )
+    assert oof.shape == Y.shape and oof.min() >= 0 and oof.max() <= 10
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"metrics": {"cv5_mae_ratio": 0.4}}, r"keys outside the schema \['cv5_mae_ratio'\]"),
+        ({"metrics": {"cv_tier_accuracy": "high"}}, r"metrics.cv_tier_accuracy: expected a finite number"),
+        ({"calibration": {"threshold": 9.0, "target_recall": 0.9, "confidence": 0.9}},
+         r"calibration: threshold 9.0 is not the router's 3.0"),
+        ({"calibration": {"threshold": 3.0}}, r"calibration: .* missing \['target_recall', 'confidence'\]"),
+        ({"evaluation": {"n": 1}}, r"evaluation: expected cascade_report"),
+    ],
+)
+def test_save_filter_refuses_records_outside_the_schema(saved, tmp_path, options, message):
+    router, folder = saved
+    spec = FilterSpec.from_yaml(folder / "config.yaml")
+    with pytest.raises(FilterError, match=message):
+        save_filter(router, tmp_path / "f", spec, **options)
+
+
+def test_an_evaluation_needs_its_split(saved, data, tmp_path):
+    router, folder = saved
+    X, Y = data
+    report = cascade_report(router, X, Y, n_bootstraps=10, random_state=0)
+    spec = FilterSpec.from_yaml(folder / "config.yaml")
+    with pytest.raises(FilterError, match="evaluation_split: say how the evaluation was measured"):
+        save_filter(router, tmp_path / "f", spec, evaluation=report)
+    with pytest.raises(FilterError, match=r"evaluation_split.stage1: expected one of"):
+        save_filter(router, tmp_path / "f", spec, evaluation=report, evaluation_split={
+            "description": "d", "n_articles": 80, "stage1": "trust me", "stage2": "none"})
+
+
+# --- Stage 2 in the filter, its evidence and the warning -------------------------------------
+
+
+def fake_adapter(folder, n_labels=3, fill=0.0):
+    """A peft-like adapter folder: config and a regression head of `n_labels` outputs."""
+    from safetensors.numpy import save_file
+
+    folder.mkdir(parents=True)
+    (folder / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    head = np.full((n_labels, 8), fill, dtype=np.float32)
+    save_file({"base_model.model.score.weight": head}, str(folder / "adapter_model.safetensors"))
+    return folder
+
+
+class ConstantScores(BaseEstimator, RegressorMixin):
+    """A fitted 'Stage 2' that always predicts the same scores."""
+
+    def __init__(self, value=0.0):
+        self.value = value
+
+    def fit(self, X, Y):
+        self.n_outputs_ = np.shape(Y)[1]
+        return self
+
+    def predict(self, X):
+        return np.full((len(X), self.n_outputs_), self.value)
+
+
+class KnownScores(BaseEstimator, RegressorMixin):
+    """A fitted 'Stage 2' that knows the true scores of the articles it was fitted on."""
+
+    def fit(self, X, Y):
+        self.table_ = {(a, b): row for a, b, row in zip(X["title"], X["content"], np.asarray(Y, dtype=float))}
+        return self
+
+    def predict(self, X):
+        return np.array([self.table_[(a, b)] for a, b in zip(X["title"], X["content"])])
+
+
+@pytest.fixture(scope="module")
+def two_stage(saved, data, tmp_path_factory):
+    """A filter saved from a router whose Stage 2 is a prefit QwenRegressor (fake adapter)."""
+    router, folder = saved
+    X, Y = data
+    root = tmp_path_factory.mktemp("two_stage")
+    adapter = fake_adapter(root / "trained_adapter")
+    stage2 = QwenRegressor("org/base-model", adapter=str(adapter), head_tail=(64, 64),
+                           max_length=128, num_labels=3)
+    spec = FilterSpec.from_yaml(folder / "config.yaml")
+    # A Filter runs no stage when fitted (a router would load Stage 2 to check its width).
+    complete = Filter(spec, FrozenEstimator(router.stage1_), FrozenEstimator(stage2)).fit()
+    out = save_filter(complete, root / "demo" / "v1", spec, training_data=(X, Y))
+    return out, adapter
+
+
+def test_save_filter_copies_a_prefit_stage2_adapter_and_writes_its_section(two_stage):
+    folder, adapter = two_stage
+    stage2 = yaml.safe_load((folder / "config.yaml").read_text())["hybrid_inference"]["stage2"]
+    assert stage2 == {"base_model": "org/base-model", "adapter": "model", "head_tail": [64, 64],
+                      "max_length": 128}
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        assert (folder / "model" / name).read_bytes() == (adapter / name).read_bytes()
+    loaded = load_filter(folder)  # Stage 2 is not loaded, let alone run
+    assert loaded.stage2.estimator.adapter == str((folder / "model").resolve())
+    assert loaded.stage2.estimator.head_tail == (64, 64)
+
+
+def test_saving_again_replaces_the_adapter_whole(saved, data, tmp_path):
+    router, folder = saved
+    X, Y = data
+    spec = FilterSpec.from_yaml(folder / "config.yaml")
+    target = tmp_path / "f"
+    for i, extra in enumerate(("first.txt", "second.txt")):
+        adapter = fake_adapter(tmp_path / f"adapter{i}")
+        (adapter / extra).write_text(extra)
+        stage2 = QwenRegressor("org/base", adapter=str(adapter), num_labels=3)
+        spec = FilterSpec.from_yaml(folder / "config.yaml")
+        complete = Filter(spec, FrozenEstimator(router.stage1_), FrozenEstimator(stage2)).fit()
+        save_filter(complete, target, spec)
+    assert sorted(p.name for p in (target / "model").iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors", "second.txt"]
+    assert [p.name for p in target.iterdir() if p.name.startswith(".")] == []
+
+
+def test_an_adapter_for_other_dimensions_is_refused(saved, data, tmp_path):
+    router, folder = saved
+    X, Y = data
+    stage2 = QwenRegressor("org/base", adapter=str(fake_adapter(tmp_path / "a", n_labels=2)))
+    spec = FilterSpec.from_yaml(folder / "config.yaml")
+    complete = Filter(spec, FrozenEstimator(router.stage1_), FrozenEstimator(stage2)).fit()
+    with pytest.raises(FilterError, match="has 2 labels|gives 2 labels"):
+        save_filter(complete, tmp_path / "f", spec)
+
+
+def _tiny_qwen2(folder):
+    """A 2-layer Qwen2 (random weights) with the real Qwen2.5 tokenizer, as in test_qwen."""
+    import torch
+    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+
+    from hybrid_estimators.models import offline_qwen_tokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(offline_qwen_tokenizer())
+    config = Qwen2Config(
+        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
+        tie_word_embeddings=True, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        Qwen2ForCausalLM(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_a_stage2_fitted_in_memory_is_saved_into_the_filter(saved, data, tmp_path):
+    pytest.importorskip("peft")
+    router, folder = saved
+    X, Y = data
+    stage2 = QwenRegressor(
+        _tiny_qwen2(tmp_path / "tiny_qwen2"), head_tail=(24, 24), max_length=48, batch_size=8,
+        max_epochs=1, early_stopping=False, random_state=0, show_progress_bar=False,
+    ).fit(X[:24], Y[:24])
+    spec = FilterSpec.from_yaml(folder / "config.yaml")
+    complete = Filter(spec, FrozenEstimator(router.stage1_), FrozenEstimator(stage2), threshold=0.0).fit()
+    out = save_filter(complete, tmp_path / "filter", spec)
+
+    assert (out / "model" / "adapter_config.json").is_file()
+    section = yaml.safe_load((out / "config.yaml").read_text())["hybrid_inference"]["stage2"]
+    assert section["adapter"] == "model" and section["head_tail"] == [24, 24]
+    loaded = load_filter(out)
+    np.testing.assert_allclose(loaded.predict(X[:4]), np.clip(stage2.predict(X[:4]), 0, 10), atol=1e-4)
+    assert set(loaded.predict_report(X[:4])["stage_used"]) == {"stage2"}  # threshold 0
+
+
+def _evaluate(router, X, Y, stage2):
+    """A cascade report of the filter's Stage 1 with a given Stage 2, on held-back articles."""
+    evaluated = HybridRouterRegressor(
+        FrozenEstimator(router.stage1_), FrozenEstimator(stage2), router.weights, threshold=3.0
+    ).fit(X, Y)
+    return cascade_report(evaluated, X, Y, n_bootstraps=200, random_state=0)
+
+
+SPLIT = {"description": "20 synthetic articles neither stage saw", "n_articles": 20,
+         "stage1": "held_out", "stage2": "held_out"}
+
+
+def _warnings(caplog):
+    return [r for r in caplog.records if r.levelname == "WARNING" and r.name == "hybrid_estimators.filters"]
+
+
+def test_a_filter_whose_record_doubts_stage2_warns_once_on_load(saved, two_stage, caplog, capsys):
+    router, _ = saved
+    folder, _ = two_stage
+    X_test, Y_test = make_articles(20, random_state=7)
+    useless = ConstantScores(0.0).fit(X_test, Y_test)  # far worse than Stage 1
+    record_evaluation(folder, _evaluate(router, X_test, Y_test, useless), SPLIT)
+
+    metadata = json.loads((folder / METADATA_FILE).read_text())
+    assert metadata["evaluation"]["stage2_better"] is False
+    assert metadata["evaluation_split"]["stage2"] == "held_out"
+    caplog.clear()
+    load_filter(folder)
+    warnings = _warnings(caplog)
+    assert len(warnings) == 1
+    message = warnings[0].getMessage()
+    assert "filter demo/v1" in message and "does not show Stage 2 to be better than Stage 1" in message
+    assert re.search(r"Stage 2's weighted-average MAE is \d\.\d{3} \[.*\] against Stage 1's \d\.\d{3}", message)
+    caplog.clear()
+    load_filter(folder, stage1_only=True)
+    assert _warnings(caplog) == []
+
+    assert main(["info", "--filter", str(folder)]) == 0
+    out = capsys.readouterr().out
+    for expected in ("evaluation  20 articles at threshold 3.000", "MAE stage1", "MAE stage2",
+                     "MAE hybrid", "stage2_better False", "WARNING: Stage 2 is not shown to be better"):
+        assert expected in out, expected
+    card = (folder / "README.md").read_text()
+    assert "**Stage 2 is not shown to be better**" in card
+
+
+def test_a_better_stage2_does_not_warn_and_a_changed_one_is_stale(saved, two_stage, caplog, capsys):
+    router, _ = saved
+    folder, _ = two_stage
+    X_test, Y_test = make_articles(20, random_state=7)
+    oracle = KnownScores().fit(X_test, Y_test)  # exact: surely better than Stage 1
+    record_evaluation(folder, _evaluate(router, X_test, Y_test, oracle), SPLIT)
+    caplog.clear()
+    load_filter(folder)
+    assert _warnings(caplog) == []
+    assert main(["info", "--filter", str(folder)]) == 0
+    assert "stage2_better True" in capsys.readouterr().out
+
+    (folder / "model" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
+    caplog.clear()
+    load_filter(folder)
+    [warning] = _warnings(caplog)
+    assert "stale" in warning.getMessage() and "Stage 2 adapter changed" in warning.getMessage()
+
+
+# --- the model card ----------------------------------------------------------------------
+
+
+def test_the_model_card_is_plain_markdown_filled_from_the_metadata(two_stage):
+    folder, _ = two_stage
+    card = (folder / "README.md").read_text()
+    assert len(card) < 20_000
+    for absent in ("[More Information Needed]", "<style", "<div", "<table", "{{", "TODO"):
+        assert absent not in card, absent
+    assert not re.search(r"<[a-zA-Z/]", card)  # no raw HTML at all
+    for expected in (
+        "# demo v1", "## What it scores", "| energy_progress | 0.5 |", "## How it scores",
+        "`org/base-model`", "reading the first 64 and last 64 tokens", "## Stage 1 quality",
+        "## Routing threshold", "## Does Stage 2 earn its place?", "## Training data and versions",
+        "fitted on 80 labelled articles", "## Intended use and limitations", "## How to use it",
+        'load_filter("filters/demo/v1")',
+    ):
+        assert expected in card, expected
+
+
+def test_the_card_marks_a_probe_that_does_not_beat_the_mean():
+    spec = FilterSpec.from_dict({"name": "x", "version": "v1", "dimensions": {"a": 1.0}})
+    metadata = {"metrics": {"cv_folds": 5, "probe": "mlp", "cv_mae_weighted_average": 0.79,
+                            "cv_mae_weighted_average_baseline": 0.63}}
+    card = model_card(spec, metadata)
+    assert "**Warning: this probe does not beat predicting the mean.**" in card
+    assert "Threshold 4.500, set by hand" in card and "No evaluation is recorded" in card
+
+
+# --- train-probe: the new user's path -------------------------------------------------------
+
+
+def _labelled(folder, X, Y):
+    folder.mkdir(parents=True)
+    lines = [json.dumps({**article, "scores": scores})
+             for article, scores in zip(X.to_dict("records"), Y.to_dict("records"))]
+    (folder / "articles.jsonl").write_text("\n".join(lines) + "\n")
+    (folder / "filter.yaml").write_text(yaml.safe_dump({"name": "demo", "dimensions": dict.fromkeys(Y.columns, 1.0)}))
+    return folder
+
+
+def test_train_probe_makes_a_complete_two_stage_filter(minilm_path, data, tmp_path, capsys):
+    X, Y = data
+    adapter = fake_adapter(tmp_path / "adapter")
+    out = tmp_path / "filters" / "demo" / "v1"
+    status = main(["train-probe", str(_labelled(tmp_path / "data", X, Y)), "-o", str(out),
+                   "--embedding-model", minilm_path, "--prefix", "", "--hidden-layer-sizes", "16",
+                   "--cv", "3", "--stage2", "org/base", "--adapter", str(adapter),
+                   "--stage2-head-tail", "32", "32", "--no-progress"])
+    assert status == 0
+    printed = capsys.readouterr().out
+    assert "(chosen by 3-fold CV MAE)" in printed
+    loaded = load_filter(out)
+    metrics = loaded.metadata["metrics"]
+    assert metrics["probe"] in ("ridge", "mlp") and metrics["cv_folds"] == 3
+    assert {"cv_mae_weighted_average_ridge", "cv_mae_weighted_average_mlp"} <= set(metrics)
+    assert loaded.spec.hybrid_inference["stage2"] == {
+        "base_model": "org/base", "adapter": "model", "head_tail": [32, 32], "max_length": 64}
+    assert (out / "model" / "adapter_model.safetensors").is_file()
+    assert main(["info", "--filter", str(out)]) == 0
+    assert "adapter=model" in capsys.readouterr().out
+
+
+def test_train_probe_warns_when_the_probe_does_not_beat_the_mean(minilm_path, data, tmp_path, capsys):
+    X, _ = data
+    noise = pd.DataFrame(np.random.RandomState(0).uniform(0, 10, (len(X), 2)), columns=["a", "b"])
+    out = tmp_path / "noise"
+    status = main(["train-probe", str(_labelled(tmp_path / "data", X, noise)), "-o", str(out),
+                   "--embedding-model", minilm_path, "--prefix", "", "--probe", "mlp",
+                   "--hidden-layer-sizes", "64", "--cv", "3", "--no-progress"])
+    assert status == 0
+    assert "does not beat predicting the mean" in capsys.readouterr().err
+    assert main(["info", "--filter", str(out)]) == 0
+    assert "WARNING: the probe does not beat predicting the mean" in capsys.readouterr().out
+    assert "does not beat predicting the mean" in (out / "README.md").read_text()
+
+
+def test_train_probe_needs_both_stage2_options(tmp_path, data, capsys):
+    X, Y = data
+    status = main(["train-probe", str(_labelled(tmp_path / "data", X, Y)), "-o", str(tmp_path / "o"),
+                   "--stage2", "org/base"])
+    assert status == 2 and "--stage2 BASE and --adapter DIR go together" in capsys.readouterr().err

@@ -1,15 +1,26 @@
-"""The filters shipped in ``filters/`` load safely and score the real shared data."""
+"""The filters shipped in ``filters/`` load safely, score the real shared data and carry their evidence."""
 
+import json
 from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from sklearn.model_selection import train_test_split
 
-from hybrid_estimators.filters import data_hash, load_filter
+from hybrid_estimators.filters import (
+    CALIBRATION_KEYS,
+    check_metrics,
+    data_hash,
+    evaluation_staleness,
+    evaluation_summary,
+    load_filter,
+    read_metadata,
+)
 from hybrid_estimators.tiers import weighted_average
 
 FILTERS = Path(__file__).resolve().parents[1] / "filters"
+NAMES = ["seece_energy_tech", "ai_engineering_practice"]
 pytestmark = pytest.mark.slow
 
 
@@ -21,26 +32,84 @@ def _mae_ratio(predicted, Y, weights, Y_train):
     return np.abs(estimate - truth).mean() / np.abs(truth - baseline).mean()
 
 
+def _cv_ratio(metrics):
+    return metrics["cv_mae_weighted_average"] / metrics["cv_mae_weighted_average_baseline"]
+
+
 @pytest.mark.parametrize("name, data", [("seece_energy_tech", "seece"), ("ai_engineering_practice", "ai_engineering")])
 def test_shipped_filter_was_trained_on_the_shared_data_and_scores_it(name, data, request):
     X, Y, spec = request.getfixturevalue(data)
     router = load_filter(FILTERS / name / "v1", stage1_only=True)
 
-    assert router.metadata_["training_data_sha256"] == data_hash(X, Y)
-    assert router.filter_spec_.dimension_names == list(Y.columns)
+    assert router.metadata["training_data_sha256"] == data_hash(X, Y)
+    assert router.spec.dimension_names == list(Y.columns)
     rows = X.iloc[::5]
     predicted = router.predict(rows)
     assert predicted.shape == (len(rows), Y.shape[1])
     # The probe saw these articles: it fits them better than the mean, and
     # better than the unseen articles of its recorded cross-validation.
     in_sample = _mae_ratio(predicted, Y.iloc[::5], spec["dimensions"], Y)
-    assert in_sample < min(1.0, router.metadata_["metrics"]["cv5_mae_ratio"])
+    assert in_sample < min(1.0, _cv_ratio(router.metadata["metrics"]))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_metadata_follows_the_one_schema(name):
+    folder = FILTERS / name / "v1"
+    metadata = read_metadata(folder)
+    spec_dimensions = metadata["dimension_names"]
+    metrics = metadata["metrics"]
+    assert metadata["schema_version"] == 2
+    assert check_metrics(metrics, spec_dimensions) == metrics
+    assert metrics["cv_folds"] == 5  # what calibrate --cv auto reads
+    assert metrics["probe"] in ("ridge", "mlp")
+    chosen = metrics[f"cv_mae_weighted_average_{metrics['probe']}"]
+    assert chosen == min(metrics["cv_mae_weighted_average_ridge"], metrics["cv_mae_weighted_average_mlp"])
+    assert metrics["cv_mae_weighted_average"] < metrics["cv_mae_weighted_average_baseline"]
+    calibration = metadata["calibration"]
+    assert set(calibration) <= set(CALIBRATION_KEYS)
+    assert calibration["target_met"] and calibration["recall_lower_bound"] >= calibration["target_recall"]
+    config = yaml.safe_load((folder / "config.yaml").read_text())["hybrid_inference"]
+    assert config["threshold"] == calibration["threshold"]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_filters_carry_an_honest_current_evaluation(name):
+    folder = FILTERS / name / "v1"
+    metadata = read_metadata(folder)
+    summary = evaluation_summary(metadata)
+    split = summary["split"]
+    assert split["stage1"] == "out_of_fold"  # never Stage 1 on its own training articles
+    assert summary["n"] == metadata["n_training_articles"] == split["n_articles"]
+    # Stage 1's out-of-fold predictions are those of the recorded cross-validation.
+    assert summary["mae"]["stage1"]["value"] == pytest.approx(metadata["metrics"]["cv_mae_weighted_average"])
+    low, high = summary["mae"]["stage1"]["low"], summary["mae"]["stage1"]["high"]
+    assert low < summary["mae"]["stage1"]["value"] < high
+    from hybrid_estimators.filters import FilterSpec
+
+    spec = FilterSpec.from_yaml(folder / "config.yaml")
+    assert evaluation_staleness(folder, spec, metadata) == []  # measured with the stages shipped
+    if spec.hybrid_inference["stage2"] is None:
+        assert split["stage2"] == "none" and not summary["stage2_available"]
+    else:
+        assert split["stage2"] in ("held_out", "partly_in_sample", "in_sample")
+        if split["stage2"] != "held_out":  # then the articles it never saw are reported apart
+            assert summary["held_out"]["n"] > 0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_model_cards_are_plain_markdown(name):
+    card = (FILTERS / name / "v1" / "README.md").read_text()
+    assert "[More Information Needed]" not in card and "<style" not in card
+    assert len(card) < 20_000
+    for section in ("## What it scores", "## Stage 1 quality (cross-validated)", "## Routing threshold",
+                    "## Does Stage 2 earn its place?", "## Intended use and limitations", "## How to use it"):
+        assert section in card
 
 
 def test_shipped_seece_probe_cross_validates_well_below_the_mean():
-    metrics = load_filter(FILTERS / "seece_energy_tech" / "v1", stage1_only=True).metadata_["metrics"]
-    assert metrics["cv5_mae_ratio"] <= 0.5
-    assert metrics["recall_lower_bound"] >= 0.95  # the target it was calibrated for
+    metadata = json.loads((FILTERS / "seece_energy_tech" / "v1" / "probe" / "metadata.json").read_text())
+    assert _cv_ratio(metadata["metrics"]) <= 0.5
+    assert metadata["calibration"]["recall_lower_bound"] >= 0.95  # the target it was calibrated for
 
 
 def test_shipped_seece_filter_runs_its_stage2_adapter_on_held_back_articles(seece):
@@ -48,9 +117,11 @@ def test_shipped_seece_filter_runs_its_stage2_adapter_on_held_back_articles(seec
     _, X_test, Y_train, Y_test = train_test_split(X, Y, test_size=0.2, random_state=0)
     router = load_filter(FILTERS / "seece_energy_tech" / "v1")
     stage2 = router.stage2.estimator
+    configured = router.spec.hybrid_inference["stage2"]
 
-    assert stage2.head_tail == (128, 128) and stage2.max_length == 256
-    assert 0 < router.threshold < 10
+    assert list(stage2.head_tail) == list(configured.get("head_tail", (256, 256)))
+    assert stage2.max_length == configured.get("max_length", 512)
+    assert 0 < router.threshold_ < 10
     report = router.predict_report(X_test)
     routed = report["stage_used"] == "stage2"
     assert routed.sum() > 0 and (~routed).sum() > 0

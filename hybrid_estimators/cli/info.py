@@ -1,7 +1,16 @@
-"""``hybrid-estimators info``: what a filter folder holds, without running a model."""
+"""``hybrid-estimators info``: what a filter folder holds, without running a model.
+
+Nothing in the folder can make it hang, exhaust memory or fail with a
+traceback: the config and metadata are read as bounded regular files,
+paths stay inside the folder, and the probe is checked (size, sha256,
+archive bounds, allowed types) before skops reads it. A bad config exits
+with status 2; a bad probe, adapter, metadata or evaluation is shown as
+INVALID and exits with status 1.
+"""
 
 import json
 import logging
+import os
 from pathlib import Path
 
 from ._common import CommandError, HelpFormatter, check_filter_folder
@@ -10,27 +19,49 @@ logger = logging.getLogger("hybrid_estimators.cli")
 
 
 def filter_info(folder):
-    """What a filter folder holds, as a dict (nothing is embedded or run)."""
-    from ..filters import METADATA_FILE, FilterError, FilterSpec, load_probe
+    """What a filter folder holds, as a dict (nothing is embedded or run).
 
-    folder = check_filter_folder(folder)
+    Parameters
+    ----------
+    folder : str or path-like
+
+    Returns
+    -------
+    info : dict
+        The config's sections, the probe's summary (or ``probe_error``),
+        ``stage2_error``, the metadata's provenance, ``metrics`` (with
+        ``probe_beats_mean``), ``calibration``, ``evaluation`` (a summary:
+        see :func:`hybrid_estimators.filters.evaluation_summary`) with
+        ``evaluation_stale`` and ``stage2_doubts``, and ``problems``: every
+        error found (empty when the folder is sound).
+
+    Raises
+    ------
+    CommandError
+        When the folder or its config cannot be read.
+    """
+    from .. import filters
+
+    folder = Path(folder)
+    if not folder.is_dir() or not os.path.lexists(folder / filters.CONFIG_FILE):
+        check_filter_folder(folder)  # its message: no folder, or no config.yaml
     try:
-        spec = FilterSpec.from_yaml(folder / "config.yaml")
-    except FilterError as error:
+        spec = filters.FilterSpec.from_yaml(filters.resolve_in_folder(folder, filters.CONFIG_FILE, filters.CONFIG_FILE))
+    except filters.FilterError as error:
         raise CommandError(str(error)) from None
-    try:
-        metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError) as error:
-        metadata, metadata_error = {}, f"{folder / METADATA_FILE}: {error}"
-    else:
-        metadata_error = None
-    probe_path = folder / spec.hybrid_inference["probe"]
-    probe, probe_error = None, metadata_error
-    if metadata_error is None:
-        try:
-            probe = load_probe(probe_path, metadata)
-        except FilterError as error:
-            probe_error = str(error)
+    info = _config_info(folder, spec)
+    metadata = _metadata_info(folder, info)
+    _probe_info(folder, spec, metadata, info)
+    _stage2_info(folder, spec, info)
+    _evaluation_info(folder, spec, metadata, info)
+    info["problems"] = [
+        info[key] for key in ("metadata_error", "probe_error", "stage2_error", "evaluation_error")
+        if info[key] is not None
+    ]
+    return info
+
+
+def _config_info(folder, spec):
     return {
         "folder": str(folder),
         "name": spec.name,
@@ -40,14 +71,67 @@ def filter_info(folder):
         "tiers": spec.tiers,
         "prefilter": spec.prefilter,
         "hybrid_inference": spec.hybrid_inference,
-        "probe": _probe_summary(probe, probe_path, metadata) if probe is not None else None,
-        "probe_error": probe_error,
-        "embedding_dim": metadata.get("embedding_dim"),
-        "n_training_articles": metadata.get("n_training_articles"),
-        "training_data_sha256": metadata.get("training_data_sha256"),
-        "versions": metadata.get("versions", {}),
-        "metrics": metadata.get("metrics", {}),
     }
+
+
+def _metadata_info(folder, info):
+    from ..filters import FilterError, probe_beats_mean, read_metadata
+
+    try:
+        metadata, info["metadata_error"] = read_metadata(folder), None
+    except FilterError as error:
+        metadata, info["metadata_error"] = {}, str(error)
+    info.update(
+        schema_version=metadata.get("schema_version"),
+        embedding_dim=metadata.get("embedding_dim"),
+        n_training_articles=metadata.get("n_training_articles"),
+        training_data_sha256=metadata.get("training_data_sha256"),
+        versions=metadata.get("versions") or {},
+        metrics=metadata.get("metrics") or {},
+        probe_beats_mean=probe_beats_mean(metadata.get("metrics") or {}),
+        calibration=metadata.get("calibration"),
+    )
+    return metadata
+
+
+def _probe_info(folder, spec, metadata, info):
+    from ..filters import FilterError, load_probe, resolve_in_folder
+
+    info["probe"], info["probe_error"] = None, None
+    if info["metadata_error"] is not None:
+        info["probe_error"] = "not checked: the metadata (its sha256) cannot be read"
+        return
+    try:
+        path = resolve_in_folder(folder, spec.hybrid_inference["probe"], "hybrid_inference.probe")
+        info["probe"] = _probe_summary(load_probe(path, metadata), path, metadata)
+    except FilterError as error:
+        info["probe_error"] = str(error)
+
+
+def _stage2_info(folder, spec, info):
+    from ..filters import FilterError, check_adapter_folder
+
+    info["stage2_error"] = None
+    try:
+        check_adapter_folder(folder, spec)
+    except FilterError as error:
+        info["stage2_error"] = str(error)
+    except OSError as error:
+        info["stage2_error"] = f"the adapter folder cannot be read: {error}"
+
+
+def _evaluation_info(folder, spec, metadata, info):
+    from ..filters import FilterError, evaluation_staleness, evaluation_summary, stage2_doubts
+
+    info.update(evaluation=None, evaluation_error=None, evaluation_stale=[], stage2_doubts=[])
+    try:
+        info["evaluation"] = evaluation_summary(metadata)
+        info["evaluation_stale"] = evaluation_staleness(folder, spec, metadata)
+        info["stage2_doubts"] = stage2_doubts(metadata)
+    except FilterError as error:
+        info["evaluation_error"] = str(error)
+    except OSError as error:
+        info["evaluation_error"] = f"the Stage 2 adapter cannot be read: {error}"
 
 
 def _probe_summary(probe, path, metadata):
@@ -58,7 +142,7 @@ def _probe_summary(probe, path, metadata):
     return {
         "file": str(path),
         "model": type(head).__name__,
-        "hidden_layer_sizes": list(getattr(head, "hidden_layer_sizes", ())),
+        "hiddenlayer_sizes": list(getattr(head, "hidden_layer_sizes", ())),
         "n_inputs": getattr(probe, "n_features_in_", None),
         "n_outputs": getattr(head, "n_outputs_", None) or (None if coef is None else int(np.atleast_2d(coef).shape[0])),
         "n_iter": getattr(head, "n_iter_", None),
@@ -67,8 +151,26 @@ def _probe_summary(probe, path, metadata):
     }
 
 
+# --- text ---------------------------------------------------------------------------
+
+
+def _shown(value):
+    """A value from the folder as one printable line (no terminal escapes)."""
+    text = f"{value:.4f}" if isinstance(value, float) else str(value)
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def _estimate(estimate):
+    if not estimate or estimate.get("value") is None:
+        return "n/a"
+    text = f"{estimate['value']:.3f}"
+    if estimate.get("low") is not None and estimate.get("high") is not None:
+        text += f" [{estimate['low']:.3f}, {estimate['high']:.3f}]"
+    return text
+
+
 def _probe_shape(probe):
-    return str(tuple(probe["hidden_layer_sizes"])) if probe["hidden_layer_sizes"] else ""
+    return str(tuple(probe["hiddenlayer_sizes"])) if probe["hiddenlayer_sizes"] else ""
 
 
 def _probe_fit(probe):
@@ -77,11 +179,11 @@ def _probe_fit(probe):
     return f"{probe['n_iter']} epochs"
 
 
-def _format_info(info):
+def _config_lines(info):
     hybrid = info["hybrid_inference"]
     lines = [f"filter      {info['name']}/{info['version']}  ({info['folder']})"]
     if info["description"]:
-        lines.append(f"description {info['description']}")
+        lines.append(f"description {' '.join(info['description'].split())}")
     lines.append("dimensions  weight  gatekeeper")
     width = max(map(len, info["dimensions"]))
     for name, entry in info["dimensions"].items():
@@ -105,48 +207,134 @@ def _format_info(info):
         f"max_seq_length {hybrid['max_seq_length']}, dim {info['embedding_dim']})"
     )
     stage2 = hybrid["stage2"]
-    lines.append(
-        "stage2      none (Stage 1 only)"
-        if stage2 is None
-        else "stage2      " + ", ".join(f"{k}={v}" for k, v in stage2.items())
-    )
+    if stage2 is None:
+        lines.append("stage2      none (Stage 1 only)")
+    else:
+        state = "ok" if info["stage2_error"] is None else f"INVALID: {info['stage2_error']}"
+        lines.append("stage2      " + ", ".join(f"{k}={v}" for k, v in stage2.items()) + f"  ({state})")
     prefilter = info["prefilter"]
     lines.append(
         "prefilter   "
         + ("none" if not prefilter else "; ".join(f"{k}: {v}" for k, v in prefilter.items()))
     )
+    return lines
+
+
+def _probe_lines(info):
     probe = info["probe"]
-    if probe is not None:
-        lines.append(
-            f"probe       {probe['model']}{_probe_shape(probe)}: "
-            f"{probe['n_inputs']} inputs -> {probe['n_outputs']} outputs, "
-            f"{_probe_fit(probe)}, sha256 {str(probe['sha256'])[:12]}… ok"
-        )
-    else:
-        lines.append(f"probe       INVALID: {info['probe_error']}")
+    if probe is None:
+        return [f"probe       INVALID: {info['probe_error']}"]
+    return [
+        f"probe       {probe['model']}{_probe_shape(probe)}: "
+        f"{probe['n_inputs']} inputs -> {probe['n_outputs']} outputs, "
+        f"{_probe_fit(probe)}, sha256 {_shown(probe['sha256'])[:12]}… ok"
+    ]
+
+
+def _provenance_lines(info):
+    lines = []
+    if info["metadata_error"] is not None:
+        lines.append(f"metadata    INVALID: {info['metadata_error']}")
     if info["n_training_articles"] is not None:
         lines.append(
-            f"training    {info['n_training_articles']} articles, sha256 "
-            f"{str(info['training_data_sha256'])[:12]}…"
+            f"training    {_shown(info['n_training_articles'])} articles, sha256 "
+            f"{_shown(info['training_data_sha256'])[:12]}…"
         )
     if info["versions"]:
-        lines.append("versions    " + ", ".join(f"{k} {v}" for k, v in info["versions"].items()))
-    lines.append("metrics" + ("" if info["metrics"] else "     none recorded"))
-    if info["metrics"]:
-        width = max(map(len, info["metrics"]))
-        for name, value in info["metrics"].items():
-            shown = f"{value:.4f}" if isinstance(value, float) else str(value)
-            lines.append(f"  {name:<{width}}  {shown}")
+        lines.append("versions    " + ", ".join(f"{_shown(k)} {_shown(v)}" for k, v in info["versions"].items()))
+    return lines
+
+
+def _metrics_lines(info):
+    metrics = info["metrics"]
+    lines = ["metrics" + ("" if metrics else "     none recorded")]
+    width = max(map(len, metrics), default=0)
+    for name, value in metrics.items():
+        lines.append(f"  {_shown(name):<{width}}  {_shown(value)}")
+    if info["probe_beats_mean"] is False:
+        lines.append(
+            f"  WARNING: the probe does not beat predicting the mean (CV MAE "
+            f"{metrics['cv_mae_weighted_average']:.3f} vs the mean's "
+            f"{metrics['cv_mae_weighted_average_baseline']:.3f})"
+        )
+    return lines
+
+
+def _calibration_lines(info):
+    calibration = info["calibration"]
+    if not calibration:
+        return ["calibration none recorded"]
+    try:
+        return [
+            f"calibration threshold {calibration['threshold']:.3f}: MEDIUM+ recall >= "
+            f"{calibration['target_recall']:g} at confidence {calibration['confidence']:g} "
+            f"(lower bound {_shown(calibration.get('recall_lower_bound'))}, "
+            f"{_shown(calibration.get('n_medium_plus'))} MEDIUM+ of {_shown(calibration.get('n'))} "
+            f"articles, reference {_shown(calibration.get('reference'))}, cv "
+            f"{_shown(calibration.get('cv'))}), expected skip rate "
+            f"{_shown(calibration.get('expected_skip_rate'))}"
+        ]
+    except (KeyError, TypeError, ValueError) as error:
+        return [f"calibration INVALID: {type(error).__name__}: {error}"]
+
+
+def _evaluation_lines(info):
+    if info["evaluation_error"] is not None:
+        return [f"evaluation  INVALID: {info['evaluation_error']}"]
+    summary = info["evaluation"]
+    if summary is None:
+        return ["evaluation  none recorded (nothing shows that Stage 2 earns its place)"]
+    split = summary["split"]
+    lines = [
+        f"evaluation  {summary['n']} articles at threshold {summary['threshold']:.3f}, "
+        f"{summary['confidence']:.0%} bootstrap intervals; Stage 1 {_shown(split.get('stage1'))}, "
+        f"Stage 2 {_shown(split.get('stage2'))}",
+    ]
+    if split.get("description"):
+        lines.append(f"  how        {_shown(' '.join(str(split['description']).split()))}")
+    for system in ("stage1", "stage2", "hybrid"):
+        lines.append(f"  MAE {system:<7}{_estimate(summary['mae'].get(system))}")
+    if summary["stage2_available"]:
+        lines.append(f"  skip rate  {_estimate(summary['skip_rate'])}")
+        lines.append(_routed_line(summary, "  routed     "))
+    held_out = summary["held_out"]
+    if held_out is not None:
+        lines.append(f"  held out   {_shown(held_out.get('description', ''))}")
+        lines.append(_routed_line(held_out, "             "))
+    for reason in info["evaluation_stale"]:
+        lines.append(f"  WARNING: stale evaluation: {reason}")
+    if not info["evaluation_stale"]:
+        for reason in info["stage2_doubts"]:
+            lines.append(f"  WARNING: Stage 2 is not shown to be better: {reason}")
+    return lines
+
+
+def _routed_line(summary, prefix):
+    routed = summary.get("routed") or {}
+    return (
+        f"{prefix}{routed.get('n', 0)} articles routed: Stage 2 - Stage 1 MAE "
+        f"{_estimate(routed.get('difference'))}, stage2_better "
+        f"{bool(summary.get('stage2_better'))}"
+    )
+
+
+def _format_info(info):
+    lines = _config_lines(info) + _probe_lines(info) + _provenance_lines(info)
+    lines += _metrics_lines(info) + _calibration_lines(info) + _evaluation_lines(info)
     return "\n".join(lines)
 
 
 def _info_command(args):
     info = filter_info(args.filter)
-    if args.format == "json":
-        print(json.dumps(info, indent=2, ensure_ascii=False))
-    else:
-        print(_format_info(info))
-    return 0 if info["probe_error"] is None else 1
+    try:
+        if args.format == "json":
+            print(json.dumps(info, indent=2, ensure_ascii=False))
+        else:
+            print(_format_info(info))
+    except (KeyError, TypeError, ValueError) as error:  # a folder no check foresaw
+        logger.debug("info could not show %s", args.filter, exc_info=True)
+        raise CommandError(f"cannot show {args.filter}: {type(error).__name__}: {error}") from None
+    return 0 if not info["problems"] else 1
 
 
 def add_parser(subparsers, parents=()):
@@ -154,8 +342,10 @@ def add_parser(subparsers, parents=()):
     info = subparsers.add_parser(
         "info", parents=parents, help="show what a filter folder holds",
         formatter_class=HelpFormatter,
-        description="Show a filter folder's config, probe, Stage 2, metrics and evaluation, "
-        "checking the probe's hash and types without loading any model.",
+        description="Show a filter folder's config, probe, Stage 2, metrics, calibration and "
+        "evaluation (Stage 1 vs Stage 2 vs hybrid, with intervals), checking the probe's hash "
+        "and types without loading any model. Exits with 1 when something in the folder is "
+        "invalid, 2 when it cannot be read as a filter.",
     )
     info.add_argument("--filter", required=True, type=Path, help="filter folder")
     info.add_argument("--format", choices=("text", "json"), default="text", help="output format")

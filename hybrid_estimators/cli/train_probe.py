@@ -1,11 +1,32 @@
-"""``hybrid-estimators train-probe``: fit Stage 1 on a labelled folder, save a filter."""
+"""``hybrid-estimators train-probe``: fit Stage 1 on a labelled folder, save a filter.
+
+The probe is chosen by cross-validation (``--probe auto``: the ridge or the
+MLP, whichever has the lower out-of-fold MAE on the same folds); the
+metrics go into the filter's metadata in the one schema every filter
+uses (:func:`hybrid_estimators.metrics.cross_validated_stage1_metrics`).
+A probe that does not beat predicting the mean is saved with a warning,
+and marked so by ``info`` and the model card. ``--stage2 BASE --adapter
+DIR`` copies a trained LoRA adapter into the filter (``model/``) and
+writes the config's ``stage2`` section: a complete filter, no YAML to edit.
+"""
 
 import logging
 from pathlib import Path
 
-from ._common import CommandError, HelpFormatter, folds, layer_sizes, load_labelled, positive_int, print_metrics, quiet_model_loading
+from ._common import (
+    CommandError,
+    HelpFormatter,
+    folds,
+    layer_sizes,
+    load_labelled,
+    positive_int,
+    print_metrics,
+    quiet_model_loading,
+)
 
 logger = logging.getLogger("hybrid_estimators.cli")
+
+PROBE_CHOICES = ("auto", "ridge", "mlp")
 
 
 def _filter_spec(data_spec, args):
@@ -27,96 +48,93 @@ def _filter_spec(data_spec, args):
         raise CommandError(str(error)) from None
 
 
-def _gatekeeper_indices(spec):
-    names = spec.dimension_names
-    return {names.index(name): gate for name, gate in spec.gatekeepers.items()} or None
+def _candidates(args):
+    """The Stage 1 pipelines to cross-validate, by probe name."""
+    from sklearn.pipeline import make_pipeline
 
+    from ..embedding import E5Embedder
+    from ..probe import make_probe, make_ridge_probe
+    from ..text import ArticleText
 
-def cross_validated_metrics(stage1, X, Y, spec, *, threshold, cv, random_state):
-    """Out-of-fold quality of a Stage 1 pipeline, as flat ``{name: number}``."""
-    import numpy as np
-    from sklearn.model_selection import KFold, cross_val_predict
-
-    from ..metrics import medium_plus_recall, skip_rate, tier_accuracy, weighted_average_mae
-    from ..tiers import weighted_average
-
-    folds = KFold(cv, shuffle=True, random_state=random_state)
-    Y_true = Y.to_numpy(dtype=float)
-    Y_pred = cross_val_predict(stage1, X, Y_true, cv=folds)
-    baseline = np.empty_like(Y_true)
-    for train, test in folds.split(X):
-        baseline[test] = Y_true[train].mean(axis=0)
-    weights = np.array([spec.weights[name] for name in spec.dimension_names])
-    gatekeepers = _gatekeeper_indices(spec)
-    routed = weighted_average(np.clip(Y_pred, 0, 10), weights) >= threshold
-    metrics = {
-        "cv_folds": cv,
-        "n_articles": len(Y_true),
-        "cv_mae_weighted_average": weighted_average_mae(Y_true, Y_pred, weights),
-        "cv_mae_weighted_average_baseline": weighted_average_mae(Y_true, baseline, weights),
-        "cv_tier_accuracy": tier_accuracy(
-            Y_true, Y_pred, weights, tiers=spec.tiers, gatekeepers=gatekeepers
-        ),
-        "cv_medium_plus_recall_at_threshold": medium_plus_recall(
-            Y_true, routed, weights, tiers=spec.tiers, gatekeepers=gatekeepers
-        ),
-        "cv_skip_rate_at_threshold": skip_rate(routed),
+    probes = {
+        "ridge": make_ridge_probe,
+        "mlp": lambda: make_probe(tuple(args.hidden_layer_sizes), random_state=args.random_state),
     }
-    for i, name in enumerate(spec.dimension_names):
-        metrics[f"cv_mae_{name}"] = float(np.mean(np.abs(Y_true[:, i] - Y_pred[:, i])))
-    return metrics
+    names = list(probes) if args.probe == "auto" else [args.probe]
+    embedder = E5Embedder(
+        args.embedding_model,
+        prefix=args.prefix,
+        max_seq_length=args.max_seq_length,
+        batch_size=args.batch_size,
+        cache=True if args.embedding_cache is None else str(args.embedding_cache),
+        show_progress_bar=not args.no_progress,
+    )
+    return {name: make_pipeline(ArticleText(), embedder, probes[name]()) for name in names}
+
+
+def _stage2(args, spec):
+    """A prefit QwenRegressor of ``--stage2``/``--adapter``, or None."""
+    if args.stage2 is None and args.adapter is None:
+        return None
+    if args.stage2 is None or args.adapter is None:
+        raise CommandError("--stage2 BASE and --adapter DIR go together (a Stage 2 is a base model and its adapter)")
+    if not (args.adapter / "adapter_config.json").is_file():
+        raise CommandError(f"--adapter {args.adapter} is not a peft adapter folder (no adapter_config.json)")
+    from ..qwen import QwenRegressor
+
+    head, tail = args.stage2_head_tail
+    return QwenRegressor(
+        args.stage2,
+        adapter=str(args.adapter),
+        gguf_file=args.gguf_file,
+        head_tail=(head, tail),
+        max_length=args.stage2_max_length or head + tail,
+        num_labels=len(spec.dimension_names),
+        show_progress_bar=False,
+    )
 
 
 def _train_probe_command(args):
     from sklearn.base import clone
     from sklearn.frozen import FrozenEstimator
-    from sklearn.pipeline import make_pipeline
 
-    from ..embedding import E5Embedder
-    from ..filters import save_filter
-    from ..probe import make_probe
-    from ..router import HybridRouterRegressor
-    from ..text import ArticleText
+    from ..filters import Filter, FilterError, save_filter
+    from ..metrics import cross_validated_stage1_metrics
 
     X, Y, data_spec = load_labelled(args.data)
     spec = _filter_spec(data_spec, args)
     Y = Y[spec.dimension_names]
     if len(X) < 2 * args.cv:
         raise CommandError(f"{args.data} has {len(X)} articles: too few for --cv {args.cv}")
-    stage1 = make_pipeline(
-        ArticleText(),
-        E5Embedder(
-            args.embedding_model,
-            prefix=args.prefix,
-            max_seq_length=args.max_seq_length,
-            batch_size=args.batch_size,
-            show_progress_bar=not args.no_progress,
-        ),
-        make_probe(tuple(args.hidden_layer_sizes), random_state=args.random_state),
+    stage2 = _stage2(args, spec)
+    candidates = _candidates(args)
+    logger.info(
+        "Cross-validating Stage 1 (%s) on %d articles (%d folds)",
+        ", ".join(candidates), len(X), args.cv,
     )
-    logger.info("Cross-validating Stage 1 on %d articles (%d folds)", len(X), args.cv)
     with quiet_model_loading(not args.verbose):
-        metrics = cross_validated_metrics(
-            stage1, X, Y, spec, threshold=args.threshold, cv=args.cv, random_state=args.random_state
+        metrics = cross_validated_stage1_metrics(
+            candidates, X, Y, spec.weights, threshold=args.threshold, tiers=spec.tiers,
+            gatekeepers=spec.gatekeepers, cv=args.cv, random_state=args.random_state,
         )
-        fitted = FrozenEstimator(clone(stage1).fit(X, Y))
-    router = HybridRouterRegressor(
-        fitted,
-        None,  # a Stage-1-only filter (stage2: null)
-        spec.weights,
-        threshold=args.threshold,
-        gatekeepers=spec.gatekeepers or None,
-        tiers=spec.tiers,
-    ).fit(X, Y)
+        fitted = FrozenEstimator(clone(candidates[metrics["probe"]]).fit(X, Y))
+    # A Filter runs no stage when fitted: Stage 2 is copied, never loaded.
+    scorer = Filter(
+        spec, fitted, None if stage2 is None else FrozenEstimator(stage2), threshold=args.threshold
+    ).fit()
     try:
-        folder = save_filter(router, args.output, spec, training_data=(X, Y), metrics=metrics)
+        folder = save_filter(scorer, args.output, spec, training_data=(X, Y), metrics=metrics)
+    except FilterError as error:
+        raise CommandError(str(error)) from None
     except OSError as error:
         raise CommandError(f"cannot write {args.output}: {error}") from None
     print(f"saved filter {spec.name}/{spec.version} to {folder}")
+    print(f"probe {metrics['probe']} (chosen by {args.cv}-fold CV MAE)" if args.probe == "auto"
+          else f"probe {metrics['probe']}")
+    if stage2 is not None:
+        print(f"stage2 {args.stage2} with the adapter copied to {folder / 'model'}")
     print_metrics(metrics)
     return 0
-
-
 
 
 def add_parser(subparsers, parents=()):
@@ -124,8 +142,9 @@ def add_parser(subparsers, parents=()):
     train = subparsers.add_parser(
         "train-probe", parents=parents, help="fit Stage 1 on a labelled folder, save a filter",
         formatter_class=HelpFormatter,
-        description="Fit ArticleText + E5Embedder + make_probe on a labelled folder "
-        "(articles.jsonl + filter.yaml) and save a Stage-1-only filter folder.",
+        description="Fit ArticleText + E5Embedder + a probe (ridge or MLP, chosen by "
+        "cross-validation) on a labelled folder (articles.jsonl + filter.yaml) and save a "
+        "filter folder; with --stage2 and --adapter, a complete two-stage filter.",
     )
     train.add_argument("data", type=Path, help="labelled folder (articles.jsonl + filter.yaml)")
     train.add_argument("-o", "--output", required=True, type=Path, help="filter folder to write")
@@ -140,6 +159,10 @@ def add_parser(subparsers, parents=()):
         help="most tokens the embedder reads per article (its token budget)",
     )
     train.add_argument(
+        "--probe", choices=PROBE_CHOICES, default="auto",
+        help="the probe: auto picks ridge or mlp by the lower cross-validated MAE (same folds)",
+    )
+    train.add_argument(
         "--hidden-layer-sizes", type=layer_sizes, default=[256, 128],
         help="the MLP probe's hidden layers, e.g. 256,128",
     )
@@ -147,7 +170,29 @@ def add_parser(subparsers, parents=()):
     train.add_argument("--cv", type=folds, default=5, help="folds for the metrics (>= 2)")
     train.add_argument("--batch-size", type=positive_int, default=32, help="embedding batch size")
     train.add_argument(
+        "--embedding-cache", type=Path, metavar="DIR",
+        help="folder of a persistent embedding cache (reruns do not re-embed)",
+    )
+    train.add_argument(
         "--random-state", type=int, default=0, help="seed of the folds and of the probe"
+    )
+    stage2 = train.add_argument_group("Stage 2 (optional)")
+    stage2.add_argument(
+        "--stage2", metavar="BASE",
+        help="Stage 2 base model: a hub name (e.g. HuggingFaceTB/SmolLM2-135M-Instruct) or folder",
+    )
+    stage2.add_argument(
+        "--adapter", type=Path, metavar="DIR",
+        help="trained LoRA adapter folder (QwenRegressor.save_adapter); copied into the filter",
+    )
+    stage2.add_argument("--gguf-file", metavar="F", help="GGUF file of the base model, if any")
+    stage2.add_argument(
+        "--stage2-head-tail", type=int, nargs=2, default=[256, 256], metavar=("HEAD", "TAIL"),
+        help="tokens Stage 2 reads from the start and the end of an article",
+    )
+    stage2.add_argument(
+        "--stage2-max-length", type=positive_int, metavar="N",
+        help="most tokens Stage 2 reads (default: HEAD + TAIL)",
     )
     train.set_defaults(handler=_train_probe_command)
     return train
