@@ -1634,7 +1634,8 @@ def _card_evaluation(metadata):
         lines.append(f"| {label} | {_fmt(summary['mae'].get(system))} |")
     if summary["skip_rate"] is not None and summary["stage2_available"]:
         lines += ["", f"The hybrid skips Stage 2 for {_percent(summary['skip_rate']['value'])} of the articles."]
-    lines += ["", _card_verdict(summary, "")]
+    in_sample = split.get("stage2") in ("in_sample", "partly_in_sample")
+    lines += ["", _card_verdict(summary, "With Stage 2 (partly) in sample: " if in_sample else "")]
     held_out = summary["held_out"]
     if held_out is not None:
         lines += [
