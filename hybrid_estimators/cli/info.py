@@ -257,6 +257,11 @@ def _metrics_lines(info):
             f"{metrics['cv_mae_weighted_average']:.3f} vs the mean's "
             f"{metrics['cv_mae_weighted_average_baseline']:.3f})"
         )
+    elif info["probe_beats_mean"] and (
+        metrics["cv_mae_weighted_average"] > 0.9 * metrics["cv_mae_weighted_average_baseline"]
+    ):
+        ratio = metrics["cv_mae_weighted_average"] / metrics["cv_mae_weighted_average_baseline"]
+        lines.append(f"  NOTE: the probe barely beats predicting the mean (CV MAE {ratio:.0%} of the mean's)")
     return lines
 
 
