@@ -1,0 +1,94 @@
+"""Several filters in one pass: Stage 1 time of three filters against one.
+
+Filters that share an embedder (same model, prefix, token budget and
+backend) embed each article once between them (``score --filter A --filter
+B ...``, :func:`hybrid_estimators.scoring.score_lines_multi`). This measures,
+side by side in one process, Stage 1 (the filters are loaded Stage-1-only)
+of one filter and of three on the same articles. Every timed pass sees
+texts no cache has seen (each pass marks its texts), and the machine's load
+is recorded beside the result.
+
+Usage::
+
+    python -m benchmarks.multi_filter [--data ../shared/data/seece_energy_tech] [--repeats 2]
+"""
+
+import argparse
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+from hybrid_estimators._io import atomic_write
+from hybrid_estimators.datasets import load_articles, shared_data_dir
+from hybrid_estimators.filters import load_filter
+from hybrid_estimators.scoring import read_chunks, score_lines_multi
+
+logger = logging.getLogger("benchmarks.multi_filter")
+
+ROOT = Path(__file__).resolve().parents[1]
+FILTERS = ("seece_energy_tech/v1", "ai_engineering_practice/v1")
+BATCH = 64
+
+
+def _lines(X, marker):
+    """JSONL lines of the articles, each title marked so that no cache has seen it."""
+    rows = X[["title", "content"]].astype(object).to_dict("records")
+    return [json.dumps({**row, "title": f"{row['title']} [{marker}]"}).encode() for row in rows]
+
+
+def _time(scorers, lines):
+    started = time.perf_counter()
+    for chunk in read_chunks(lines, BATCH):
+        score_lines_multi(scorers, chunk)
+    return time.perf_counter() - started
+
+
+def measure(data, repeats=2):
+    X, _, _ = load_articles(data)
+    seece, ai = (load_filter(ROOT / "filters" / name, stage1_only=True) for name in FILTERS)
+    one = {"seece_energy_tech/v1": seece}
+    three = {"seece_energy_tech/v1": seece, "ai_engineering_practice/v1": ai, "seece (copy)": seece}
+    _time(three, _lines(X.head(16), "warm-up"))
+    runs = []
+    for repeat in range(repeats):
+        runs.append({
+            "one": _time(one, _lines(X, f"one-{repeat}")),
+            "three": _time(three, _lines(X, f"three-{repeat}")),
+        })
+    best_one, best_three = min(r["one"] for r in runs), min(r["three"] for r in runs)
+    return {
+        "n_articles": len(X),
+        "filters": list(three),
+        "ms_per_article_one_filter": 1000 * best_one / len(X),
+        "ms_per_article_three_filters": 1000 * best_three / len(X),
+        "ratio_three_to_one": best_three / best_one,
+        "runs": runs,
+        "load_average": os.getloadavg(),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=None, help="labelled folder (default: seece)")
+    parser.add_argument("--repeats", type=int, default=2, help="timed passes; the fastest counts")
+    parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "multi_filter.json")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s")
+    data = args.data or shared_data_dir() / "seece_energy_tech"
+    result = measure(data, args.repeats)
+    atomic_write(args.out, json.dumps(result, indent=2) + "\n")
+    print(
+        f"Stage 1 of {result['n_articles']} articles (fastest of {args.repeats}, load "
+        f"{result['load_average'][0]:.1f} on {result['cpu_count']} CPUs)\n"
+        f"  one filter     {result['ms_per_article_one_filter']:7.1f} ms/article\n"
+        f"  three filters  {result['ms_per_article_three_filters']:7.1f} ms/article   "
+        f"ratio {result['ratio_three_to_one']:.2f}x (target <= 1.3x)"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
