@@ -1357,6 +1357,42 @@ def record_evaluation(folder, evaluation, evaluation_split):
     return folder
 
 
+def record_calibration(folder, calibration):
+    """Record a new threshold and its calibration in an existing filter.
+
+    Writes the threshold (with ``target_recall`` and ``confidence``) into
+    ``config.yaml`` and the whole record into the metadata's
+    ``calibration`` (the latest of each reference is kept in
+    ``calibrations``) and the model card; every file keeps its permissions.
+
+    Parameters
+    ----------
+    folder : str or path-like
+    calibration : dict
+        :func:`calibration_record` of the fitted tuner.
+
+    Returns
+    -------
+    folder : Path
+    """
+    folder = Path(folder)
+    spec = FilterSpec.from_yaml(_fixed_file(folder, CONFIG_FILE))
+    metadata = _read_metadata(folder)
+    calibration = check_calibration(calibration)
+    spec.hybrid_inference.update(
+        threshold=calibration["threshold"],
+        target_recall=calibration["target_recall"],
+        confidence=calibration["confidence"],
+    )
+    others = [c for c in metadata.get("calibrations", []) if c.get("reference") != calibration["reference"]]
+    metadata.update(calibration=calibration, calibrations=others + [calibration])
+    probe = load_probe(resolve_in_folder(folder, spec.hybrid_inference["probe"], "hybrid_inference.probe"), metadata)
+    _write_config(folder, spec)
+    _write_metadata_and_card(folder, spec, metadata, probe)
+    logger.info("Recorded threshold %.4f of %s/%s in %s", calibration["threshold"], spec.name, spec.version, folder)
+    return folder
+
+
 def probe_beats_mean(metrics):
     """Whether the cross-validated MAE is below the mean baseline's (None: not recorded).
 
@@ -2212,11 +2248,8 @@ class Filter(HybridRouterRegressor):
         -------
         scores : ndarray of shape (n_samples, n_dimensions)
         """
-        frame, _, passing = self._passing(X)
-        scores = np.full((len(frame), len(self.dimension_names_)), np.nan)
-        if passing.size:
-            scores[passing] = super().predict(frame.iloc[passing])
-        return scores
+        width = len(self.dimension_names_)
+        return self._on_passing(X, super().predict, lambda n: np.full((n, width), np.nan))
 
     def route(self, X):
         """Which articles go to Stage 2 (never a blocked one).
@@ -2230,11 +2263,15 @@ class Filter(HybridRouterRegressor):
         -------
         routed : ndarray of bool, shape (n_samples,)
         """
+        return self._on_passing(X, super().route, lambda n: np.zeros(n, dtype=bool))
+
+    def _on_passing(self, X, method, blocked):
+        """`method` on the articles that pass the prefilter; `blocked(n)` for the others."""
         frame, _, passing = self._passing(X)
-        routed = np.zeros(len(frame), dtype=bool)
+        result = blocked(len(frame))
         if passing.size:
-            routed[passing] = super().route(frame.iloc[passing])
-        return routed
+            result[passing] = method(frame.iloc[passing])
+        return result
 
     def predict_report(self, X):
         """The scoring report, with the prefilter applied first.

@@ -95,12 +95,12 @@ def test_build_filter(run_example, tmp_path, capsys):
     assert tuner.target_met_ and tuner.recall_lower_bound_ >= result["TARGET_RECALL"]
     assert result["status"] == 0 and info["probe_error"] is None
     assert info["hybrid_inference"]["threshold"] == pytest.approx(tuner.threshold_)
-    assert info["metrics"]["recall_lower_bound"] == pytest.approx(tuner.recall_lower_bound_)
+    assert info["calibration"]["recall_lower_bound"] == pytest.approx(tuner.recall_lower_bound_)
     assert info["metrics"]["cv_mae_weighted_average"] < info["metrics"]["cv_mae_weighted_average_baseline"]
     assert info["n_training_articles"] == 200
 
     loaded = result["loaded"]
-    assert loaded.filter_spec_.name == "synthetic_demo"
+    assert loaded.spec.name == "synthetic_demo"
     assert result["same"]
     report = result["report"]
     assert len(report) == 6 and set(report["stage_used"]) == {"stage1"}  # Stage 1 only

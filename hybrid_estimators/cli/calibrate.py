@@ -4,7 +4,6 @@ import logging
 import warnings
 from pathlib import Path
 
-from .._io import atomic_write
 from ._common import CommandError, add_cache_option, HelpFormatter, cv_option, load_filter_or_fail, load_labelled, print_metrics, quiet_model_loading, share
 
 logger = logging.getLogger("hybrid_estimators.cli")
@@ -23,16 +22,6 @@ def _calibration_router(filter_, spec, mode):
     return HybridRouterRegressor(
         stage1, None, spec.weights, gatekeepers=spec.gatekeepers or None, tiers=spec.tiers
     )
-
-
-def _write_config(folder, spec):
-    import yaml
-
-    text = yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True)
-    try:
-        atomic_write(Path(folder) / "config.yaml", text)
-    except OSError as error:
-        raise CommandError(f"cannot write {Path(folder) / 'config.yaml'}: {error}") from None
 
 
 def _read_articles(path):
@@ -148,36 +137,9 @@ def _stage2_calibration(args, filter_, TunedThresholdRouterCV):
     return tuner, articles, Y, f"against Stage 2's verdicts ({source})"
 
 
-def calibration_record(tuner, data):
-    """The ``calibration`` block a filter's metadata keeps."""
-    return {
-        "threshold": float(tuner.best_threshold_),
-        "reference": tuner.reference,
-        "target_recall": float(tuner.target_recall),
-        "confidence": float(tuner.confidence),
-        "n": int(tuner.n_samples_),
-        "n_medium_plus": int(tuner.n_medium_plus_),
-        "recall_lower_bound": float(tuner.recall_lower_bound_),
-        "expected_skip_rate": float(tuner.expected_skip_rate_),
-        "target_met": bool(tuner.target_met_),
-        "data": str(data),
-    }
-
-
-def _write_metadata(folder, metadata):
-    import json
-
-    from ..filters import METADATA_FILE
-
-    path = Path(folder) / METADATA_FILE
-    try:
-        atomic_write(path, json.dumps(metadata, indent=2, ensure_ascii=False) + "\n")
-    except OSError as error:
-        raise CommandError(f"cannot write {path}: {error}") from None
-
-
 def _calibrate_command(args):
     from ..calibration import TunedThresholdRouterCV
+    from ..filters import calibration_record, record_calibration
 
     if args.teacher_scores is not None and args.reference != "stage2":
         raise CommandError("--teacher-scores needs --reference stage2")
@@ -193,18 +155,11 @@ def _calibrate_command(args):
         tuner.fit(X, Y)
     for warning in caught:
         logger.warning("%s", warning.message)
-    record = calibration_record(tuner, args.data)
-    spec.hybrid_inference.update(
-        threshold=record["threshold"],
-        target_recall=record["target_recall"],
-        confidence=record["confidence"],
-    )
-    _write_config(args.filter, spec)
-    metadata = dict(filter_.metadata)
-    history = [c for c in metadata.get("calibrations", []) if c.get("reference") != record["reference"]]
-    metadata["calibration"] = record
-    metadata["calibrations"] = history + [record]  # the latest of each reference
-    _write_metadata(args.filter, metadata)
+    record = calibration_record(tuner, data=args.data)
+    try:
+        record_calibration(args.filter, record)
+    except (OSError, ValueError) as error:  # FilterError is a ValueError
+        raise CommandError(f"cannot record the calibration in {args.filter}: {error}") from None
     print(f"calibrated {spec.name}/{spec.version} on {len(X)} articles, {how}")
     print_metrics({key: value for key, value in record.items() if key != "data"}, indent="  ")
     if spec.hybrid_inference["stage2"] is None:
