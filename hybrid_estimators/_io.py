@@ -18,19 +18,27 @@ from pathlib import Path
 __all__ = ["atomic_write", "atomic_folder"]
 
 
-def _read_umask():
-    umask = os.umask(0)
+def _current_umask():
+    """The process's umask, read without changing it where the OS shows it (Linux).
+
+    Setting the umask to read it back is not thread-safe: another thread
+    could create a file under the temporary value.
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    umask = os.umask(0o022)
     os.umask(umask)
     return umask
 
 
-# Read once, at import: setting the umask to read it is not thread-safe.
-_UMASK = _read_umask()
-
-
 def _default_mode():
     """Permissions ``open(path, "w")`` would give a new file: 0o666 less the umask."""
-    return 0o666 & ~_UMASK
+    return 0o666 & ~_current_umask()
 
 
 def _target_mode(path, default):
@@ -92,14 +100,15 @@ def atomic_write(path, data, *, mode=None):
 
 
 @contextlib.contextmanager
-def atomic_folder(path, *, mode=0o755):
+def atomic_folder(path, *, mode=0o755, replace=False):
     """Build a folder under a temporary name and rename it to `path` when done.
 
-    Yields the temporary folder to fill. On success it is renamed to `path`
-    (an existing `path` is kept: another process published it first, and
-    folders built this way are content-addressed). On failure it is
-    removed. The folder gets `mode` (not ``mkdtemp``'s 0o700), so a shared
-    cache stays readable.
+    Yields the temporary folder to fill. On success it is renamed to `path`.
+    An existing `path` is kept (another process published it first: folders
+    built this way are content-addressed) unless `replace`, which swaps the
+    new folder in and removes the old one, putting it back if the swap
+    fails. On failure the temporary folder is removed. The folder gets
+    `mode` (not ``mkdtemp``'s 0o700), so a shared cache stays readable.
 
     Parameters
     ----------
@@ -107,6 +116,8 @@ def atomic_folder(path, *, mode=0o755):
         Final folder.
     mode : int, default=0o755
         Permissions of the published folder.
+    replace : bool, default=False
+        Replace an existing `path` whole.
 
     Yields
     ------
@@ -120,6 +131,10 @@ def atomic_folder(path, *, mode=0o755):
     ...     _ = (staging / "weights.bin").write_bytes(b"0")
     >>> os.listdir(root), oct(os.stat(os.path.join(root, "model")).st_mode & 0o777)
     (['model'], '0o755')
+    >>> with atomic_folder(os.path.join(root, "model"), replace=True) as staging:
+    ...     _ = (staging / "other.bin").write_bytes(b"1")
+    >>> os.listdir(os.path.join(root, "model")), os.listdir(root)
+    (['other.bin'], ['model'])
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -127,10 +142,26 @@ def atomic_folder(path, *, mode=0o755):
     try:
         yield staging
         os.chmod(staging, mode)
-        try:
-            os.rename(staging, path)
-        except OSError:
-            if not path.is_dir():
-                raise
+        if replace and path.exists():
+            _swap_in(staging, path)
+        else:
+            try:
+                os.rename(staging, path)
+            except OSError:
+                if not path.is_dir():
+                    raise
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _swap_in(staging, path):
+    """Put `staging` at `path`, removing the old `path`; restore it if that fails."""
+    old = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".old"))
+    os.rmdir(old)
+    os.rename(path, old)
+    try:
+        os.rename(staging, path)
+    except OSError:
+        os.rename(old, path)
+        raise
+    shutil.rmtree(old, ignore_errors=True)

@@ -26,7 +26,6 @@ import os
 import re
 import shutil
 import stat
-import uuid
 import zipfile
 from dataclasses import dataclass, field
 from numbers import Integral, Real
@@ -1034,29 +1033,6 @@ def _copy_adapter(source, staging):
         shutil.copyfile(path, target)
 
 
-def _publish_folder(target, fill):
-    """Build a folder with ``fill(staging)`` and put it at `target`, replacing it whole."""
-    target = Path(target)
-    if not target.exists():
-        with atomic_folder(target) as staging:
-            fill(staging)
-        return target
-    token = uuid.uuid4().hex[:8]
-    fresh = target.with_name(f".{target.name}.new-{token}")
-    old = target.with_name(f".{target.name}.old-{token}")
-    with atomic_folder(fresh) as staging:
-        fill(staging)
-    os.rename(target, old)
-    try:
-        os.rename(fresh, target)
-    except OSError:
-        os.rename(old, target)
-        shutil.rmtree(fresh, ignore_errors=True)
-        raise
-    shutil.rmtree(old, ignore_errors=True)
-    return target
-
-
 def _save_stage2(router, folder, spec):
     """Write the router's Stage 2 into the folder; the config's ``stage2`` section.
 
@@ -1098,12 +1074,14 @@ def _save_qwen_stage2(stage2, folder, spec, section):
     relative = (section or {}).get("adapter") or ADAPTER_FOLDER
     target = resolve_in_folder(folder, relative, "hybrid_inference.stage2.adapter")
     if hasattr(stage2, "adapter_state_"):  # fitted in memory
-        _publish_folder(target, stage2.save_adapter)
+        with atomic_folder(target, replace=True) as staging:
+            stage2.save_adapter(staging)
     elif stage2.adapter is None:
         raise FilterError("Stage 2 is a QwenRegressor with neither an adapter folder nor a fit.")
     elif Path(stage2.adapter).resolve() != target:
         source = Path(stage2.adapter)
-        _publish_folder(target, lambda staging: _copy_adapter(source, staging))
+        with atomic_folder(target, replace=True) as staging:
+            _copy_adapter(source, staging)
     saved = {
         "base_model": portable_base_name(stage2.model_name_or_path, stage2.gguf_file),
         "adapter": relative,
