@@ -31,6 +31,7 @@ from .models import (
     export_model,
     resolve_model,
 )
+from ._progress import progress_enabled
 from .text import as_frame, as_texts, special_tokens_around
 
 logger = logging.getLogger(__name__)
@@ -165,8 +166,10 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         Keys hold the model, backend, prefix, length settings and the
         sha256 of the text, so repeated fits (cross-validation,
         ``GridSearchCV``) and re-scoring never embed a text twice.
-    show_progress_bar : bool, default=True
-        Show a tqdm bar while embedding.
+    show_progress_bar : bool or None, default=None
+        Show a tqdm bar while embedding; None shows one only for long work
+        (256 texts or more) when stderr is a terminal, so never in logs or
+        cross-validation workers.
 
     Attributes
     ----------
@@ -205,7 +208,7 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         "long_text": [StrOptions({"truncate", "windows"})],
         "backend": [StrOptions(set(STAGE1_BACKENDS))],
         "cache": ["boolean", str, os.PathLike],
-        "show_progress_bar": ["boolean"],
+        "show_progress_bar": ["boolean", None],
     }
 
     def __init__(
@@ -220,7 +223,7 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         long_text="truncate",
         backend="torch",
         cache=True,
-        show_progress_bar=True,
+        show_progress_bar=None,
     ):
         self.model_name_or_path = model_name_or_path
         self.prefix = prefix
@@ -355,7 +358,8 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         order = _by_token_count(model.tokenizer, texts, max_length)
         embeddings = np.empty((len(texts), self.embedding_dim_), dtype=np.float32)
         batches = [order[i : i + self.batch_size] for i in range(0, len(order), self.batch_size)]
-        for batch in tqdm(batches, desc="embedding", disable=not self.show_progress_bar):
+        shown = progress_enabled(self.show_progress_bar, len(texts))
+        for batch in tqdm(batches, desc="embedding", disable=not shown):
             embeddings[batch] = model.encode(
                 [texts[i] for i in batch],
                 batch_size=len(batch),

@@ -17,6 +17,7 @@ from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
+from ._progress import progress_enabled
 from .text import as_frame, as_texts, special_tokens_around
 
 logger = logging.getLogger(__name__)
@@ -29,6 +30,8 @@ DEFAULT_TARGET_MODULES = {
 }
 #: Attribute names of the regression head in transformers' sequence classifiers.
 HEAD_NAMES = ("score", "classifier")
+#: Texts that make a Stage 2 pass long enough for a progress bar (see `show_progress_bar`).
+_LONG_STAGE2_WORK = 16
 _RIDGE_ALPHAS = np.logspace(-3, 4, 15)
 #: Penalties :func:`fit_ridge_head` tries (on standardised features).
 STANDARDISED_ALPHAS = np.logspace(-1, 6, 22)
@@ -131,8 +134,10 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
     random_state : int, RandomState instance or None, default=None
         Seed of the validation split, the batch order, the adapter's
         initialisation and dropout: an int makes ``fit`` reproducible.
-    show_progress_bar : bool, default=True
-        Show tqdm bars while fine-tuning and predicting.
+    show_progress_bar : bool or None, default=None
+        Show tqdm bars while fine-tuning and predicting; None shows them
+        only for long work (fine-tuning, or 16 texts or more) when stderr
+        is a terminal, so never in logs or cross-validation workers.
     pooling : {"last", "mean", "last+mean"}, default="last"
         How each hidden layer in `layers` is pooled over a text's tokens:
         the last real token's state, the mean over all its real tokens
@@ -221,7 +226,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         "validation_fraction": [Interval(Real, 0, 1, closed="neither")],
         "n_iter_no_change": [Interval(Integral, 1, None, closed="left")],
         "random_state": ["random_state"],
-        "show_progress_bar": ["boolean"],
+        "show_progress_bar": ["boolean", None],
         "pooling": [StrOptions(set(POOLINGS))],
         "layers": [Integral, list, tuple, StrOptions({"all"}), None],
     }
@@ -250,7 +255,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         validation_fraction=0.1,
         n_iter_no_change=2,
         random_state=None,
-        show_progress_bar=True,
+        show_progress_bar=None,
         pooling="last",
         layers=None,
     ):
@@ -719,7 +724,8 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         ]
         device, dtype = self._device_and_dtype()
         with torch.inference_mode(), _autocast(device, dtype):
-            for batch in tqdm(batches, desc=desc, disable=not self.show_progress_bar):
+            shown = progress_enabled(self.show_progress_bar, len(ids), _LONG_STAGE2_WORK)
+            for batch in tqdm(batches, desc=desc, disable=not shown):
                 inputs = _collate([ids[i] for i in batch], tokenizer.pad_token_id, device)
                 Y[batch] = self._logits(model, inputs).float().cpu().numpy()
         return Y
@@ -757,7 +763,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         progress = tqdm(
             total=n_steps if self.max_epochs else 0,
             desc="fine-tuning",
-            disable=not self.show_progress_bar,
+            disable=not progress_enabled(self.show_progress_bar, n_steps, 1),
         )
         self.n_epochs_ = 0
         for epoch in range(self.max_epochs):
@@ -870,7 +876,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
                 for batch in tqdm(
                     _chunks(order, self.batch_size),
                     desc="features",
-                    disable=not self.show_progress_bar,
+                    disable=not progress_enabled(self.show_progress_bar, len(ids), _LONG_STAGE2_WORK),
                 ):
                     inputs = _collate([ids[i] for i in batch], tokenizer.pad_token_id, device)
                     if own_head:

@@ -14,6 +14,7 @@ import logging
 from pathlib import Path
 
 from ._common import (
+    add_cache_option,
     CommandError,
     HelpFormatter,
     folds,
@@ -66,7 +67,7 @@ def _candidates(args):
         prefix=args.prefix,
         max_seq_length=args.max_seq_length,
         batch_size=args.batch_size,
-        cache=True if args.embedding_cache is None else str(args.embedding_cache),
+        cache=True if args.cache is None else str(args.cache),
         show_progress_bar=not args.no_progress,
     )
     return {name: make_pipeline(ArticleText(), embedder, probes[name]()) for name in names}
@@ -169,10 +170,7 @@ def add_parser(subparsers, parents=()):
     train.add_argument("--threshold", type=float, default=4.5, help="Stage 2 threshold")
     train.add_argument("--cv", type=folds, default=5, help="folds for the metrics (>= 2)")
     train.add_argument("--batch-size", type=positive_int, default=32, help="embedding batch size")
-    train.add_argument(
-        "--embedding-cache", type=Path, metavar="DIR",
-        help="folder of a persistent embedding cache (reruns do not re-embed)",
-    )
+    add_cache_option(train)
     train.add_argument(
         "--random-state", type=int, default=0, help="seed of the folds and of the probe"
     )

@@ -1,0 +1,28 @@
+"""Progress bars: on only for long work on a terminal, unless asked."""
+
+import io
+
+import pytest
+
+from hybrid_estimators._progress import progress_enabled
+from hybrid_estimators.embedding import E5Embedder
+from hybrid_estimators.qwen import QwenRegressor
+
+
+class Terminal(io.StringIO):
+    def isatty(self):
+        return True
+
+
+@pytest.mark.parametrize(("stderr", "n_items", "expected"), [
+    (Terminal(), 1000, True), (Terminal(), 10, False), (io.StringIO(), 1000, False),
+])
+def test_auto_shows_bars_only_for_long_work_on_a_terminal(monkeypatch, stderr, n_items, expected):
+    monkeypatch.setattr("sys.stderr", stderr)
+    assert progress_enabled(None, n_items) is expected
+    assert progress_enabled(True, 1) and not progress_enabled(False, 10**6)
+
+
+def test_the_stages_default_to_auto():
+    assert E5Embedder().show_progress_bar is None
+    assert QwenRegressor().show_progress_bar is None
