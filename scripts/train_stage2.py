@@ -13,7 +13,7 @@ the fitted estimator.
 Run (in the background: one forward pass per article on a CPU)::
 
     OMP_NUM_THREADS=1 nice -n 10 python scripts/train_stage2.py \\
-        /work/scratch/stage2_winner --base smollm2 --pooling mean --layers 20
+        /work/scratch/stage2_winner --base qwen25-coder --pooling mean --layers 6 12 18 24
 """
 
 import argparse
