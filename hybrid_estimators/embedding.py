@@ -25,6 +25,7 @@ from sklearn.utils.validation import (
 
 from ._io import atomic_write
 from .models import (
+    resolve_device,
     CALIBRATED_BACKENDS,
     STAGE1_BACKENDS,
     backend_load_kwargs,
@@ -308,7 +309,8 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         return np.stack([found[k] for k in keys]).astype(np.float32, copy=False)
 
     def _model(self):
-        return load_sentence_transformer(self.backend_path_, device=self.device, backend=self.backend)
+        device = None if self.device is None else resolve_device(self.device)
+        return load_sentence_transformer(self.backend_path_, device=device, backend=self.backend)
 
     def _calibration_texts(self, texts):
         """Up to :data:`N_CALIBRATION_TEXTS` texts spread over `texts`, as encoded."""

@@ -1972,7 +1972,7 @@ def check_adapter_folder(folder, spec):
     return adapter
 
 
-def _stage2(spec, folder):
+def _stage2(spec, folder, device=None):
     stage2 = spec.hybrid_inference["stage2"]
     if stage2 is None:
         return None
@@ -1984,6 +1984,7 @@ def _stage2(spec, folder):
         head_tail=tuple(stage2.get("head_tail", (256, 256))),
         max_length=stage2.get("max_length", 512),
         num_labels=len(spec.dimension_names),
+        device=device,
     )
 
 
@@ -2294,7 +2295,14 @@ class Filter(HybridRouterRegressor):
 
 
 def load_filter(
-    folder, *, stage1_only=False, backend="torch", calibration=None, cache=True, show_progress_bar=False
+    folder,
+    *,
+    stage1_only=False,
+    backend="torch",
+    calibration=None,
+    cache=True,
+    device=None,
+    show_progress_bar=False,
 ):
     """Load a filter folder as a ready :class:`Filter`; no stage runs.
 
@@ -2315,6 +2323,9 @@ def load_filter(
     cache : bool, str or path-like, default=True
         The embedder's cache (see :class:`E5Embedder`): a folder keeps
         embeddings across processes and commands.
+    device : str or None, default=None
+        Torch device of both stages (None: CUDA when available, else the
+        CPU); an unavailable one is refused when a stage loads.
     show_progress_bar : bool, default=False
         Progress bars of the embedder.
 
@@ -2349,13 +2360,14 @@ def load_filter(
         max_seq_length=hybrid["max_seq_length"],
         backend=backend,
         cache=cache,
+        device=device,
         show_progress_bar=show_progress_bar,
     )
     article_text = ArticleText().fit(_TEMPLATE_ARTICLE)  # stateless: records the columns
     embedder.fit(article_text.transform(_embedder_fit_articles(backend, calibration)))
     _check_consistency(spec, metadata, probe, embedder, folder)
     stage1 = Pipeline([("articletext", article_text), ("e5embedder", embedder), ("probe", probe)])
-    stage2 = None if stage1_only else _stage2(spec, folder)
+    stage2 = None if stage1_only else _stage2(spec, folder, device)
     if stage2 is not None:
         _warn_about_stage2(folder, spec, metadata)
     return Filter(

@@ -18,6 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._progress import progress_enabled
+from .models import resolve_device
 from .text import as_frame, as_texts, special_tokens_around
 
 logger = logging.getLogger(__name__)
@@ -675,10 +676,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
     def _device_and_dtype(self):
         import torch
 
-        if self.device is not None:
-            device = torch.device(self.device)
-        else:
-            device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        device = torch.device(resolve_device(self.device))
         if self.dtype is not None:
             return device, getattr(torch, self.dtype)
         if device.type == "cuda" and torch.cuda.is_bf16_supported():

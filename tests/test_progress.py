@@ -26,3 +26,21 @@ def test_auto_shows_bars_only_for_long_work_on_a_terminal(monkeypatch, stderr, n
 def test_the_stages_default_to_auto():
     assert E5Embedder().show_progress_bar is None
     assert QwenRegressor().show_progress_bar is None
+
+
+def test_an_unavailable_device_is_refused_clearly_by_both_stages():
+    import torch
+
+    from hybrid_estimators.models import resolve_device
+
+    assert resolve_device("cpu") == "cpu"
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ValueError, match="device='cuda' is not available here"):
+        resolve_device("cuda")
+    with pytest.raises(ValueError, match="not a torch device"):
+        resolve_device("gpu-please")
+    with pytest.raises(ValueError, match="device='cuda' is not available here"):
+        QwenRegressor(device="cuda")._device_and_dtype()
+    with pytest.raises(ValueError, match="device='cuda' is not available here"):
+        E5Embedder(device="cuda").fit(["a text"])

@@ -33,6 +33,15 @@ def add_cache_option(parser):
     )
 
 
+def add_device_option(parser):
+    """``--device``: where both stages run."""
+    parser.add_argument(
+        "--device", metavar="DEVICE",
+        help="torch device of both stages, e.g. cpu, cuda, cuda:1 (default: CUDA when "
+        "available, else the CPU); an unavailable one is refused",
+    )
+
+
 def common_options():
     """The options every command takes."""
     common = argparse.ArgumentParser(add_help=False)
@@ -68,7 +77,8 @@ def quiet_model_loading(quiet):
 
 
 def load_filter_or_fail(
-    folder, stage1_only=False, verbose=False, backend="torch", calibration=None, cache=None
+    folder, stage1_only=False, verbose=False, backend="torch", calibration=None, cache=None,
+    device=None,
 ):
     """:func:`~hybrid_estimators.filters.load_filter`, its errors as one line."""
     from ..filters import load_filter
@@ -78,7 +88,7 @@ def load_filter_or_fail(
         with quiet_model_loading(not verbose):
             return load_filter(
                 folder, stage1_only=stage1_only, backend=backend, calibration=calibration,
-                cache=True if cache is None else str(cache),
+                cache=True if cache is None else str(cache), device=device,
             )
     except (ValueError, OSError, ImportError) as error:  # FilterError is a ValueError
         raise CommandError(f"cannot load filter {folder}: {error}") from None

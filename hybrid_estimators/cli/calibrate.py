@@ -4,7 +4,7 @@ import logging
 import warnings
 from pathlib import Path
 
-from ._common import CommandError, add_cache_option, HelpFormatter, cv_option, load_filter_or_fail, load_labelled, print_metrics, quiet_model_loading, share
+from ._common import CommandError, add_cache_option, add_device_option, HelpFormatter, cv_option, load_filter_or_fail, load_labelled, print_metrics, quiet_model_loading, share
 
 logger = logging.getLogger("hybrid_estimators.cli")
 
@@ -145,7 +145,8 @@ def _calibrate_command(args):
         raise CommandError("--teacher-scores needs --reference stage2")
     stage1_only = args.reference == "oracle"
     filter_ = load_filter_or_fail(
-        args.filter, stage1_only=stage1_only, verbose=args.verbose, cache=args.cache
+        args.filter, stage1_only=stage1_only, verbose=args.verbose, cache=args.cache,
+        device=args.device,
     )
     spec = filter_.spec
     build = _oracle_calibration if args.reference == "oracle" else _stage2_calibration
@@ -211,5 +212,6 @@ def add_parser(subparsers, parents=()):
         "--random-state", type=int, default=0, help="seed of the shuffled, stratified folds"
     )
     add_cache_option(calibrate)
+    add_device_option(calibrate)
     calibrate.set_defaults(handler=_calibrate_command)
     return calibrate

@@ -27,6 +27,7 @@ from ._common import (
     CommandError,
     HelpFormatter,
     add_cache_option,
+    add_device_option,
     folds,
     load_filter_or_fail,
     load_labelled,
@@ -130,6 +131,7 @@ def add_parser(subparsers, parents=()):
         help="coverage of the bootstrap intervals",
     )
     add_cache_option(parser)
+    add_device_option(parser)
     parser.set_defaults(handler=run)
     return parser
 
@@ -166,7 +168,9 @@ def _evaluate(args):
         )
     if args.plot is not None:
         _check_plotting()
-    router = load_filter_or_fail(args.filter, verbose=args.verbose, cache=args.cache)
+    router = load_filter_or_fail(
+        args.filter, verbose=args.verbose, cache=args.cache, device=args.device
+    )
     if args.plot is not None and getattr(router, "stage2_", None) is None:
         raise CommandError("--plot needs a filter with a Stage 2: this one has none")
     X, Y = _load_labelled(args.data, router)

@@ -45,6 +45,7 @@ from ._common import (
     CommandError,
     HelpFormatter,
     add_cache_option,
+    add_device_option,
     audit_rate,
     check_filter_folder,
     load_filter_or_fail,
@@ -545,7 +546,7 @@ def _load_filters(args):
         with _bars_hidden(args.no_progress):
             scorer = load_filter_or_fail(
                 folder, stage1_only=args.stage1_only, verbose=args.verbose,
-                backend=args.backend, calibration=calibration, cache=args.cache,
+                backend=args.backend, calibration=calibration, cache=args.cache, device=args.device,
             )
         if args.no_progress:
             _hide_stage2_progress(scorer)
@@ -699,7 +700,7 @@ def _load_filter(args):
     with _bars_hidden(args.no_progress):
         router = load_filter_or_fail(
             args.filter, stage1_only=args.stage1_only, verbose=args.verbose,
-            backend=args.backend, calibration=calibration, cache=args.cache,
+            backend=args.backend, calibration=calibration, cache=args.cache, device=args.device,
         )
     if args.no_progress:
         _hide_stage2_progress(router)
@@ -1090,6 +1091,7 @@ def add_parser(subparsers, parents=()):
         help="exit 1 when the audited recall's lower bound falls below the filter's target",
     )
     add_cache_option(score)
+    add_device_option(score)
     score.add_argument(
         "-q", "--quiet", action="store_true",
         help="with -o: print nothing on stdout (progress bars stay: --no-progress)",

@@ -27,6 +27,7 @@ from .resolution import (
     MINILM_L6,
     file_sha256,
     home_dir,
+    resolve_device,
     resolve_model,
 )
 from .stage2_files import (
@@ -42,6 +43,7 @@ from .stage2_files import (
 )
 
 __all__ = [
+    "resolve_device",
     "CALIBRATED_BACKENDS",
     "E5_SMALL",
     "HUB_TIMEOUT",

