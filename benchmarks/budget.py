@@ -572,7 +572,7 @@ def plot(result, path):
     import matplotlib.pyplot as plt
 
     names = list(result["datasets"])
-    figure, axes = plt.subplots(len(names), 2, figsize=(11, 3.6 * len(names)), squeeze=False)
+    figure, axes = plt.subplots(len(names), 2, figsize=(11, 3.6 * len(names) + 0.8), squeeze=False)
     styles = {"head": ("tab:blue", "o"), "head+tail": ("tab:orange", "s")}
     for i, name in enumerate(names):
         data = result["datasets"][name]
@@ -587,25 +587,34 @@ def plot(result, path):
                 picked = sorted((r for r in rows if r["truncation"] == truncation), key=lambda r: r["tokens_per_article"])
                 x = [r["tokens_per_article"] for r in picked]
                 y = np.array([r[metric] for r in picked])
-                ci = np.array([r[f"{metric}_ci90"] for r in picked]).T
-                axis.errorbar(x, y, yerr=[y - ci[0], ci[1] - y], color=colour, marker=marker, capsize=3,
-                              label=f"{truncation} ({metric.upper()}, 90% CI)")
+                # The paired interval (the same articles at the baseline): the marginal
+                # one is mostly the articles' own spread, which every budget shares.
+                delta = np.array([r[f"delta_{metric}"] for r in picked])
+                ci = np.array([r[f"delta_{metric}_ci90"] for r in picked]).T
+                axis.errorbar(x, y, yerr=[np.maximum(delta - ci[0], 0), np.maximum(ci[1] - delta, 0)], color=colour,
+                              marker=marker, capsize=3, label=f"{truncation} {metric.upper()} (90% CI of Δ vs baseline)")
                 for r in picked:
                     axis.annotate(str(r["budget"]), (r["tokens_per_article"], r[metric]), fontsize=7,
                                   textcoords="offset points", xytext=(3, 4), color=colour)
                 timing.plot(x, [r["ms_per_article"] for r in picked], color=colour, marker=marker, linestyle=":",
-                            alpha=0.6, label=f"{truncation} ms/article")
+                            alpha=0.6, label=f"{truncation} ms/article (wall)")
+                timing.plot(x, [r["cpu_ms_per_article"] for r in picked], color=colour, linestyle="--", linewidth=0.8,
+                            alpha=0.6, label=f"{truncation} CPU ms/article")
             axis.axhline(limit, color="grey", linestyle="--", linewidth=1, label="iso-quality limit")
             axis.set_xlabel("tokens per article fed to the model (mean); labels: max_seq_length")
             axis.set_ylabel(label)
-            timing.set_ylabel("Stage 1 ms/article (dotted)")
+            timing.set_ylabel("Stage 1 ms/article (dotted: wall, dashed: CPU)")
+            timing.set_ylim(bottom=0)
             axis.set_title(f"{name} ({data['n_articles']} articles, probe {data['probe']})", fontsize=10)
-            if i == 0:
+            if i == 0 and j == 0:
                 handles = axis.get_legend_handles_labels()[0] + timing.get_legend_handles_labels()[0]
                 labels = axis.get_legend_handles_labels()[1] + timing.get_legend_handles_labels()[1]
-                axis.legend(handles, labels, fontsize=7, loc="best")
-    figure.suptitle(f"Stage 1 token budget — {result['machine']}", fontsize=10)
-    figure.tight_layout()
+    figure.suptitle(
+        f"Stage 1 token budget — {result['machine']}\nload average {_load(result['loadavg_start'])} at the start, "
+        f"{_load(result['loadavg_end'])} at the end; time: fastest of {result['rounds_done']} passes", fontsize=9
+    )
+    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
+    figure.tight_layout(rect=(0, 0.07 / len(names), 1, 1))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110)
     plt.close(figure)
