@@ -152,13 +152,13 @@ def cascade(filter_dir, backend, data, batch_size):
 
     X_train, Y_train, X_test, Y_test = data
     shipped = load_filter(filter_dir)
-    spec = shipped.filter_spec_
+    spec = shipped.spec
     embedder = E5Embedder(backend=backend, batch_size=batch_size, cache=False, show_progress_bar=False)
     stage1 = make_pipeline(ArticleText(), embedder, make_ridge_probe()).fit(X_train, Y_train)
     stage2 = shipped.stage2
     stage2.estimator.set_params(show_progress_bar=False)
     router = HybridRouterRegressor(
-        stage1, stage2, spec.weights, threshold=shipped.threshold, tiers=spec.tiers,
+        stage1, stage2, spec.weights, threshold=shipped.threshold_, tiers=spec.tiers,
         gatekeepers=spec.gatekeepers or None, prefit=("stage1", "stage2"), cache=False,
     ).fit(X_train, Y_train)
     gatekeepers = router.gatekeepers_
@@ -174,7 +174,7 @@ def cascade(filter_dir, backend, data, batch_size):
     result = {
         "backend": backend,
         "n_articles": len(X_test),
-        "threshold": float(shipped.threshold),
+        "threshold": float(shipped.threshold_),
         "stage1_ms": 1000 * timings["stage1"],
         "stage2_ms": 1000 * timings["standard"],
         "hybrid_ms": 1000 * timings["hybrid"],
