@@ -62,6 +62,7 @@ from hybrid_estimators import (
     make_articles,
     make_probe,
 )
+from hybrid_estimators.calibration import ThresholdCertificateDisplay
 from hybrid_estimators.datasets import shared_data_dir
 from hybrid_estimators.metrics import ROUTING_SCORERS, is_medium_plus, medium_plus_recall, skip_rate
 from hybrid_estimators.tiers import DEFAULT_TIERS
@@ -236,7 +237,7 @@ print(comparison.round(3).to_string())
 # ## The trade-off, plotted
 #
 # Left: GridSearchCV's mean (± one standard deviation over the folds)
-# recall and skip rate per candidate. Right: `TunedThresholdRouterCV.plot()`,
+# recall and skip rate per candidate. Right: `ThresholdCertificateDisplay.from_estimator(tuner)`,
 # the out-of-fold recall, its lower confidence bound and the skip rate.
 # The dashed vertical lines mark each method's choice.
 
@@ -263,7 +264,7 @@ left.set_xlabel("threshold (routing score)")
 left.set_ylabel("share of articles")
 left.set_title("GridSearchCV: mean recall ≥ target", fontsize="medium")
 left.legend(loc="lower left", fontsize="small")
-tuner.plot(ax=right)
+ThresholdCertificateDisplay.from_estimator(tuner, ax=right)
 right.set_xlim(0, 10)
 right.set_title(
     f"TunedThresholdRouterCV: recall ≥ {TARGET_RECALL:g} at {CONFIDENCE:.0%} confidence",

@@ -108,6 +108,18 @@ def json_safe(value):
     return _safe_str(str(value))
 
 
+#: Characters that ``str.splitlines`` and other readers take for line breaks:
+#: escaped in the output so that a row is always exactly one line.
+_LINE_BREAKS = {"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+
+
+def _dumps(record, ensure_ascii):
+    text = json.dumps(record, ensure_ascii=ensure_ascii, allow_nan=False)
+    for character, escaped in _LINE_BREAKS.items():
+        text = text.replace(character, escaped)  # only inside strings: JSON has them nowhere else
+    return text
+
+
 @dataclass
 class ScoredLine:
     """One input line and everything reported about it."""
@@ -156,10 +168,10 @@ class ScoredLine:
         """
         record = self.to_record()
         try:
-            return json.dumps(record, ensure_ascii=ensure_ascii, allow_nan=False)
+            return _dumps(record, ensure_ascii)
         except RecursionError:  # json_safe went through; the encoder ran out of stack
             record["id"] = UNWRITABLE_ID
-            return json.dumps(record, ensure_ascii=ensure_ascii, allow_nan=False)
+            return _dumps(record, ensure_ascii)
 
 
 #: Fields written only when a run asks for them.
@@ -513,7 +525,7 @@ class MultiScoredLine:
         return {"line": base["line"], "id": base["id"], "error": base["error"], "filters": filters}
 
     def to_json(self, ensure_ascii=False):
-        return json.dumps(self.to_record(), ensure_ascii=ensure_ascii, allow_nan=False)
+        return _dumps(self.to_record(), ensure_ascii)
 
 
 def score_lines_multi(scorers, chunk):

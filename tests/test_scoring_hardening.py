@@ -373,7 +373,9 @@ def test_the_sidecar_says_what_the_output_was_scored_from(filter_dir, articles_f
     metadata = json.loads((filter_dir / "probe" / "metadata.json").read_text())
     assert sidecar["filter"] == {"name": "demo", "version": "v1", "probe_sha256": metadata["probe_sha256"],
                                  "dimensions": DIMENSIONS}
-    assert sidecar["options"] == {"stage1_only": False, "backend": "torch", "batch_size": BATCH}
+    assert sidecar["options"] == {
+        "stage1_only": False, "backend": "torch", "batch_size": BATCH, "all_stage2": False,
+    }
 
 
 def test_a_ray_run_writes_the_sidecar_of_the_whole_input(filter_dir, articles_file, tmp_path):
@@ -385,7 +387,7 @@ def test_a_ray_run_writes_the_sidecar_of_the_whole_input(filter_dir, articles_fi
     expected = sidecar.read_bytes()
     sidecar.unlink()
     args = argparse.Namespace(input=articles_file, output=out, filter=filter_dir, stage1_only=False,
-                              backend="torch", batch_size=BATCH)
+                              backend="torch", batch_size=BATCH, all_stage2=False)
     score_module._write_ray_sidecar(args)
     assert sidecar.read_bytes() == expected
 
