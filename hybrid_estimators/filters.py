@@ -48,7 +48,6 @@ from .models import (
     QWEN25_CODER_NAME,
     SMOLLM2_GGUF,
     SMOLLM2_NAME,
-    resolve_stage2_base,
 )
 from .prefilter import Prefilter
 from .qwen import QwenRegressor
@@ -1978,7 +1977,7 @@ def _stage2(spec, folder, device=None):
         return None
     adapter = check_adapter_folder(folder, spec)
     return QwenRegressor(
-        resolve_stage2_base(stage2["base_model"], stage2.get("gguf_file")),
+        stage2["base_model"],  # resolved when its weights load, not here: loading runs no stage
         adapter=None if adapter is None else str(adapter),
         gguf_file=stage2.get("gguf_file"),
         head_tail=tuple(stage2.get("head_tail", (256, 256))),
