@@ -2187,10 +2187,8 @@ class Filter(HybridRouterRegressor):
         self._training_dim = 2
         return self
 
-    def _routed(self, scores):
-        if self.stage2_ is None:
-            return np.zeros(scores.shape, dtype=bool)
-        return scores >= self.threshold_
+    def _routing_threshold(self):
+        return self.threshold_
 
     def blocked_by(self, X):
         """The prefilter's reason for each article, None where it passes.

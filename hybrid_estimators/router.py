@@ -684,7 +684,10 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     def _routed(self, scores):
         if self.stage2_ is None:
             return np.zeros(scores.shape, dtype=bool)
-        return scores >= self.threshold
+        return scores >= self._routing_threshold()
+
+    def _routing_threshold(self):
+        return self.threshold
 
     def _shaped(self, scores):
         return scores[:, 0] if self._training_dim == 1 else scores
