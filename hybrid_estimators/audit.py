@@ -25,7 +25,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from .calibration import clopper_pearson_upper
 from .text import as_frame
-from .tiers import SCORE_MAX, SCORE_MIN, apply_gatekeepers, medium_threshold, tier_of, weighted_average
+from .tiers import apply_gatekeepers, medium_threshold, tier_of, weighted_average
 
 __all__ = ["RecallAudit", "audit_selection", "audit_summary"]
 
@@ -216,7 +216,7 @@ class RecallAudit:
         scorer = self.scorer
         if scorer.stage2_ is None:
             raise ValueError("a recall audit needs a filter or router with a Stage 2.")
-        scores = np.clip(np.asarray(scorer.stage2_.predict(X), dtype=float), SCORE_MIN, SCORE_MAX)
+        scores = np.asarray(scorer.predict_stage2(X), dtype=float)
         scores = scores.reshape(len(scores), -1)
         averages, _ = apply_gatekeepers(
             scores, weighted_average(scores, scorer.weights_), scorer.gatekeepers_

@@ -367,7 +367,7 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
                 "reference='stage2' needs a router with a Stage 2 (or its scores as Y)."
             )
         logger.info("Running Stage 2 on %d calibration articles", len(X))
-        return router.stage2_.predict(X)
+        return router.predict_stage2(X)
 
     @staticmethod
     def _medium_plus(router, Y):

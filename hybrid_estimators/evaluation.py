@@ -101,6 +101,12 @@ class CascadeReport:
         The router's tiers (name -> lower bound).
     stage1_source : {"router", "stage1_predictions"}
         Where Stage 1's scores came from.
+    stage2_source : {"router", "stage2_predictions"}
+        Where Stage 2's scores came from.
+    stage2_weight : float
+        The router's ``stage2_weight``: the ``"stage2"`` system is
+        ``stage2_weight * Stage 2 + (1 - stage2_weight) * Stage 1``, what
+        the router returns for a routed article.
     stage2_available : bool
         False for a Stage-1-only router: ``systems["stage2"]`` and the
         comparison are then None and the hybrid is Stage 1.
@@ -143,6 +149,8 @@ class CascadeReport:
     grid: list
     comparison: object
     stage2_better: bool
+    stage2_source: str = "router"
+    stage2_weight: float = 1.0
 
     def to_dict(self):
         """The report as JSON-safe built-in types (NaN becomes None).
@@ -447,11 +455,15 @@ def _run_stage1(router, X, n_samples, n_dimensions, stage1_predictions):
     return _as_scores(scores, n_samples, n_dimensions, "Stage 1's output"), routing, seconds
 
 
-def _run_stage2(router, X, n_samples, n_dimensions):
+def _run_stage2(router, X, n_samples, n_dimensions, stage2_predictions):
     """Stage 2's scores of every article and its seconds per article (None, NaN without)."""
     stage2 = getattr(router, "stage2_", None)
     if stage2 is None:
+        if stage2_predictions is not None:
+            raise ValueError("stage2_predictions were given for a router without Stage 2.")
         return None, np.nan
+    if stage2_predictions is not None:
+        return _as_scores(stage2_predictions, n_samples, n_dimensions, "stage2_predictions"), np.nan
     logger.info("Stage 2 scores all %d articles for the report", n_samples)
     _warm_up(stage2, X)
     started = time.perf_counter()
@@ -505,6 +517,7 @@ def cascade_report(
     confidence=0.9,
     random_state=None,
     stage1_predictions=None,
+    stage2_predictions=None,
     language=None,
     seconds_per_article=None,
 ):
@@ -535,7 +548,9 @@ def cascade_report(
         Fitted (or a loaded :class:`~hybrid_estimators.filters.Filter`).
         Only its public API is used: ``predict_stage1``, ``routing_scores``,
         ``stage1_``, ``stage2_`` (None: Stage 2 is reported as
-        unavailable), ``routing_score_``, ``threshold_`` where it has one
+        unavailable), ``stage2_weight`` (Stage 2's scores are blended
+        with Stage 1's as the router blends them on routed articles),
+        ``routing_score_``, ``threshold_`` where it has one
         (else ``threshold``), ``weights_``, ``tiers_``, ``gatekeepers_``,
         ``dimension_names_``.
     X : DataFrame, list of dict, list of str or array-like
@@ -561,6 +576,11 @@ def cascade_report(
         are then the weighted average of these, clipped to 0-10 (the
         router's default rule, whatever its ``routing_score``), and Stage
         1's time is not measured (see `seconds_per_article`).
+    stage2_predictions : array-like of shape (n_samples, n_dimensions), \
+            default=None
+        Stage 2 scores to use instead of running Stage 2, e.g. out-of-fold
+        predictions of its recipe (before the `stage2_weight` blend); its
+        time is then not measured. Needs a router with a Stage 2.
     language : array-like of shape (n_samples,) or None, default=None
         Language of each article, for the breakdown by language; when None,
         the ``language`` column of a DataFrame `X`, if any. Missing values
@@ -612,7 +632,7 @@ def cascade_report(
     threshold = _threshold_of(router)
     grid = _thresholds(thresholds, threshold)
     groups = _groups(truth, _languages(X, language, n_samples))
-    scores = _score_articles(router, X, truth, stage1_predictions, seconds_per_article)
+    scores = _score_articles(router, X, truth, stage1_predictions, stage2_predictions, seconds_per_article)
     systems = scores.systems(threshold)
 
     bootstrap = _PairedBootstrap(n_samples, n_bootstraps, confidence, random_state)
@@ -658,6 +678,8 @@ def cascade_report(
         ],
         comparison=comparison,
         stage2_better=bool(comparison and comparison["routed"]["stage2_better"]),
+        stage2_source="router" if stage2_predictions is None else "stage2_predictions",
+        stage2_weight=float(getattr(router, "stage2_weight", 1.0)),
     )
     _log_summary(report)
     return report
@@ -714,11 +736,14 @@ def _truth_of(router, Y):
     )
 
 
-def _score_articles(router, X, truth, stage1_predictions, seconds_per_article):
-    """Run each stage once over every article (or take Stage 1's given scores)."""
+def _score_articles(router, X, truth, stage1_predictions, stage2_predictions, seconds_per_article):
+    """Run each stage once over every article (or take their given scores)."""
     n_samples, n_dimensions = truth.scores.shape
     stage1, routing, t1 = _run_stage1(router, X, n_samples, n_dimensions, stage1_predictions)
-    stage2, t2 = _run_stage2(router, X, n_samples, n_dimensions)
+    stage2, t2 = _run_stage2(router, X, n_samples, n_dimensions, stage2_predictions)
+    weight = getattr(router, "stage2_weight", 1.0)
+    if stage2 is not None and weight != 1:  # what the router returns for a routed article
+        stage2 = weight * stage2 + (1 - weight) * stage1
     seconds = {"stage1": t1, "stage2": t2, **(seconds_per_article or {})}
     return _Scores(
         truth,
@@ -895,6 +920,10 @@ def format_report(report):
         f"random_state={report.random_state})",
         "Stage 1 scores: "
         + ("the router's" if report.stage1_source == "router" else "given (stage1_predictions)")
+        + "; Stage 2 scores: "
+        + ("the router's" if report.stage2_source == "router" else "given (stage2_predictions)")
+        + ("" if report.stage2_weight == 1 else
+           f", blended with Stage 1's (stage2_weight={report.stage2_weight:g}) as the router blends them")
         + "; MAE of the weighted average (gatekeepers applied); MEDIUM+ of the final tiers",
         "",
         _table(_SYSTEM_HEADERS, _system_rows(report.systems)),

@@ -50,7 +50,7 @@ from .models import (
     SMOLLM2_NAME,
 )
 from .prefilter import Prefilter
-from .qwen import QwenRegressor
+from .qwen import POOLINGS, QwenRegressor
 from .router import HybridRouterRegressor
 from .text import ArticleText, as_frame
 from .tiers import DEFAULT_TIERS
@@ -324,9 +324,10 @@ class FilterSpec:
     hybrid_inference : dict
         ``embedding_model``, ``embedding_prefix``, ``max_seq_length``,
         ``probe`` (path in the folder), ``threshold``, ``target_recall``,
-        ``confidence``, and ``stage2`` (``base_model``, optional
+        ``confidence``, ``stage2`` (``base_model``, optional
         ``gguf_file``, ``adapter`` (path in the folder), ``head_tail``,
-        ``max_length``), or ``stage2: null`` for a Stage-1-only filter.
+        ``max_length``), or ``stage2: null`` for a Stage-1-only filter, and
+        ``stage2_weight`` (default 1: see :class:`HybridRouterRegressor`).
     description : str
 
     Examples
@@ -362,6 +363,7 @@ class FilterSpec:
         "target_recall": None,
         "confidence": None,
         "stage2": None,
+        "stage2_weight": 1.0,
     }
 
     @classmethod
@@ -473,7 +475,9 @@ def _number(value, where, minimum=None):
 
 
 def _integer(value, where, minimum=0):
-    if isinstance(value, bool) or not isinstance(value, Integral) or value < minimum:
+    if isinstance(value, bool) or not isinstance(value, Integral):
+        raise FilterError(f"{where}: expected an integer, got {value!r}.")
+    if minimum is not None and value < minimum:
         raise FilterError(f"{where}: expected an integer >= {minimum}, got {value!r}.")
     return int(value)
 
@@ -540,6 +544,9 @@ def _hybrid(section, where):
             if not 0 < value < 1:
                 raise FilterError(f"{where}.{key}: must lie in (0, 1), got {value!r}.")
     merged["stage2"] = _stage2_section(merged["stage2"], f"{where}.stage2")
+    merged["stage2_weight"] = _number(merged["stage2_weight"], f"{where}.stage2_weight")
+    if not 0 <= merged["stage2_weight"] <= 1:
+        raise FilterError(f"{where}.stage2_weight: must lie in [0, 1], got {merged['stage2_weight']!r}.")
     return merged
 
 
@@ -548,7 +555,9 @@ def _stage2_section(stage2, where):
         return None
     if not isinstance(stage2, dict) or "base_model" not in stage2:
         raise FilterError(f"{where}: expected a mapping with 'base_model', or null.")
-    unknown = set(stage2) - {"base_model", "gguf_file", "adapter", "head_tail", "max_length"}
+    unknown = set(stage2) - {
+        "base_model", "gguf_file", "adapter", "head_tail", "max_length", "pooling", "layers"
+    }
     if unknown:
         raise FilterError(f"{where}: unknown keys {sorted(map(str, unknown))}.")
     stage2 = dict(stage2)
@@ -566,6 +575,13 @@ def _stage2_section(stage2, where):
         stage2["head_tail"] = [_integer(n, f"{where}.head_tail") for n in head_tail]
     if "max_length" in stage2:
         stage2["max_length"] = _integer(stage2["max_length"], f"{where}.max_length", 1)
+    if "pooling" in stage2 and stage2["pooling"] not in POOLINGS:
+        raise FilterError(f"{where}.pooling: expected one of {list(POOLINGS)}, got {stage2['pooling']!r}.")
+    if stage2.get("layers") not in (None, "all"):
+        layers = stage2["layers"]
+        if not isinstance(layers, (list, tuple)) or not layers:
+            raise FilterError(f"{where}.layers: expected a list of layer indices or 'all', got {layers!r}.")
+        stage2["layers"] = [_integer(layer, f"{where}.layers", minimum=None) for layer in layers]
     return stage2
 
 
@@ -1089,6 +1105,10 @@ def _save_qwen_stage2(stage2, folder, spec, section):
     }
     if stage2.gguf_file:
         saved["gguf_file"] = stage2.gguf_file
+    if stage2.pooling != "last" or stage2.layers is not None:
+        saved["pooling"] = stage2.pooling
+        layers = stage2.layers
+        saved["layers"] = [int(layers)] if isinstance(layers, Integral) else layers
     logger.info("Saved the Stage 2 adapter to %s", target)
     return _stage2_section(saved, "hybrid_inference.stage2")
 
@@ -1216,6 +1236,8 @@ def save_filter(
         max_seq_length=embedder.max_seq_length,
         stage2=stage2_section,
     )
+    if _stage2_of(router) is not None:
+        spec.hybrid_inference["stage2_weight"] = float(router.stage2_weight)
     if calibration is not None:
         spec.hybrid_inference.update(
             target_recall=calibration["target_recall"], confidence=calibration["confidence"]
@@ -1983,6 +2005,8 @@ def _stage2(spec, folder, device=None):
         head_tail=tuple(stage2.get("head_tail", (256, 256))),
         max_length=stage2.get("max_length", 512),
         num_labels=len(spec.dimension_names),
+        pooling=stage2.get("pooling", "last"),
+        layers=stage2.get("layers"),
         device=device,
     )
 
@@ -2013,6 +2037,12 @@ def evaluation_staleness(folder, spec, metadata):
         reasons.append(
             f"the threshold changed since (evaluated at {evaluated_at:.3f}, the config routes "
             f"at {routes_at:.3f})"
+        )
+    evaluated_weight = (metadata.get("evaluation") or {}).get("stage2_weight", 1.0)
+    weight = spec.hybrid_inference["stage2_weight"]
+    if isinstance(evaluated_weight, Real) and not np.isclose(evaluated_weight, weight):
+        reasons.append(
+            f"stage2_weight changed since (evaluated at {evaluated_weight:g}, the config has {weight:g})"
         )
     if split.get("probe_sha256") not in (None, metadata.get("probe_sha256")):
         reasons.append("the Stage 1 probe changed since")
@@ -2155,6 +2185,7 @@ class Filter(HybridRouterRegressor):
     weights = property(lambda self: self.spec.weights)
     gatekeepers = property(lambda self: self.spec.gatekeepers or None)
     tiers = property(lambda self: self.spec.tiers)
+    stage2_weight = property(lambda self: self.spec.hybrid_inference["stage2_weight"])
     routing_score = None
     prefit = ("stage1", "stage2")
 

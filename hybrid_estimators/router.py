@@ -353,6 +353,13 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     cache : bool, default=True
         Reuse fitted stages and predictions through the process-wide caches.
         False fits and predicts every time.
+    stage2_weight : float in [0, 1], default=1.0
+        Share of Stage 2 in the scores of a routed row:
+        ``stage2_weight * stage2 + (1 - stage2_weight) * stage1``. 1 uses
+        Stage 2's scores alone; below 1 the two stages are averaged, which
+        costs nothing (Stage 1 has scored every row already) and helps when
+        Stage 2 is no more precise than Stage 1 alone but errs differently.
+        Choose it by cross-validation, like any hyper-parameter.
 
     Attributes
     ----------
@@ -415,6 +422,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         ],
         "prefit": [list, tuple],
         "cache": ["boolean"],
+        "stage2_weight": [Interval(Real, 0, 1, closed="both")],
     }
 
     def __init__(
@@ -429,6 +437,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         routing_score=None,
         prefit=(),
         cache=True,
+        stage2_weight=1.0,
     ):
         self.stage1 = stage1
         self.stage2 = stage2
@@ -439,6 +448,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         self.routing_score = routing_score
         self.prefit = prefit
         self.cache = cache
+        self.stage2_weight = stage2_weight
 
     # --- fit -----------------------------------------------------------------
 
@@ -678,8 +688,13 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
                 namespace,
             )
             self._check_width("stage2", stage2)
-            final[rows] = stage2
+            final[rows] = self._blend(stage2, stage1[rows])
         return np.clip(final, SCORE_MIN, SCORE_MAX), routed, stage1, scores
+
+    def _blend(self, stage2, stage1):
+        """Scores of routed rows: Stage 2's, averaged with Stage 1's by `stage2_weight`."""
+        weight = self.stage2_weight
+        return stage2 if weight == 1 else weight * stage2 + (1 - weight) * stage1
 
     def _routed(self, scores):
         if self.stage2_ is None:
@@ -693,7 +708,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         return scores[:, 0] if self._training_dim == 1 else scores
 
     def predict(self, X):
-        """Scores of each row: Stage 2's where routed, else Stage 1's.
+        """Scores of each row: Stage 2's where routed (see `stage2_weight`), else Stage 1's.
 
         Parameters
         ----------
@@ -750,6 +765,35 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         scores : ndarray of shape (n_samples, n_dimensions)
         """
         return self._shaped(self._stage1_and_scores(X)[0])
+
+    def predict_stage2(self, X):
+        """Scores of every row as if it were routed (Stage 2's, blended by `stage2_weight`).
+
+        What :meth:`predict` returns for a routed row, for all rows: the
+        reference of a threshold certified against Stage 2 and of a recall
+        audit, and the teacher scores of a distilled probe.
+
+        Parameters
+        ----------
+        X : DataFrame, list of dict, list of str or array-like
+            Rows.
+
+        Returns
+        -------
+        scores : ndarray of shape (n_samples, n_dimensions)
+            Or (n_samples,) when ``Y`` was 1-D in ``fit``; clipped to 0-10.
+
+        Raises
+        ------
+        ValueError
+            For a router without Stage 2.
+        """
+        stage1, _, (namespace, keys) = self._stage1_and_scores(X)
+        if self.stage2_ is None:
+            raise ValueError("This router has no Stage 2 (stage2=None).")
+        stage2 = self._predict_stage(self.stage2_, _indexable_rows(X), keys, namespace)
+        self._check_width("stage2", stage2)
+        return self._shaped(np.clip(self._blend(stage2, stage1), SCORE_MIN, SCORE_MAX))
 
     def predict_report(self, X):
         """One row per input row: scores, weighted average, tier, stage used.

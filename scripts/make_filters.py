@@ -2,6 +2,7 @@
 
     python scripts/make_filters.py [--data ../shared/data] [--only NAME] [--embedding-cache DIR]
     python scripts/make_filters.py --evaluate seece_energy_tech [--stage2-split ...]
+    python scripts/make_filters.py --install-stage2 seece_energy_tech ADAPTER_DIR --stage2-weight 0.5
 
 For each data set (read from its folder, never copied): choose Stage 1's
 probe (the ridge, :func:`make_ridge_probe`, or the seed's MLP,
@@ -15,24 +16,35 @@ write ``filters/{name}/v1``. Then evaluate it (:func:`cascade_report` with
 Stage 1's out-of-fold predictions, so Stage 1 is never scored on articles it
 was trained on) and record the report in its metadata and model card.
 
-A filter's Stage 2 section is kept from its existing ``config.yaml`` (its
-adapter stays in ``model/``, as ``scripts/train_stage2_adapter.py`` or
-whoever chose it left it); a new seece_energy_tech filter gets the SmolLM2
-adapter's section. ``--evaluate NAME`` only re-runs and records the
-evaluation, e.g. after its Stage 2 was replaced; ``--stage2-split`` says how
-that Stage 2 relates to these articles (by default it was trained on
+A filter's Stage 2 section (and ``stage2_weight``) is kept from its existing
+``config.yaml`` (its adapter stays in ``model/``); a new seece_energy_tech
+filter gets the section of the Stage 2 chosen by
+``scripts/stage2_candidates.py`` (Qwen2.5-Coder-0.5B, frozen, a ridge head
+on the mean-pooled hidden states of layers 6, 12, 18 and 24, blended half
+and half with Stage 1). ``--install-stage2 NAME DIR`` puts an adapter
+folder written by ``scripts/train_stage2.py`` in the filter (its
+``stage2.json`` gives the config section) with ``--stage2-weight``.
+``--evaluate NAME`` only re-runs and records the evaluation, e.g. after its
+Stage 2 was replaced; ``--stage2-split`` says how that Stage 2 relates to
+these articles: ``out_of_fold`` with ``--stage2-oof NPZ`` (the recipe's
+out-of-fold predictions on the same folds as Stage 1, written by
+``scripts/stage2_candidates.py --save-oof``), or a
 ``train_test_split(test_size=0.2, random_state=0)`` of them, as
-``scripts/train_stage2_adapter.py`` does: partly in sample, and the held-back
-articles are evaluated on their own too).
+``scripts/train_stage2_adapter.py`` does (partly in sample, and the
+held-back articles are evaluated on their own too).
 
 Embedding 642 articles with e5-small takes minutes on a busy CPU: pass
 ``--embedding-cache DIR`` so that reruns reuse the embeddings.
 """
 
 import argparse
+import json
 import logging
+import shutil
+import time
 from pathlib import Path
 
+import numpy as np
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 
@@ -51,7 +63,9 @@ from hybrid_estimators.filters import (
     save_filter,
 )
 from hybrid_estimators.metrics import cross_validated_stage1_metrics
-from hybrid_estimators.models import SMOLLM2_GGUF, SMOLLM2_NAME
+from hybrid_estimators import filters
+from hybrid_estimators._io import atomic_folder
+from hybrid_estimators.models import QWEN25_CODER_GGUF, QWEN25_CODER_NAME
 from hybrid_estimators.router import HybridRouterRegressor
 
 logger = logging.getLogger("make_filters")
@@ -65,17 +79,19 @@ DESCRIPTIONS = {
     "ai_engineering_practice": "Engineering practice with AI: how concretely an article "
     "shows workflows, validation and lessons practitioners can reuse.",
 }
-# For a new seece_energy_tech folder: the adapter scripts/train_stage2_adapter.py
-# trains on 128 + 128 tokens.
+# For a new seece_energy_tech folder: the recipe scripts/train_stage2.py trains.
 DEFAULT_STAGE2 = {
     "seece_energy_tech": {
-        "base_model": SMOLLM2_NAME,
-        "gguf_file": SMOLLM2_GGUF,
+        "base_model": QWEN25_CODER_NAME,
+        "gguf_file": QWEN25_CODER_GGUF,
         "adapter": "model",
-        "head_tail": [128, 128],
-        "max_length": 256,
+        "head_tail": [256, 256],
+        "max_length": 512,
+        "pooling": "mean",
+        "layers": [6, 12, 18, 24],
     },
 }
+DEFAULT_STAGE2_WEIGHT = {"seece_energy_tech": 0.5}
 PROBES = {"ridge": make_ridge_probe, "mlp": make_probe}
 
 
@@ -93,17 +109,48 @@ def candidates(cache, kinds=tuple(PROBES)):
 
 
 def existing_stage2(name):
-    """The Stage 2 section of the filter's current config (kept), else the default."""
+    """The Stage 2 section and weight of the filter's current config (kept), else the defaults."""
     config = filter_folder(name) / "config.yaml"
     if config.exists():
         try:
-            return FilterSpec.from_yaml(config).hybrid_inference["stage2"]
+            hybrid = FilterSpec.from_yaml(config).hybrid_inference
+            return hybrid["stage2"], hybrid["stage2_weight"]
         except FilterError as error:
             logger.warning("%s: cannot keep its Stage 2 section: %s", config, error)
-    return DEFAULT_STAGE2.get(name)
+    return DEFAULT_STAGE2.get(name), DEFAULT_STAGE2_WEIGHT.get(name, 1.0)
+
+
+def install_stage2(name, adapter, stage2_weight):
+    """Put an adapter folder of scripts/train_stage2.py in the filter, with its config section."""
+    adapter = Path(adapter)
+    trained = json.loads((adapter / "stage2.json").read_text())
+    params = trained["params"]
+    folder = filter_folder(name)
+    spec = FilterSpec.from_yaml(folder / "config.yaml")
+    section = {
+        "base_model": trained["base_model"],
+        "gguf_file": trained.get("gguf_file"),
+        "adapter": "model",
+        "head_tail": params["head_tail"],
+        "max_length": params["max_length"],
+        "pooling": params["pooling"],
+        "layers": params["layers"],
+    }
+    with atomic_folder(folder / "model", replace=True) as staging:
+        for path in sorted(adapter.iterdir()):
+            if path.name != "stage2.json":
+                shutil.copyfile(path, staging / path.name)
+        provenance = {key: trained[key] for key in ("base_model", "params", "data", "n_articles",
+                                                    "dimensions", "fit_seconds", "head_layout")}
+        provenance["data"] = Path(provenance["data"]).name  # not this machine's path
+        (staging / "training.json").write_text(json.dumps(provenance, indent=2) + "\n")
+    spec.hybrid_inference.update(stage2=filters._stage2_section(section, "stage2"), stage2_weight=stage2_weight)
+    filters._write_config(folder, spec)
+    logger.info("%s: Stage 2 from %s installed, stage2_weight %g; re-run --evaluate", folder, adapter, stage2_weight)
 
 
 def filter_spec(name, data_spec):
+    stage2, stage2_weight = existing_stage2(name)
     return FilterSpec.from_dict(
         {
             "name": name,
@@ -115,7 +162,8 @@ def filter_spec(name, data_spec):
             "hybrid_inference": {
                 "target_recall": TARGET_RECALL,
                 "confidence": CONFIDENCE,
-                "stage2": existing_stage2(name),
+                "stage2": stage2,
+                "stage2_weight": stage2_weight,
             },
         }
     )
@@ -162,10 +210,28 @@ def _candidate_maes(metrics):
     )
 
 
+def stage2_oof(args, X, dimension_names):
+    """Stage 2's out-of-fold predictions from --stage2-oof, checked against the articles."""
+    saved = np.load(args.stage2_oof)
+    if list(saved["ids"]) != list(X["id"].astype(str)) or list(saved["dimensions"]) != list(dimension_names):
+        raise SystemExit(f"{args.stage2_oof}: its articles or dimensions are not these")
+    return saved["predictions"], str(saved["description"])
+
+
+def stage2_seconds(scorer, X, n_articles):
+    """Stage 2's seconds per article on the first `n_articles` (after one untimed article)."""
+    scorer.stage2_.predict(X.iloc[:1])
+    began = time.perf_counter()
+    scorer.stage2_.predict(X.iloc[1:1 + n_articles])
+    return (time.perf_counter() - began) / n_articles
+
+
 def stage2_split(args, X, has_stage2):
     """How Stage 2 relates to these articles: the split's kind, words and held-back rows."""
     if not has_stage2:
         return "none", "The filter has no Stage 2.", None
+    if args.stage2_split == "out_of_fold":
+        return "out_of_fold", "Stage 2: its recipe's out-of-fold predictions on the same folds.", None
     if args.stage2_split == "none":
         return "held_out", "Stage 2 was trained on none of these articles.", None
     if args.stage2_split == "all":
@@ -197,6 +263,11 @@ def evaluate(name, data_root, cache, args, oof=None):
         )
     kind, stage2_words, held_back = stage2_split(args, X, scorer.stage2_ is not None)
     options = dict(n_bootstraps=args.n_bootstraps, confidence=CONFIDENCE, random_state=SEED)
+    if kind == "out_of_fold":
+        oof2, stage2_words = stage2_oof(args, X, scorer.spec.dimension_names)
+        stage2_words = f"Stage 2: {stage2_words}."
+        options["stage2_predictions"] = oof2
+        options["seconds_per_article"] = {"stage2": stage2_seconds(scorer, X, args.timing_articles)}
     report = cascade_report(scorer, X, Y, stage1_predictions=oof, **options)
     split = {
         "description": (
@@ -233,13 +304,24 @@ def parse_args():
     parser.add_argument("--embedding-cache", type=Path, metavar="DIR", help="persistent embedding cache")
     parser.add_argument("--n-bootstraps", type=int, default=1000, help="resamples of the evaluation")
     parser.add_argument(
-        "--stage2-split", choices=("train_test_split", "none", "all"), default="train_test_split",
-        help="which of the articles Stage 2 was trained on: a train_test_split of them (as "
-        "scripts/train_stage2_adapter.py), none, or all",
+        "--stage2-split", choices=("out_of_fold", "train_test_split", "none", "all"),
+        default="train_test_split",
+        help="how Stage 2's scores relate to the articles: out of fold (--stage2-oof), a "
+        "train_test_split of them (as scripts/train_stage2_adapter.py), none, or all",
     )
+    parser.add_argument("--stage2-oof", type=Path, metavar="NPZ",
+                        help="Stage 2's out-of-fold predictions (scripts/stage2_candidates.py --save-oof)")
+    parser.add_argument("--timing-articles", type=int, default=8,
+                        help="with --stage2-oof: articles Stage 2 is timed on")
+    parser.add_argument("--install-stage2", nargs=2, metavar=("NAME", "ADAPTER_DIR"),
+                        help="put the adapter folder written by scripts/train_stage2.py in filter NAME")
+    parser.add_argument("--stage2-weight", type=float, default=1.0,
+                        help="with --install-stage2: the filter's stage2_weight")
     parser.add_argument("--stage2-test-size", type=float, default=0.2)
     parser.add_argument("--stage2-seed", type=int, default=0)
     args = parser.parse_args()
+    if args.stage2_split == "out_of_fold" and args.stage2_oof is None:
+        parser.error("--stage2-split out_of_fold needs --stage2-oof NPZ")
     if args.data is None:
         parser.error("no labelled data: pass --data or put ../shared/data beside the checkout")
     return args
@@ -248,6 +330,9 @@ def parse_args():
 def main():
     args = parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if args.install_stage2:
+        install_stage2(*args.install_stage2, args.stage2_weight)
+        return
     if args.evaluate:
         evaluate(args.evaluate, args.data, args.embedding_cache, args)
         return

@@ -87,6 +87,12 @@ def parse_args():
     parser.add_argument("--threshold", type=float, default=None,
                         help="routing threshold of the 'routed' rows (default: the shipped filter's)")
     parser.add_argument("--extract-only", action="store_true")
+    parser.add_argument("--save-oof", nargs=2, metavar=("CANDIDATE", "NPZ"), default=None,
+                        help="write CANDIDATE's out-of-fold predictions of the first seed (ids, dimensions, "
+                             "scores) to NPZ, for scripts/make_filters.py --stage2-oof")
+    parser.add_argument("--stage2-weight", type=float, nargs="*", default=[0.5],
+                        help="also score each recipe as the router's stage2_weight blend with Stage 1 "
+                             "(w * Stage 2 + (1 - w) * Stage 1), and the hybrid that uses it on routed rows")
     parser.add_argument("--holdout", type=float, default=0.3,
                         help="share of articles held out for the LoRA candidate (smollm2-lora)")
     parser.add_argument("--lora-pooling", default="mean")
@@ -297,6 +303,46 @@ def report(per_seed, Y, stage1_per_seed, weights, X, medium, routed, n_boot, dim
     }
 
 
+def save_oof(args, candidate, predictions, X, dims, folds):
+    """Write `candidate`'s out-of-fold predictions if --save-oof names it."""
+    if args.save_oof is None or args.save_oof[0] != candidate:
+        return
+    path = Path(args.save_oof[1])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fold_of = np.empty(len(X), dtype=int)
+    for number, (_, test) in enumerate(folds):
+        fold_of[test] = number
+    np.savez(path, ids=np.array(X["id"].astype(str).tolist(), dtype=str), dimensions=np.array(dims), predictions=predictions,
+             fold=fold_of, description=np.array(
+                 f"{candidate}: out-of-fold predictions, KFold({args.folds}, shuffle=True, "
+                 f"random_state={args.seeds[0]}), the head refitted without each fold"))
+    logger.info("wrote the out-of-fold predictions of %s to %s", candidate, path)
+
+
+def blended_rows(row, per_seed, stage1_per_seed, stage2_weights, common):
+    """Rows for a candidate used as ``HybridRouterRegressor(stage2_weight=w)`` uses it.
+
+    ``blend w``: every article scored ``w * Stage 2 + (1 - w) * Stage 1``
+    (what ``score --all-stage2`` returns); ``hybrid blend w``: the routed
+    articles (the shipped threshold on Stage 1 out of fold) get the blend,
+    the others Stage 1 (what ``score`` returns).
+    """
+    routed = common["routed"][:, None]
+    rows = []
+    for w in stage2_weights:
+        blended = [w * P + (1 - w) * S for P, S in zip(per_seed, stage1_per_seed)]
+        hybrid = [np.where(routed, B, S) for B, S in zip(blended, stage1_per_seed)]
+        for label, predictions in ((f"blend {w:g}", blended), (f"hybrid blend {w:g}", hybrid)):
+            extra = {"candidate": f"{row['candidate']} + Stage 1, {label}", "base": row["base"],
+                     "recipe": f"{row['recipe']}; stage2_weight={w:g}" + (", routed rows only" if "hybrid" in label else ""),
+                     "stage2_weight": w, "extraction_seconds_per_article": row["extraction_seconds_per_article"]}
+            extra.update(report(predictions, **common))
+            rows.append(extra)
+            logger.info("%s: MAE %.3f, vs Stage 1 %+.3f %s", extra["candidate"], extra["weighted_average_mae"]["mean"],
+                        extra["difference_vs_stage1"]["mean"], extra["difference_vs_stage1"]["ci90"])
+    return rows
+
+
 def holdout_lora(args, X, Y, E, features, weights, medium, dims):
     """LoRA fine-tuning of SmolLM2 vs its frozen head vs Stage 1 on one held-out split.
 
@@ -461,8 +507,10 @@ def main():
                    "head_fit_seconds": (time.perf_counter() - began) / (len(args.seeds) * args.folds)}
             row.update(report(per_seed, **common))
             results["candidates"].append(row)
+            save_oof(args, row["candidate"], per_seed[0], X, dims, seeds[args.seeds[0]])
             logger.info("%s %s: MAE %.3f, vs Stage 1 %+.3f %s", name, recipe, row["weighted_average_mae"]["mean"],
                         row["difference_vs_stage1"]["mean"], row["difference_vs_stage1"]["ci90"])
+            results["candidates"].extend(blended_rows(row, per_seed, stage1, args.stage2_weight, common))
         picks_per_seed, per_seed = [], []
         for s in args.seeds:
             predicted, picks = inner_selection(everything, Y, seeds[s], weights, s, args.folds)
@@ -473,6 +521,7 @@ def main():
                "extraction_seconds_per_article": info["extraction_seconds_per_article"]}
         row.update(report(per_seed, **common))
         results["candidates"].append(row)
+        results["candidates"].extend(blended_rows(row, per_seed, stage1, args.stage2_weight, common))
         logger.info("%s selected by inner CV: MAE %.3f, vs Stage 1 %+.3f %s (picks %s)", name,
                     row["weighted_average_mae"]["mean"], row["difference_vs_stage1"]["mean"],
                     row["difference_vs_stage1"]["ci90"], picks_per_seed)

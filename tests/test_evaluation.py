@@ -316,6 +316,43 @@ def test_stage1_predictions_replace_stage1_and_its_routing(exact_router, data):
     assert report.seconds_per_article["stage2"] > 0
 
 
+def test_stage2_predictions_replace_stage2_and_are_blended_as_the_router_blends(
+    stage1, exact_stage2, data
+):
+    X, Y = data
+    given = Y + np.array([1.0, -1.0])  # a Stage 2 with known errors
+    report = cascade_report(make_router(stage1, exact_stage2, data), X, Y, n_bootstraps=20,
+                            stage2_predictions=given)
+    assert report.stage2_source == "stage2_predictions" and report.stage2_weight == 1
+    assert value(report.systems["stage2"]["weighted_average_mae"]) == pytest.approx(
+        np.abs(averages(given) - averages(Y)).mean()
+    )
+    assert np.isnan(report.seconds_per_article["stage2"])
+
+    half = make_router(stage1, exact_stage2, data, stage2_weight=0.5)
+    report = cascade_report(half, X, Y, n_bootstraps=20, stage2_predictions=given)
+    blend = 0.5 * given + 0.5 * stage1.predict(X)
+    routed = half.route(X)
+    assert report.stage2_weight == 0.5
+    assert value(report.systems["stage2"]["weighted_average_mae"]) == pytest.approx(
+        np.abs(averages(blend) - averages(Y)).mean()
+    )
+    hybrid = np.where(routed[:, None], blend, stage1.predict(X))
+    assert value(report.systems["hybrid"]["weighted_average_mae"]) == pytest.approx(
+        np.abs(averages(hybrid) - averages(Y)).mean()
+    )
+    assert "stage2_weight=0.5" in report.to_text()
+    assert CascadeReport.from_dict(json.loads(json.dumps(report.to_dict()))).stage2_weight == 0.5
+    # What the report calls Stage 2 is what the router returns for a routed row.
+    router_scores = cascade_report(half, X, Y, n_bootstraps=0)
+    np.testing.assert_allclose(
+        value(router_scores.systems["stage2"]["weighted_average_mae"]),
+        np.abs(averages(half.predict_stage2(X)) - averages(Y)).mean(),
+    )
+    with pytest.raises(ValueError, match="router without Stage 2"):
+        cascade_report(make_router(stage1, None, data), X, Y, stage2_predictions=given)
+
+
 def test_the_weighted_average_error_applies_gatekeepers(stage1, exact_stage2, data):
     X, Y = data
     gatekeepers = {"dim_1": (3.0, 2.0)}
@@ -401,6 +438,8 @@ def test_json_round_trip(exact_report):
         "grid",
         "comparison",
         "stage2_better",
+        "stage2_source",
+        "stage2_weight",
     }
     assert data["n"] == 150 and data["threshold"] == THRESHOLD and data["confidence"] == 0.9
     assert set(data["systems"]["hybrid"]) == {"n", "mae", *METRICS}

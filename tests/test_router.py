@@ -92,6 +92,38 @@ def test_each_row_gets_exactly_its_stages_scores(numeric_router, threshold, rows
 
 
 @settings(max_examples=40, deadline=None)
+@given(threshold=thresholds, stage2_weight=st.floats(0.0, 1.0),
+       rows=st.lists(st.integers(0, 119), min_size=1, max_size=40))
+def test_routed_rows_get_the_stage2_weight_blend_and_skipped_rows_stage1(
+    numeric_router, threshold, stage2_weight, rows
+):
+    router, X, _ = numeric_router
+    router = copy.copy(router).set_params(threshold=threshold, stage2_weight=stage2_weight)
+    X = X[rows]
+    routed = router.route(X)
+    stage1, stage2 = router.stage1_.predict(X), router.stage2_.predict(X)
+    blend = np.clip(stage2_weight * stage2 + (1 - stage2_weight) * stage1, 0, 10)
+
+    predicted = router.predict(X)
+    np.testing.assert_allclose(predicted[routed], blend[routed], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(predicted[~routed], np.clip(stage1[~routed], 0, 10), rtol=1e-12)
+    np.testing.assert_allclose(router.predict_stage2(X), blend, rtol=1e-12, atol=1e-12)
+    # A routed row's score lies between the two stages' (clipped) scores.
+    low = np.minimum(np.clip(stage1, 0, 10), np.clip(stage2, 0, 10))
+    high = np.maximum(np.clip(stage1, 0, 10), np.clip(stage2, 0, 10))
+    assert np.all(predicted[routed] >= low[routed] - 1e-9) and np.all(predicted[routed] <= high[routed] + 1e-9)
+
+
+def test_stage2_weight_is_validated_and_predict_stage2_needs_a_stage2():
+    X, Y = numeric_data()
+    for bad in (-0.1, 1.5, np.nan, "half"):
+        with pytest.raises(InvalidParameterError, match="'stage2_weight' parameter"):
+            HybridRouterRegressor(Ridge(), Ridge(), stage2_weight=bad).fit(X, Y)
+    with pytest.raises(ValueError, match="has no Stage 2"):
+        HybridRouterRegressor(Ridge()).fit(X, Y).predict_stage2(X)
+
+
+@settings(max_examples=40, deadline=None)
 @given(low=thresholds, high=thresholds)
 def test_skip_rate_does_not_decrease_with_threshold(numeric_router, low, high):
     router, X, _ = numeric_router
