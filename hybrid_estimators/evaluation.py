@@ -407,6 +407,21 @@ def _as_scores(predictions, n_samples, n_dimensions, name):
     return predictions
 
 
+def _as_repeated_scores(predictions, n_samples, n_dimensions, name):
+    """Given predictions as (n_repeats, n_samples, n_dimensions): one set, or one per repetition."""
+    predictions = np.asarray(predictions, dtype=float)
+    if predictions.ndim < 3:
+        return _as_scores(predictions, n_samples, n_dimensions, name)[np.newaxis]
+    if predictions.ndim > 3 or len(predictions) == 0:
+        raise ValueError(
+            f"{name} must have shape ({n_samples}, {n_dimensions}) or (n_repeats, "
+            f"{n_samples}, {n_dimensions}); got {predictions.shape}."
+        )
+    return np.stack([
+        _as_scores(run, n_samples, n_dimensions, f"{name}[{i}]") for i, run in enumerate(predictions)
+    ])
+
+
 def _check_targets(router, Y, n_samples):
     names = [str(name) for name in router.dimension_names_]
     if hasattr(Y, "columns"):
@@ -442,17 +457,18 @@ def _warm_up(stage, X):
 def _run_stage1(router, X, n_samples, n_dimensions, stage1_predictions):
     """Stage 1's scores, routing scores and seconds per article."""
     if stage1_predictions is not None:
-        scores = _as_scores(stage1_predictions, n_samples, n_dimensions, "stage1_predictions")
-        routing = np.clip(weighted_average(scores, router.weights_), SCORE_MIN, SCORE_MAX)
-        return scores, routing, np.nan
+        scores = _as_repeated_scores(stage1_predictions, n_samples, n_dimensions, "stage1_predictions")
+        routing = [weighted_average(run, router.weights_) for run in scores]
+        return scores, np.clip(routing, SCORE_MIN, SCORE_MAX), np.nan
     _warm_up(router.stage1_, X)
     hits_before = cache_info()["row_hits"]
     started = time.perf_counter()
     scores = router.predict_stage1(X)  # also computes (and caches) the routing scores
     elapsed = time.perf_counter() - started
     seconds = _stage1_seconds(router, elapsed, n_samples, hits_before)
-    routing = np.asarray(router.routing_scores(X), dtype=float)
-    return _as_scores(scores, n_samples, n_dimensions, "Stage 1's output"), routing, seconds
+    routing = np.asarray(router.routing_scores(X), dtype=float)[np.newaxis]
+    scores = _as_scores(scores, n_samples, n_dimensions, "Stage 1's output")[np.newaxis]
+    return scores, routing, seconds
 
 
 def _run_stage2(router, X, n_samples, n_dimensions, stage2_predictions):
@@ -463,13 +479,13 @@ def _run_stage2(router, X, n_samples, n_dimensions, stage2_predictions):
             raise ValueError("stage2_predictions were given for a router without Stage 2.")
         return None, np.nan
     if stage2_predictions is not None:
-        return _as_scores(stage2_predictions, n_samples, n_dimensions, "stage2_predictions"), np.nan
+        return _as_repeated_scores(stage2_predictions, n_samples, n_dimensions, "stage2_predictions"), np.nan
     logger.info("Stage 2 scores all %d articles for the report", n_samples)
     _warm_up(stage2, X)
     started = time.perf_counter()
     scores = stage2.predict(X)
     seconds = (time.perf_counter() - started) / n_samples
-    return _as_scores(scores, n_samples, n_dimensions, "Stage 2's output"), seconds
+    return _as_scores(scores, n_samples, n_dimensions, "Stage 2's output")[np.newaxis], seconds
 
 
 def _languages(X, language, n_samples):
@@ -569,18 +585,25 @@ def cascade_report(
         Coverage of the percentile intervals.
     random_state : int, RandomState instance or None, default=None
         Seed of the resamples: an int makes the intervals reproducible.
-    stage1_predictions : array-like of shape (n_samples, n_dimensions), \
-            default=None
+    stage1_predictions : array-like of shape (n_samples, n_dimensions) or \
+            (n_repeats, n_samples, n_dimensions), default=None
         Stage 1 scores to use instead of running Stage 1, e.g. out-of-fold
-        predictions for articles Stage 1 was trained on. The routing scores
-        are then the weighted average of these, clipped to 0-10 (the
-        router's default rule, whatever its ``routing_score``), and Stage
-        1's time is not measured (see `seconds_per_article`).
-    stage2_predictions : array-like of shape (n_samples, n_dimensions), \
-            default=None
+        predictions for articles Stage 1 was trained on; one set per
+        repetition of a repeated cross-validation (e.g.
+        :class:`~sklearn.model_selection.RepeatedKFold`), in which case
+        every metric pools the repetitions: each article's error (routed or
+        not, ...) is averaged over them before the articles are resampled.
+        The routing scores are then the weighted average of these, clipped
+        to 0-10 (the router's default rule, whatever its
+        ``routing_score``), and Stage 1's time is not measured (see
+        `seconds_per_article`).
+    stage2_predictions : array-like of shape (n_samples, n_dimensions) or \
+            (n_repeats, n_samples, n_dimensions), default=None
         Stage 2 scores to use instead of running Stage 2, e.g. out-of-fold
-        predictions of its recipe (before the `stage2_weight` blend); its
-        time is then not measured. Needs a router with a Stage 2.
+        predictions of its recipe (before the `stage2_weight` blend), one
+        set per repetition as for `stage1_predictions` (same number of
+        repetitions); its time is then not measured. Needs a router with a
+        Stage 2.
     language : array-like of shape (n_samples,) or None, default=None
         Language of each article, for the breakdown by language; when None,
         the ``language`` column of a DataFrame `X`, if any. Missing values
@@ -671,7 +694,7 @@ def cascade_report(
         grid=[
             {
                 "threshold": float(t),
-                "n_routed": int(scores.routed(t).sum()),
+                "n_routed": int(round(scores.routed(t).sum())),
                 **metrics_of(("grid", float(t))),
             }
             for t in (grid if scores.available else [])
@@ -723,6 +746,60 @@ class _Scores:
         return systems
 
 
+def _mean_terms(runs):
+    """Each article's terms averaged over repetitions (numerators and denominators)."""
+    if len(runs) == 1:
+        return runs[0]
+    return {
+        metric: tuple(np.mean([np.asarray(run[metric][k], dtype=float) for run in runs], axis=0)
+                      for k in (0, 1))
+        for metric in runs[0]
+    }
+
+
+class _Repeated:
+    """The scores of one or more repetitions of a (repeated) cross-validation.
+
+    Every metric is a ratio of sums over articles of each article's terms
+    averaged over the repetitions, so the bootstrap resamples articles and
+    each keeps all its repetitions (the intervals stay paired).
+    """
+
+    def __init__(self, runs):
+        self.runs = runs
+        self.t1, self.t2 = runs[0].t1, runs[0].t2
+
+    @property
+    def available(self):
+        return self.runs[0].available
+
+    def routed(self, threshold):
+        """Share of the repetitions in which each article is routed."""
+        return np.mean([run.routed(threshold) for run in self.runs], axis=0)
+
+    def hybrid(self, threshold):
+        return _mean_terms([run.hybrid(threshold) for run in self.runs])
+
+    def systems(self, threshold):
+        per_run = [run.systems(threshold) for run in self.runs]
+        return {system: _mean_terms([run[system] for run in per_run]) for system in per_run[0]}
+
+    def comparison_terms(self, threshold):
+        """Per article: (Stage 1 error, Stage 2 error, weight), over all and routed articles."""
+        terms = {"all": [], "routed": []}
+        for run in self.runs:
+            systems = run.systems(threshold)
+            error1 = systems["stage1"]["weighted_average_mae"][0]
+            error2 = systems["stage2"]["weighted_average_mae"][0]
+            routed = run.routed(threshold).astype(float)
+            terms["all"].append((error1, error2, np.ones(len(routed))))
+            terms["routed"].append((error1 * routed, error2 * routed, routed))
+        return {
+            scope: tuple(np.mean([run[k] for run in runs], axis=0) for k in range(3))
+            for scope, runs in terms.items()
+        }
+
+
 def _truth_of(router, Y):
     n_samples = len(Y)
     if n_samples == 0:
@@ -741,18 +818,27 @@ def _score_articles(router, X, truth, stage1_predictions, stage2_predictions, se
     n_samples, n_dimensions = truth.scores.shape
     stage1, routing, t1 = _run_stage1(router, X, n_samples, n_dimensions, stage1_predictions)
     stage2, t2 = _run_stage2(router, X, n_samples, n_dimensions, stage2_predictions)
+    n_repeats = max(len(stage1), 1 if stage2 is None else len(stage2))
+    if stage2 is not None and 1 < len(stage1) != len(stage2) > 1:
+        raise ValueError(
+            f"stage1_predictions has {len(stage1)} repetitions, stage2_predictions {len(stage2)}."
+        )
     weight = getattr(router, "stage2_weight", 1.0)
     if stage2 is not None and weight != 1:  # what the router returns for a routed article
         stage2 = weight * stage2 + (1 - weight) * stage1
     seconds = {"stage1": t1, "stage2": t2, **(seconds_per_article or {})}
-    return _Scores(
-        truth,
-        np.clip(stage1, SCORE_MIN, SCORE_MAX),
-        None if stage2 is None else np.clip(stage2, SCORE_MIN, SCORE_MAX),
-        routing,
-        float(seconds["stage1"]),
-        float(seconds["stage2"]),
-    )
+    runs = [
+        _Scores(
+            truth,
+            np.clip(stage1[min(r, len(stage1) - 1)], SCORE_MIN, SCORE_MAX),
+            None if stage2 is None else np.clip(stage2[min(r, len(stage2) - 1)], SCORE_MIN, SCORE_MAX),
+            routing[min(r, len(routing) - 1)],
+            float(seconds["stage1"]),
+            float(seconds["stage2"]),
+        )
+        for r in range(n_repeats)
+    ]
+    return _Repeated(runs)
 
 
 def _groups(truth, languages):
@@ -772,7 +858,7 @@ def _register_all(bootstrap, scores, systems, groups, grid, threshold):
     if scores.available:
         for t in grid:
             _register(bootstrap, ("grid", float(t)), scores.hybrid(t))
-        _register_comparison(bootstrap, systems, scores.routed(threshold))
+        _register_comparison(bootstrap, scores.comparison_terms(threshold))
 
 
 def _log_summary(report):
@@ -801,19 +887,16 @@ def _tier_order(tiers):
     return [name for name, _ in sorted(tiers.items(), key=lambda item: -item[1])]
 
 
-def _register_comparison(bootstrap, systems, routed):
-    error1 = systems["stage1"]["weighted_average_mae"][0]
-    error2 = systems["stage2"]["weighted_average_mae"][0]
-    ones = np.ones(len(routed))
-    for scope, weight in (("all", ones), ("routed", routed.astype(float))):
-        bootstrap.add(("comparison", scope, "stage1_mae"), error1 * weight, weight)
-        bootstrap.add(("comparison", scope, "stage2_mae"), error2 * weight, weight)
-        bootstrap.add(("comparison", scope, "difference"), (error2 - error1) * weight, weight)
+def _register_comparison(bootstrap, terms):
+    for scope, (error1, error2, weight) in terms.items():
+        bootstrap.add(("comparison", scope, "stage1_mae"), error1, weight)
+        bootstrap.add(("comparison", scope, "stage2_mae"), error2, weight)
+        bootstrap.add(("comparison", scope, "difference"), error2 - error1, weight)
 
 
 def _comparison(results, routed):
     comparison = {}
-    for scope, n in (("all", routed.size), ("routed", int(routed.sum()))):
+    for scope, n in (("all", routed.size), ("routed", int(round(routed.sum())))):
         entry = {"n": int(n)}
         for key in ("stage1_mae", "stage2_mae", "difference"):
             entry[key] = _estimate(results[("comparison", scope, key)])

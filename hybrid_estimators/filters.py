@@ -1535,13 +1535,24 @@ def _card_models(spec, metadata, probe):
     else:
         gguf = f" (GGUF file {_code(stage2['gguf_file'])})" if stage2.get("gguf_file") else ""
         head, tail = stage2.get("head_tail", (256, 256))
+        reads = "its last token"
+        if stage2.get("pooling", "last") != "last" or stage2.get("layers") is not None:
+            reads = (f"the {stage2.get('pooling', 'last')}-pooled hidden states of layers "
+                     f"{stage2.get('layers') or 'last'}")
+        weight = hybrid["stage2_weight"]
         lines += [
             f"- **Routing**: articles whose Stage 1 weighted average is at least "
             f"{hybrid['threshold']:.3f} go to Stage 2; the others keep Stage 1's scores.",
-            f"- **Stage 2**: {_code(stage2['base_model'])}{gguf} with the LoRA adapter and "
-            f"regression head in {_code(str(stage2.get('adapter')) + '/')}, reading the first {head} and "
-            f"last {tail} tokens of an article (at most {stage2.get('max_length', 512)}).",
+            f"- **Stage 2**: {_code(stage2['base_model'])}{gguf} with the adapter and "
+            f"regression head in {_code(str(stage2.get('adapter')) + '/')} (the head reads "
+            f"{reads}), reading the first {head} and last {tail} tokens of an article (at most "
+            f"{stage2.get('max_length', 512)}).",
         ]
+        if weight != 1:
+            lines.append(
+                f"- **Blend** (`stage2_weight: {weight:g}`): a routed article's scores are "
+                f"{weight:g} × Stage 2's + {1 - weight:g} × Stage 1's."
+            )
     return lines
 
 
@@ -1664,7 +1675,9 @@ def _card_evaluation(metadata):
             "- **Stage 2's numbers are optimistic**: it was trained on (some of) these articles."
         )
     lines += ["", f"| system | MAE of the weighted average [{confidence} interval] |", "|---|---|"]
-    for system, label in (("stage1", "Stage 1 alone"), ("stage2", "Stage 2 alone"),
+    weight = (metadata.get("evaluation") or {}).get("stage2_weight", 1.0)
+    stage2_label = "Stage 2 alone" if weight == 1 else f"Stage 2 blended with Stage 1 ({weight:g}), every article"
+    for system, label in (("stage1", "Stage 1 alone"), ("stage2", stage2_label),
                           ("hybrid", f"hybrid at {summary['threshold']:.3f}")):
         lines.append(f"| {label} | {_fmt(summary['mae'].get(system))} |")
     if summary["skip_rate"] is not None and summary["stage2_available"]:

@@ -199,7 +199,7 @@ def make_filter(name, data_root, cache):
         calibration=calibration_record(tuner),
     )
     logger.info("%s: %s", folder, {k: round(v, 3) if isinstance(v, float) else v for k, v in metrics.items()})
-    return oof
+    return np.asarray(oof)[np.newaxis]
 
 
 def _candidate_maes(metrics):
@@ -211,11 +211,11 @@ def _candidate_maes(metrics):
 
 
 def stage2_oof(args, X, dimension_names):
-    """Stage 2's out-of-fold predictions from --stage2-oof, checked against the articles."""
+    """Stage 2's out-of-fold predictions from --stage2-oof (one set per seed), checked."""
     saved = np.load(args.stage2_oof)
     if list(saved["ids"]) != list(X["id"].astype(str)) or list(saved["dimensions"]) != list(dimension_names):
         raise SystemExit(f"{args.stage2_oof}: its articles or dimensions are not these")
-    return saved["predictions"], str(saved["description"])
+    return saved["predictions"], [int(seed) for seed in saved["seeds"]], int(saved["folds"]), str(saved["description"])
 
 
 def stage2_seconds(scorer, X, n_articles):
@@ -256,33 +256,39 @@ def evaluate(name, data_root, cache, args, oof=None):
     scorer = load_filter(folder)
     Y = Y[scorer.spec.dimension_names]
     metrics = scorer.metadata["metrics"]
-    if oof is None:
-        _, oof = stage1_cv(
-            scorer.spec, X, Y, cache, scorer.threshold_, kinds=(metrics["probe"],),
-            cv=metrics["cv_folds"], random_state=metrics["cv_random_state"],
-        )
+    folds, seeds = metrics["cv_folds"], [metrics["cv_random_state"]]
     kind, stage2_words, held_back = stage2_split(args, X, scorer.stage2_ is not None)
     options = dict(n_bootstraps=args.n_bootstraps, confidence=CONFIDENCE, random_state=SEED)
-    if kind == "out_of_fold":
-        oof2, stage2_words = stage2_oof(args, X, scorer.spec.dimension_names)
+    if kind == "out_of_fold":  # both stages out of fold, on the same folds, for each seed
+        oof2, seeds, folds, stage2_words = stage2_oof(args, X, scorer.spec.dimension_names)
         stage2_words = f"Stage 2: {stage2_words}."
         options["stage2_predictions"] = oof2
         options["seconds_per_article"] = {"stage2": stage2_seconds(scorer, X, args.timing_articles)}
+        oof = None
+    if oof is None:
+        oof = np.stack([
+            stage1_cv(scorer.spec, X, Y, cache, scorer.threshold_, kinds=(metrics["probe"],),
+                      cv=folds, random_state=seed)[1]
+            for seed in seeds
+        ])
     report = cascade_report(scorer, X, Y, stage1_predictions=oof, **options)
+    states = f"random_state {seeds[0]}" if len(seeds) == 1 else (
+        f"repeated for random_state {seeds}, every metric pooled over the repetitions")
     split = {
         "description": (
-            f"Stage 1: {metrics['cv_folds']}-fold out-of-fold predictions (shuffled KFold, "
-            f"random_state {metrics['cv_random_state']}), the probe refitted without each "
-            f"article, as in the metrics. {stage2_words}"
+            f"Stage 1: {folds}-fold out-of-fold predictions (shuffled KFold, {states}), the "
+            f"probe refitted without each article, as in the metrics. {stage2_words}"
         ),
         "n_articles": len(X),
         "data_sha256": data_hash(X, Y),
         "stage1": "out_of_fold",
         "stage2": kind,
+        "cv_folds": folds,
+        "cv_random_states": seeds,
     }
     if held_back is not None:
         rows = X.iloc[held_back]
-        held = cascade_report(scorer, rows, Y.iloc[held_back], stage1_predictions=oof[held_back], **options)
+        held = cascade_report(scorer, rows, Y.iloc[held_back], stage1_predictions=oof[:, held_back], **options)
         split["held_out"] = {
             "description": f"the {len(held_back)} articles Stage 2 was not trained on; Stage 1 "
             "out of fold",

@@ -88,8 +88,8 @@ def parse_args():
                         help="routing threshold of the 'routed' rows (default: the shipped filter's)")
     parser.add_argument("--extract-only", action="store_true")
     parser.add_argument("--save-oof", nargs=2, metavar=("CANDIDATE", "NPZ"), default=None,
-                        help="write CANDIDATE's out-of-fold predictions of the first seed (ids, dimensions, "
-                             "scores) to NPZ, for scripts/make_filters.py --stage2-oof")
+                        help="write CANDIDATE's out-of-fold predictions of every seed (ids, dimensions, "
+                             "seeds, scores) to NPZ, for scripts/make_filters.py --stage2-oof")
     parser.add_argument("--stage2-weight", type=float, nargs="*", default=[0.5],
                         help="also score each recipe as the router's stage2_weight blend with Stage 1 "
                              "(w * Stage 2 + (1 - w) * Stage 1), and the hybrid that uses it on routed rows")
@@ -303,19 +303,17 @@ def report(per_seed, Y, stage1_per_seed, weights, X, medium, routed, n_boot, dim
     }
 
 
-def save_oof(args, candidate, predictions, X, dims, folds):
-    """Write `candidate`'s out-of-fold predictions if --save-oof names it."""
+def save_oof(args, candidate, per_seed, X, dims):
+    """Write `candidate`'s out-of-fold predictions (one set per seed) if --save-oof names it."""
     if args.save_oof is None or args.save_oof[0] != candidate:
         return
     path = Path(args.save_oof[1])
     path.parent.mkdir(parents=True, exist_ok=True)
-    fold_of = np.empty(len(X), dtype=int)
-    for number, (_, test) in enumerate(folds):
-        fold_of[test] = number
-    np.savez(path, ids=np.array(X["id"].astype(str).tolist(), dtype=str), dimensions=np.array(dims), predictions=predictions,
-             fold=fold_of, description=np.array(
-                 f"{candidate}: out-of-fold predictions, KFold({args.folds}, shuffle=True, "
-                 f"random_state={args.seeds[0]}), the head refitted without each fold"))
+    description = (f"{candidate}: out-of-fold predictions of KFold({args.folds}, shuffle=True, "
+                   f"random_state=seed) for seeds {args.seeds}, the head refitted without each fold")
+    np.savez(path, ids=np.array(X["id"].astype(str).tolist(), dtype=str), dimensions=np.array(dims),
+             predictions=np.stack(per_seed), seeds=np.array(args.seeds), folds=np.array(args.folds),
+             description=np.array(description))
     logger.info("wrote the out-of-fold predictions of %s to %s", candidate, path)
 
 
@@ -507,7 +505,7 @@ def main():
                    "head_fit_seconds": (time.perf_counter() - began) / (len(args.seeds) * args.folds)}
             row.update(report(per_seed, **common))
             results["candidates"].append(row)
-            save_oof(args, row["candidate"], per_seed[0], X, dims, seeds[args.seeds[0]])
+            save_oof(args, row["candidate"], per_seed, X, dims)
             logger.info("%s %s: MAE %.3f, vs Stage 1 %+.3f %s", name, recipe, row["weighted_average_mae"]["mean"],
                         row["difference_vs_stage1"]["mean"], row["difference_vs_stage1"]["ci90"])
             results["candidates"].extend(blended_rows(row, per_seed, stage1, args.stage2_weight, common))

@@ -353,6 +353,34 @@ def test_stage2_predictions_replace_stage2_and_are_blended_as_the_router_blends(
         cascade_report(make_router(stage1, None, data), X, Y, stage2_predictions=given)
 
 
+def test_repeated_out_of_fold_predictions_pool_their_repetitions(exact_router, data):
+    X, Y = data
+    runs = np.stack([Y + np.array([1.5, -2.0]), Y - np.array([0.5, 1.0])])  # two "repetitions"
+    stage2 = np.stack([Y + 0.25, Y - 0.75])
+    kwargs = {"n_bootstraps": 50, "random_state": 0}
+    pooled = cascade_report(exact_router, X, Y, stage1_predictions=runs, stage2_predictions=stage2, **kwargs)
+    each = [cascade_report(exact_router, X, Y, stage1_predictions=r, stage2_predictions=s, **kwargs)
+            for r, s in zip(runs, stage2)]
+
+    for system in ("stage1", "stage2", "hybrid"):
+        for metric in ("weighted_average_mae", "tier_accuracy", "skip_rate"):
+            assert value(pooled.systems[system][metric]) == pytest.approx(
+                np.mean([value(report.systems[system][metric]) for report in each])
+            )
+    # Routed articles are pooled over the repetitions in which each is routed.
+    routed = [np.clip(weighted_average(r, WEIGHTS), 0, 10) >= THRESHOLD for r in runs]
+    errors = [[np.abs(averages(p) - averages(Y)) for p in (r, s)] for r, s in zip(runs, stage2)]
+    difference = sum(((e2 - e1) * m).sum() for (e1, e2), m in zip(errors, routed)) / sum(m.sum() for m in routed)
+    assert value(pooled.comparison["routed"]["difference"]) == pytest.approx(difference)
+    assert pooled.comparison["routed"]["n"] == round(np.mean([m.sum() for m in routed]))
+    # One repetition given as 3-D is the 2-D report (times given: measured ones vary).
+    kwargs["seconds_per_article"] = SECONDS
+    assert cascade_report(exact_router, X, Y, stage1_predictions=runs[:1], **kwargs).to_dict() == \
+        cascade_report(exact_router, X, Y, stage1_predictions=runs[0], **kwargs).to_dict()
+    with pytest.raises(ValueError, match="2 repetitions, stage2_predictions 3"):
+        cascade_report(exact_router, X, Y, stage1_predictions=runs, stage2_predictions=np.stack([Y] * 3))
+
+
 def test_the_weighted_average_error_applies_gatekeepers(stage1, exact_stage2, data):
     X, Y = data
     gatekeepers = {"dim_1": (3.0, 2.0)}
