@@ -15,11 +15,15 @@ On real articles (``../shared/data/seece_energy_tech`` by default) it times:
 2. Stage 2, time per article: Qwen2.5-1.5B's architecture built from its
    config with RANDOM weights (no weights exist offline; speed does not
    depend on their values);
-3. the cascade on the articles the Stage 2 adapter never saw, with the
-   shipped filter's Stage 2 (SmolLM2-135M with its real weights): standard
-   (Stage 2 on every article) against hybrid at the filter's calibrated
-   threshold, with the measured speedup, the ideal one at the measured
-   skip rate, T2 / (T1 + (1 - s) T2), MAE and MEDIUM+ recall.
+3. the cascade on 20% of the articles, Stage 1 refitted on the others,
+   with the shipped filter's Stage 2 (Qwen2.5-Coder-0.5B with its real
+   weights, blended with Stage 1 as the filter's ``stage2_weight`` says):
+   standard (Stage 2 on every article) against hybrid at the filter's
+   calibrated threshold, with the measured speedup, the ideal one at the
+   measured skip rate, T2 / (T1 + (1 - s) T2), MAE and MEDIUM+ recall.
+   That Stage 2 was trained on all the articles, so its MAE here is in
+   sample: the filter's recorded evaluation (``hybrid-estimators info``)
+   is the honest comparison.
 
 Every time follows a warm-up pass (the steady state of a long scoring
 run); a Stage 1 time is the fastest of ``--repeats`` passes. Every
@@ -160,6 +164,7 @@ def cascade(filter_dir, backend, data, batch_size):
     router = HybridRouterRegressor(
         stage1, stage2, spec.weights, threshold=shipped.threshold_, tiers=spec.tiers,
         gatekeepers=spec.gatekeepers or None, prefit=("stage1", "stage2"), cache=False,
+        stage2_weight=shipped.stage2_weight,
     ).fit(X_train, Y_train)
     gatekeepers = router.gatekeepers_
     stage1.predict(X_test)  # warm-up pass, as in _timed
@@ -169,12 +174,15 @@ def cascade(filter_dir, backend, data, batch_size):
         start = time.perf_counter()
         predictions[name] = predict(X_test)
         timings[name] = (time.perf_counter() - start) / len(X_test)
+    weight = router.stage2_weight  # what the filter returns for an article sent to Stage 2
+    predictions["standard"] = weight * predictions["standard"] + (1 - weight) * predictions["stage1"]
     routed = router.route(X_test)
     truth_medium_plus = is_medium_plus(Y_test, spec.weights, tiers=spec.tiers, gatekeepers=gatekeepers)
     result = {
         "backend": backend,
         "n_articles": len(X_test),
         "threshold": float(shipped.threshold_),
+        "stage2_weight": float(weight),
         "stage1_ms": 1000 * timings["stage1"],
         "stage2_ms": 1000 * timings["standard"],
         "hybrid_ms": 1000 * timings["hybrid"],
@@ -310,8 +318,9 @@ def format_tables(results):
     lines += ["", f"{'Stage 2':<66}{'ms/art':>9}{'n':>4}{'peak MB':>9}"]
     for row in results["stage2"]:
         lines.append(f"{row['stage2']:<66}{row['ms_per_article']:>9.1f}{row['n_articles']:>4}{row['peak_mb']:>9.0f}")
-    lines += ["", "Cascade (shipped seece_energy_tech/v1: Stage 2 = SmolLM2-135M + LoRA, REAL weights; "
-              "Stage 1 refitted on the adapter's training split; held-back articles)"]
+    lines += ["", "Cascade (shipped seece_energy_tech/v1: Stage 2 = Qwen2.5-Coder-0.5B, REAL weights, "
+              "blended with Stage 1; Stage 1 refitted without the 20% timed; Stage 2 saw them: "
+              "MAE std/hyb in sample)"]
     lines.append(
         f"{'Stage 1 backend':<16}{'n':>4}{'T1 ms':>8}{'T2 ms':>8}{'skip':>7}{'hybrid ms':>11}{'speedup':>9}"
         f"{'ideal':>8}{'ratio':>7}{'MAE S1':>8}{'MAE std':>9}{'MAE hyb':>9}{'recall':>8}{'peak MB':>9}"
@@ -343,14 +352,14 @@ def seed_comparison(stage1_rows, stage2_rows, cascade_rows):
     projected = t1 + (1 - skip) * qwen
     return [
         ("Stage 1 ms/article", f"{SEED['stage1_ms']}", f"{t1:.1f}"),
-        ("Stage 2 ms/article (SmolLM2)", "-", f"{best['stage2_ms']:.1f}"),
+        ("Stage 2 ms/article (shipped: Qwen-Coder-0.5B)", "-", f"{best['stage2_ms']:.1f}"),
         ("Stage 2 ms/article (Qwen 1.5B)", f"{SEED['stage2_ms']}", f"{qwen:.1f}*"),
         ("threshold", f"{SEED['threshold']}", f"{best['threshold']:.2f}"),
         ("skipped", f"{100 * SEED['skip_rate']:.0f}%", f"{100 * skip:.1f}%"),
         ("MEDIUM+ sent to Stage 2 (recall)", f"{100 * SEED['medium_plus_recall']:.1f}%",
          f"{100 * best['medium_plus_routed_recall']:.1f}%"),
-        ("hybrid ms/article (SmolLM2)", "-", f"{best['hybrid_ms']:.1f}"),
-        ("speedup (SmolLM2, measured)", "-", f"{best['speedup']:.2f}×"),
+        ("hybrid ms/article (shipped)", "-", f"{best['hybrid_ms']:.1f}"),
+        ("speedup (shipped, measured)", "-", f"{best['speedup']:.2f}×"),
         ("ideal at that skip rate", f"{SEED['ideal']}×", f"{best['ideal_speedup']:.2f}×"),
         ("speedup / ideal", f"{SEED['speedup'] / SEED['ideal']:.2f}", f"{best['speedup_to_ideal']:.2f}"),
         ("hybrid ms/article (Qwen 1.5B)", f"{SEED['hybrid_ms']}", f"{projected:.1f}*"),
@@ -368,7 +377,7 @@ def plot(results, path):
     labels = [row["stage1"].replace("(backend=", " ").replace(")", "").replace("'", "") for row in results["stage1"]]
     labels += [f"Qwen2.5-1.5B* {row['stage2'].split(', ')[2]}" for row in results["stage2"]]
     labels += [f"hybrid, Stage 1 {row['backend']}" for row in results["cascade"]]
-    labels += [f"SmolLM2 Stage 2 ({row['backend']} run)" for row in results["cascade"]]
+    labels += [f"shipped Stage 2 ({row['backend']} run)" for row in results["cascade"]]
     times = [row["ms_per_article"] for row in results["stage1"]]
     times += [row["ms_per_article"] for row in results["stage2"]]
     times += [row["hybrid_ms"] for row in results["cascade"]] + [row["stage2_ms"] for row in results["cascade"]]

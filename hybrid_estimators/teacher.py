@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
-from .text import as_frame
+from .text import as_frame, text_hashes
 
 __all__ = [
     "TeacherScoresError",
@@ -66,7 +66,8 @@ def teacher_identity(filter_):
     -------
     identity : dict
         ``{"filter": "name/version", "stage2_sha256": ...}``: the hash
-        covers Stage 2's parameters and its adapter folder's files.
+        covers Stage 2's parameters, its adapter folder's files and the
+        filter's ``stage2_weight``.
     """
     stage2 = _unwrap(filter_.stage2_)
     if stage2 is None:
@@ -82,6 +83,8 @@ def teacher_identity(filter_):
     adapter = stage2.get_params().get("adapter")
     if adapter is not None:
         digest.update(_folder_sha256(adapter).encode())
+    if filter_.stage2_weight != 1:  # the teacher's scores are the blend the filter returns
+        digest.update(f"stage2_weight={float(filter_.stage2_weight)!r}".encode())
     spec = filter_.spec
     return {"filter": f"{spec.name}/{spec.version}", "stage2_sha256": digest.hexdigest()}
 
@@ -188,16 +191,6 @@ def _check_articles(path, rows, articles):
             raise TeacherScoresError(
                 f"{path}: line {number} scores article {given!r}, expected {expected!r}"
             )
-
-
-def text_hashes(X):
-    """sha256 of each article's title and content, to detect the same article twice."""
-    frame = as_frame(X)
-    hashes = []
-    for row in frame.itertuples(index=False):
-        text = "\x00".join(str(getattr(row, name, "") or "") for name in ("title", "content"))
-        hashes.append(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
-    return np.asarray(hashes, dtype=object)
 
 
 def check_disjoint(X_train, X_certify):

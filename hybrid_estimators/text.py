@@ -1,5 +1,6 @@
 """Articles in, model-ready strings out: :class:`ArticleText` and :func:`as_texts`."""
 
+import hashlib
 import math
 import numbers
 import re
@@ -420,3 +421,30 @@ class ArticleText(TransformerMixin, BaseEstimator):
         tags.input_tags.string = True
         tags.transformer_tags.preserves_dtype = []  # texts out, whatever comes in
         return tags
+
+
+def text_hashes(X):
+    """sha256 of each article's title and content, to detect the same article twice.
+
+    Parameters
+    ----------
+    X : DataFrame or list of dict
+        Articles.
+
+    Returns
+    -------
+    hashes : ndarray of str, shape (n_samples,)
+
+    Examples
+    --------
+    >>> a, b, c = text_hashes([{"title": "A", "content": "x"}, {"title": "A", "content": "x"},
+    ...                        {"title": "A", "content": "y"}])
+    >>> a == b, a == c
+    (True, False)
+    """
+    frame = as_frame(X)
+    hashes = []
+    for row in frame.itertuples(index=False):
+        text = "\x00".join(str(getattr(row, name, "") or "") for name in ("title", "content"))
+        hashes.append(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
+    return np.asarray(hashes, dtype=object)

@@ -27,7 +27,7 @@ def articles(values, start=0):
     )
 
 
-def numeric_filter(noise=1.0, threshold=4.0, random_state=0, min_length=10):
+def numeric_filter(noise=1.0, threshold=4.0, random_state=0, min_length=10, stage2_weight=1.0):
     """Stage 2 is exact (score = title value); Stage 1 is fitted on noisy scores."""
     rng = np.random.RandomState(random_state)
     values = rng.uniform(0, 10, 300)
@@ -43,7 +43,8 @@ def numeric_filter(noise=1.0, threshold=4.0, random_state=0, min_length=10):
             "version": "v1",
             "dimensions": {"a": 0.5, "b": 0.5},
             "prefilter": {"min_length": min_length},
-            "hybrid_inference": {"threshold": threshold, "target_recall": 0.9, "confidence": 0.9},
+            "hybrid_inference": {"threshold": threshold, "target_recall": 0.9, "confidence": 0.9,
+                                 "stage2_weight": stage2_weight},
         }
     )
     return Filter(spec, FrozenEstimator(stage1), FrozenEstimator(stage2), metadata={}).fit()

@@ -284,6 +284,30 @@ def test_text_fields_are_bounded(change, message):
         FilterSpec.from_dict({**_config(), **change})
 
 
+STAGE2 = {"base_model": "Qwen/Qwen2.5-Coder-0.5B-Instruct", "adapter": "model"}
+
+
+@pytest.mark.parametrize(
+    "hybrid, message",
+    [
+        ({"stage2_weight": 1.5}, r"stage2_weight: must lie in \[0, 1\], got 1.5"),
+        ({"stage2_weight": -0.1}, r"stage2_weight: must lie in \[0, 1\]"),
+        ({"stage2_weight": "half"}, r"stage2_weight"),
+        ({"stage2": {**STAGE2, "pooling": "max"}}, r"stage2.pooling: expected one of \['last', 'mean', 'last\+mean'\]"),
+        ({"stage2": {**STAGE2, "layers": []}}, r"stage2.layers: expected a list of layer indices"),
+        ({"stage2": {**STAGE2, "layers": [6, "12"]}}, r"stage2.layers: expected an integer, got '12'"),
+        ({"stage2": {**STAGE2, "layers": [6, True]}}, r"stage2.layers: expected an integer, got True"),
+    ],
+)
+def test_stage2_weight_and_head_layout_are_validated(hybrid, message):
+    with pytest.raises(FilterError, match=message):
+        FilterSpec.from_dict(_config(**hybrid))
+    spec = FilterSpec.from_dict(_config(stage2_weight=0.25, stage2={**STAGE2, "pooling": "mean", "layers": [6, -1]}))
+    assert spec.hybrid_inference["stage2_weight"] == 0.25
+    assert spec.hybrid_inference["stage2"]["layers"] == [6, -1]
+    assert FilterSpec.from_dict(_config()).hybrid_inference["stage2_weight"] == 1.0
+
+
 # --- the probe archive is bounded before skops reads it ---------------------------------
 
 

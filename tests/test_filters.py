@@ -23,6 +23,7 @@ from hybrid_estimators.filters import (
     FilterError,
     FilterSpec,
     check_metrics,
+    evaluation_staleness,
     load_filter,
     model_card,
     record_evaluation,
@@ -464,6 +465,12 @@ def test_a_better_stage2_does_not_warn_and_a_changed_one_is_stale(saved, two_sta
     assert _warnings(caplog) == []
     assert main(["info", "--filter", str(folder)]) == 0
     assert "stage2_better True" in capsys.readouterr().out
+    reweighted = FilterSpec.from_yaml(folder / "config.yaml")
+    reweighted.hybrid_inference["stage2_weight"] = 0.5
+    metadata = json.loads((folder / METADATA_FILE).read_text())
+    assert evaluation_staleness(folder, reweighted, metadata) == [
+        "stage2_weight changed since (evaluated at 1, the config has 0.5)"
+    ]
 
     (folder / "model" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA", "r": 4}))
     caplog.clear()

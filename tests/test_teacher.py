@@ -80,6 +80,20 @@ def test_another_stage2_is_refused(filter_, tmp_path):
         read_teacher_scores(path, filter_)
 
 
+def test_a_blending_filter_teaches_its_blend_under_another_identity(filter_, tmp_path):
+    from _numeric_filter import numeric_filter
+
+    blending = numeric_filter(stage2_weight=0.5)
+    assert teacher_identity(blending) != teacher_identity(filter_)
+    X = articles(np.array([1.0, 5.0, 9.0]))
+    stage1 = blending.predict_stage1(X)
+    np.testing.assert_allclose(teacher_scores(blending, X).to_numpy(),
+                               np.clip(0.5 * np.c_[[1.0, 5.0, 9.0], [1.0, 5.0, 9.0]] + 0.5 * stage1, 0, 10), atol=1e-5)
+    path = _write(tmp_path / "t.jsonl", [_row(filter_, 1, "a0", {"a": 2.0, "b": 2.0})])
+    with pytest.raises(TeacherScoresError, match="line 1: written by another Stage 2"):
+        read_teacher_scores(path, blending)
+
+
 def test_missing_or_other_articles_are_refused(filter_, tmp_path):
     X = articles(np.array([2.0, 6.0]))
     one = _write(tmp_path / "one.jsonl", [_row(filter_, 1, "a0", {"a": 2.0, "b": 2.0})])
