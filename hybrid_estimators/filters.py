@@ -52,7 +52,7 @@ from .models import (
 from .prefilter import Prefilter
 from .qwen import POOLINGS, QwenRegressor
 from .router import HybridRouterRegressor
-from .text import ArticleText, as_frame
+from .text import ArticleText, as_frame, text_hashes
 from .tiers import DEFAULT_TIERS
 
 logger = logging.getLogger(__name__)
@@ -1133,6 +1133,7 @@ def save_filter(
     calibration=None,
     evaluation=None,
     evaluation_split=None,
+    distillation=None,
 ):
     """Write a complete filter: probe, Stage 2 adapter, config, metadata and model card.
 
@@ -1172,6 +1173,11 @@ def save_filter(
     evaluation_split : dict, default=None
         Required with `evaluation`: how it was measured
         (:data:`EVALUATION_SPLIT_KEYS`).
+    distillation : dict, default=None
+        How a probe trained on Stage 2's scores was made (``train-probe
+        --teacher-scores``): the teacher, the unlabelled file's sha256, the
+        seeded split and the ``certify_lines`` held out for
+        ``calibrate --reference stage2``.
 
     Returns
     -------
@@ -1253,6 +1259,8 @@ def save_filter(
     )
     if evaluation is not None:
         _attach_evaluation(metadata, folder, spec, evaluation, evaluation_split)
+    if distillation is not None:
+        metadata["distillation"] = _plain(dict(distillation))
     _write_metadata_and_card(folder, spec, metadata, probe)
     logger.info("Saved filter %s/%s to %s", spec.name, spec.version, folder)
     return folder
@@ -1282,8 +1290,11 @@ def filter_metadata(spec, embedder, *, probe_sha256, training_data=None, metrics
         ``schema_version``, ``filter``, ``embedding_model``,
         ``embedding_dim``, ``dimension_names``, ``weights``,
         ``probe_sha256``, ``training_data_sha256``, ``n_training_articles``,
-        ``versions``, ``metrics``, ``calibration``, ``evaluation`` and
-        ``evaluation_split`` (None until one is recorded).
+        ``training_articles_sha256`` (the sorted text hashes of the training
+        articles, :func:`~hybrid_estimators.text.text_hashes`: ``calibrate``
+        refuses to certify on them), ``versions``, ``metrics``,
+        ``calibration``, ``evaluation`` and ``evaluation_split`` (None
+        until one is recorded).
     """
     import sklearn
     import skops
@@ -1300,6 +1311,7 @@ def filter_metadata(spec, embedder, *, probe_sha256, training_data=None, metrics
         "probe_sha256": probe_sha256,
         "training_data_sha256": data_hash(*training_data) if training_data else None,
         "n_training_articles": len(training_data[0]) if training_data else None,
+        "training_articles_sha256": sorted(set(text_hashes(training_data[0]))) if training_data else None,
         "versions": {
             "hybrid_estimators": __version__,
             "scikit-learn": sklearn.__version__,

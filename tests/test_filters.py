@@ -32,6 +32,7 @@ from hybrid_estimators.filters import (
 from hybrid_estimators.qwen import QwenRegressor
 from hybrid_estimators.prefilter import Prefilter
 from hybrid_estimators.router import HybridRouterRegressor
+from hybrid_estimators.text import text_hashes
 
 
 @pytest.fixture(scope="module")
@@ -561,3 +562,67 @@ def test_train_probe_needs_both_stage2_options(tmp_path, data, capsys):
     status = main(["train-probe", str(_labelled(tmp_path / "data", X, Y)), "-o", str(tmp_path / "o"),
                    "--stage2", "org/base"])
     assert status == 2 and "--stage2 BASE and --adapter DIR go together" in capsys.readouterr().err
+
+
+# --- train-probe --teacher-scores: a probe distilled from Stage 2 ------------------------------
+
+
+def _teacher_file(path, teacher, X, scores):
+    """What `score --filter F --all-stage2` writes for articles X with these Stage 2 scores."""
+    from hybrid_estimators.teacher import teacher_identity
+
+    identity = teacher_identity(teacher)
+    rows = [{"line": i + 1, "id": article_id, "scores": dict(zip(teacher.dimension_names_, row)),
+             "stage_used": "stage2", "blocked_by": None, "error": None, "teacher": identity}
+            for i, (article_id, row) in enumerate(zip(X["id"], scores.tolist()))]
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_train_probe_distils_stage2_and_calibrate_certifies_on_the_held_out_half(
+    minilm_path, two_stage, data, tmp_path, capsys
+):
+    folder, _ = two_stage
+    teacher = load_filter(folder)
+    X, Y = make_articles(60, random_state=3)
+    X["id"] = [f"u{i}" for i in range(len(X))]
+    unlabelled = tmp_path / "unlabelled.jsonl"
+    unlabelled.write_text("".join(json.dumps(row) + "\n" for row in X[["id", "title", "content"]].to_dict("records")))
+    scores = _teacher_file(tmp_path / "teacher.jsonl", teacher, X, Y[teacher.dimension_names_].to_numpy())
+    out = tmp_path / "distilled"
+    labelled = _labelled(tmp_path / "data", *data)
+
+    status = main(["train-probe", str(labelled), "--teacher-scores", str(scores), "--unlabelled",
+                   str(unlabelled), "--filter", str(folder), "--teacher-weight", "2", "-o", str(out),
+                   "--embedding-model", minilm_path, "--prefix", "", "--probe", "ridge", "--cv", "3",
+                   "--random-state", "1", "--no-progress"])
+    assert status == 0
+    assert "distilled from 30 Stage 2 scores and 80 labels; 30 articles of" in capsys.readouterr().out
+    distilled = load_filter(out)
+    record = distilled.metadata["distillation"]
+    assert record["teacher"]["filter"] == "demo/v1" and record["random_state"] == 1
+    assert (record["n_teacher"], record["n_oracle"], len(record["certify_lines"])) == (30, 80, 30)
+    # The probe never saw the held-out articles, and it learnt from the rest of them.
+    trained = set(distilled.metadata["training_articles_sha256"])
+    held_out = X.iloc[[line - 1 for line in record["certify_lines"]]]
+    assert not trained & set(text_hashes(held_out))
+    assert set(text_hashes(X)) - set(text_hashes(held_out)) <= trained
+    assert distilled.spec.hybrid_inference["stage2"] == teacher.spec.hybrid_inference["stage2"]
+    assert (out / "model" / "adapter_model.safetensors").is_file()
+
+    # calibrate on the same file certifies on the held-out half only, from the teacher file.
+    rescored = _teacher_file(tmp_path / "teacher2.jsonl", distilled, X, Y[teacher.dimension_names_].to_numpy())
+    status = main(["calibrate", "--filter", str(out), "--reference", "stage2", str(unlabelled),
+                   "--teacher-scores", str(rescored), "--target-recall", "0.5", "--confidence", "0.5"])
+    assert status == 0
+    assert "calibrated demo/v1 on 30 articles, against Stage 2's verdicts" in capsys.readouterr().out
+    assert load_filter(out).metadata["calibration"]["n"] == 30
+
+
+def test_train_probe_refuses_half_a_distillation(two_stage, tmp_path, capsys):
+    folder, _ = two_stage
+    status = main(["train-probe", "--teacher-scores", str(tmp_path / "t.jsonl"), "--filter", str(folder),
+                   "-o", str(tmp_path / "o")])
+    assert status == 2 and "--teacher-scores, --unlabelled and --filter go together" in capsys.readouterr().err
+    status = main(["train-probe", "-o", str(tmp_path / "o")])
+    assert status == 2 and "give a labelled folder" in capsys.readouterr().err

@@ -156,3 +156,52 @@ def cv_option(text):
 
 def layer_sizes(text):
     return [positive_int(size) for size in text.split(",")]
+
+
+def read_article_lines(path):
+    """The valid articles of a JSONL file, their line numbers and the number of lines.
+
+    Invalid lines are logged and left out.
+    """
+    import pandas as pd
+
+    from ..scoring import parse_line, read_chunks
+
+    try:
+        with open(path, "rb") as file:
+            rows = [parse_line(number, raw) for chunk in read_chunks(file, 256) for number, raw in chunk]
+    except OSError as error:
+        raise CommandError(f"cannot read {path}: {error.strerror or error}") from None
+    valid = [row for row in rows if row.error is None]
+    for row in rows:
+        if row.error is not None:
+            logger.warning("%s: %s (left out)", path, row.error)
+    if not valid:
+        raise CommandError(f"{path} has no valid article")
+    articles = pd.DataFrame([{**row.article, "id": row.id} for row in valid], dtype=object)
+    return articles, [row.line for row in valid], len(rows)
+
+
+def read_teacher_file(path, filter_, data, lines, n_lines, *, allow_missing=False):
+    """Stage 2's scores (``score --all-stage2`` of `data`) of the given lines of `data`.
+
+    Refuses a file of another filter or Stage 2, or of another input; a
+    valid article without scores (blocked by the prefilter) is refused too,
+    unless `allow_missing` (its row is then NaN).
+    """
+    from ..teacher import TeacherScoresError, read_teacher_scores
+
+    try:
+        scores = read_teacher_scores(path, filter_)
+    except (TeacherScoresError, OSError) as error:
+        raise CommandError(str(error)) from None
+    if len(scores) != n_lines:
+        raise CommandError(
+            f"{path} has {len(scores)} rows but {data} has {n_lines} lines: "
+            "it misses articles or scores another input"
+        )
+    scores = scores.iloc[[line - 1 for line in lines]].reset_index(drop=True)
+    missing = scores.isna().any(axis=1).to_numpy()
+    if missing.any() and not allow_missing:
+        raise CommandError(f"{path}: line {lines[int(missing.argmax())]} has no Stage 2 scores for a valid article")
+    return scores

@@ -4,7 +4,20 @@ import logging
 import warnings
 from pathlib import Path
 
-from ._common import CommandError, add_cache_option, add_device_option, HelpFormatter, cv_option, load_filter_or_fail, load_labelled, print_metrics, quiet_model_loading, share
+from ._common import (
+    CommandError,
+    HelpFormatter,
+    add_cache_option,
+    add_device_option,
+    cv_option,
+    load_filter_or_fail,
+    load_labelled,
+    print_metrics,
+    quiet_model_loading,
+    read_article_lines,
+    read_teacher_file,
+    share,
+)
 
 logger = logging.getLogger("hybrid_estimators.cli")
 
@@ -24,47 +37,20 @@ def _calibration_router(filter_, spec, mode):
     )
 
 
-def _read_articles(path):
-    """The valid articles of a JSONL file, with their line numbers."""
-    from ..scoring import parse_line, read_chunks
+def _held_out_by_train_probe(filter_, articles, lines, args):
+    """Only the lines ``train-probe`` held out for certification, when `args.data` is its file."""
+    from ..models import file_sha256
 
-    import pandas as pd
-
-    try:
-        with open(path, "rb") as file:
-            rows = [parse_line(number, raw) for chunk in read_chunks(file, 256) for number, raw in chunk]
-    except OSError as error:
-        raise CommandError(f"cannot read {path}: {error.strerror or error}") from None
-    valid = [row for row in rows if row.error is None]
-    for row in rows:
-        if row.error is not None:
-            logger.warning("%s: %s (left out)", path, row.error)
-    if not valid:
-        raise CommandError(f"{path} has no valid article")
-    articles = pd.DataFrame([{**row.article, "id": row.id} for row in valid], dtype=object)
-    return articles, [row.line for row in valid], len(rows)
-
-
-def _teacher_labels(args, filter_, articles, lines, n_lines):
-    """Stage 2's scores of the articles from --teacher-scores (or None: run Stage 2)."""
-    if args.teacher_scores is None:
-        return None
-    from ..teacher import TeacherScoresError, read_teacher_scores
-
-    try:
-        scores = read_teacher_scores(args.teacher_scores, filter_)
-    except (TeacherScoresError, OSError) as error:
-        raise CommandError(str(error)) from None
-    if len(scores) != n_lines:
-        raise CommandError(
-            f"{args.teacher_scores} has {len(scores)} rows but {args.data} has {n_lines} lines: "
-            "it misses articles or scores another input"
-        )
-    scores = scores.iloc[[line - 1 for line in lines]].reset_index(drop=True)
-    if scores.isna().any(axis=1).any():
-        line = lines[int(scores.isna().any(axis=1).to_numpy().argmax())]
-        raise CommandError(f"{args.teacher_scores}: line {line} has no Stage 2 scores for a valid article")
-    return scores
+    distillation = filter_.metadata.get("distillation") or {}
+    if distillation.get("unlabelled_sha256") != file_sha256(args.data):
+        return articles, lines
+    held_out = set(distillation["certify_lines"])
+    keep = [i for i, line in enumerate(lines) if line in held_out]
+    logger.info(
+        "%s is the file the probe was distilled on: certifying on the %d articles train-probe "
+        "held out (random_state %s)", args.data, len(keep), distillation.get("random_state"),
+    )
+    return articles.iloc[keep].reset_index(drop=True), [lines[i] for i in keep]
 
 
 def _check_not_trained_on(filter_, articles, args):
@@ -123,9 +109,12 @@ def _oracle_calibration(args, filter_, TunedThresholdRouterCV):
 def _stage2_calibration(args, filter_, TunedThresholdRouterCV):
     if filter_.stage2_ is None:
         raise CommandError(f"{args.filter} has no Stage 2 (stage2: null): nothing to certify against")
-    articles, lines, n_lines = _read_articles(args.data)
+    articles, lines, n_lines = read_article_lines(args.data)
+    articles, lines = _held_out_by_train_probe(filter_, articles, lines, args)
     _check_not_trained_on(filter_, articles, args)
-    Y = _teacher_labels(args, filter_, articles, lines, n_lines)
+    Y = None
+    if args.teacher_scores is not None:
+        Y = read_teacher_file(args.teacher_scores, filter_, args.data, lines, n_lines)
     tuner = TunedThresholdRouterCV(
         filter_,
         target_recall=args.target_recall,

@@ -8,21 +8,34 @@ A probe that does not beat predicting the mean is saved with a warning,
 and marked so by ``info`` and the model card. ``--stage2 BASE --adapter
 DIR`` copies a trained LoRA adapter into the filter (``model/``) and
 writes the config's ``stage2`` section: a complete filter, no YAML to edit.
+
+``--teacher-scores T --unlabelled U --filter F`` distils: the probe learns
+Stage 2's scores of unlabelled articles (``T``, written by ``score --filter
+F --all-stage2 U``), together with the oracle-labelled folder if one is
+given, each source with its sample weight. The unlabelled articles are
+split (seeded, duplicates kept together) into those the probe learns from
+and those held out for ``calibrate --reference stage2``: the split is
+recorded in the metadata, and ``calibrate`` on ``U`` then certifies on the
+held-out part only. The new filter keeps ``F``'s Stage 2.
 """
 
 import logging
 from pathlib import Path
 
 from ._common import (
-    add_cache_option,
     CommandError,
     HelpFormatter,
+    add_cache_option,
     folds,
     layer_sizes,
+    load_filter_or_fail,
     load_labelled,
     positive_int,
     print_metrics,
     quiet_model_loading,
+    read_article_lines,
+    read_teacher_file,
+    share,
 )
 
 logger = logging.getLogger("hybrid_estimators.cli")
@@ -30,7 +43,7 @@ logger = logging.getLogger("hybrid_estimators.cli")
 PROBE_CHOICES = ("auto", "ridge", "mlp")
 
 
-def _filter_spec(data_spec, args):
+def _filter_spec(data_spec, args, teacher=None):
     from ..filters import FilterError, FilterSpec
 
     keys = ("name", "description", "dimensions", "tiers", "prefilter")
@@ -43,6 +56,9 @@ def _filter_spec(data_spec, args):
         "threshold": args.threshold,
         "stage2": None,
     }
+    if teacher is not None:  # the distilled filter keeps its teacher's Stage 2
+        hybrid = teacher.spec.hybrid_inference
+        config["hybrid_inference"].update(stage2=hybrid["stage2"], stage2_weight=hybrid["stage2_weight"])
     try:
         return FilterSpec.from_dict(config, source="filter.yaml")
     except FilterError as error:
@@ -95,6 +111,98 @@ def _stage2(args, spec):
     )
 
 
+def _teacher(args):
+    """The filter whose Stage 2 wrote --teacher-scores, or None without distillation."""
+    given = [args.teacher_scores is not None, args.unlabelled is not None, args.filter is not None]
+    if not any(given):
+        if args.data is None:
+            raise CommandError("give a labelled folder, or --teacher-scores with --unlabelled and --filter")
+        return None
+    if not all(given):
+        raise CommandError("--teacher-scores, --unlabelled and --filter go together (Stage 2's scores "
+                           "of the unlabelled articles, and the filter whose Stage 2 wrote them)")
+    if args.stage2 is not None or args.adapter is not None:
+        raise CommandError("a distilled filter keeps --filter's Stage 2: leave out --stage2 and --adapter")
+    return load_filter_or_fail(args.filter, verbose=args.verbose, cache=args.cache)
+
+
+def _distillation_set(args, teacher, labelled):
+    """Training articles, targets and sample weights, plus the distillation record."""
+    from ..models import file_sha256
+    from ..teacher import check_disjoint, disjoint_split, make_distillation_set, teacher_identity
+
+    articles, lines, n_lines = read_article_lines(args.unlabelled)
+    scores = read_teacher_file(args.teacher_scores, teacher, args.unlabelled, lines, n_lines, allow_missing=True)
+    train, certify = disjoint_split(articles, certify_size=args.certify_size, random_state=args.random_state)
+    X_oracle, Y_oracle = labelled if labelled is not None else (None, None)
+    if X_oracle is not None:
+        try:
+            check_disjoint(X_oracle, articles.iloc[certify])
+        except ValueError as error:
+            raise CommandError(f"{args.data} and the held-out part of {args.unlabelled}: {error}") from None
+    X, Y, weight, source = make_distillation_set(
+        articles.iloc[train], scores.iloc[train], X_oracle, Y_oracle,
+        teacher_weight=args.teacher_weight, oracle_weight=args.oracle_weight,
+    )
+    record = {
+        "teacher": teacher_identity(teacher),
+        "teacher_scores": str(args.teacher_scores),
+        "unlabelled": str(args.unlabelled),
+        "unlabelled_sha256": file_sha256(args.unlabelled),
+        "random_state": args.random_state,
+        "certify_size": args.certify_size,
+        "n_teacher": int((source == "teacher").sum()),
+        "n_oracle": int((source == "oracle").sum()),
+        "teacher_weight": args.teacher_weight,
+        "oracle_weight": args.oracle_weight,
+        "certify_lines": [lines[i] for i in certify],
+        "metrics_targets": "the cross-validated metrics compare with each article's training target: "
+                           "Stage 2's scores for the unlabelled articles, the labels for the others",
+    }
+    logger.info(
+        "Distilling: %d articles with Stage 2's scores, %d labelled; %d unlabelled held out for "
+        "calibrate --reference stage2", record["n_teacher"], record["n_oracle"], len(certify),
+    )
+    return X, Y, weight, record
+
+
+def _fit_params(pipeline, sample_weight):
+    """``probe__...__sample_weight`` for the pipeline's final estimator, or {} when all weights are 1."""
+    import numpy as np
+
+    if np.all(sample_weight == 1):
+        return {}
+    name, step = pipeline.steps[-1]
+    while hasattr(step, "steps"):
+        inner, step = step.steps[-1]
+        name = f"{name}__{inner}"
+    return {f"{name}__sample_weight": sample_weight}
+
+
+def _training_data(args):
+    """(X, Y, sample_weight, spec, teacher, distillation record) from the arguments."""
+    import numpy as np
+
+    teacher = _teacher(args)
+    labelled, data_spec = None, None
+    if args.data is not None:
+        X, Y, data_spec = load_labelled(args.data)
+        labelled = (X, Y)
+    if teacher is not None:
+        if data_spec is not None and sorted(data_spec["dimensions"]) != sorted(teacher.spec.dimension_names):
+            raise CommandError(f"{args.data} and {args.filter} score other dimensions")
+        # The teacher's dimensions and weights: they define Stage 2's verdicts.
+        data_spec = {**(data_spec or teacher.spec.to_dict()), "dimensions": teacher.spec.dimensions}
+    spec = _filter_spec(data_spec, args, teacher)
+    if labelled is not None:
+        labelled = (labelled[0], labelled[1][spec.dimension_names])
+    if teacher is None:
+        X, Y = labelled
+        return X, Y, np.ones(len(X)), spec, None, None
+    X, Y, weight, record = _distillation_set(args, teacher, labelled)
+    return X, Y, weight, spec, teacher, record
+
+
 def _train_probe_command(args):
     from sklearn.base import clone
     from sklearn.frozen import FrozenEstimator
@@ -102,12 +210,11 @@ def _train_probe_command(args):
     from ..filters import Filter, FilterError, save_filter
     from ..metrics import cross_validated_stage1_metrics
 
-    X, Y, data_spec = load_labelled(args.data)
-    spec = _filter_spec(data_spec, args)
-    Y = Y[spec.dimension_names]
+    X, Y, sample_weight, spec, teacher, distillation = _training_data(args)
+    source = args.data if teacher is None else f"{args.unlabelled} (+ {args.data})" if args.data else args.unlabelled
     if len(X) < 2 * args.cv:
-        raise CommandError(f"{args.data} has {len(X)} articles: too few for --cv {args.cv}")
-    stage2 = _stage2(args, spec)
+        raise CommandError(f"{source} gives {len(X)} articles: too few for --cv {args.cv}")
+    stage2 = _stage2(args, spec) if teacher is None else teacher.stage2
     candidates = _candidates(args)
     logger.info(
         "Cross-validating Stage 1 (%s) on %d articles (%d folds)",
@@ -118,13 +225,16 @@ def _train_probe_command(args):
             candidates, X, Y, spec.weights, threshold=args.threshold, tiers=spec.tiers,
             gatekeepers=spec.gatekeepers, cv=args.cv, random_state=args.random_state,
         )
-        fitted = FrozenEstimator(clone(candidates[metrics["probe"]]).fit(X, Y))
+        chosen = clone(candidates[metrics["probe"]])
+        fitted = FrozenEstimator(chosen.fit(X, Y, **_fit_params(chosen, sample_weight)))
     # A Filter runs no stage when fitted: Stage 2 is copied, never loaded.
-    scorer = Filter(
-        spec, fitted, None if stage2 is None else FrozenEstimator(stage2), threshold=args.threshold
-    ).fit()
+    if stage2 is not None and not isinstance(stage2, FrozenEstimator):
+        stage2 = FrozenEstimator(stage2)
+    scorer = Filter(spec, fitted, stage2, threshold=args.threshold).fit()
     try:
-        folder = save_filter(scorer, args.output, spec, training_data=(X, Y), metrics=metrics)
+        folder = save_filter(
+            scorer, args.output, spec, training_data=(X, Y), metrics=metrics, distillation=distillation
+        )
     except FilterError as error:
         raise CommandError(str(error)) from None
     except OSError as error:
@@ -133,7 +243,13 @@ def _train_probe_command(args):
     print(f"probe {metrics['probe']} (chosen by {args.cv}-fold CV MAE)" if args.probe == "auto"
           else f"probe {metrics['probe']}")
     if stage2 is not None:
-        print(f"stage2 {args.stage2} with the adapter copied to {folder / 'model'}")
+        print(f"stage2 {spec.hybrid_inference['stage2']['base_model']} with the adapter copied to "
+              f"{folder / spec.hybrid_inference['stage2'].get('adapter', 'model')}")
+    if distillation is not None:
+        print(f"distilled from {distillation['n_teacher']} Stage 2 scores and {distillation['n_oracle']} "
+              f"labels; {len(distillation['certify_lines'])} articles of {args.unlabelled} held out: "
+              f"hybrid-estimators calibrate --filter {folder} --reference stage2 {args.unlabelled} "
+              f"--teacher-scores {args.teacher_scores}")
     print_metrics(metrics)
     return 0
 
@@ -147,7 +263,10 @@ def add_parser(subparsers, parents=()):
         "cross-validation) on a labelled folder (articles.jsonl + filter.yaml) and save a "
         "filter folder; with --stage2 and --adapter, a complete two-stage filter.",
     )
-    train.add_argument("data", type=Path, help="labelled folder (articles.jsonl + filter.yaml)")
+    train.add_argument(
+        "data", type=Path, nargs="?",
+        help="labelled folder (articles.jsonl + filter.yaml); optional when distilling",
+    )
     train.add_argument("-o", "--output", required=True, type=Path, help="filter folder to write")
     train.add_argument("--version", default="v1", help="filter version")
     train.add_argument(
@@ -191,6 +310,22 @@ def add_parser(subparsers, parents=()):
     stage2.add_argument(
         "--stage2-max-length", type=positive_int, metavar="N",
         help="most tokens Stage 2 reads (default: HEAD + TAIL)",
+    )
+    teach = train.add_argument_group("distillation: Stage 2 as the teacher (optional)")
+    teach.add_argument(
+        "--teacher-scores", type=Path, metavar="T",
+        help="`score --filter F --all-stage2 U -o T`: Stage 2's scores of the unlabelled articles",
+    )
+    teach.add_argument("--unlabelled", type=Path, metavar="U", help="JSONL of the unlabelled articles")
+    teach.add_argument(
+        "--filter", type=Path, metavar="F",
+        help="the filter whose Stage 2 wrote T (its Stage 2 is kept in the new filter)",
+    )
+    teach.add_argument("--teacher-weight", type=float, default=1.0, help="sample weight of a Stage 2 score")
+    teach.add_argument("--oracle-weight", type=float, default=1.0, help="sample weight of a label")
+    teach.add_argument(
+        "--certify-size", type=share, default=0.5,
+        help="share of U held out (never trained on) for calibrate --reference stage2",
     )
     train.set_defaults(handler=_train_probe_command)
     return train
