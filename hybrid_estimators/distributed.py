@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .scoring import OUTPUT_COLUMNS, parse_article, parse_line, score_chunk, split_lines
+from .scoring import OUTPUT_COLUMNS, audit_chunk, parse_article, parse_line, score_chunk, split_lines
 
 logger = logging.getLogger(__name__)
 
@@ -150,11 +150,11 @@ def _parsed_rows(batch, from_lines):
     ]
 
 
-def _rows_frame(rows):
+def _rows_frame(rows, optional=()):
     # Object columns: Arrow then types the Python values as they are (an id 1
     # beside a missing one stays 1, where pandas would make it 1.0), and a
     # column of mixed ids falls back to Ray's Python-object type.
-    columns = {name: [getattr(row, name) for row in rows] for name in OUTPUT_COLUMNS}
+    columns = {name: [getattr(row, name) for row in rows] for name in (*OUTPUT_COLUMNS, *optional)}
     columns["id"] = [_plain(value) for value in columns["id"]]
     return pd.DataFrame(
         {name: pd.Series(values, dtype=object) for name, values in columns.items()}
@@ -164,19 +164,57 @@ def _rows_frame(rows):
 class _BatchScorer:
     """A Ray actor's scorer: loads the router once, then scores batch after batch."""
 
-    def __init__(self, filter_or_router, stage1_only, from_lines):
+    def __init__(self, filter_or_router, stage1_only, from_lines, all_stage2=False, audit=None):
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # weight-loading bars
         self.scorer = _loaded_scorer(filter_or_router, stage1_only)
         self.from_lines = from_lines
+        self.teacher = self.audit = None
+        self.optional = ()
+        if all_stage2:
+            self.scorer, self.teacher = _teaching(self.scorer)
+            self.optional = ("teacher",)
+        if audit is not None:
+            from .audit import RecallAudit
+
+            rate, seed = audit
+            self.audit = RecallAudit(self.scorer, rate, random_state=seed)
+            self.optional = ("audited", "audit_tier")
 
     def __call__(self, batch):
-        return _rows_frame(score_chunk(self.scorer, _parsed_rows(batch, self.from_lines)))
+        rows = score_chunk(self.scorer, _parsed_rows(batch, self.from_lines))
+        if self.audit is not None:
+            audit_chunk(self.audit, rows)
+        for row in rows:
+            if self.teacher is not None and row.stage_used == "stage2":
+                row.teacher = self.teacher
+        return _rows_frame(rows, self.optional)
+
+
+def _teaching(scorer):
+    """The filter routing every article to Stage 2, and its teacher identity."""
+    from sklearn.base import clone
+
+    from .filters import Filter
+    from .teacher import teacher_identity
+
+    if not isinstance(scorer, Filter) or scorer.stage2_ is None:
+        raise ValueError("all_stage2 needs a filter with a Stage 2.")
+    return clone(scorer).set_params(threshold=0.0).fit(), teacher_identity(scorer)
 
 
 def score_dataset(
-    filter_or_router, dataset, *, batch_size=64, concurrency=2, address=None, stage1_only=False
+    filter_or_router,
+    dataset,
+    *,
+    batch_size=64,
+    concurrency=2,
+    address=None,
+    stage1_only=False,
+    all_stage2=False,
+    audit_rate=None,
+    audit_seed=0,
 ):
     """Score articles on Ray Data, with the rows of ``hybrid-estimators score``.
 
@@ -209,6 +247,19 @@ def score_dataset(
         starts a local Ray (or joins the one ``RAY_ADDRESS`` names).
     stage1_only : bool, default=False
         Never route to Stage 2 (a filter's Stage 2 is then not even loaded).
+    all_stage2 : bool, default=False
+        Route every article to Stage 2 and add the ``teacher`` column
+        (``score --all-stage2``: teacher scores); needs a filter with a
+        Stage 2.
+    audit_rate : float in (0, 1] or None, default=None
+        Also send this share of the skipped articles through Stage 2
+        (``score --audit``): the ``audited`` and ``audit_tier`` columns,
+        scores unchanged. The choice is a keyed hash of each article's text
+        (:func:`~hybrid_estimators.audit.audit_selection`), the same on any
+        actor; :meth:`~hybrid_estimators.audit.RecallAudit.update` on the
+        rows gives the recall.
+    audit_seed : int, default=0
+        Key of that hash.
 
     Returns
     -------
@@ -217,7 +268,8 @@ def score_dataset(
         JSONL rows: ``line``, ``id``, ``scores`` (dimension -> score, rounded
         like the CLI's), ``weighted_average``, ``tier``, ``stage_used``,
         ``stage1_estimate``, ``gatekeeper_applied``, ``blocked_by`` and
-        ``error``. The input is read and stored at once, the scoring is lazy,
+        ``error`` (and ``teacher``, or ``audited`` and ``audit_tier``, as
+        asked). The input is read and stored at once, the scoring is lazy,
         and rows come in no particular order: sort by ``line`` for the input's.
 
     Raises
@@ -236,6 +288,10 @@ def score_dataset(
     ...                        "examples/articles.jsonl")  # doctest: +SKIP
     >>> scored.to_pandas().sort_values("line")[["id", "tier"]]  # doctest: +SKIP
     """
+    if all_stage2 and (stage1_only or audit_rate is not None):
+        raise ValueError("all_stage2 routes every article: not with stage1_only or an audit.")
+    if audit_rate is not None and (stage1_only or not 0 < audit_rate <= 1):
+        raise ValueError("audit_rate must lie in (0, 1], and an audit needs Stage 2 (not stage1_only).")
     ray = _import_ray()
     _init_ray(ray, address)
     if isinstance(dataset, (str, PathLike)):
@@ -250,7 +306,10 @@ def score_dataset(
     n_actors = max(1, min(concurrency, rows.num_blocks()))  # no idle actor loads models
     return rows.map_batches(
         _BatchScorer,
-        fn_constructor_args=(filter_or_router, stage1_only, from_lines),
+        fn_constructor_args=(
+            filter_or_router, stage1_only, from_lines, all_stage2,
+            None if audit_rate is None else (audit_rate, audit_seed),
+        ),
         batch_size=batch_size,
         batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(size=n_actors),

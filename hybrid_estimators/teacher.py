@@ -54,6 +54,18 @@ def _folder_sha256(folder):
     return digest.hexdigest()
 
 
+def _stable_repr(value):
+    """A parameter's text, the same in every process (no object addresses)."""
+    if hasattr(value, "get_params") and not isinstance(value, type):
+        inner = ", ".join(f"{key}={_stable_repr(item)}" for key, item in sorted(value.get_params(deep=False).items()))
+        return f"{type(value).__qualname__}({inner})"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_stable_repr(item) for item in value) + "]"
+    if callable(value):
+        return f"{getattr(value, '__module__', '')}.{getattr(value, '__qualname__', type(value).__qualname__)}"
+    return str(value)
+
+
 def teacher_identity(filter_):
     """Which filter and which Stage 2 produced teacher scores.
 
@@ -73,8 +85,8 @@ def teacher_identity(filter_):
     if stage2 is None:
         raise ValueError("teacher scores need a filter with a Stage 2.")
     params = {
-        key: str(value)
-        for key, value in sorted(stage2.get_params().items())
+        key: _stable_repr(value)
+        for key, value in sorted(stage2.get_params(deep=False).items())
         if key not in {"adapter", "device", "batch_size", "show_progress_bar", "model_name_or_path"}
     }
     digest = hashlib.sha256(json.dumps(params, sort_keys=True).encode())

@@ -3,6 +3,7 @@
 import json
 import pickle
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -36,7 +37,10 @@ NUMBERS = ("scores", "weighted_average", "stage1_estimate")
 
 @pytest.fixture(scope="module")
 def local_ray():
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    # The workers import the tests' helpers (_numeric_filter) as the driver does.
+    tests = str(Path(__file__).resolve().parent)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": tests}})
     yield
     ray.shutdown()
 
@@ -228,3 +232,37 @@ def test_without_ray_the_error_names_the_extra(monkeypatch, filter_dir, input_fi
     with pytest.raises(ImportError, match=r'pip install "hybrid_estimators\[ray\]"'):
         score_dataset(filter_dir, input_file)
 
+
+
+def test_teacher_scores_and_audits_on_ray_are_those_of_the_plain_path(local_ray, tmp_path, capsys):
+    from _numeric_filter import articles, numeric_filter
+    from hybrid_estimators.audit import RecallAudit
+    from hybrid_estimators.teacher import teacher_identity, teacher_scores
+
+    filter_ = numeric_filter(stage2_weight=0.5)
+    X = articles(np.linspace(0.5, 9.5, 12))
+    path = tmp_path / "articles.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in X.to_dict("records")))
+
+    taught = sorted_rows(score_dataset(filter_, path, batch_size=BATCH, all_stage2=True))
+    assert all(row["stage_used"] == "stage2" for row in taught)
+    assert all(row["teacher"] == teacher_identity(filter_) for row in taught)
+    expected = teacher_scores(filter_, X).to_numpy()
+    np.testing.assert_allclose([list(row["scores"].values()) for row in taught], expected, atol=1e-4)
+
+    audited = sorted_rows(score_dataset(filter_, path, batch_size=BATCH, audit_rate=1.0, audit_seed=3))
+    skipped = [row for row in audited if row["stage_used"] == "stage1"]
+    assert skipped and all(row["audited"] for row in skipped)
+    tiers, _ = RecallAudit(filter_, 1.0).stage2_tiers(X.iloc[[row["line"] - 1 for row in skipped]])
+    assert [row["audit_tier"] for row in skipped] == list(tiers)
+    assert all(row["audited"] is None for row in audited if row["stage_used"] == "stage2")
+    plain = [row for row in audited if row["stage_used"] == "stage1"]
+    assert [row["scores"] for row in plain] == [row["scores"] for row in skipped]
+    with pytest.raises(ValueError, match="not with stage1_only or an audit"):
+        score_dataset(filter_, path, all_stage2=True, audit_rate=0.5)
+
+
+def test_score_on_ray_refuses_teacher_scores_without_a_stage2(filter_dir, input_file, capsys):
+    for extra in (["--all-stage2"], ["--audit", "0.1"]):
+        assert main(["score", "--filter", str(filter_dir), str(input_file), "--ray", *extra]) == 2
+        assert "needs a filter with a Stage 2" in capsys.readouterr().err

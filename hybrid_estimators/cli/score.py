@@ -938,15 +938,26 @@ def _ray_failure(error):
     return f"{type(cause).__name__}: {lines[-1] if lines else ''}"
 
 
+def _ray_audit(args):
+    """The driver's RecallAudit, counting the rows the actors audited (None without --audit).
+
+    Also refuses, before Ray starts, --all-stage2 or --audit with a filter without Stage 2.
+    """
+    if not args.all_stage2 and args.audit is None:
+        return None
+    router = load_filter_or_fail(args.filter, verbose=args.verbose)  # loads no weights
+    if router.stage2_ is None:
+        option = "--all-stage2" if args.all_stage2 else "--audit"
+        raise CommandError(f"{option} needs a filter with a Stage 2: {args.filter} has none")
+    return _recall_audit(router, args)
+
+
 def _score_on_ray_command(args):
     from ..distributed import OUTPUT_COLUMNS, score_dataset
+    from ..scoring import OPTIONAL_COLUMNS
 
     dimensions = _check_ray_arguments(args)
-    if args.all_stage2 or args.audit is not None:
-        raise CommandError(
-            "--all-stage2 and --audit run without --ray for now; from Python, score_dataset "
-            "takes a Filter, e.g. one whose threshold is 0 for teacher scores"
-        )
+    audit = _ray_audit(args)
     if args.backend != "torch":
         raise CommandError(
             "--backend works without --ray; on Ray, pass score_dataset a router loaded "
@@ -967,11 +978,15 @@ def _score_on_ray_command(args):
             scored = score_dataset(
                 str(args.filter), str(args.input), batch_size=args.batch_size,
                 concurrency=args.concurrency or 2, address=args.address,
-                stage1_only=args.stage1_only,
+                stage1_only=args.stage1_only, all_stage2=args.all_stage2,
+                audit_rate=args.audit, audit_seed=args.audit_seed,
             )
             batches = scored.iter_batches(batch_size=None, batch_format="pyarrow")
             for record in _in_line_order(batches):
-                row = ScoredLine(**{name: record[name] for name in OUTPUT_COLUMNS})
+                columns = (*OUTPUT_COLUMNS, *(name for name in OPTIONAL_COLUMNS if name in record))
+                row = ScoredLine(**{name: record[name] for name in columns})
+                if audit is not None:
+                    audit.update([row.stage_used], [row.tier], [row.audited], [row.audit_tier])
                 counts.add(row)
                 ms_per_article = 1000 * (time.perf_counter() - started) / counts.lines
                 _write_ray_row(row, sink, stdout_format, ms_per_article, progress, args, dimensions)
@@ -986,7 +1001,7 @@ def _score_on_ray_command(args):
         if args.output is not None:
             _write_ray_sidecar(args)
     logger.info("%s; %s", counts, counts.timing())
-    return 0
+    return 0 if audit is None else _report_audit(audit, args)
 
 
 def _write_ray_sidecar(args):
