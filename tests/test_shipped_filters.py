@@ -6,7 +6,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from sklearn.model_selection import train_test_split
 
 from hybrid_estimators.filters import (
     CALIBRATION_KEYS,
