@@ -1368,7 +1368,7 @@ def record_evaluation(folder, evaluation, evaluation_split):
     return folder
 
 
-def record_calibration(folder, calibration):
+def record_calibration(folder, calibration, *, apply=True):
     """Record a new threshold and its calibration in an existing filter.
 
     Writes the threshold (with ``target_recall`` and ``confidence``) into
@@ -1381,6 +1381,10 @@ def record_calibration(folder, calibration):
     folder : str or path-like
     calibration : dict
         :func:`calibration_record` of the fitted tuner.
+    apply : bool, default=True
+        False keeps the threshold in use and records this calibration only
+        beside it, in ``calibrations`` and the card (e.g. a threshold
+        certified against Stage 2 next to the oracle's in use).
 
     Returns
     -------
@@ -1390,13 +1394,17 @@ def record_calibration(folder, calibration):
     spec = FilterSpec.from_yaml(_fixed_file(folder, CONFIG_FILE))
     metadata = _read_metadata(folder)
     calibration = check_calibration(calibration)
-    spec.hybrid_inference.update(
-        threshold=calibration["threshold"],
-        target_recall=calibration["target_recall"],
-        confidence=calibration["confidence"],
-    )
-    others = [c for c in metadata.get("calibrations", []) if c.get("reference") != calibration["reference"]]
-    metadata.update(calibration=calibration, calibrations=others + [calibration])
+    in_use = metadata.get("calibration")
+    if apply:
+        spec.hybrid_inference.update(
+            threshold=calibration["threshold"],
+            target_recall=calibration["target_recall"],
+            confidence=calibration["confidence"],
+        )
+        in_use = calibration
+    kept = metadata.get("calibrations") or ([] if in_use is None else [in_use])
+    others = [c for c in kept if c.get("reference") != calibration["reference"]]
+    metadata.update(calibration=in_use, calibrations=others + [calibration])
     probe = load_probe(resolve_in_folder(folder, spec.hybrid_inference["probe"], "hybrid_inference.probe"), metadata)
     _write_config(folder, spec)
     _write_metadata_and_card(folder, spec, metadata, probe)
@@ -1502,7 +1510,7 @@ def model_card(spec, metadata, probe=None):
         _card_dimensions(spec),
         _card_models(spec, metadata, probe),
         _card_metrics(spec, metrics),
-        _card_calibration(spec, metadata.get("calibration")),
+        _card_calibration(spec, metadata.get("calibration"), metadata.get("calibrations")),
         _card_evaluation(metadata),
         _card_data(metadata),
         _card_use(spec, metadata),
@@ -1619,14 +1627,14 @@ def _card_metrics(spec, metrics):
     return lines
 
 
-def _card_calibration(spec, calibration):
+def _card_calibration(spec, calibration, calibrations=None):
     lines = ["## Routing threshold", ""]
     threshold = spec.hybrid_inference["threshold"]
     if calibration is None:
         return lines + [
             f"Threshold {threshold:.3f}, set by hand: it was not calibrated, so no recall is "
             "guaranteed (`hybrid-estimators calibrate` chooses one with a guarantee)."
-        ]
+        ] + [line for other in calibrations or [] for line in ("", _other_calibration_text(other))]
     against = "Stage 2's verdicts" if calibration.get("reference") == "stage2" else "the true scores"
     how = (
         "a router fitted on other articles (prefit)" if calibration.get("cv") == "prefit"
@@ -1647,7 +1655,24 @@ def _card_calibration(spec, calibration):
         lines.append("The target was not met: the threshold is 0 and every article is routed.")
     if not np.isclose(calibration["threshold"], threshold):
         lines.append(f"The config now routes at {threshold:.3f}, not at the calibrated threshold.")
+    for other in calibrations or []:
+        if other.get("reference") != calibration.get("reference"):
+            lines += ["", _other_calibration_text(other)]
     return lines
+
+
+def _other_calibration_text(calibration):
+    """One sentence on a calibration recorded beside the one in use."""
+    against = "Stage 2's verdicts" if calibration.get("reference") == "stage2" else "the true scores"
+    data = f" of {_code(Path(str(calibration['data'])).name)}" if calibration.get("data") else ""
+    return (
+        f"Also certified against {against}, not in use: threshold {calibration['threshold']:.3f} "
+        f"for MEDIUM+ recall >= {calibration['target_recall']:g} at {calibration['confidence']:.0%} "
+        f"confidence, on {calibration.get('n')} articles{data} ({calibration.get('n_medium_plus')} "
+        f"MEDIUM+ by {against}): recall lower bound "
+        f"{_number_text(calibration.get('recall_lower_bound'))}, expected skip rate "
+        f"{_percent(calibration.get('expected_skip_rate'))}."
+    )
 
 
 _SPLIT_WORDS = {

@@ -610,13 +610,24 @@ def test_train_probe_distils_stage2_and_calibrate_certifies_on_the_held_out_half
     assert distilled.spec.hybrid_inference["stage2"] == teacher.spec.hybrid_inference["stage2"]
     assert (out / "model" / "adapter_model.safetensors").is_file()
 
-    # calibrate on the same file certifies on the held-out half only, from the teacher file.
+    # calibrate on the same file certifies on the held-out half only, from the teacher file;
+    # --record-only keeps the threshold in use and shows the certificate beside it.
     rescored = _teacher_file(tmp_path / "teacher2.jsonl", distilled, X, Y[teacher.dimension_names_].to_numpy())
-    status = main(["calibrate", "--filter", str(out), "--reference", "stage2", str(unlabelled),
-                   "--teacher-scores", str(rescored), "--target-recall", "0.5", "--confidence", "0.5"])
-    assert status == 0
+    calibrate = ["calibrate", "--filter", str(out), "--reference", "stage2", str(unlabelled),
+                 "--teacher-scores", str(rescored), "--target-recall", "0.5", "--confidence", "0.5"]
+    assert main([*calibrate, "--record-only"]) == 0
+    assert "recorded threshold" in capsys.readouterr().out
+    recorded = load_filter(out)
+    assert recorded.threshold_ == distilled.threshold_ and recorded.metadata["calibration"] is None
+    [certificate] = recorded.metadata["calibrations"]
+    assert certificate["reference"] == "stage2" and certificate["n"] == 30
+    assert "Also certified against Stage 2's verdicts, not in use" in (out / "README.md").read_text()
+
+    assert main(calibrate) == 0
     assert "calibrated demo/v1 on 30 articles, against Stage 2's verdicts" in capsys.readouterr().out
-    assert load_filter(out).metadata["calibration"]["n"] == 30
+    calibrated = load_filter(out)
+    assert calibrated.metadata["calibration"]["n"] == 30
+    assert calibrated.threshold_ == pytest.approx(certificate["threshold"])
 
 
 def test_train_probe_refuses_half_a_distillation(two_stage, tmp_path, capsys):

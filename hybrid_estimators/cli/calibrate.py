@@ -147,14 +147,18 @@ def _calibrate_command(args):
         logger.warning("%s", warning.message)
     record = calibration_record(tuner, data=args.data)
     try:
-        record_calibration(args.filter, record)
+        record_calibration(args.filter, record, apply=not args.record_only)
     except (OSError, ValueError) as error:  # FilterError is a ValueError
         raise CommandError(f"cannot record the calibration in {args.filter}: {error}") from None
     print(f"calibrated {spec.name}/{spec.version} on {len(X)} articles, {how}")
     print_metrics({key: value for key, value in record.items() if key != "data"}, indent="  ")
     if spec.hybrid_inference["stage2"] is None:
         logger.info("this filter has no Stage 2 (stage2: null): the threshold routes nothing yet")
-    print(f"wrote threshold {tuner.best_threshold_:.4f} to {Path(args.filter) / 'config.yaml'}")
+    if args.record_only:
+        print(f"recorded threshold {tuner.best_threshold_:.4f} beside the one in use "
+              f"({spec.hybrid_inference['threshold']:.4f}) in {Path(args.filter)}")
+    else:
+        print(f"wrote threshold {tuner.best_threshold_:.4f} to {Path(args.filter) / 'config.yaml'}")
     return 0
 
 
@@ -199,6 +203,10 @@ def add_parser(subparsers, parents=()):
     )
     calibrate.add_argument(
         "--random-state", type=int, default=0, help="seed of the shuffled, stratified folds"
+    )
+    calibrate.add_argument(
+        "--record-only", action="store_true",
+        help="keep the threshold in use; record this calibration beside it (metadata, card)",
     )
     add_cache_option(calibrate)
     add_device_option(calibrate)
