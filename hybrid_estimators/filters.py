@@ -1664,7 +1664,10 @@ def _card_calibration(spec, calibration, calibrations=None):
 def _other_calibration_text(calibration):
     """One sentence on a calibration recorded beside the one in use."""
     against = "Stage 2's verdicts" if calibration.get("reference") == "stage2" else "the true scores"
-    data = f" of {_code(Path(str(calibration['data'])).name)}" if calibration.get("data") else ""
+    data = ""
+    if calibration.get("data"):
+        path = Path(str(calibration["data"]))
+        data = f" of {_code((Path(path.parent.name) / path.name).as_posix())}"
     return (
         f"Also certified against {against}, not in use: threshold {calibration['threshold']:.3f} "
         f"for MEDIUM+ recall >= {calibration['target_recall']:g} at {calibration['confidence']:.0%} "
