@@ -196,7 +196,7 @@ def main():
             t1, t2 = best_ms(rows, "e5-small", dtype), best_ms(rows, model, dtype)
             if t1 and t2:
                 ratios[f"{model} {dtype}"] = round(t2 / t1, 1)
-                print(f"  T2/T1 {model:<14}{dtype:<10}{t2:>10.1f} / {t1:.1f} ms = {t2 / t1:.1f}x")
+                print(f"  T2/T1 {model:<20}{dtype:<10}{t2:>10.1f} / {t1:.1f} ms = {t2 / t1:.1f}x")
     t1 = min(filter(None, [best_ms(rows, "e5-small", d) for d in ("float32", "bfloat16")]))
     t2 = [best_ms(rows, "Qwen2.5-1.5B", d) for d in ("float32", "bfloat16")]
     if any(t2):

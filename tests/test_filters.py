@@ -208,16 +208,18 @@ def test_prefilter_reports_reasons_in_order():
 # --- one metadata schema ---------------------------------------------------------------
 
 
-def test_metadata_follows_the_one_schema(saved):
+def test_metadata_follows_the_one_schema(saved, data):
     _, folder = saved
     metadata = json.loads((folder / METADATA_FILE).read_text())
     assert metadata["schema_version"] == 2
     assert set(metadata) == {
         "schema_version", "filter", "embedding_model", "embedding_dim", "dimension_names",
-        "weights", "probe_sha256", "training_data_sha256", "n_training_articles", "versions",
-        "metrics", "calibration", "evaluation", "evaluation_split",
+        "weights", "probe_sha256", "training_data_sha256", "n_training_articles",
+        "training_articles_sha256", "versions", "metrics", "calibration", "evaluation",
+        "evaluation_split",
     }
     assert metadata["calibration"] is None and metadata["evaluation"] is None
+    assert metadata["training_articles_sha256"] == sorted(set(text_hashes(data[0])))
 
 
 def test_cross_validated_metrics_are_the_schema_and_pick_the_better_probe(minilm_path, data):
