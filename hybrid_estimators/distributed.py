@@ -194,14 +194,12 @@ class _BatchScorer:
 
 def _teaching(scorer):
     """The filter routing every article to Stage 2, and its teacher identity."""
-    from sklearn.base import clone
-
     from .filters import Filter
-    from .teacher import teacher_identity
+    from .teacher import routing_every_article, teacher_identity
 
     if not isinstance(scorer, Filter) or scorer.stage2_ is None:
         raise ValueError("all_stage2 needs a filter with a Stage 2.")
-    return clone(scorer).set_params(threshold=0.0).fit(), teacher_identity(scorer)
+    return routing_every_article(scorer), teacher_identity(scorer)
 
 
 def score_dataset(

@@ -26,6 +26,8 @@ from .text import as_frame, text_hashes
 __all__ = [
     "TeacherScoresError",
     "teacher_scores",
+    "routing_every_article",
+    "sample_weight_params",
     "teacher_identity",
     "read_teacher_scores",
     "make_distillation_set",
@@ -118,8 +120,23 @@ def teacher_scores(filter_, X):
         articles the prefilter blocks), X's index.
     """
     frame = as_frame(X)
-    routes_all = clone(filter_).set_params(threshold=0.0).fit()  # routing scores are >= 0
+    routes_all = routing_every_article(filter_)
     return pd.DataFrame(routes_all.predict(frame), columns=filter_.dimension_names_, index=frame.index)
+
+
+def routing_every_article(filter_):
+    """A copy of `filter_` that sends every article (the prefilter's aside) to Stage 2.
+
+    What ``score --all-stage2`` scores with; `filter_` keeps its parameters.
+
+    Raises
+    ------
+    ValueError
+        For a filter without Stage 2.
+    """
+    if filter_.stage2_ is None:
+        raise ValueError("teacher scores need a filter with a Stage 2.")
+    return clone(filter_).set_params(threshold=0.0).fit()  # routing scores are >= 0
 
 
 def read_teacher_scores(path, filter_, articles=None):
@@ -290,3 +307,19 @@ def make_distillation_set(
     sample_weight = np.concatenate([np.full(len(p[0]), float(p[2])) for p in parts])
     source = np.concatenate([np.full(len(p[0]), p[3], dtype=object) for p in parts])
     return X, Y, sample_weight, source
+
+
+def sample_weight_params(pipeline, sample_weight):
+    """Fit parameters passing `sample_weight` to a (nested) pipeline's final estimator.
+
+    ``{"probe__sample_weight": w}`` for ``Pipeline([..., ("probe", ...)])``,
+    the step names joined down nested pipelines; ``{}`` when every weight
+    is 1, so that an estimator without ``sample_weight`` still fits.
+    """
+    if np.all(np.asarray(sample_weight) == 1):
+        return {}
+    name, step = pipeline.steps[-1]
+    while hasattr(step, "steps"):
+        inner, step = step.steps[-1]
+        name = f"{name}__{inner}"
+    return {f"{name}__sample_weight": sample_weight}

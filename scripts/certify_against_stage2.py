@@ -38,7 +38,13 @@ from hybrid_estimators.calibration import TunedThresholdRouterCV
 from hybrid_estimators.datasets import load_articles
 from hybrid_estimators.filters import Filter, load_filter
 from hybrid_estimators.metrics import is_medium_plus
-from hybrid_estimators.teacher import disjoint_split, make_distillation_set, teacher_identity, teacher_scores
+from hybrid_estimators.teacher import (
+    disjoint_split,
+    make_distillation_set,
+    sample_weight_params,
+    teacher_identity,
+    teacher_scores,
+)
 
 logger = logging.getLogger("certify_against_stage2")
 
@@ -76,19 +82,10 @@ def _stage2_medium_plus(filter_, scores):
     return verdict, keep
 
 
-def _sample_weight_parameter(pipeline):
-    """``step__inner__sample_weight`` of a (nested) pipeline's final estimator."""
-    name, step = pipeline.steps[-1]
-    while hasattr(step, "steps"):
-        inner, step = step.steps[-1]
-        name = f"{name}__{inner}"
-    return f"{name}__sample_weight"
-
-
 def _probe_filter(filter_, X, Y, sample_weight=None):
     """The filter with its probe refitted on X, Y (same embedder, frozen Stage 2)."""
     stage1 = clone(filter_.stage1.estimator)
-    params = {} if sample_weight is None else {_sample_weight_parameter(stage1): sample_weight}
+    params = {} if sample_weight is None else sample_weight_params(stage1, sample_weight)
     stage1.fit(X, Y, **params)
     return Filter(filter_.spec, FrozenEstimator(stage1), filter_.stage2, metadata={}).fit()
 

@@ -707,9 +707,9 @@ def _load_filter(args):
     if args.all_stage2:
         if router.stage2_ is None:
             raise CommandError(f"--all-stage2 needs a filter with a Stage 2: {args.filter} has none")
-        from sklearn.base import clone
+        from ..teacher import routing_every_article
 
-        router = clone(router).set_params(threshold=0.0).fit()  # routing scores are >= 0
+        router = routing_every_article(router)
     return router
 
 

@@ -166,19 +166,6 @@ def _distillation_set(args, teacher, labelled):
     return X, Y, weight, record
 
 
-def _fit_params(pipeline, sample_weight):
-    """``probe__...__sample_weight`` for the pipeline's final estimator, or {} when all weights are 1."""
-    import numpy as np
-
-    if np.all(sample_weight == 1):
-        return {}
-    name, step = pipeline.steps[-1]
-    while hasattr(step, "steps"):
-        inner, step = step.steps[-1]
-        name = f"{name}__{inner}"
-    return {f"{name}__sample_weight": sample_weight}
-
-
 def _training_data(args):
     """(X, Y, sample_weight, spec, teacher, distillation record) from the arguments."""
     import numpy as np
@@ -209,6 +196,7 @@ def _train_probe_command(args):
 
     from ..filters import Filter, FilterError, save_filter
     from ..metrics import cross_validated_stage1_metrics
+    from ..teacher import sample_weight_params
 
     X, Y, sample_weight, spec, teacher, distillation = _training_data(args)
     source = args.data if teacher is None else f"{args.unlabelled} (+ {args.data})" if args.data else args.unlabelled
@@ -226,7 +214,7 @@ def _train_probe_command(args):
             gatekeepers=spec.gatekeepers, cv=args.cv, random_state=args.random_state,
         )
         chosen = clone(candidates[metrics["probe"]])
-        fitted = FrozenEstimator(chosen.fit(X, Y, **_fit_params(chosen, sample_weight)))
+        fitted = FrozenEstimator(chosen.fit(X, Y, **sample_weight_params(chosen, sample_weight)))
     # A Filter runs no stage when fitted: Stage 2 is copied, never loaded.
     if stage2 is not None and not isinstance(stage2, FrozenEstimator):
         stage2 = FrozenEstimator(stage2)
