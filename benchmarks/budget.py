@@ -145,12 +145,13 @@ def head_tail_split(budget, tokenizer, prefix, marker=" [...] "):
 
 def stage1_texts(X, head_tail, tokenizer):
     """What ``ArticleText(head_tail=head_tail, tokenizer=...)`` returns, with a loaded tokenizer."""
-    from hybrid_estimators.text import as_texts, truncate_head_tail
+    from hybrid_estimators.text import as_texts, token_spans, truncate_head_tail
 
     texts = as_texts(X)
     if head_tail is None:
         return texts
-    return [truncate_head_tail(text, *head_tail, tokenizer=tokenizer) for text in texts]
+    spans = token_spans(texts, tokenizer)
+    return [truncate_head_tail(text, *head_tail, spans=s) for text, s in zip(texts, spans)]
 
 
 def tokens_fed(model_tokenizer, texts, prefix, max_length):

@@ -322,7 +322,11 @@ class FilterSpec:
     prefilter : dict
         Rules for :class:`~hybrid_estimators.prefilter.Prefilter`.
     hybrid_inference : dict
-        ``embedding_model``, ``embedding_prefix``, ``max_seq_length``,
+        ``embedding_model``, ``embedding_prefix``, ``max_seq_length``
+        (Stage 1's token budget, special tokens and prefix included),
+        ``embedding_head_tail`` (``[head, tail]``: Stage 1 reads the first
+        `head` and last `tail` tokens of a longer article, counted in the
+        embedding model's own tokens; null: its first tokens only),
         ``probe`` (path in the folder), ``threshold``, ``target_recall``,
         ``confidence``, ``stage2`` (``base_model``, optional
         ``gguf_file``, ``adapter`` (path in the folder), ``head_tail``,
@@ -358,6 +362,7 @@ class FilterSpec:
         "embedding_model": "intfloat/multilingual-e5-small",
         "embedding_prefix": "passage: ",
         "max_seq_length": 512,
+        "embedding_head_tail": None,
         "probe": PROBE_FILE,
         "threshold": 4.5,
         "target_recall": None,
@@ -482,6 +487,15 @@ def _integer(value, where, minimum=0):
     return int(value)
 
 
+def _head_tail(value, where):
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise FilterError(f"{where}: expected two token counts, got {value!r}.")
+    head_tail = [_integer(n, where) for n in value]
+    if sum(head_tail) == 0:
+        raise FilterError(f"{where}: head and tail are both 0.")
+    return head_tail
+
+
 def _dimensions(dimensions, where):
     if not isinstance(dimensions, dict) or not dimensions:
         raise FilterError(f"{where}: expected a non-empty mapping of dimension -> weight.")
@@ -536,6 +550,10 @@ def _hybrid(section, where):
     )
     if merged["max_seq_length"] is not None:
         merged["max_seq_length"] = _integer(merged["max_seq_length"], f"{where}.max_seq_length", 1)
+    if merged["embedding_head_tail"] is not None:
+        merged["embedding_head_tail"] = _head_tail(
+            merged["embedding_head_tail"], f"{where}.embedding_head_tail"
+        )
     merged["probe"] = _check_relative_path(merged["probe"], f"{where}.probe")
     merged["threshold"] = _number(merged["threshold"], f"{where}.threshold")
     for key in ("target_recall", "confidence"):
@@ -569,10 +587,7 @@ def _stage2_section(stage2, where):
     if stage2.get("adapter") is not None:
         stage2["adapter"] = _check_relative_path(stage2["adapter"], f"{where}.adapter")
     if "head_tail" in stage2:
-        head_tail = stage2["head_tail"]
-        if not isinstance(head_tail, (list, tuple)) or len(head_tail) != 2:
-            raise FilterError(f"{where}.head_tail: expected two token counts, got {head_tail!r}.")
-        stage2["head_tail"] = [_integer(n, f"{where}.head_tail") for n in head_tail]
+        stage2["head_tail"] = _head_tail(stage2["head_tail"], f"{where}.head_tail")
     if "max_length" in stage2:
         stage2["max_length"] = _integer(stage2["max_length"], f"{where}.max_length", 1)
     if "pooling" in stage2 and stage2["pooling"] not in POOLINGS:
@@ -988,15 +1003,51 @@ def adapter_fingerprint(folder):
 
 
 def _stage1_parts(router):
-    """The embedder and the probe of a router's Stage 1 pipeline."""
+    """The ArticleText, embedder and probe of a router's Stage 1 pipeline."""
     stage1 = getattr(router, "stage1_", router.stage1)
     stage1 = getattr(stage1, "estimator", stage1)  # FrozenEstimator
-    if not isinstance(stage1, Pipeline) or not isinstance(stage1.steps[-2][1], E5Embedder):
+    if (
+        not isinstance(stage1, Pipeline)
+        or len(stage1.steps) != 3
+        or not isinstance(stage1.steps[0][1], ArticleText)
+        or not isinstance(stage1.steps[1][1], E5Embedder)
+    ):
         raise FilterError(
-            "save_filter needs a router whose Stage 1 is a Pipeline ending in "
-            "E5Embedder + probe, e.g. make_pipeline(ArticleText(), E5Embedder(), make_probe())."
+            "save_filter needs a router whose Stage 1 is a Pipeline of ArticleText, "
+            "E5Embedder and a probe, e.g. make_pipeline(ArticleText(), E5Embedder(), make_probe())."
         )
-    return stage1.steps[-2][1], stage1.steps[-1][1]
+    return tuple(step for _, step in stage1.steps)
+
+
+def embedding_head_tail(article_text, embedder):
+    """Stage 1's head+tail truncation as a config records it (None: head only).
+
+    A filter's config can only say "head and tail counted in the embedding
+    model's tokens", so an ArticleText that truncates must count them with
+    that model's tokenizer and use the default marker and fields.
+    """
+    if article_text.head_tail is None:
+        return None
+    expected = dict(text_columns=ArticleText().text_columns, separator=ArticleText().separator,
+                    truncation_marker=ArticleText().truncation_marker,
+                    tokenizer=str(embedder.model_name_or_path))
+    differs = {key: getattr(article_text, key) for key, value in expected.items()
+               if getattr(article_text, key) != value}
+    if differs:
+        raise FilterError(
+            f"Stage 1's ArticleText(head_tail={article_text.head_tail!r}) cannot be written in a "
+            f"config: it must count the embedding model's tokens with the default fields and "
+            f"marker ({expected}); it differs in {differs}."
+        )
+    return [int(n) for n in article_text.head_tail]
+
+
+def stage1_article_text(spec):
+    """The ArticleText of a filter's Stage 1, from its config (unfitted)."""
+    hybrid = spec.hybrid_inference
+    if hybrid["embedding_head_tail"] is None:
+        return ArticleText()
+    return ArticleText(head_tail=tuple(hybrid["embedding_head_tail"]), tokenizer=hybrid["embedding_model"])
 
 
 def _router_threshold(router):
@@ -1217,7 +1268,8 @@ def save_filter(
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    embedder, probe = _stage1_parts(router)
+    article_text, embedder, probe = _stage1_parts(router)
+    head_tail = embedding_head_tail(article_text, embedder)
     threshold = _router_threshold(router)
     metrics = check_metrics(metrics, spec.dimension_names)
     calibration = check_calibration(calibration)
@@ -1240,6 +1292,7 @@ def save_filter(
         embedding_model=str(embedder.model_name_or_path),
         embedding_prefix=embedder.prefix,
         max_seq_length=embedder.max_seq_length,
+        embedding_head_tail=head_tail,
         stage2=stage2_section,
     )
     if _stage2_of(router) is not None:
@@ -1288,7 +1341,9 @@ def filter_metadata(spec, embedder, *, probe_sha256, training_data=None, metrics
     -------
     metadata : dict
         ``schema_version``, ``filter``, ``embedding_model``,
-        ``embedding_dim``, ``dimension_names``, ``weights``,
+        ``embedding_dim``, ``embedding_budget`` (the config's
+        ``max_seq_length`` and ``embedding_head_tail`` the probe was trained
+        at: loading refuses a config that changed them), ``dimension_names``, ``weights``,
         ``probe_sha256``, ``training_data_sha256``, ``n_training_articles``,
         ``training_articles_sha256`` (the sorted text hashes of the training
         articles, :func:`~hybrid_estimators.text.text_hashes`: ``calibrate``
@@ -1306,6 +1361,7 @@ def filter_metadata(spec, embedder, *, probe_sha256, training_data=None, metrics
         "filter": f"{spec.name}/{spec.version}",
         "embedding_model": str(embedder.model_name_or_path),
         "embedding_dim": int(embedder.embedding_dim_),
+        "embedding_budget": embedding_budget(spec),
         "dimension_names": spec.dimension_names,
         "weights": spec.weights,
         "probe_sha256": probe_sha256,
@@ -1322,6 +1378,12 @@ def filter_metadata(spec, embedder, *, probe_sha256, training_data=None, metrics
         "evaluation": None,
         "evaluation_split": None,
     }
+
+
+def embedding_budget(spec):
+    """What Stage 1 reads of an article: ``{"max_seq_length", "head_tail"}`` of the config."""
+    hybrid = spec.hybrid_inference
+    return {"max_seq_length": hybrid["max_seq_length"], "head_tail": hybrid["embedding_head_tail"]}
 
 
 def _attach_evaluation(metadata, folder, spec, evaluation, split):
@@ -1546,7 +1608,7 @@ def _card_models(spec, metadata, probe):
         "",
         f"- **Stage 1** (every article): {_code(hybrid['embedding_model'])} embeddings "
         f"({metadata.get('embedding_dim')} dimensions, prefix {hybrid['embedding_prefix']!r}, "
-        f"at most {hybrid['max_seq_length']} tokens), then a "
+        f"{_stage1_reads(hybrid)}), then a "
         f"{_md(_probe_description(probe, metadata.get('metrics') or {}))} probe "
         f"({_code(hybrid['probe'])}, sha256 `{str(metadata.get('probe_sha256'))[:16]}...`).",
     ]
@@ -1574,6 +1636,14 @@ def _card_models(spec, metadata, probe):
                 f"{weight:g} × Stage 2's + {1 - weight:g} × Stage 1's."
             )
     return lines
+
+
+def _stage1_reads(hybrid):
+    if hybrid["embedding_head_tail"] is None:
+        return f"at most {hybrid['max_seq_length']} tokens"
+    head, tail = hybrid["embedding_head_tail"]
+    return (f"the first {head} and last {tail} tokens of a longer article, at most "
+            f"{hybrid['max_seq_length']} tokens")
 
 
 def _card_metrics(spec, metrics):
@@ -1991,6 +2061,12 @@ def _check_consistency(spec, metadata, probe, embedder, folder):
         raise FilterError(
             f"{where}: the probe was trained on embeddings of {metadata.get('embedding_model')!r} "
             f"but config.yaml names {configured!r}."
+        )
+    trained_at = metadata.get("embedding_budget")
+    if trained_at is not None and trained_at != embedding_budget(spec):
+        raise FilterError(
+            f"{where}: the probe was trained on embeddings of {trained_at} but config.yaml reads "
+            f"{embedding_budget(spec)}: retrain the probe (train-probe) at the new budget."
         )
     n_inputs = getattr(probe, "n_features_in_", None)
     if n_inputs != embedder.embedding_dim_ or metadata.get("embedding_dim") != embedder.embedding_dim_:
@@ -2444,7 +2520,7 @@ def load_filter(
         device=device,
         show_progress_bar=show_progress_bar,
     )
-    article_text = ArticleText().fit(_TEMPLATE_ARTICLE)  # stateless: records the columns
+    article_text = stage1_article_text(spec).fit(_TEMPLATE_ARTICLE)  # records the columns
     embedder.fit(article_text.transform(_embedder_fit_articles(backend, calibration)))
     _check_consistency(spec, metadata, probe, embedder, folder)
     stage1 = Pipeline([("articletext", article_text), ("e5embedder", embedder), ("probe", probe)])

@@ -175,25 +175,39 @@ def special_tokens_around(tokenizer):
     return full[:start], full[start + len(plain) :]
 
 
-def _token_spans(text, tokenizer):
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def token_spans(texts, tokenizer=None):
+    """Character spans of each text's tokens, all texts in one tokenizer call.
+
+    Tokens are whitespace-separated words, or a Hugging Face fast
+    tokenizer's tokens. A lone surrogate, which no tokenizer accepts, is
+    read as U+FFFD: one character for one, so the spans still index `texts`.
+    """
     if tokenizer is None:
-        return [match.span() for match in _WORD.finditer(text)]
-    encoding = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        return [[match.span() for match in _WORD.finditer(text)] for text in texts]
+    encodable = [_LONE_SURROGATE.sub("\ufffd", text) for text in texts]
+    encoding = tokenizer(
+        encodable, add_special_tokens=False, return_offsets_mapping=True, verbose=False
+    )
     return encoding["offset_mapping"]
 
 
-def truncate_head_tail(text, head, tail, *, marker=" [...] ", tokenizer=None):
+def truncate_head_tail(text, head, tail, *, marker=" [...] ", tokenizer=None, spans=None):
     """Keep the first `head` and last `tail` tokens of `text`, joined by `marker`.
 
     Tokens are whitespace-separated words, or a Hugging Face fast tokenizer's
-    tokens when one is given. The text between kept tokens is kept verbatim.
+    tokens when one is given (or their `spans`, from :func:`token_spans`).
+    The text between kept tokens is kept verbatim.
 
     Examples
     --------
     >>> truncate_head_tail("one two three four five", 1, 2)
     'one [...] four five'
     """
-    spans = _token_spans(text, tokenizer)
+    if spans is None:
+        spans = token_spans([text], tokenizer)[0]
     if len(spans) <= head + tail:
         return text
     head_end = spans[head - 1][1] if head else 0
@@ -278,8 +292,10 @@ class ArticleText(TransformerMixin, BaseEstimator):
     truncation_marker : str, default=" [...] "
         Put where the middle of a truncated text was cut out.
     tokenizer : str or None, default=None
-        Hugging Face tokenizer (hub name or local path) whose tokens
-        `head_tail` counts; None counts whitespace-separated words.
+        Hugging Face tokenizer (hub name or local path, found as
+        :func:`~hybrid_estimators.models.resolve_model` finds models) whose
+        tokens `head_tail` counts; None counts whitespace-separated words.
+        It is loaded once, by ``fit``, and only when `head_tail` is set.
 
     Attributes
     ----------
@@ -350,6 +366,7 @@ class ArticleText(TransformerMixin, BaseEstimator):
         _check_n_features(self, frame, reset=True)
         _check_feature_names(self, frame, reset=True)
         self._texts(X, frame)
+        self._tokenizer = self._load_tokenizer()
         return self
 
     def _check_text_columns(self):
@@ -393,22 +410,21 @@ class ArticleText(TransformerMixin, BaseEstimator):
             _check_feature_names(self, frame, reset=False)
         texts = self._texts(X, frame)
         if self.head_tail is not None:
-            tokenizer = self._load_tokenizer()
             head, tail = self.head_tail
             texts = [
-                truncate_head_tail(
-                    text, head, tail, marker=self.truncation_marker, tokenizer=tokenizer
-                )
-                for text in texts
+                truncate_head_tail(text, head, tail, marker=self.truncation_marker, spans=spans)
+                for text, spans in zip(texts, token_spans(texts, self._tokenizer))
             ]
         return np.asarray(texts, dtype=object).reshape(-1, 1)
 
     def _load_tokenizer(self):
-        if self.tokenizer is None:
+        if self.head_tail is None or self.tokenizer is None:
             return None
         from transformers import AutoTokenizer
 
-        return AutoTokenizer.from_pretrained(self.tokenizer)
+        from .models.resolution import resolve_model
+
+        return AutoTokenizer.from_pretrained(resolve_model(self.tokenizer))
 
     def get_feature_names_out(self, input_features=None):
         """Name of the one output column: ``["text"]``."""

@@ -48,7 +48,7 @@ import numpy as np
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import make_pipeline
 
-from hybrid_estimators import ArticleText, E5Embedder, load_articles, make_probe, make_ridge_probe
+from hybrid_estimators import E5Embedder, load_articles, make_probe, make_ridge_probe
 from hybrid_estimators.calibration import TunedThresholdRouterCV
 from hybrid_estimators.datasets import shared_data_dir
 from hybrid_estimators.evaluation import cascade_report
@@ -61,6 +61,7 @@ from hybrid_estimators.filters import (
     record_evaluation,
     report_summary,
     save_filter,
+    stage1_article_text,
 )
 from hybrid_estimators.metrics import cross_validated_stage1_metrics
 from hybrid_estimators import filters
@@ -92,6 +93,13 @@ DEFAULT_STAGE2 = {
     },
 }
 DEFAULT_STAGE2_WEIGHT = {"seece_energy_tech": 0.5}
+# Stage 1's token budget, chosen by iso-quality with 512 tokens (head only) on
+# the same folds: `python -m benchmarks --parts stage1-budget`,
+# docs/token-budget.md. (max_seq_length, [head, tail] in e5 tokens).
+STAGE1_BUDGET = {
+    "seece_energy_tech": (128, [60, 59]),
+    "ai_engineering_practice": (384, [188, 187]),
+}
 PROBES = {"ridge": make_ridge_probe, "mlp": make_probe}
 
 
@@ -99,13 +107,19 @@ def filter_folder(name):
     return ROOT / "filters" / name / "v1"
 
 
-def stage1_pipeline(probe, cache):
-    embedder = E5Embedder(cache=True if cache is None else str(cache), show_progress_bar=False)
-    return make_pipeline(ArticleText(), embedder, PROBES[probe]())
+def stage1_pipeline(spec, probe, cache):
+    """Stage 1 at the spec's embedding model, prefix and token budget."""
+    hybrid = spec.hybrid_inference
+    embedder = E5Embedder(
+        hybrid["embedding_model"], prefix=hybrid["embedding_prefix"],
+        max_seq_length=hybrid["max_seq_length"], cache=True if cache is None else str(cache),
+        show_progress_bar=False,
+    )
+    return make_pipeline(stage1_article_text(spec), embedder, PROBES[probe]())
 
 
-def candidates(cache, kinds=tuple(PROBES)):
-    return {kind: stage1_pipeline(kind, cache) for kind in kinds}
+def candidates(spec, cache, kinds=tuple(PROBES)):
+    return {kind: stage1_pipeline(spec, kind, cache) for kind in kinds}
 
 
 def existing_stage2(name):
@@ -151,6 +165,7 @@ def install_stage2(name, adapter, stage2_weight):
 
 def filter_spec(name, data_spec):
     stage2, stage2_weight = existing_stage2(name)
+    max_seq_length, head_tail = STAGE1_BUDGET[name]
     return FilterSpec.from_dict(
         {
             "name": name,
@@ -160,6 +175,8 @@ def filter_spec(name, data_spec):
             "tiers": data_spec["tiers"],
             "prefilter": {"min_length": 20},
             "hybrid_inference": {
+                "max_seq_length": max_seq_length,
+                "embedding_head_tail": head_tail,
                 "target_recall": TARGET_RECALL,
                 "confidence": CONFIDENCE,
                 "stage2": stage2,
@@ -172,7 +189,7 @@ def filter_spec(name, data_spec):
 def stage1_cv(spec, X, Y, cache, threshold, kinds=tuple(PROBES), cv=CV_FOLDS, random_state=SEED):
     """Stage 1's metrics and out-of-fold predictions (the candidates on the same folds)."""
     return cross_validated_stage1_metrics(
-        candidates(cache, kinds), X, Y, spec.weights, threshold=threshold, tiers=spec.tiers,
+        candidates(spec, cache, kinds), X, Y, spec.weights, threshold=threshold, tiers=spec.tiers,
         gatekeepers=spec.gatekeepers, cv=cv, random_state=random_state, return_predictions=True,
     )
 
@@ -185,7 +202,7 @@ def make_filter(name, data_root, cache):
     chosen, _ = stage1_cv(spec, X, Y, cache, spec.hybrid_inference["threshold"])
     logger.info("%s: probe %s chosen (%s)", name, chosen["probe"], _candidate_maes(chosen))
     router = HybridRouterRegressor(
-        stage1_pipeline(chosen["probe"], cache), None, spec.weights,
+        stage1_pipeline(spec, chosen["probe"], cache), None, spec.weights,
         gatekeepers=spec.gatekeepers or None, tiers=spec.tiers,
     )
     tuner = TunedThresholdRouterCV(

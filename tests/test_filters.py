@@ -170,6 +170,9 @@ def test_config_naming_another_embedder_is_refused(saved, tmp_path):
         ({"hybrid_inference": {"stage2": {"adapter": "model"}}}, r"hybrid_inference.stage2: expected a mapping with 'base_model'"),
         ({"prefilter": {"block_patterns": {"bad": "("}}}, r"prefilter: prefilter.block_patterns\['bad'\]: invalid regular expression"),
         ({"colour": "blue"}, r"unknown keys \['colour'\]"),
+        ({"hybrid_inference": {"embedding_head_tail": [60]}}, r"hybrid_inference.embedding_head_tail: expected two token counts"),
+        ({"hybrid_inference": {"embedding_head_tail": [0, 0]}}, r"hybrid_inference.embedding_head_tail: head and tail are both 0"),
+        ({"hybrid_inference": {"embedding_head_tail": [-1, 5]}}, r"hybrid_inference.embedding_head_tail: expected an integer >= 0, got -1"),
     ],
 )
 def test_spec_errors_name_the_key(change, message):
@@ -639,3 +642,53 @@ def test_train_probe_refuses_half_a_distillation(two_stage, tmp_path, capsys):
     assert status == 2 and "--teacher-scores, --unlabelled and --filter go together" in capsys.readouterr().err
     status = main(["train-probe", "-o", str(tmp_path / "o")])
     assert status == 2 and "give a labelled folder" in capsys.readouterr().err
+
+
+# --- Stage 1's token budget: recorded in the config, rebuilt on load -------------
+
+
+def _budget_filter(minilm_path, data, folder, article_text, max_seq_length=32):
+    X, Y = data
+    embedder = E5Embedder(minilm_path, prefix="", max_seq_length=max_seq_length, show_progress_bar=False)
+    stage1 = make_pipeline(article_text, embedder, make_probe())
+    weights = dict.fromkeys(Y.columns, 1.0)
+    router = HybridRouterRegressor(stage1, None, weights, threshold=3.0).fit(X, Y)
+    spec = FilterSpec.from_dict({"name": "budget", "version": "v1", "dimensions": weights,
+                                 "hybrid_inference": {"embedding_model": minilm_path, "stage2": None}})
+    return router, save_filter(router, folder, spec, training_data=(X, Y))
+
+
+def test_a_head_tail_budget_is_written_to_the_config_and_rebuilt_on_load(minilm_path, data, tmp_path):
+    X, _ = data
+    article_text = ArticleText(head_tail=(12, 8), tokenizer=minilm_path)
+    router, folder = _budget_filter(minilm_path, data, tmp_path / "f", article_text)
+    hybrid = yaml.safe_load((folder / "config.yaml").read_text())["hybrid_inference"]
+    assert (hybrid["max_seq_length"], hybrid["embedding_head_tail"]) == (32, [12, 8])
+    loaded = load_filter(folder)
+    rebuilt = loaded.stage1_.estimator.steps[0][1]
+    assert (rebuilt.head_tail, rebuilt.tokenizer) == ((12, 8), minilm_path)
+    long = X.assign(content=X["content"] + " and more words" * 40)
+    # head+tail changes what is embedded: the rebuilt filter predicts as the router did
+    np.testing.assert_allclose(loaded.predict(long), np.clip(router.predict_stage1(long), 0, 10), atol=1e-5)
+    head_only = make_pipeline(ArticleText().fit(X), router.stage1_.steps[1][1], router.stage1_.steps[2][1])
+    assert not np.allclose(loaded.predict(long), np.clip(head_only.predict(long), 0, 10), atol=1e-3)
+    assert "first 12 and last 8 tokens" in (folder / "README.md").read_text()
+
+
+def test_a_config_whose_budget_changed_after_training_is_refused(minilm_path, data, tmp_path):
+    _, folder = _budget_filter(minilm_path, data, tmp_path / "f", ArticleText(), max_seq_length=64)
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["hybrid_inference"]["max_seq_length"] = 128
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    with pytest.raises(FilterError, match=r"trained on embeddings of \{'max_seq_length': 64, 'head_tail': None\} "
+                       r"but config.yaml reads \{'max_seq_length': 128"):
+        load_filter(folder)
+
+
+@pytest.mark.parametrize("article_text", [
+    ArticleText(head_tail=(12, 8)),  # counts words, not the embedder's tokens
+    ArticleText(head_tail=(12, 8), tokenizer="sentence-transformers/all-MiniLM-L6-v2", truncation_marker=" ... "),
+])
+def test_a_head_tail_a_config_cannot_say_is_refused(minilm_path, data, tmp_path, article_text):
+    with pytest.raises(FilterError, match="cannot be written in a config"):
+        _budget_filter(minilm_path, data, tmp_path / "f", article_text)

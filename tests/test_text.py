@@ -162,3 +162,28 @@ def test_text_columns_are_validated(text_columns, articles):
         ArticleText(text_columns=text_columns).fit(articles)
     with pytest.raises(ValueError, match="text_columns"):
         ArticleText(text_columns="title").fit(articles)  # a string, not a tuple
+
+
+def test_head_tail_loads_its_tokenizer_once_in_fit(minilm_path, monkeypatch):
+    from transformers import AutoTokenizer
+
+    loads = []
+    real = AutoTokenizer.from_pretrained
+
+    def counting(*args, **kwargs):
+        loads.append(args[0])
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(AutoTokenizer, "from_pretrained", counting)
+    step = ArticleText(head_tail=(3, 2), tokenizer=minilm_path).fit(["x"])
+    texts = [step.transform(["one two three four five six seven eight"])[0, 0] for _ in range(3)]
+    assert loads == [minilm_path]
+    assert texts[0] == "one two three [...] seven eight"
+    assert ArticleText(head_tail=None, tokenizer=minilm_path).fit(["x"]) and loads == [minilm_path]
+
+
+def test_head_tail_keeps_a_lone_surrogate_that_no_tokenizer_accepts(minilm_path):
+    step = ArticleText(head_tail=(2, 2), tokenizer=minilm_path).fit(["x"])
+    text = "alpha \ud800beta gamma delta epsilon zeta \udfffeta"
+    out = step.transform([text])[0, 0]
+    assert out.startswith("alpha \ud800") and out.endswith("\udfffeta") and "[...]" in out

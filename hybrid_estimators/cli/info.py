@@ -202,9 +202,11 @@ def _config_lines(info):
     )
     routes = ", no Stage 2: routes nothing" if hybrid["stage2"] is None else ""
     lines.append(f"threshold   {hybrid['threshold']:g}  ({calibrated}{routes})")
+    head_tail = hybrid["embedding_head_tail"]
+    head_tail = "" if head_tail is None else f", head+tail {head_tail[0]}+{head_tail[1]}"
     lines.append(
         f"embedder    {hybrid['embedding_model']}  (prefix {hybrid['embedding_prefix']!r}, "
-        f"max_seq_length {hybrid['max_seq_length']}, dim {info['embedding_dim']})"
+        f"max_seq_length {hybrid['max_seq_length']}{head_tail}, dim {info['embedding_dim']})"
     )
     stage2 = hybrid["stage2"]
     if stage2 is None:
