@@ -42,6 +42,7 @@ import argparse
 import json
 import logging
 import multiprocessing
+import os
 import platform
 import resource
 import sys
@@ -61,9 +62,9 @@ SEED = {
     "hybrid_ms": 18.1, "speedup": 2.09, "ideal": 2.27,
 }
 BACKENDS = ("torch", "openvino", "openvino-int8", "onnx", "onnx-int8")
-PARTS = ("stage1", "stage2", "cascade")
-EXTRA_PARTS = ("stage1-budget",)  # measured only when asked for
+PARTS = ("stage1-budget", "stage1", "multi-filter", "stage2", "cascade")
 MAX_LENGTH = 512
+E5_SMALL = "intfloat/multilingual-e5-small"
 logger = logging.getLogger("benchmarks")
 
 
@@ -112,7 +113,7 @@ def plain_encode(texts, repeats):
 
     from hybrid_estimators.models import resolve_model
 
-    model = SentenceTransformer(resolve_model("intfloat/multilingual-e5-small"), device="cpu")
+    model = SentenceTransformer(resolve_model(E5_SMALL), device="cpu")
     model.max_seq_length = MAX_LENGTH
     prefixed = ["passage: " + text for text in texts]
     seconds, embeddings = _timed(
@@ -123,15 +124,24 @@ def plain_encode(texts, repeats):
     return {"seconds": seconds, "embeddings": embeddings}
 
 
-def backend_encode(backend, fit_texts, texts, batch_size, repeats):
-    """E5Embedder with `backend`, fitted (int8: calibrated) on `fit_texts`, timed on `texts`."""
-    from hybrid_estimators import E5Embedder
+def backend_encode(backend, fit_texts, texts, batch_size, repeats, budget=None):
+    """Stage 1's text step and E5Embedder with `backend`, fitted (int8: calibrated) on
+    `fit_texts`, timed on `texts`; at a filter's token `budget` (its ``max_seq_length`` and
+    ``embedding_head_tail``) when given, else 512 tokens, head only."""
+    from hybrid_estimators import ArticleText, E5Embedder
 
-    embedder = E5Embedder(backend=backend, batch_size=batch_size, cache=False, show_progress_bar=False)
+    max_seq_length, head_tail = budget or (None, None)
+    article_text = ArticleText(
+        head_tail=None if head_tail is None else tuple(head_tail), tokenizer=E5_SMALL
+    ).fit(["-"])  # loads the tokenizer once, as a scoring run does
+    embedder = E5Embedder(
+        E5_SMALL, backend=backend, max_seq_length=max_seq_length, batch_size=batch_size,
+        cache=False, show_progress_bar=False,
+    )
     start = time.perf_counter()
-    embedder.fit(fit_texts)
+    embedder.fit(article_text.transform(fit_texts))
     fit_seconds = time.perf_counter() - start
-    seconds, embeddings = _timed(embedder.transform, texts, repeats)
+    seconds, embeddings = _timed(lambda batch: embedder.transform(article_text.transform(batch)), texts, repeats)
     return {"seconds": seconds, "embeddings": embeddings, "fit_seconds": fit_seconds}
 
 
@@ -149,16 +159,20 @@ def cascade(filter_dir, backend, data, batch_size):
     """Standard vs hybrid on held-back articles; Stage 1 fitted on the rest."""
     from sklearn.pipeline import make_pipeline
 
-    from hybrid_estimators import ArticleText, E5Embedder, make_ridge_probe
-    from hybrid_estimators.filters import load_filter
+    from hybrid_estimators import E5Embedder, make_ridge_probe
+    from hybrid_estimators.filters import load_filter, stage1_article_text
     from hybrid_estimators.metrics import is_medium_plus, weighted_average_mae
     from hybrid_estimators.router import HybridRouterRegressor
 
     X_train, Y_train, X_test, Y_test = data
     shipped = load_filter(filter_dir)
     spec = shipped.spec
-    embedder = E5Embedder(backend=backend, batch_size=batch_size, cache=False, show_progress_bar=False)
-    stage1 = make_pipeline(ArticleText(), embedder, make_ridge_probe()).fit(X_train, Y_train)
+    hybrid = spec.hybrid_inference
+    embedder = E5Embedder(
+        hybrid["embedding_model"], prefix=hybrid["embedding_prefix"], max_seq_length=hybrid["max_seq_length"],
+        backend=backend, batch_size=batch_size, cache=False, show_progress_bar=False,
+    )
+    stage1 = make_pipeline(stage1_article_text(spec), embedder, make_ridge_probe()).fit(X_train, Y_train)
     stage2 = shipped.stage2
     stage2.estimator.set_params(show_progress_bar=False)
     router = HybridRouterRegressor(
@@ -203,6 +217,16 @@ def cascade(filter_dir, backend, data, batch_size):
 # --- the run --------------------------------------------------------------------
 
 
+def filter_budget(filter_dir):
+    """The filter's Stage 1 token budget, ``(max_seq_length, embedding_head_tail)``;
+    None when it is the plain 512 tokens, head only."""
+    from hybrid_estimators.filters import FilterSpec
+
+    hybrid = FilterSpec.from_yaml(Path(filter_dir) / "config.yaml").hybrid_inference
+    budget = (hybrid["max_seq_length"], hybrid["embedding_head_tail"])
+    return None if budget == (MAX_LENGTH, None) else budget
+
+
 def available_backends():
     import importlib.util
 
@@ -229,40 +253,69 @@ def load_data(args):
     return X, Y, spec
 
 
-def stage1_table(X, Y, spec, backends, batch_size, n_fit, repeats):
+def stage1_table(X, Y, spec, backends, batch_size, n_fit, repeats, budget=None):
+    """Stage 1 per backend against the plain fp32 encode at 512 tokens; then, when
+    `budget` (a filter's ``(max_seq_length, embedding_head_tail)``) is given, Stage 1
+    at that budget per backend, its probe trained on the torch embeddings of that
+    budget, as the filter's was."""
     from sklearn.model_selection import KFold
 
-    from hybrid_estimators import make_ridge_probe
     from hybrid_estimators.text import as_texts
 
     texts = as_texts(X)
     reference = _isolated(plain_encode, texts, repeats)
-    rows = [_stage1_row("SentenceTransformer.encode fp32", reference, reference, len(texts))]
+    rows = [_stage1_row("SentenceTransformer.encode fp32, 512 tokens", reference, reference, len(texts))]
     folds = list(KFold(5, shuffle=True, random_state=0).split(texts)) if Y is not None else []
-
-    def probe_mae(embeddings):
-        from hybrid_estimators.metrics import weighted_average_mae
-
-        predicted = np.empty(Y.shape)
-        for train, test in folds:
-            probe = make_ridge_probe().fit(reference["embeddings"][train], Y.iloc[train])
-            predicted[test] = probe.predict(embeddings[test])
-        return weighted_average_mae(Y, predicted, spec["dimensions"])
-
-    base_mae = probe_mae(reference["embeddings"]) if folds else None
-    rows[0]["probe_mae"] = base_mae
-    for backend in backends:
-        logger.info("Stage 1: %s", backend)
-        measured = _isolated(backend_encode, backend, texts[:n_fit], texts, batch_size, repeats)
-        row = _stage1_row(f"E5Embedder(backend={backend!r})", measured, reference, len(texts))
-        row["fit_seconds"] = measured["fit_seconds"]
+    if folds:
+        rows[0].update(_probe_quality(folds, Y, spec, reference["embeddings"], reference["embeddings"]))
+    configurations = [(backend, None) for backend in backends]
+    if budget is not None:
+        configurations += [(backend, budget) for backend in backends]
+    trained_on = {None: reference["embeddings"]}
+    for backend, at in configurations:
+        label = f"E5Embedder(backend={backend!r})" + ("" if at is None else f" at {_budget_label(at)}")
+        logger.info("Stage 1: %s", label)
+        measured = _isolated(backend_encode, backend, texts[:n_fit], texts, batch_size, repeats, at)
+        trained_on.setdefault(at, measured["embeddings"])  # the first backend: torch
+        row = _stage1_row(label, measured, reference, len(texts))
+        row.update(backend=backend, budget=None if at is None else list(at), fit_seconds=measured["fit_seconds"])
         unseen = measured["embeddings"][n_fit:] * reference["embeddings"][n_fit:]
         row["cosine_min_unseen"] = float(unseen.sum(1).min()) if len(unseen) else None
         if folds:
-            row["probe_mae"] = probe_mae(measured["embeddings"])
-            row["probe_mae_change"] = row["probe_mae"] / base_mae - 1
+            row.update(_probe_quality(folds, Y, spec, trained_on[at], measured["embeddings"]))
+            row["probe_mae_change"] = row["probe_mae"] / rows[0]["probe_mae"] - 1
+            both = None not in (row["routing_auc"], rows[0]["routing_auc"])
+            row["routing_auc_change"] = row["routing_auc"] - rows[0]["routing_auc"] if both else None
         rows.append(row)
     return rows
+
+
+def _budget_label(budget):
+    max_seq_length, head_tail = budget
+    return f"{max_seq_length} tokens" + ("" if head_tail is None else f", head+tail {head_tail[0]}+{head_tail[1]}")
+
+
+def _probe_quality(folds, Y, spec, train_embeddings, embeddings):
+    """Out-of-fold MAE of the weighted average, and ROC AUC of the routing score for
+    MEDIUM+, of a ridge probe trained on `train_embeddings` and applied to `embeddings`."""
+    from sklearn.metrics import roc_auc_score
+
+    from hybrid_estimators import make_ridge_probe
+    from hybrid_estimators.metrics import is_medium_plus, weighted_average_mae
+    from hybrid_estimators.tiers import weighted_average
+
+    predicted = np.empty(Y.shape)
+    for train, test in folds:
+        probe = make_ridge_probe().fit(train_embeddings[train], Y.iloc[train])
+        predicted[test] = probe.predict(embeddings[test])
+    weights, tiers = spec["dimensions"], spec.get("tiers")
+    routing_score = np.clip(weighted_average(predicted, weights), 0, 10)
+    medium_plus = is_medium_plus(Y, weights, tiers=tiers)
+    one_class = medium_plus.all() or not medium_plus.any()
+    return {
+        "probe_mae": float(weighted_average_mae(Y, predicted, weights)),
+        "routing_auc": None if one_class else float(roc_auc_score(medium_plus, routing_score)),
+    }
 
 
 def _stage1_row(name, measured, reference, n):
@@ -305,16 +358,24 @@ def cascade_table(X, Y, backends, batch_size, filter_dir):
 
 
 def format_tables(results):
-    lines = [results["title"], ""]
-    lines.append(f"{'Stage 1':<44}{'ms/art':>8}{'speedup':>9}{'cos min':>9}{'cos unseen':>11}{'probe MAE':>10}{'ΔMAE':>8}{'peak MB':>9}")
+    lines = [results["title"], _load_line(results), ""]
+    lines.append(
+        f"{'Stage 1':<66}{'ms/art':>8}{'speedup':>9}{'cos min':>9}{'cos unseen':>11}{'probe MAE':>10}"
+        f"{'ΔMAE':>8}{'AUC':>8}{'ΔAUC':>8}{'peak MB':>9}"
+    )
     for row in results["stage1"]:
-        change = row.get("probe_mae_change")
+        change, auc_change = row.get("probe_mae_change"), row.get("routing_auc_change")
         lines.append(
-            f"{row['stage1']:<44}{row['ms_per_article']:>8.1f}{row['speedup_vs_plain']:>8.2f}×"
+            f"{row['stage1']:<66}{row['ms_per_article']:>8.1f}{row['speedup_vs_plain']:>8.2f}×"
             f"{row['cosine_min']:>9.5f}{_num(row.get('cosine_min_unseen'), 11, '.5f')}"
             f"{_num(row.get('probe_mae'), 10, '.4f')}{_num(None if change is None else 100 * change, 7, '+.2f')}"
-            f"{'%' if change is not None else ' '}{row['peak_mb']:>9.0f}"
+            f"{'%' if change is not None else ' '}{_num(row.get('routing_auc'), 8, '.4f')}"
+            f"{_num(auc_change, 8, '+.4f')}{row['peak_mb']:>9.0f}"
         )
+    if results["stage1"] and results.get("stage1_budget"):
+        lines.append(_iso_quality_line(results["stage1"]))
+    if results.get("multi_filter"):
+        lines += ["", _multi_filter_line(results["multi_filter"])]
     lines += ["", f"{'Stage 2':<66}{'ms/art':>9}{'n':>4}{'peak MB':>9}"]
     for row in results["stage2"]:
         lines.append(f"{row['stage2']:<66}{row['ms_per_article']:>9.1f}{row['n_articles']:>4}{row['peak_mb']:>9.0f}")
@@ -339,6 +400,38 @@ def format_tables(results):
     for label, seed, here in results["seed_comparison"]:
         lines.append(f"{label:<34}{seed:>14}{here:>16}")
     return "\n".join(lines)
+
+
+def _load_line(results):
+    start, end = results.get("load_average_start"), results.get("load_average_end")
+    if start is None or end is None:
+        return "load average: not recorded"
+    return (f"load average (1, 5, 15 min) on {results.get('cpu_count')} CPUs: start "
+            f"{'/'.join(f'{v:.2f}' for v in start)}, end {'/'.join(f'{v:.2f}' for v in end)}")
+
+
+def _iso_quality_line(rows):
+    """The fastest Stage 1 row within the issue's iso-quality limits of the plain encode."""
+    reference = rows[0]
+    qualifying = [
+        row for row in rows[1:]
+        if row.get("probe_mae_change") is not None and row["probe_mae_change"] <= 0.01
+        and row.get("routing_auc_change") is not None and row["routing_auc_change"] >= -0.005
+    ]
+    if not qualifying:
+        return "iso-quality (MAE within 1%, AUC within 0.005 of the plain encode): no row qualifies"
+    best = max(qualifying, key=lambda row: row["speedup_vs_plain"])
+    return (
+        f"iso-quality (MAE within 1%, AUC within 0.005 of the plain encode, MAE {reference['probe_mae']:.4f}, "
+        f"AUC {reference['routing_auc']:.4f}): fastest is {best['stage1']}, {best['speedup_vs_plain']:.2f}× "
+        f"(target >= 8×)"
+    )
+
+
+def _multi_filter_line(result):
+    from benchmarks.multi_filter import format_result
+
+    return "Several filters in one pass (`score --filter A --filter B ...`), Stage 1 only:\n" + format_result(result)
 
 
 def _num(value, width, spec):
@@ -400,6 +493,8 @@ def parse_args(argv=None):
     parser.add_argument("--jsonl", type=Path, help="unlabelled JSONL: Stage 1 timings only")
     parser.add_argument("--filter", type=Path, default=ROOT / "filters" / "seece_energy_tech" / "v1")
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, help="default: every installed one")
+    parser.add_argument("--cascade-backends", nargs="+", choices=BACKENDS,
+                        help="Stage 1 backends of the cascade table (default: --backends)")
     parser.add_argument(
         "--batch-size", type=int, default=16, help="E5Embedder's batch size (the plain encode keeps its 32)"
     )
@@ -407,7 +502,7 @@ def parse_args(argv=None):
     parser.add_argument("--qwen-articles", type=int, default=3, help="articles per Qwen2.5-1.5B dtype")
     parser.add_argument("--repeats", type=int, default=3, help="timed Stage 1 passes; the fastest counts")
     parser.add_argument(
-        "--parts", nargs="+", choices=PARTS + EXTRA_PARTS, default=list(PARTS),
+        "--parts", nargs="+", choices=PARTS, default=list(PARTS),
         help=f"which tables to measure (default: {' '.join(PARTS)})",
     )
     parser.add_argument("--quick", action="store_true", help="smoke run: 24 articles, 1 Qwen article, 1 pass")
@@ -446,7 +541,7 @@ def main(argv=None):
         from benchmarks.budget import run as run_budget
 
         run_budget(args)
-        if not set(args.parts) & set(PARTS):
+        if set(args.parts) == {"stage1-budget"}:
             return
     import torch
 
@@ -464,12 +559,23 @@ def main(argv=None):
         "seed": SEED,
     }
     repeats = 1 if args.quick else args.repeats
+    results.update(load_average_start=os.getloadavg(), cpu_count=os.cpu_count())
+    budget = filter_budget(args.filter)
+    results["stage1_budget"] = None if budget is None else list(budget)
     results["stage1"] = (
-        stage1_table(X, Y, spec, backends, args.batch_size, int(0.8 * len(X)), repeats) if "stage1" in args.parts else []
+        stage1_table(X, Y, spec, backends, args.batch_size, int(0.8 * len(X)), repeats, budget)
+        if "stage1" in args.parts else []
     )
+    if "multi-filter" in args.parts and Y is not None:
+        from benchmarks.multi_filter import measure as measure_multi_filter
+
+        logger.info("Several filters, one pass")
+        results["multi_filter"] = measure_multi_filter(X, repeats=max(repeats, 2))
     results["stage2"] = stage2_table(1 if args.quick else args.qwen_articles) if "stage2" in args.parts else []
     measure_cascade = Y is not None and "cascade" in args.parts
-    results["cascade"] = cascade_table(X, Y, backends, args.batch_size, args.filter) if measure_cascade else []
+    cascade_backends = args.cascade_backends or backends
+    results["cascade"] = cascade_table(X, Y, cascade_backends, args.batch_size, args.filter) if measure_cascade else []
+    results["load_average_end"] = os.getloadavg()
     if results["cascade"]:
         results["seed_comparison"] = seed_comparison(results["stage1"], results["stage2"], results["cascade"])
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -14,19 +15,27 @@ pytestmark = pytest.mark.slow
 def test_benchmark_runs_end_to_end_and_writes_its_table(seece, tmp_path):
     out, plot = tmp_path / "benchmark.json", tmp_path / "time_per_stage.png"
     command = [
-        sys.executable, "-m", "benchmarks", "--n", "12", "--backends", "torch", "--qwen-articles", "0", "--repeats", "1",
-        "--out", str(out), "--plot", str(plot),
+        sys.executable, "-m", "benchmarks", "--n", "20", "--backends", "torch", "--qwen-articles", "0", "--repeats", "1",
+        "--parts", "stage1", "multi-filter", "stage2", "cascade", "--out", str(out), "--plot", str(plot),
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
 
     results = json.loads(out.read_text())
-    plain, torch_backend = results["stage1"]
-    assert plain["stage1"] == "SentenceTransformer.encode fp32"
+    plain, torch_backend, at_budget = results["stage1"]
+    assert plain["stage1"] == "SentenceTransformer.encode fp32, 512 tokens"
     assert torch_backend["cosine_min"] > 0.999  # the same model and weights
     assert abs(torch_backend["probe_mae_change"]) < 0.01
+    assert abs(torch_backend["routing_auc_change"]) < 0.01
+    shipped = yaml.safe_load((ROOT / "filters/seece_energy_tech/v1/config.yaml").read_text())["hybrid_inference"]
+    assert at_budget["budget"] == [shipped["max_seq_length"], shipped["embedding_head_tail"]]
+    assert at_budget["cosine_min"] < 0.999  # it reads less of the longer articles
+    assert "iso-quality" in result.stdout and "load average" in result.stdout
+    multi = results["multi_filter"]
+    assert multi["n_articles"] == 20 and len(multi["filters"]) == 3
+    assert multi["ratio_three_to_one"] > 0 and "three sharing its embedder" in result.stdout
     (cascade,) = results["cascade"]
-    assert cascade["n_articles"] == 3 and 0 <= cascade["skip_rate"] <= 1
+    assert cascade["n_articles"] == 4 and 0 <= cascade["skip_rate"] <= 1
     assert cascade["ideal_speedup"] >= 1 and cascade["speedup"] > 0
     assert "The seed's table" in result.stdout and "E5Embedder(backend='torch')" in result.stdout
     assert plot.read_bytes().startswith(b"\x89PNG")

@@ -466,6 +466,21 @@ def test_train_probe_saves_a_filter_that_beats_the_mean(minilm_path, labelled_fo
     assert "out-of-fold (3-fold CV)" in capsys.readouterr().out
 
 
+def test_train_probe_at_a_head_tail_budget_records_it_and_info_shows_it(minilm_path, labelled_folder, tmp_path, capsys):
+    data, X, _ = labelled_folder
+    out = tmp_path / "budget"
+    status = main(["train-probe", str(data), "-o", str(out), "--embedding-model", minilm_path, "--prefix", "",
+                   "--probe", "ridge", "--max-seq-length", "48", "--head-tail", "20", "20", "--cv", "3",
+                   "--no-progress"])
+    assert status == 0
+    hybrid = load_filter(out).spec.hybrid_inference
+    assert (hybrid["max_seq_length"], hybrid["embedding_head_tail"]) == (48, [20, 20])
+    assert load_filter(out).metadata["embedding_budget"] == {"max_seq_length": 48, "head_tail": [20, 20]}
+    capsys.readouterr()
+    assert main(["info", "--filter", str(out)]) == 0
+    assert "max_seq_length 48, head+tail 20+20" in capsys.readouterr().out
+
+
 def test_calibrate_on_held_out_data_writes_a_threshold_that_keeps_recall(
     filter_dir, labelled_folder, tmp_path, capsys
 ):

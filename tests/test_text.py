@@ -4,6 +4,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from sklearn.base import clone
 
 from hybrid_estimators import ArticleText, as_texts, make_articles
@@ -187,3 +189,19 @@ def test_head_tail_keeps_a_lone_surrogate_that_no_tokenizer_accepts(minilm_path)
     text = "alpha \ud800beta gamma delta epsilon zeta \udfffeta"
     out = step.transform([text])[0, 0]
     assert out.startswith("alpha \ud800") and out.endswith("\udfffeta") and "[...]" in out
+
+
+@pytest.fixture(scope="module")
+def minilm_head_tail(minilm_path):
+    return ArticleText(head_tail=(4, 3), tokenizer=minilm_path).fit(["x"])
+
+
+@given(text=st.text(st.characters(exclude_categories=()), max_size=80))
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+def test_head_tail_with_a_tokenizer_keeps_both_ends_of_any_text(minilm_head_tail, text):
+    out = minilm_head_tail.transform([text])[0, 0]
+    if out == text:
+        return
+    head, _, tail = out.partition(" [...] ")
+    assert text.startswith(head) and text.endswith(tail)  # cut only in the middle, never re-encoded
+    assert len(head) + len(tail) < len(text)

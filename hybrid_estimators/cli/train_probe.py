@@ -30,6 +30,7 @@ from ._common import (
     layer_sizes,
     load_filter_or_fail,
     load_labelled,
+    nonnegative_int,
     positive_int,
     print_metrics,
     quiet_model_loading,
@@ -53,6 +54,7 @@ def _filter_spec(data_spec, args, teacher=None):
         "embedding_model": args.embedding_model,
         "embedding_prefix": args.prefix,
         "max_seq_length": args.max_seq_length,
+        "embedding_head_tail": args.head_tail,
         "threshold": args.threshold,
         "stage2": None,
     }
@@ -65,13 +67,13 @@ def _filter_spec(data_spec, args, teacher=None):
         raise CommandError(str(error)) from None
 
 
-def _candidates(args):
+def _candidates(args, spec):
     """The Stage 1 pipelines to cross-validate, by probe name."""
     from sklearn.pipeline import make_pipeline
 
     from ..embedding import E5Embedder
+    from ..filters import stage1_article_text
     from ..probe import make_probe, make_ridge_probe
-    from ..text import ArticleText
 
     probes = {
         "ridge": make_ridge_probe,
@@ -86,7 +88,7 @@ def _candidates(args):
         cache=True if args.cache is None else str(args.cache),
         show_progress_bar=not args.no_progress,
     )
-    return {name: make_pipeline(ArticleText(), embedder, probes[name]()) for name in names}
+    return {name: make_pipeline(stage1_article_text(spec), embedder, probes[name]()) for name in names}
 
 
 def _stage2(args, spec):
@@ -203,7 +205,7 @@ def _train_probe_command(args):
     if len(X) < 2 * args.cv:
         raise CommandError(f"{source} gives {len(X)} articles: too few for --cv {args.cv}")
     stage2 = _stage2(args, spec) if teacher is None else teacher.stage2
-    candidates = _candidates(args)
+    candidates = _candidates(args, spec)
     logger.info(
         "Cross-validating Stage 1 (%s) on %d articles (%d folds)",
         ", ".join(candidates), len(X), args.cv,
@@ -265,6 +267,12 @@ def add_parser(subparsers, parents=()):
     train.add_argument(
         "--max-seq-length", type=positive_int, default=512,
         help="most tokens the embedder reads per article (its token budget)",
+    )
+    train.add_argument(
+        "--head-tail", type=nonnegative_int, nargs=2, metavar=("HEAD", "TAIL"),
+        help="Stage 1 reads the first HEAD and last TAIL tokens (the embedding model's) of a "
+        "longer article instead of its first --max-seq-length; e.g. --max-seq-length 128 "
+        "--head-tail 60 59 (docs/token-budget.md)",
     )
     train.add_argument(
         "--probe", choices=PROBE_CHOICES, default="auto",
