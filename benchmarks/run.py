@@ -223,7 +223,8 @@ def filter_budget(filter_dir):
     from hybrid_estimators.filters import FilterSpec
 
     hybrid = FilterSpec.from_yaml(Path(filter_dir) / "config.yaml").hybrid_inference
-    budget = (hybrid["max_seq_length"], hybrid["embedding_head_tail"])
+    head_tail = hybrid["embedding_head_tail"]
+    budget = (hybrid["max_seq_length"], None if head_tail is None else tuple(head_tail))
     return None if budget == (MAX_LENGTH, None) else budget
 
 

@@ -97,10 +97,13 @@ def test_several_filters_score_in_one_pass_embedding_each_article_once(tmp_path)
     X["title"] = X["title"] + " (multi-filter test)"  # texts no cache has seen
     raw = [json.dumps(row).encode() for row in X.to_dict("records")] + [b"{broken"]
     chunk = next(read_chunks(raw, 10))
-    seece, ai = load_filter(SEECE, stage1_only=True), load_filter(AI, stage1_only=True)
+    seece, again, ai = (load_filter(folder, stage1_only=True) for folder in (SEECE, SEECE, AI))
     before = len(embedding._MEMORY_CACHE._items)
-    rows = score_lines_multi({"seece_energy_tech/v1": seece, "ai_engineering_practice/v1": ai}, chunk)
+    rows = score_lines_multi({"seece_energy_tech/v1": seece, "seece (again)": again}, chunk)
     assert len(embedding._MEMORY_CACHE._items) - before == len(X)  # once per article, not per filter
+    # At another token budget (ai_engineering_practice reads 384 tokens, seece 128) nothing is shared.
+    rows = score_lines_multi({"seece_energy_tech/v1": seece, "ai_engineering_practice/v1": ai}, chunk)
+    assert len(embedding._MEMORY_CACHE._items) - before == 2 * len(X)
     assert len(rows) == 6 and rows[-1].error is not None and rows[-1].results == {}
     for name, scorer in (("seece_energy_tech/v1", seece), ("ai_engineering_practice/v1", ai)):
         alone = score_lines(scorer, chunk)
@@ -113,6 +116,24 @@ def test_several_filters_score_in_one_pass_embedding_each_article_once(tmp_path)
 
 
 def test_several_filters_refuse_what_needs_one(articles_file, capsys):
-    status = main(["score", "--filter", str(SEECE), "--filter", str(AI), str(articles_file), "--resume",
-                   "-o", "x.jsonl"])
-    assert status == 2 and "--resume: with one --filter only" in capsys.readouterr().err
+    status = main(["score", "--filter", str(SEECE), "--filter", str(AI), str(articles_file), "--ray"])
+    assert status == 2 and "--ray: with one --filter only" in capsys.readouterr().err
+
+
+def test_several_filters_resume_an_interrupted_output_byte_for_byte(articles_file, tmp_path, capsys):
+    both = ["score", "--filter", str(SEECE), "--filter", str(AI), "--stage1-only", "--batch-size", "2",
+            "--no-progress", "--quiet", str(articles_file)]
+    whole, cut = tmp_path / "whole.jsonl", tmp_path / "cut.jsonl"
+    assert main([*both, "-o", str(whole)]) == 0
+    rows = whole.read_bytes().splitlines(keepends=True)
+    assert len(rows) >= 5
+    cut.write_bytes(b"".join(rows[:3]) + rows[3][:10])  # three rows and a partial fourth
+    sidecar = json.loads(Path(f"{whole}.meta.json").read_text())
+    Path(f"{cut}.meta.json").write_text(json.dumps({**sidecar, "input": {**sidecar["input"]}}))
+    assert main([*both, "-o", str(cut), "--resume"]) == 0
+    assert cut.read_bytes() == whole.read_bytes()
+    capsys.readouterr()
+    other = ["score", "--filter", str(AI), "--filter", str(SEECE), "--stage1-only", "--batch-size", "2",
+             "--no-progress", str(articles_file), "-o", str(cut), "--resume"]
+    assert main(other) == 2
+    assert "it was written with filters seece_energy_tech/v1" in capsys.readouterr().err

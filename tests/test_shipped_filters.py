@@ -139,3 +139,18 @@ def test_shipped_seece_filter_blends_its_stage2_into_the_articles_it_routes(seec
     np.testing.assert_allclose(report[router.dimension_names_].to_numpy(), expected, atol=1e-9)
     # Both stages were fitted on all 295 articles: in sample, they fit far better than the mean.
     assert _mae_ratio(blend, Y.iloc[rows], spec["dimensions"], Y) < 0.6
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_shipped_filters_read_the_budget_chosen_at_iso_quality(name):
+    """The config's Stage 1 budget is the one the budget benchmark chose (benchmarks/results/budget.json)
+    at iso-quality with 512 tokens, and the probe was trained at it."""
+    folder = FILTERS / name / "v1"
+    hybrid = yaml.safe_load((folder / "config.yaml").read_text())["hybrid_inference"]
+    measured = json.loads((FILTERS.parent / "benchmarks/results/budget.json").read_text())
+    choice = measured["datasets"][name]["iso_quality"]["torch"]
+    assert [hybrid["max_seq_length"], hybrid["embedding_head_tail"]] == [choice["max_seq_length"], choice["head_tail"]]
+    assert read_metadata(folder)["embedding_budget"] == {
+        "max_seq_length": hybrid["max_seq_length"], "head_tail": hybrid["embedding_head_tail"]}
+    article_text = load_filter(folder, stage1_only=True).stage1_.estimator.steps[0][1]
+    assert list(article_text.head_tail) == hybrid["embedding_head_tail"]

@@ -180,6 +180,16 @@ def _filter_identity(folder):
     }
 
 
+def _filters_identity(folders):
+    """The identity of several filters scored in one pass: each one's, in output order."""
+    filters = [_filter_identity(folder) for folder in folders]
+    return {"filters": filters, "dimensions": {_short_name(f): f["dimensions"] for f in filters}}
+
+
+def _short_name(identity):
+    return f"{identity.get('name')}/{identity.get('version')}"
+
+
 def _sidecar_path(output):
     return Path(f"{output}.meta.json")
 
@@ -379,8 +389,10 @@ def _read_sidecar(output):
 
 
 def _filter_name(identity):
+    if "filters" in identity:
+        return "filters " + ", ".join(_filter_name(one) for one in identity["filters"])
     probe = str(identity.get("probe_sha256"))[:12]
-    return f"{identity.get('name')}/{identity.get('version')} (probe {probe}…)"
+    return f"{_short_name(identity)} (probe {probe}…)"
 
 
 def _check_sidecar(sidecar, identity, args, n_done):
@@ -392,7 +404,9 @@ def _check_sidecar(sidecar, identity, args, n_done):
     except (KeyError, TypeError, ValueError):
         _refuse(output, f"its sidecar {_sidecar_path(output)} lacks what it should hold")
     if written != identity:
-        if written.get("dimensions") != identity["dimensions"]:
+        if "filters" in written or "filters" in identity:
+            what = f"{_filter_name(written)}, not {_filter_name(identity)}"
+        elif written.get("dimensions") != identity["dimensions"]:
             what = f"dimensions {written.get('dimensions')}, not {identity['dimensions']}"
         else:
             what = f"filter {_filter_name(written)}, not {_filter_name(identity)}"
@@ -421,10 +435,15 @@ def _output_rows(path):
 
 
 def _check_row(output_line, number, raw, dimensions, args):
-    """Without a sidecar: is this output row the row of this input line?"""
+    """Without a sidecar: is this output row the row of this input line?
+
+    `dimensions` is the filter's list, or for several filters a dict of
+    ``name/version`` to each one's list (the rows' ``filters``).
+    """
+    several = isinstance(dimensions, dict)
     try:
         row = json.loads(output_line)
-        row_id, error, scores = row["id"], row["error"], row["scores"]
+        row_id, error, scores = row["id"], row["error"], row["filters" if several else "scores"]
     except (ValueError, KeyError, TypeError):
         _refuse(args.output, f"its line {number} is not a row of this command")
     parsed = parse_line(number, raw)
@@ -438,7 +457,10 @@ def _check_row(output_line, number, raw, dimensions, args):
     if parsed.error is not None and error is None:
         _refuse(args.output, f"its line {number} is scored, but line {number} of {args.input} "
                              "is not a valid article (another input)")
-    if isinstance(scores, dict) and list(scores) != dimensions:
+    if several and error is None and list(scores) != list(dimensions):
+        _refuse(args.output, f"its line {number} has filters {list(scores)}, this run "
+                             f"{list(dimensions)} (other filters)")
+    if not several and isinstance(scores, dict) and list(scores) != dimensions:
         _refuse(args.output, f"its line {number} has dimensions {list(scores)}, this filter "
                              f"{dimensions} (another filter)")
 
@@ -507,7 +529,7 @@ def _write_sidecar(args, identity, lines):
 
 # --- several filters in one pass ---------------------------------------------------
 
-MULTI_UNSUPPORTED = ("resume", "ray", "all_stage2", "columns")
+MULTI_UNSUPPORTED = ("ray", "all_stage2", "columns")
 
 
 def _score_multi_command(args):
@@ -520,22 +542,28 @@ def _score_multi_command(args):
         )
     if args.address is not None or args.concurrency is not None:
         raise CommandError("--address and --concurrency need --ray")
+    if args.resume and args.output is None:
+        raise CommandError("--resume needs -o/--output (the file to continue)")
+    identity = _filters_identity(args.filter)
     _check_output_path(args.output, args.input)
-    scorers = _load_filters(args)
     source = _open_input(args.input)
     try:
         with _output_lock(args.output):
-            sink = _open_output(args.output, append=False)
+            lines = _InputLines(source)
+            n_done = _resume(args, identity, lines) if args.resume else 0
+            n_total = None if source is sys.stdin.buffer else count_lines(args.input)
+            scorers = _load_filters(args)
+            sink = _open_output(args.output, append=args.resume)
             try:
-                n_total = None if source is sys.stdin.buffer else count_lines(args.input)
-                counts = _score_multi_stream(scorers, _InputLines(source), sink, n_total, args)
+                counts = _score_multi_stream(scorers, lines, sink, n_done, n_total, args, identity)
             finally:
                 if sink is not None:
                     sink.close()
     finally:
         if source is not sys.stdin.buffer:
             source.close()
-    logger.info("lines=%d filters=%d; %.2f s", counts["lines"], len(scorers), counts["seconds"])
+    resumed = f" (resumed after line {n_done})" if n_done else ""
+    logger.info("lines=%d filters=%d%s; %.2f s", counts["lines"], len(scorers), resumed, counts["seconds"])
     return 0
 
 
@@ -570,15 +598,17 @@ def _multi_table_line(row):
     return "  ".join(cells)
 
 
-def _score_multi_stream(scorers, lines, sink, n_total, args):
+def _score_multi_stream(scorers, lines, sink, n_done, n_total, args, identity):
+    first_line = n_done - n_done % args.batch_size + 1
     stdout_format = None if args.output is not None and args.quiet else args.format
-    progress = _progress_bar(n_total, 0, args)
+    progress = _progress_bar(n_total, n_done, args)
     started, n_lines = time.perf_counter(), 0
     with progress:
-        for chunk in read_chunks(lines, args.batch_size):
-            rows = score_lines_multi(scorers, chunk)
+        for chunk in read_chunks(lines, args.batch_size, first_line=first_line):
+            rows = [row for row in score_lines_multi(scorers, chunk) if row.line > n_done]
             text = "".join(row.to_json() + "\n" for row in rows)
             if sink is not None:
+                _write_sidecar(args, identity, lines)  # first: it covers every row written
                 _write(sink, text, args.output)
             if stdout_format == "jsonl":
                 sys.stdout.write(text)
@@ -588,6 +618,8 @@ def _score_multi_stream(scorers, lines, sink, n_total, args):
                     _emit(_multi_table_line(row), progress)
             n_lines += len(rows)
             progress.update(len(rows))
+    if sink is not None:
+        _write_sidecar(args, identity, lines)  # an empty input has no chunk
     return {"lines": n_lines, "seconds": time.perf_counter() - started}
 
 
