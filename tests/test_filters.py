@@ -216,12 +216,13 @@ def test_metadata_follows_the_one_schema(saved, data):
     metadata = json.loads((folder / METADATA_FILE).read_text())
     assert metadata["schema_version"] == 2
     assert set(metadata) == {
-        "schema_version", "filter", "embedding_model", "embedding_dim", "dimension_names",
+        "schema_version", "filter", "embedding_model", "embedding_dim", "embedding_budget", "dimension_names",
         "weights", "probe_sha256", "training_data_sha256", "n_training_articles",
         "training_articles_sha256", "versions", "metrics", "calibration", "evaluation",
         "evaluation_split",
     }
     assert metadata["calibration"] is None and metadata["evaluation"] is None
+    assert metadata["embedding_budget"] == {"max_seq_length": 512, "head_tail": None}
     assert metadata["training_articles_sha256"] == sorted(set(text_hashes(data[0])))
 
 
