@@ -374,33 +374,12 @@ def test_an_adapter_for_other_dimensions_is_refused(saved, data, tmp_path):
         save_filter(complete, tmp_path / "f", spec)
 
 
-def _tiny_qwen2(folder):
-    """A 2-layer Qwen2 (random weights) with the real Qwen2.5 tokenizer, as in test_qwen."""
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    from hybrid_estimators.models import offline_qwen_tokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(offline_qwen_tokenizer())
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        tie_word_embeddings=True, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        Qwen2ForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
-def test_a_stage2_fitted_in_memory_is_saved_into_the_filter(saved, data, tmp_path):
+def test_a_stage2_fitted_in_memory_is_saved_into_the_filter(saved, data, tiny_qwen2_path, tmp_path):
     pytest.importorskip("peft")
     router, folder = saved
     X, Y = data
     stage2 = QwenRegressor(
-        _tiny_qwen2(tmp_path / "tiny_qwen2"), head_tail=(24, 24), max_length=48, batch_size=8,
+        tiny_qwen2_path, head_tail=(24, 24), max_length=48, batch_size=8,
         max_epochs=1, early_stopping=False, random_state=0, show_progress_bar=False,
     ).fit(X[:24], Y[:24])
     spec = FilterSpec.from_yaml(folder / "config.yaml")

@@ -15,6 +15,33 @@ SEECE = Path(__file__).resolve().parents[1] / "filters" / "seece_energy_tech" / 
 
 
 @pytest.fixture(scope="module")
+def two_stage(tiny_qwen2_path, tmp_path_factory):
+    """The shipped seece filter with a tiny Qwen2 Stage 2 (random weights, fitted on generated
+    articles), saved through the production path: what these options do does not depend on
+    Stage 2's size, and the real one costs minutes a test."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.frozen import FrozenEstimator
+
+    from hybrid_estimators.filters import Filter, save_filter
+    from hybrid_estimators.qwen import QwenRegressor
+
+    pytest.importorskip("peft")
+    root = tmp_path_factory.mktemp("two_stage")
+    shipped = load_filter(SEECE, stage1_only=True)
+    names = shipped.spec.dimension_names
+    X, _ = make_articles(24, random_state=5)
+    Y = pd.DataFrame(np.random.default_rng(0).uniform(0, 10, (len(X), len(names))), columns=names)
+    stage2 = QwenRegressor(
+        tiny_qwen2_path, head_tail=(24, 24), max_length=48, batch_size=8, max_epochs=1,
+        early_stopping=False, random_state=0, show_progress_bar=False,
+    ).fit(X, Y)
+    spec = shipped.spec  # stage2_weight 0.5, as shipped
+    complete = Filter(spec, shipped.stage1, FrozenEstimator(stage2), threshold=shipped.threshold_).fit()
+    return save_filter(complete, root / "seece_energy_tech" / "v1", spec)
+
+
+@pytest.fixture(scope="module")
 def articles_file(tmp_path_factory):
     X, _ = make_articles(8, random_state=11)
     X["id"] = [f"s{i}" for i in range(len(X))]
@@ -29,10 +56,9 @@ def _rows(path):
     return [json.loads(line) for line in Path(path).read_text().splitlines()]
 
 
-@pytest.mark.slow
-def test_all_stage2_writes_teacher_scores_that_resume_and_read_back(articles_file, tmp_path):
+def test_all_stage2_writes_teacher_scores_that_resume_and_read_back(two_stage, articles_file, tmp_path):
     out = tmp_path / "teacher.jsonl"
-    args = ["score", "--filter", str(SEECE), str(articles_file), "-o", str(out), "-q",
+    args = ["score", "--filter", str(two_stage), str(articles_file), "-o", str(out), "-q",
             "--all-stage2", "--batch-size", "3", "--no-progress"]
     assert main(args) == 0
     rows = _rows(out)
@@ -44,14 +70,13 @@ def test_all_stage2_writes_teacher_scores_that_resume_and_read_back(articles_fil
     out.write_bytes(b"".join(full.splitlines(keepends=True)[:4]))  # stopped after line 4
     assert main([*args, "--resume"]) == 0
     assert out.read_bytes() == full
-    scores = read_teacher_scores(out, load_filter(SEECE))
+    scores = read_teacher_scores(out, load_filter(two_stage))
     assert scores.shape == (9, 8) and scores.iloc[3].isna().all()
 
 
-@pytest.mark.slow
-def test_audit_marks_skipped_rows_without_changing_scores(articles_file, tmp_path):
+def test_audit_marks_skipped_rows_without_changing_scores(two_stage, articles_file, tmp_path):
     folder = tmp_path / "f"
-    shutil.copytree(SEECE, folder)
+    shutil.copytree(two_stage, folder)
     plain, audited = tmp_path / "plain.jsonl", tmp_path / "audited.jsonl"
     base = ["score", "--filter", str(folder), str(articles_file), "-q", "--no-progress"]
     # A threshold of 9 makes most articles skip Stage 2, so the audit has work.
