@@ -1,6 +1,7 @@
 """Speed of the cascade, measured side by side in one run, as the seed measured it.
 
-    python -m benchmarks [--data DIR | --jsonl FILE] [--quick] [--out FILE]
+    python -m benchmarks [--data DIR | --jsonl FILE] [--quick] [--out FILE]   (every part)
+    python -m benchmarks --parts stage1 multi-filter stage2 cascade          (some of them)
     python -m benchmarks --parts stage1-budget [--datasets NAME|DIR ...]
     python -m benchmarks.run ...                     (the same)
     hybrid-estimators benchmark -- [same options]
@@ -10,12 +11,18 @@ On real articles (``../shared/data/seece_energy_tech`` by default) it times:
 1. Stage 1, time per article for each backend of :class:`E5Embedder` next to
    a plain ``SentenceTransformer.encode`` of the same offline e5-small (fp32,
    512 tokens), with the cosine to that plain encoding and the change of the
-   probe's cross-validated MAE (a ridge probe trained on fp32 embeddings,
-   applied to each backend's embeddings);
-2. Stage 2, time per article: Qwen2.5-1.5B's architecture built from its
+   probe's cross-validated MAE and routing AUC (a ridge probe trained on fp32
+   embeddings, applied to each backend's embeddings); then each backend at
+   the filter's token budget (``max_seq_length``, ``embedding_head_tail``),
+   its probe trained on torch embeddings at that budget, and which row is
+   the fastest at iso-quality (MAE within 1%, AUC within 0.005);
+2. several filters in one pass (:mod:`benchmarks.multi_filter`): Stage 1
+   of one filter, of three sharing its embedder, and of the two shipped
+   filters;
+3. Stage 2, time per article: Qwen2.5-1.5B's architecture built from its
    config with RANDOM weights (no weights exist offline; speed does not
    depend on their values);
-3. the cascade on 20% of the articles, Stage 1 refitted on the others,
+4. the cascade on 20% of the articles, Stage 1 refitted on the others,
    with the shipped filter's Stage 2 (Qwen2.5-Coder-0.5B with its real
    weights, blended with Stage 1 as the filter's ``stage2_weight`` says):
    standard (Stage 2 on every article) against hybrid at the filter's
@@ -32,10 +39,12 @@ resident memory (interpreter and libraries included). It prints the seed's
 table and writes everything as JSON (``--out``) and a plot of time per
 article per stage (``--plot``).
 
-``--parts stage1-budget`` (not run by default: about an hour on 2 cores)
-measures Stage 1 quality and time against the token budget, head only and
-head + tail, on both shared labelled data sets: see :mod:`benchmarks.budget`
-(``--budget-out``, ``--budget-plot``, ``docs/token-budget.md``).
+``--parts stage1-budget`` (first, and the longest part: about an hour on 2
+cores) measures Stage 1 quality and time against the token budget, head
+only and head + tail, on both shared labelled data sets: see
+:mod:`benchmarks.budget` (``--budget-out``, ``--budget-plot``,
+``docs/token-budget.md``). The load average is recorded at the start and
+the end of the run.
 """
 
 import argparse
