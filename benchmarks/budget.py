@@ -41,11 +41,12 @@ The table is printed; JSON goes to ``--budget-out`` and the plot to
 import json
 import logging
 import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks._machine import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 BUDGETS = (128, 192, 256, 384, 512)
@@ -335,7 +336,6 @@ def measure(datasets, *, model=DEFAULT_MODEL, prefix="passage: ", budgets=BUDGET
     are cross-validated on. After each round ``on_round(result)`` gets the
     result so far (times: the fastest of the rounds done).
     """
-    import torch
     from transformers import AutoTokenizer
 
     from hybrid_estimators import ArticleText, E5Embedder
@@ -351,10 +351,7 @@ def measure(datasets, *, model=DEFAULT_MODEL, prefix="passage: ", budgets=BUDGET
     configs = configurations(budgets, tokenizer, prefix)
     all_ids = [i for _, (X, _, _), _, _ in datasets for i in X.get("id", [])]
     warm_X, warm_source = warmup_articles(n_warmup * repeats, exclude_ids=all_ids)
-    machine = (
-        f"{platform.machine()} CPU, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads, "
-        f"torch {torch.__version__}"
-    )
+    machine = describe_machine()
     result = {
         "kind": "stage1-budget",
         "title": f"Stage 1 token budget: {Path(str(model)).name}, {machine}",

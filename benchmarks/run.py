@@ -52,7 +52,6 @@ import json
 import logging
 import multiprocessing
 import os
-import platform
 import resource
 import sys
 import time
@@ -60,6 +59,8 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
+
+from benchmarks._machine import describe_machine
 
 ROOT = Path(__file__).resolve().parents[1]
 FOOTNOTE = (
@@ -166,22 +167,17 @@ def stage2_random_qwen(dtype_name, n_articles):
 
 def cascade(filter_dir, backend, data, batch_size):
     """Standard vs hybrid on held-back articles; Stage 1 fitted on the rest."""
-    from sklearn.pipeline import make_pipeline
-
-    from hybrid_estimators import E5Embedder, make_ridge_probe
-    from hybrid_estimators.filters import load_filter, stage1_article_text
+    from hybrid_estimators import make_ridge_probe
+    from hybrid_estimators.filters import load_filter, stage1_pipeline
     from hybrid_estimators.metrics import is_medium_plus, weighted_average_mae
     from hybrid_estimators.router import HybridRouterRegressor
 
     X_train, Y_train, X_test, Y_test = data
     shipped = load_filter(filter_dir)
     spec = shipped.spec
-    hybrid = spec.hybrid_inference
-    embedder = E5Embedder(
-        hybrid["embedding_model"], prefix=hybrid["embedding_prefix"], max_seq_length=hybrid["max_seq_length"],
-        backend=backend, batch_size=batch_size, cache=False, show_progress_bar=False,
-    )
-    stage1 = make_pipeline(stage1_article_text(spec), embedder, make_ridge_probe()).fit(X_train, Y_train)
+    stage1 = stage1_pipeline(
+        spec, make_ridge_probe(), backend=backend, batch_size=batch_size, cache=False, show_progress_bar=False
+    ).fit(X_train, Y_train)
     stage2 = shipped.stage2
     stage2.estimator.set_params(show_progress_bar=False)
     router = HybridRouterRegressor(
@@ -467,7 +463,7 @@ def seed_comparison(stage1_rows, stage2_rows, cascade_rows):
         ("speedup / ideal", f"{SEED['speedup'] / SEED['ideal']:.2f}", f"{best['speedup_to_ideal']:.2f}"),
         ("hybrid ms/article (Qwen 1.5B)", f"{SEED['hybrid_ms']}", f"{projected:.1f}*"),
         ("speedup (Qwen 1.5B)", f"{SEED['speedup']}×", f"{qwen / projected:.2f}×*"),
-        ("best Stage 1 backend", "torch (GPU)", best["backend"]),
+        ("Stage 1 backend of the fastest cascade", "torch (GPU)", best["backend"]),
     ]
 
 
@@ -553,14 +549,13 @@ def main(argv=None):
         run_budget(args)
         if set(args.parts) == {"stage1-budget"}:
             return
-    import torch
 
     X, Y, spec = load_data(args)
     n = 24 if args.quick else args.n
     if n is not None:
         X, Y = X.iloc[:n], None if Y is None else Y.iloc[:n]
     backends = args.backends or available_backends()
-    machine = f"{platform.machine()} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+    machine = describe_machine()
     results = {
         "title": f"hybrid_estimators benchmark: {len(X)} real articles, {machine}",
         "machine": machine,

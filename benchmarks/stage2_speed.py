@@ -22,12 +22,13 @@ articles per configuration are timed (see ``n_articles`` in the output).
 import argparse
 import gc
 import json
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from benchmarks._machine import describe_machine
 
 SEQUENCE_LENGTH = 512
 NUM_LABELS = 8
@@ -160,8 +161,7 @@ def main():
     args = parse_args()
     quick = args.quick
     print(
-        f"Stage 2 speed, {SEQUENCE_LENGTH} tokens per article, torch {torch.__version__}, "
-        f"{torch.get_num_threads()} threads, {platform.processor() or platform.machine()}.\n"
+        f"Stage 2 speed, {SEQUENCE_LENGTH} tokens per article, {describe_machine()}.\n"
         "Qwen2.5-1.5B and e5-small: architectures built from their configs with RANDOM "
         "weights (speed does not depend on weight values); SmolLM2, Qwen2.5-Coder: real weights.\n"
     )
@@ -209,7 +209,7 @@ def main():
         "quick": quick,
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
-        "machine": platform.machine(),
+        "machine": describe_machine(),
         "note": (
             "Qwen2.5-1.5B and e5-small use random weights built from their configs "
             "(speed does not depend on weight values); SmolLM2 and Qwen2.5-Coder-0.5B use "

@@ -286,7 +286,7 @@ class RecallAudit:
 
 def _filter_name(scorer):
     spec = getattr(scorer, "spec", None)
-    return f" of filter {spec.name}/{spec.version}" if spec is not None else ""
+    return f" of filter {spec.qualified_name}" if spec is not None else ""
 
 
 def _rows(X, positions):

@@ -10,15 +10,25 @@ bad input becomes error rows, none is lost, and every row keeps its 1-based
 Ray is optional: ``pip install "hybrid_estimators[ray]"``.
 """
 
+import json
 import logging
 import math
+from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .scoring import OUTPUT_COLUMNS, audit_chunk, parse_article, parse_line, score_chunk, split_lines
+from .scoring import (
+    OUTPUT_COLUMNS,
+    audit_chunk,
+    parse_article,
+    parse_line,
+    score_chunk,
+    score_chunk_multi,
+    split_lines,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -26,6 +36,9 @@ logger = logging.getLogger(__name__)
 PARQUET_SUFFIXES = (".parquet", ".pq")
 #: Column of a JSONL file's raw lines, before parsing.
 RAW = "raw"
+#: Columns of the rows scored by several filters; ``filters`` is the JSON
+#: text of the ``filters`` object of ``score --filter A --filter B``'s rows.
+MULTI_OUTPUT_COLUMNS = ("line", "id", "error", "filters")
 
 
 def _import_ray():
@@ -130,6 +143,26 @@ def _loaded_scorer(filter_or_router, stage1_only):
     return scorer
 
 
+def _loaded_filters(filters, stage1_only):
+    """Name -> loaded filter, from folders or Filters (a mapping keeps its names)."""
+    from .filters import Filter
+
+    named = filters.items() if isinstance(filters, Mapping) else [(None, item) for item in filters]
+    loaded = {}
+    for name, item in named:
+        scorer = _loaded_scorer(item, stage1_only)
+        if name is None:
+            if not isinstance(scorer, Filter):
+                raise ValueError(
+                    f"Several filters are filter folders or Filters (or a dict naming each), not {scorer!r}."
+                )
+            name = scorer.spec.qualified_name
+        if name in loaded:
+            raise ValueError(f"{name} is given twice: give each filter once.")
+        loaded[name] = scorer
+    return loaded
+
+
 def _plain(value):
     """A JSON-ready Python value: NumPy scalars unboxed, NaN (pandas' missing) None."""
     if isinstance(value, np.generic):
@@ -150,11 +183,11 @@ def _parsed_rows(batch, from_lines):
     ]
 
 
-def _rows_frame(rows, optional=()):
+def _rows_frame(rows, optional=(), columns=OUTPUT_COLUMNS):
     # Object columns: Arrow then types the Python values as they are (an id 1
     # beside a missing one stays 1, where pandas would make it 1.0), and a
     # column of mixed ids falls back to Ray's Python-object type.
-    columns = {name: [getattr(row, name) for row in rows] for name in (*OUTPUT_COLUMNS, *optional)}
+    columns = {name: [getattr(row, name) for row in rows] for name in (*columns, *optional)}
     columns["id"] = [_plain(value) for value in columns["id"]]
     return pd.DataFrame(
         {name: pd.Series(values, dtype=object) for name, values in columns.items()}
@@ -192,6 +225,24 @@ class _BatchScorer:
         return _rows_frame(rows, self.optional)
 
 
+class _MultiBatchScorer:
+    """A Ray actor scoring each batch with several filters (one embedding for those that share one)."""
+
+    def __init__(self, filters, stage1_only, from_lines):
+        from transformers.utils import logging as transformers_logging
+
+        transformers_logging.disable_progress_bar()
+        self.scorers = _loaded_filters(filters, stage1_only)
+        self.from_lines = from_lines
+
+    def __call__(self, batch):
+        rows = score_chunk_multi(self.scorers, _parsed_rows(batch, self.from_lines))
+        records = [row.to_record() for row in rows]
+        frame = _rows_frame(rows, columns=("line", "id", "error"))
+        frame["filters"] = pd.Series([json.dumps(record["filters"]) for record in records], dtype=object)
+        return frame
+
+
 def _teaching(scorer):
     """The filter routing every article to Stage 2, and its teacher identity."""
     from .filters import Filter
@@ -222,12 +273,16 @@ def score_dataset(
 
     Parameters
     ----------
-    filter_or_router : str, path-like, Filter or HybridRouterRegressor
+    filter_or_router : str, path-like, Filter, HybridRouterRegressor, list or dict
         A filter folder, loaded with :func:`~hybrid_estimators.filters.load_filter`
         by each actor (so it must exist where the actors run), or a fitted
         :class:`~hybrid_estimators.filters.Filter` or router, pickled to the
         actors (its embedder and Stage 2 reload their weights by path). A
-        bare router has no prefilter: it blocks nothing.
+        bare router has no prefilter: it blocks nothing. A list of filter
+        folders or Filters (named ``"name/version"``), or a dict of name ->
+        folder or Filter, scores every row with every filter, as ``score
+        --filter A --filter B`` does: filters that share an embedder embed
+        each article once.
     dataset : ray.data.Dataset, str or path-like
         Articles with ``title`` and/or ``content`` (``id`` and ``language``
         optional). A path names one Parquet file (``.parquet``, ``.pq``) or
@@ -247,7 +302,7 @@ def score_dataset(
         Never route to Stage 2 (a filter's Stage 2 is then not even loaded).
     all_stage2 : bool, default=False
         Route every article to Stage 2 and add the ``teacher`` column
-        (``score --all-stage2``: teacher scores); needs a filter with a
+        (``score --all-stage2``: teacher scores); needs one filter, with a
         Stage 2.
     audit_rate : float in (0, 1] or None, default=None
         Also send this share of the skipped articles through Stage 2
@@ -267,8 +322,16 @@ def score_dataset(
         like the CLI's), ``weighted_average``, ``tier``, ``stage_used``,
         ``stage1_estimate``, ``gatekeeper_applied``, ``blocked_by`` and
         ``error`` (and ``teacher``, or ``audited`` and ``audit_tier``, as
-        asked). The input is read and stored at once, the scoring is lazy,
-        and rows come in no particular order: sort by ``line`` for the input's.
+        asked). With several filters, the columns are ``line``, ``id``,
+        ``error`` (the line itself is bad) and ``filters``: the JSON text of
+        ``{"name/version": {scores, weighted_average, tier, stage_used,
+        stage1_estimate, gatekeeper_applied, blocked_by, error}}``, the
+        ``filters`` object of the CLI's rows (one Arrow type fits filters
+        with different dimensions); :meth:`MultiScoredLine.from_record
+        <hybrid_estimators.scoring.MultiScoredLine.from_record>` reads a
+        row back. The input is read and stored at once, the scoring is
+        lazy, and rows come in no particular order: sort by ``line`` for
+        the input's.
 
     Raises
     ------
@@ -286,6 +349,9 @@ def score_dataset(
     ...                        "examples/articles.jsonl")  # doctest: +SKIP
     >>> scored.to_pandas().sort_values("line")[["id", "tier"]]  # doctest: +SKIP
     """
+    several = isinstance(filter_or_router, (list, tuple, Mapping))
+    if several and (all_stage2 or audit_rate is not None):
+        raise ValueError("all_stage2 and an audit take one filter, not several.")
     if all_stage2 and (stage1_only or audit_rate is not None):
         raise ValueError("all_stage2 routes every article: not with stage1_only or an audit.")
     if audit_rate is not None and (stage1_only or not 0 < audit_rate <= 1):
@@ -302,12 +368,14 @@ def score_dataset(
     # would starve the tasks that read and split the input.
     rows = rows.repartition(target_num_rows_per_block=batch_size).materialize()
     n_actors = max(1, min(concurrency, rows.num_blocks()))  # no idle actor loads models
+    if several:
+        scorer, scorer_args = _MultiBatchScorer, (filter_or_router, stage1_only, from_lines)
+    else:
+        audit = None if audit_rate is None else (audit_rate, audit_seed)
+        scorer, scorer_args = _BatchScorer, (filter_or_router, stage1_only, from_lines, all_stage2, audit)
     return rows.map_batches(
-        _BatchScorer,
-        fn_constructor_args=(
-            filter_or_router, stage1_only, from_lines, all_stage2,
-            None if audit_rate is None else (audit_rate, audit_seed),
-        ),
+        scorer,
+        fn_constructor_args=scorer_args,
         batch_size=batch_size,
         batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(size=n_actors),

@@ -371,6 +371,11 @@ class FilterSpec:
         "stage2_weight": 1.0,
     }
 
+    @property
+    def qualified_name(self):
+        """``"name/version"``: how outputs and logs name the filter."""
+        return f"{self.name}/{self.version}"
+
     @classmethod
     def from_dict(cls, config, source="config"):
         """Validate a config dict; errors name the key (``source: key: ...``)."""
@@ -1028,9 +1033,9 @@ def embedding_head_tail(article_text, embedder):
     """
     if article_text.head_tail is None:
         return None
-    expected = dict(text_columns=ArticleText().text_columns, separator=ArticleText().separator,
-                    truncation_marker=ArticleText().truncation_marker,
-                    tokenizer=str(embedder.model_name_or_path))
+    defaults = ArticleText().get_params()
+    expected = {key: defaults[key] for key in ("text_columns", "separator", "truncation_marker")}
+    expected["tokenizer"] = str(embedder.model_name_or_path)
     differs = {key: getattr(article_text, key) for key, value in expected.items()
                if getattr(article_text, key) != value}
     if differs:
@@ -1048,6 +1053,23 @@ def stage1_article_text(spec):
     if hybrid["embedding_head_tail"] is None:
         return ArticleText()
     return ArticleText(head_tail=tuple(hybrid["embedding_head_tail"]), tokenizer=hybrid["embedding_model"])
+
+
+def stage1_pipeline(spec, probe, **embedder_options):
+    """A filter's Stage 1 from its config: ArticleText, E5Embedder and `probe` (unfitted).
+
+    The embedder reads the config's model, prefix and token budget;
+    `embedder_options` set its other parameters (``backend``, ``cache``,
+    ``batch_size``, ...).
+    """
+    hybrid = spec.hybrid_inference
+    embedder = E5Embedder(
+        hybrid["embedding_model"],
+        prefix=hybrid["embedding_prefix"],
+        max_seq_length=hybrid["max_seq_length"],
+        **embedder_options,
+    )
+    return Pipeline([("articletext", stage1_article_text(spec)), ("e5embedder", embedder), ("probe", probe)])
 
 
 def _router_threshold(router):
@@ -1358,7 +1380,7 @@ def filter_metadata(spec, embedder, *, probe_sha256, training_data=None, metrics
 
     return {
         "schema_version": METADATA_SCHEMA_VERSION,
-        "filter": f"{spec.name}/{spec.version}",
+        "filter": spec.qualified_name,
         "embedding_model": str(embedder.model_name_or_path),
         "embedding_dim": int(embedder.embedding_dim_),
         "embedding_budget": embedding_budget(spec),
@@ -2191,7 +2213,7 @@ def evaluation_staleness(folder, spec, metadata):
 
 def _warn_about_stage2(folder, spec, metadata):
     """Log one warning when the filter's own record doubts its Stage 2."""
-    name = f"{spec.name}/{spec.version}"
+    name = spec.qualified_name
     try:
         stale = evaluation_staleness(folder, spec, metadata)
         doubts = [] if stale else stage2_doubts(metadata)
@@ -2510,20 +2532,13 @@ def load_filter(
         check_adapter_folder(folder, spec)  # every path checked before any model loads
     probe_path = resolve_in_folder(folder, spec.hybrid_inference["probe"], "hybrid_inference.probe")
     probe = load_probe(probe_path, metadata)
-    hybrid = spec.hybrid_inference
-    embedder = E5Embedder(
-        hybrid["embedding_model"],
-        prefix=hybrid["embedding_prefix"],
-        max_seq_length=hybrid["max_seq_length"],
-        backend=backend,
-        cache=cache,
-        device=device,
-        show_progress_bar=show_progress_bar,
+    stage1 = stage1_pipeline(
+        spec, probe, backend=backend, cache=cache, device=device, show_progress_bar=show_progress_bar
     )
-    article_text = stage1_article_text(spec).fit(_TEMPLATE_ARTICLE)  # records the columns
+    article_text, embedder, _ = (step for _, step in stage1.steps)
+    article_text.fit(_TEMPLATE_ARTICLE)  # records the columns
     embedder.fit(article_text.transform(_embedder_fit_articles(backend, calibration)))
     _check_consistency(spec, metadata, probe, embedder, folder)
-    stage1 = Pipeline([("articletext", article_text), ("e5embedder", embedder), ("probe", probe)])
     stage2 = None if stage1_only else _stage2(spec, folder, device)
     if stage2 is not None:
         _warn_about_stage2(folder, spec, metadata)

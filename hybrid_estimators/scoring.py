@@ -40,7 +40,7 @@ import math
 import numbers
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from itertools import islice
 
 import numpy as np
@@ -527,6 +527,43 @@ class MultiScoredLine:
     def to_json(self, ensure_ascii=False):
         return _dumps(self.to_record(), ensure_ascii)
 
+    @classmethod
+    def from_record(cls, record):
+        """The row back from :meth:`to_record`'s values (``filters`` may be its JSON text)."""
+        filters = record["filters"]
+        if isinstance(filters, str):
+            filters = json.loads(filters)
+        results = {
+            name: ScoredLine(record["line"], record["id"], **{column: result.get(column) for column in FILTER_COLUMNS})
+            for name, result in filters.items()
+        }
+        return cls(record["line"], record["id"], record["error"], results)
+
+
+def score_chunk_multi(scorers, rows):
+    """Score parsed lines with every filter of `scorers`: one :class:`MultiScoredLine` each.
+
+    Parameters
+    ----------
+    scorers : dict of str to Filter
+        Name (``"name/version"``) -> fitted filter, in output order.
+    rows : list of ScoredLine
+        Parsed lines (:func:`parse_line`, :func:`parse_article`); they are
+        not changed.
+
+    Returns
+    -------
+    rows : list of MultiScoredLine
+        One per parsed line, in order.
+    """
+    multi = [MultiScoredLine(row.line, row.id, row.error) for row in rows]
+    for name, scorer in scorers.items():
+        scored = score_chunk(scorer, [replace(row) for row in rows])
+        for row, result in zip(multi, scored):
+            if row.error is None:
+                row.results[name] = result
+    return multi
+
 
 def score_lines_multi(scorers, chunk):
     """Parse a chunk once and score it with every filter of `scorers`.
@@ -550,13 +587,4 @@ def score_lines_multi(scorers, chunk):
     rows : list of MultiScoredLine
         One per line, in order.
     """
-    from dataclasses import replace
-
-    parsed = [parse_line(number, raw) for number, raw in chunk]
-    rows = [MultiScoredLine(row.line, row.id, row.error) for row in parsed]
-    for name, scorer in scorers.items():
-        scored = score_chunk(scorer, [replace(row) for row in parsed])
-        for row, result in zip(rows, scored):
-            if row.error is None:
-                row.results[name] = result
-    return rows
+    return score_chunk_multi(scorers, [parse_line(number, raw) for number, raw in chunk])

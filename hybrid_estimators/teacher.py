@@ -100,7 +100,7 @@ def teacher_identity(filter_):
     if filter_.stage2_weight != 1:  # the teacher's scores are the blend the filter returns
         digest.update(f"stage2_weight={float(filter_.stage2_weight)!r}".encode())
     spec = filter_.spec
-    return {"filter": f"{spec.name}/{spec.version}", "stage2_sha256": digest.hexdigest()}
+    return {"filter": spec.qualified_name, "stage2_sha256": digest.hexdigest()}
 
 
 def teacher_scores(filter_, X):

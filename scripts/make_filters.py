@@ -46,9 +46,8 @@ from pathlib import Path
 
 import numpy as np
 from sklearn.model_selection import train_test_split
-from sklearn.pipeline import make_pipeline
 
-from hybrid_estimators import E5Embedder, load_articles, make_probe, make_ridge_probe
+from hybrid_estimators import load_articles, make_probe, make_ridge_probe
 from hybrid_estimators.calibration import TunedThresholdRouterCV
 from hybrid_estimators.datasets import shared_data_dir
 from hybrid_estimators.evaluation import cascade_report
@@ -61,7 +60,7 @@ from hybrid_estimators.filters import (
     record_evaluation,
     report_summary,
     save_filter,
-    stage1_article_text,
+    stage1_pipeline,
 )
 from hybrid_estimators.metrics import cross_validated_stage1_metrics
 from hybrid_estimators import filters
@@ -107,19 +106,15 @@ def filter_folder(name):
     return ROOT / "filters" / name / "v1"
 
 
-def stage1_pipeline(spec, probe, cache):
-    """Stage 1 at the spec's embedding model, prefix and token budget."""
-    hybrid = spec.hybrid_inference
-    embedder = E5Embedder(
-        hybrid["embedding_model"], prefix=hybrid["embedding_prefix"],
-        max_seq_length=hybrid["max_seq_length"], cache=True if cache is None else str(cache),
-        show_progress_bar=False,
+def stage1_candidate(spec, probe, cache):
+    """Stage 1 at the spec's embedding model, prefix and token budget, with the probe named `probe`."""
+    return stage1_pipeline(
+        spec, PROBES[probe](), cache=True if cache is None else str(cache), show_progress_bar=False
     )
-    return make_pipeline(stage1_article_text(spec), embedder, PROBES[probe]())
 
 
 def candidates(spec, cache, kinds=tuple(PROBES)):
-    return {kind: stage1_pipeline(spec, kind, cache) for kind in kinds}
+    return {kind: stage1_candidate(spec, kind, cache) for kind in kinds}
 
 
 def existing_stage2(name):
@@ -202,7 +197,7 @@ def make_filter(name, data_root, cache):
     chosen, _ = stage1_cv(spec, X, Y, cache, spec.hybrid_inference["threshold"])
     logger.info("%s: probe %s chosen (%s)", name, chosen["probe"], _candidate_maes(chosen))
     router = HybridRouterRegressor(
-        stage1_pipeline(spec, chosen["probe"], cache), None, spec.weights,
+        stage1_candidate(spec, chosen["probe"], cache), None, spec.weights,
         gatekeepers=spec.gatekeepers or None, tiers=spec.tiers,
     )
     tuner = TunedThresholdRouterCV(

@@ -1,10 +1,13 @@
 """Shared fixtures: real offline models and the real labelled data."""
 
 import logging
+from pathlib import Path
 
 import pytest
 
 from hybrid_estimators.datasets import load_articles, shared_data_dir
+
+SHIPPED_SEECE = Path(__file__).resolve().parents[1] / "filters" / "seece_energy_tech" / "v1"
 
 
 @pytest.fixture(scope="session")
@@ -46,6 +49,33 @@ def tiny_qwen2_path(tmp_path_factory):
         Qwen2ForCausalLM(config).save_pretrained(folder)
     tokenizer.save_pretrained(folder)
     return str(folder)
+
+
+@pytest.fixture(scope="session")
+def seece_with_tiny_stage2(tiny_qwen2_path, tmp_path_factory):
+    """The shipped seece filter with a tiny Qwen2 Stage 2 (random weights, fitted on generated
+    articles), saved through the production path: what the options and tools that run Stage 2
+    do does not depend on its size, and the real one costs minutes a test."""
+    import numpy as np
+    import pandas as pd
+    from sklearn.frozen import FrozenEstimator
+
+    from hybrid_estimators.datasets import make_articles
+    from hybrid_estimators.filters import Filter, load_filter, save_filter
+    from hybrid_estimators.qwen import QwenRegressor
+
+    pytest.importorskip("peft")
+    shipped = load_filter(SHIPPED_SEECE, stage1_only=True)
+    names = shipped.spec.dimension_names
+    X, _ = make_articles(24, random_state=5)
+    Y = pd.DataFrame(np.random.default_rng(0).uniform(0, 10, (len(X), len(names))), columns=names)
+    stage2 = QwenRegressor(
+        tiny_qwen2_path, head_tail=(24, 24), max_length=48, batch_size=8, max_epochs=1,
+        early_stopping=False, random_state=0, show_progress_bar=False,
+    ).fit(X, Y)
+    spec = shipped.spec  # stage2_weight 0.5, as shipped
+    complete = Filter(spec, shipped.stage1, FrozenEstimator(stage2), threshold=shipped.threshold_).fit()
+    return save_filter(complete, tmp_path_factory.mktemp("two_stage") / "seece_energy_tech" / "v1", spec)
 
 
 @pytest.fixture(scope="session")

@@ -12,11 +12,14 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
-def test_benchmark_runs_end_to_end_and_writes_its_table(seece, tmp_path):
+def test_benchmark_runs_end_to_end_and_writes_its_table(seece, seece_with_tiny_stage2, tmp_path):
+    """Every part but the budget one (tested below); the cascade runs the shipped seece filter with a
+    tiny Qwen2 Stage 2, as the real one costs minutes here."""
     out, plot = tmp_path / "benchmark.json", tmp_path / "time_per_stage.png"
     command = [
         sys.executable, "-m", "benchmarks", "--n", "20", "--backends", "torch", "--qwen-articles", "0", "--repeats", "1",
-        "--parts", "stage1", "multi-filter", "stage2", "cascade", "--out", str(out), "--plot", str(plot),
+        "--parts", "stage1", "multi-filter", "stage2", "cascade", "--filter", str(seece_with_tiny_stage2),
+        "--out", str(out), "--plot", str(plot),
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -149,3 +152,24 @@ def test_choose_budget_picks_the_smallest_budget_at_iso_quality():
     choice = choose_budget(worse)
     assert choice["max_seq_length"] == 512 and choice["any_below_baseline"] is False
     assert choice["qualifying"] == [[512, "head"]]
+
+
+@pytest.mark.parametrize(
+    ("flags", "expected", "says_no_vnni"),
+    [
+        ("fpu avx avx2 fma", ["avx2"], True),
+        ("avx2 avx512f avx512_vnni avx512_bf16 amx_tile", ["avx2", "avx512f", "avx512_vnni", "avx512_bf16",
+                                                             "amx_tile"], False),
+        ("avx2 avx_vnni", ["avx2", "avx_vnni"], False),
+    ],
+)
+def test_the_machine_line_names_the_instruction_sets_int8_needs(tmp_path, monkeypatch, flags, expected, says_no_vnni):
+    from benchmarks import _machine
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text(f"processor\t: 0\nmodel name\t: Some CPU\nflags\t\t: {flags}\n")
+    assert _machine.cpu_flags(cpuinfo) == expected
+    assert _machine.cpu_model(cpuinfo) == "Some CPU"
+    assert _machine.cpu_flags(tmp_path / "missing") is None
+    monkeypatch.setattr(_machine, "cpu_flags", lambda: expected)
+    assert ("no VNNI" in _machine.describe_machine()) == says_no_vnni

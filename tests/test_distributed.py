@@ -19,6 +19,7 @@ from sklearn.pipeline import make_pipeline  # noqa: E402
 from hybrid_estimators.cli import main  # noqa: E402
 from hybrid_estimators.datasets import make_articles  # noqa: E402
 from hybrid_estimators.distributed import (  # noqa: E402
+    MULTI_OUTPUT_COLUMNS,
     OUTPUT_COLUMNS,
     _loaded_scorer,
     score_dataset,
@@ -64,6 +65,23 @@ def filter_dir(tmp_path_factory, minilm_path):
         "hybrid_inference": {"embedding_model": minilm_path, "embedding_prefix": "", "stage2": None},
     })
     return save_filter(router, tmp_path_factory.mktemp("filters") / "demo" / "v1", spec)
+
+
+@pytest.fixture(scope="module")
+def second_filter_dir(tmp_path_factory, minilm_path):
+    """Another filter on the same embedder: other dimensions, no prefilter."""
+    weights = {"relevance": 0.6, "depth": 0.4}
+    X, Y = make_articles(40, random_state=1)
+    Y = Y.iloc[:, :2].set_axis(list(weights), axis=1)
+    stage1 = FrozenEstimator(minilm_stage1(minilm_path, Ridge()).fit(X, Y))
+    router = HybridRouterRegressor(stage1, None, weights).fit(X, Y)
+    spec = FilterSpec.from_dict({
+        "name": "other",
+        "version": "v2",
+        "dimensions": weights,
+        "hybrid_inference": {"embedding_model": minilm_path, "embedding_prefix": "", "stage2": None},
+    })
+    return save_filter(router, tmp_path_factory.mktemp("filters") / "other" / "v2", spec)
 
 
 @pytest.fixture(scope="module")
@@ -192,6 +210,62 @@ def test_score_on_ray_writes_the_rows_of_the_plain_command(
 
     assert_same_rows([json.loads(line) for line in out.read_text().splitlines()], cli_rows)
     assert "lines=15 scored=9 stage2=0 blocked=1 errors=5" in capsys.readouterr().err
+
+
+def assert_same_multi_rows(actual, expected):
+    assert [row["line"] for row in actual] == [row["line"] for row in expected]
+    for got, want in zip(actual, expected):
+        assert list(got) == list(want) == list(MULTI_OUTPUT_COLUMNS)
+        assert (got["id"], got["error"]) == (want["id"], want["error"])
+        assert list(got["filters"]) == list(want["filters"])
+        for name, result in want["filters"].items():
+            row = {"line": got["line"], "id": got["id"], **got["filters"][name]}
+            assert_same_rows([row], [{"line": want["line"], "id": want["id"], **result}])
+
+
+def test_several_filters_on_ray_write_the_rows_of_the_plain_command(
+    local_ray, filter_dir, second_filter_dir, input_file, tmp_path, capsys
+):
+    both = ["score", "--filter", str(filter_dir), "--filter", str(second_filter_dir), str(input_file),
+            "--batch-size", str(BATCH), "--quiet"]
+    plain, on_ray = tmp_path / "plain.jsonl", tmp_path / "ray.jsonl"
+    assert main([*both, "-o", str(plain)]) == 0
+    assert main([*both, "-o", str(on_ray), "--ray", "--concurrency", "2"]) == 0
+
+    expected = [json.loads(line) for line in plain.read_text().splitlines()]
+    rows = [json.loads(line) for line in on_ray.read_text().splitlines()]
+    assert_same_multi_rows(rows, expected)
+    assert len(rows) == 15 and sorted(row["line"] for row in rows if row["error"]) == ERROR_LINES
+    assert list(rows[0]["filters"]) == ["demo/v1", "other/v2"]
+    assert list(rows[0]["filters"]["other/v2"]["scores"]) == ["relevance", "depth"]
+    assert rows[5]["filters"]["demo/v1"]["blocked_by"] == "keyword:sports"
+    assert rows[5]["filters"]["other/v2"]["blocked_by"] is None  # each filter its own prefilter
+    assert "lines=15 filters=2 on Ray" in capsys.readouterr().err
+    sidecar = json.loads(Path(f"{on_ray}.meta.json").read_text())
+    assert sidecar == json.loads(Path(f"{plain}.meta.json").read_text())
+
+
+def test_score_dataset_takes_several_filters_by_name(local_ray, filter_dir, second_filter_dir, input_file):
+    from hybrid_estimators.scoring import MultiScoredLine
+
+    filters = {"first": load_filter(filter_dir), "second": str(second_filter_dir)}
+    rows = sorted_rows(score_dataset(filters, input_file, batch_size=BATCH))
+
+    assert [row["line"] for row in rows] == list(range(1, 16))
+    assert list(rows[0]) == list(MULTI_OUTPUT_COLUMNS)
+    parsed = [MultiScoredLine.from_record(row) for row in rows]
+    assert all(list(row.results) == ([] if row.error else ["first", "second"]) for row in parsed)
+    alone = sorted_rows(score_dataset(filter_dir, input_file, batch_size=BATCH))
+    for row, single in zip(parsed, alone):
+        if row.error is None:
+            assert row.results["first"].scores == single["scores"]
+    with pytest.raises(ValueError, match="take one filter"):
+        score_dataset([filter_dir, second_filter_dir], input_file, all_stage2=True)
+
+
+def test_several_filters_refuse_the_same_filter_twice(local_ray, filter_dir, input_file):
+    with pytest.raises(Exception, match="demo/v1 is given twice"):
+        score_dataset([filter_dir, filter_dir], input_file, batch_size=BATCH).take_all()
 
 
 @pytest.mark.parametrize(

@@ -780,9 +780,10 @@ def test_evaluate_a_saved_minilm_filter_with_cv(minilm_path, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_evaluate_the_shipped_filter_end_to_end(tmp_path, capsys):
-    """Real e5 + SmolLM2 on a handful of generated articles (labels are random)."""
-    folder = ROOT / "filters" / "seece_energy_tech" / "v1"
+def test_evaluate_the_shipped_filter_end_to_end(seece_with_tiny_stage2, tmp_path, capsys):
+    """The shipped Stage 1 (offline e5) and a tiny Qwen2 Stage 2 on a handful of generated articles
+    (labels are random)."""
+    folder = seece_with_tiny_stage2
     config = yaml.safe_load((folder / "config.yaml").read_text())
     names = list(config["dimensions"])
     X, _ = make_articles(8, random_state=0)

@@ -107,9 +107,11 @@ def _modes(folder):
 
 
 @pytest.mark.slow
-def test_calibrate_against_stage2_keeps_permissions_and_records_the_calibration(tmp_path, capsys):
+def test_calibrate_against_stage2_keeps_permissions_and_records_the_calibration(
+    seece_with_tiny_stage2, tmp_path, capsys
+):
     folder = tmp_path / "seece"
-    shutil.copytree(FILTERS / "seece_energy_tech" / "v1", folder)
+    shutil.copytree(seece_with_tiny_stage2, folder)
     for path in folder.rglob("*"):
         os.chmod(path, 0o755 if path.is_dir() else 0o644)
     before = _modes(folder)

@@ -15,30 +15,8 @@ SEECE = Path(__file__).resolve().parents[1] / "filters" / "seece_energy_tech" / 
 
 
 @pytest.fixture(scope="module")
-def two_stage(tiny_qwen2_path, tmp_path_factory):
-    """The shipped seece filter with a tiny Qwen2 Stage 2 (random weights, fitted on generated
-    articles), saved through the production path: what these options do does not depend on
-    Stage 2's size, and the real one costs minutes a test."""
-    import numpy as np
-    import pandas as pd
-    from sklearn.frozen import FrozenEstimator
-
-    from hybrid_estimators.filters import Filter, save_filter
-    from hybrid_estimators.qwen import QwenRegressor
-
-    pytest.importorskip("peft")
-    root = tmp_path_factory.mktemp("two_stage")
-    shipped = load_filter(SEECE, stage1_only=True)
-    names = shipped.spec.dimension_names
-    X, _ = make_articles(24, random_state=5)
-    Y = pd.DataFrame(np.random.default_rng(0).uniform(0, 10, (len(X), len(names))), columns=names)
-    stage2 = QwenRegressor(
-        tiny_qwen2_path, head_tail=(24, 24), max_length=48, batch_size=8, max_epochs=1,
-        early_stopping=False, random_state=0, show_progress_bar=False,
-    ).fit(X, Y)
-    spec = shipped.spec  # stage2_weight 0.5, as shipped
-    complete = Filter(spec, shipped.stage1, FrozenEstimator(stage2), threshold=shipped.threshold_).fit()
-    return save_filter(complete, root / "seece_energy_tech" / "v1", spec)
+def two_stage(seece_with_tiny_stage2):
+    return seece_with_tiny_stage2
 
 
 @pytest.fixture(scope="module")
@@ -140,9 +118,24 @@ def test_several_filters_score_in_one_pass_embedding_each_article_once(tmp_path)
     assert list(record["filters"]) == ["seece_energy_tech/v1", "ai_engineering_practice/v1"]
 
 
-def test_several_filters_refuse_what_needs_one(articles_file, capsys):
-    status = main(["score", "--filter", str(SEECE), "--filter", str(AI), str(articles_file), "--ray"])
-    assert status == 2 and "--ray: with one --filter only" in capsys.readouterr().err
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--all-stage2"], "--all-stage2: with one --filter only"),
+        (["--audit", "0.1"], "--audit: with one --filter only"),
+        (["--columns", "a"], "--columns: with one --filter only"),
+    ],
+)
+def test_several_filters_refuse_what_needs_one(articles_file, capsys, extra, message):
+    status = main(["score", "--filter", str(SEECE), "--filter", str(AI), str(articles_file), *extra])
+    assert status == 2 and message in capsys.readouterr().err
+
+
+def test_several_filters_refuse_a_filter_given_twice(articles_file, capsys):
+    status = main(["score", "--filter", str(SEECE), "--filter", str(AI), "--filter", str(SEECE) + "/",
+                   str(articles_file)])
+    assert status == 2
+    assert "is seece_energy_tech/v1 again: give each filter once" in capsys.readouterr().err
 
 
 def test_several_filters_resume_an_interrupted_output_byte_for_byte(articles_file, tmp_path, capsys):

@@ -150,7 +150,7 @@ def _calibrate_command(args):
         record_calibration(args.filter, record, apply=not args.record_only)
     except (OSError, ValueError) as error:  # FilterError is a ValueError
         raise CommandError(f"cannot record the calibration in {args.filter}: {error}") from None
-    print(f"calibrated {spec.name}/{spec.version} on {len(X)} articles, {how}")
+    print(f"calibrated {spec.qualified_name} on {len(X)} articles, {how}")
     print_metrics({key: value for key, value in record.items() if key != "data"}, indent="  ")
     if spec.hybrid_inference["stage2"] is None:
         logger.info("this filter has no Stage 2 (stage2: null): the threshold routes nothing yet")

@@ -31,15 +31,16 @@ from pathlib import Path
 from .._io import atomic_write
 from ..models import CALIBRATED_BACKENDS, STAGE1_BACKENDS
 from ..scoring import (
+    MultiScoredLine,
     ScoredLine,
     audit_chunk,
     count_lines,
     describe_id,
-    score_lines_multi,
     iter_lines,
     parse_line,
     read_chunks,
     score_lines,
+    score_lines_multi,
 )
 from ._common import (
     CommandError,
@@ -183,6 +184,11 @@ def _filter_identity(folder):
 def _filters_identity(folders):
     """The identity of several filters scored in one pass: each one's, in output order."""
     filters = [_filter_identity(folder) for folder in folders]
+    seen = set()
+    for folder, identity in zip(folders, filters):
+        if _short_name(identity) in seen:
+            raise CommandError(f"--filter {folder} is {_short_name(identity)} again: give each filter once")
+        seen.add(_short_name(identity))
     return {"filters": filters, "dimensions": {_short_name(f): f["dimensions"] for f in filters}}
 
 
@@ -529,7 +535,7 @@ def _write_sidecar(args, identity, lines):
 
 # --- several filters in one pass ---------------------------------------------------
 
-MULTI_UNSUPPORTED = ("ray", "all_stage2", "columns")
+MULTI_UNSUPPORTED = ("all_stage2", "columns")
 
 
 def _score_multi_command(args):
@@ -540,30 +546,26 @@ def _score_multi_command(args):
         raise CommandError(
             f"{', '.join(refused)}: with one --filter only; score with each filter on its own"
         )
+    if args.ray:
+        return _score_multi_on_ray_command(args)
     if args.address is not None or args.concurrency is not None:
         raise CommandError("--address and --concurrency need --ray")
     if args.resume and args.output is None:
         raise CommandError("--resume needs -o/--output (the file to continue)")
     identity = _filters_identity(args.filter)
-    _check_output_path(args.output, args.input)
-    source = _open_input(args.input)
-    try:
-        with _output_lock(args.output):
-            lines = _InputLines(source)
-            n_done = _resume(args, identity, lines) if args.resume else 0
-            n_total = None if source is sys.stdin.buffer else count_lines(args.input)
-            scorers = _load_filters(args)
-            sink = _open_output(args.output, append=args.resume)
-            try:
-                counts = _score_multi_stream(scorers, lines, sink, n_done, n_total, args, identity)
-            finally:
-                if sink is not None:
-                    sink.close()
-    finally:
-        if source is not sys.stdin.buffer:
-            source.close()
+
+    def stream(scorers, lines, sink, n_done, n_total):
+        started, n_lines = time.perf_counter(), 0
+        for rows in _stream_rows(
+            lambda chunk: score_lines_multi(scorers, chunk), lines, sink, n_done, n_total, args, identity,
+            _multi_table_line,
+        ):
+            n_lines += len(rows)
+        return n_lines, time.perf_counter() - started
+
+    scorers, n_done, (n_lines, seconds) = _run_scoring(args, identity, lambda: _load_filters(args), stream)
     resumed = f" (resumed after line {n_done})" if n_done else ""
-    logger.info("lines=%d filters=%d%s; %.2f s", counts["lines"], len(scorers), resumed, counts["seconds"])
+    logger.info("lines=%d filters=%d%s; %.2f s", n_lines, len(scorers), resumed, seconds)
     return 0
 
 
@@ -578,10 +580,7 @@ def _load_filters(args):
             )
         if args.no_progress:
             _hide_stage2_progress(scorer)
-        name = f"{scorer.spec.name}/{scorer.spec.version}"
-        if name in scorers:
-            raise CommandError(f"--filter {folder} is {name} again: give each filter once")
-        scorers[name] = scorer
+        scorers[scorer.spec.qualified_name] = scorer  # each name once: see _filters_identity
     return scorers
 
 
@@ -596,31 +595,6 @@ def _multi_table_line(row):
             outcome = f"{result.tier}/{result.stage_used[-1]}/{result.weighted_average:.2f}"
         cells.append(f"{name}={outcome}")
     return "  ".join(cells)
-
-
-def _score_multi_stream(scorers, lines, sink, n_done, n_total, args, identity):
-    first_line = n_done - n_done % args.batch_size + 1
-    stdout_format = None if args.output is not None and args.quiet else args.format
-    progress = _progress_bar(n_total, n_done, args)
-    started, n_lines = time.perf_counter(), 0
-    with progress:
-        for chunk in read_chunks(lines, args.batch_size, first_line=first_line):
-            rows = [row for row in score_lines_multi(scorers, chunk) if row.line > n_done]
-            text = "".join(row.to_json() + "\n" for row in rows)
-            if sink is not None:
-                _write_sidecar(args, identity, lines)  # first: it covers every row written
-                _write(sink, text, args.output)
-            if stdout_format == "jsonl":
-                sys.stdout.write(text)
-                sys.stdout.flush()
-            elif stdout_format == "table":
-                for row in rows:
-                    _emit(_multi_table_line(row), progress)
-            n_lines += len(rows)
-            progress.update(len(rows))
-    if sink is not None:
-        _write_sidecar(args, identity, lines)  # an empty input has no chunk
-    return {"lines": n_lines, "seconds": time.perf_counter() - started}
 
 
 # --- scoring --------------------------------------------------------------------
@@ -674,26 +648,16 @@ def _score_command(args):
         raise CommandError("--resume needs -o/--output (the file to continue)")
     identity = _filter_identity(args.filter)
     dimensions = _table_dimensions(args.columns, identity["dimensions"])
-    _check_output_path(args.output, args.input)
-    source = _open_input(args.input)
-    try:
-        with _output_lock(args.output):
-            lines = _InputLines(source)
-            n_done = _resume(args, identity, lines) if args.resume else 0
-            n_total = None if source is sys.stdin.buffer else count_lines(args.input)
-            router = _load_filter(args)
-            audit = _recall_audit(router, args)
-            sink = _open_output(args.output, append=args.resume)
-            try:
-                counts = _score_stream(
-                    router, lines, sink, n_done, n_total, args, identity, dimensions, audit
-                )
-            finally:
-                if sink is not None:
-                    sink.close()
-    finally:
-        if source is not sys.stdin.buffer:
-            source.close()
+
+    def load():
+        router = _load_filter(args)
+        return router, _recall_audit(router, args)
+
+    def stream(loaded, lines, sink, n_done, n_total):
+        router, audit = loaded
+        return _score_stream(router, lines, sink, n_done, n_total, args, identity, dimensions, audit)
+
+    (_, audit), n_done, counts = _run_scoring(args, identity, load, stream)
     resumed = f" (resumed after line {n_done})" if n_done else ""
     logger.info("%s%s; %s", counts, resumed, counts.timing())
     return 0 if audit is None else _report_audit(audit, args)
@@ -834,44 +798,91 @@ def _teacher_of(router, args):
     return teacher_identity(router)
 
 
-def _score_stream(router, lines, sink, n_done, n_total, args, identity, dimensions, audit=None):
+def _run_scoring(args, identity, load, stream):
+    """Read the input and write the output under its lock, resuming where ``--resume`` says.
+
+    ``load()`` runs after the resume check and before the output is opened,
+    so that a filter that fails to load leaves the output as it was; then
+    ``stream(loaded, lines, sink, n_done, n_total)`` scores. Returns what
+    ``load`` returned, the number of lines resumed past and what ``stream``
+    returned.
+    """
+    _check_output_path(args.output, args.input)
+    source = _open_input(args.input)
+    try:
+        with _output_lock(args.output):
+            lines = _InputLines(source)
+            n_done = _resume(args, identity, lines) if args.resume else 0
+            n_total = None if source is sys.stdin.buffer else count_lines(args.input)
+            loaded = load()
+            sink = _open_output(args.output, append=args.resume)
+            try:
+                return loaded, n_done, stream(loaded, lines, sink, n_done, n_total)
+            finally:
+                if sink is not None:
+                    sink.close()
+    finally:
+        if source is not sys.stdin.buffer:
+            source.close()
+
+
+def _stream_rows(score_chunk, lines, sink, n_done, n_total, args, identity, format_row, header=None):
+    """Score the lines chunk by chunk, write each chunk's rows, and yield them a chunk at a time.
+
+    ``score_chunk(chunk)`` returns a row per line of the chunk; the rows at
+    or before line `n_done` (written by the run being resumed) are dropped.
+    The sidecar is written before a chunk's rows, so it covers every row in
+    the output. ``format_row`` makes a row's line of ``--format table``.
+    """
     first_line = n_done - n_done % args.batch_size + 1
     stdout_format = None if args.output is not None and args.quiet else args.format
     table, jsonl_to_stdout = stdout_format == "table", stdout_format == "jsonl"
     ascii_stdout = jsonl_to_stdout and not _is_utf8(sys.stdout)
-    counts, started = _Counts(), time.perf_counter()
     progress = _progress_bar(n_total, n_done, args)
-    teacher = _teacher_of(router, args)
-    if table:
-        _emit(table_header(dimensions), progress)
+    if table and header is not None:
+        _emit(header, progress)
     with progress:
         for chunk in read_chunks(lines, args.batch_size, first_line=first_line):
-            rows = score_lines(router, chunk)
-            if audit is not None:
-                audit_chunk(audit, rows)
-            rows = [row for row in rows if row.line > n_done]
-            for row in rows:
-                if teacher is not None and row.stage_used == "stage2":
-                    row.teacher = teacher
-            if audit is not None:
-                audit.update(*zip(*[(r.stage_used, r.tier, r.audited, r.audit_tier) for r in rows]))
+            rows = [row for row in score_chunk(chunk) if row.line > n_done]
             text = "".join(row.to_json() + "\n" for row in rows)
             if sink is not None:
-                _write_sidecar(args, identity, lines)  # first: it covers every row written
+                _write_sidecar(args, identity, lines)
                 _write(sink, text, args.output)
             if jsonl_to_stdout:
                 sys.stdout.write(
-                    "".join(row.to_json(ensure_ascii=True) + "\n" for row in rows)
-                    if ascii_stdout else text
+                    "".join(row.to_json(ensure_ascii=True) + "\n" for row in rows) if ascii_stdout else text
                 )
                 sys.stdout.flush()
-            for row in rows:
-                counts.add(row)
-                if table:
-                    _emit(table_line(row, dimensions=dimensions), progress)
+            if table:
+                for row in rows:
+                    _emit(format_row(row), progress)
             progress.update(len(rows))
+            yield rows
     if sink is not None:
         _write_sidecar(args, identity, lines)  # an empty input has no chunk
+
+
+def _score_stream(router, lines, sink, n_done, n_total, args, identity, dimensions, audit=None):
+    teacher = _teacher_of(router, args)
+
+    def score_chunk(chunk):
+        rows = score_lines(router, chunk)
+        if audit is not None:
+            audit_chunk(audit, rows)
+        for row in rows:
+            if teacher is not None and row.stage_used == "stage2":
+                row.teacher = teacher
+        return rows
+
+    counts, started = _Counts(), time.perf_counter()
+    for rows in _stream_rows(
+        score_chunk, lines, sink, n_done, n_total, args, identity,
+        lambda row: table_line(row, dimensions=dimensions), table_header(dimensions),
+    ):
+        if audit is not None and rows:
+            audit.update(*zip(*[(r.stage_used, r.tier, r.audited, r.audit_tier) for r in rows]))
+        for row in rows:
+            counts.add(row)
     counts.seconds = time.perf_counter() - started
     return counts
 
@@ -897,7 +908,8 @@ def _emit(text, progress):
 # --- Ray --------------------------------------------------------------------------
 
 
-def _check_ray_arguments(args):
+def _check_ray_arguments(args, folders):
+    """Refuse, before Ray starts, what --ray cannot do; the dimensions of each filter."""
     if args.resume:
         raise CommandError(
             "--resume does not work with --ray: rerun the whole input, or resume without --ray"
@@ -906,11 +918,19 @@ def _check_ray_arguments(args):
         raise CommandError("--ray reads a file, not stdin: save the input to a file first")
     if not Path(args.input).is_file():
         raise CommandError(f"cannot read {args.input}: no such file")
+    if args.backend != "torch":
+        raise CommandError(
+            "--backend works without --ray; on Ray, pass score_dataset a router loaded "
+            "with load_filter(folder, backend=...)"
+        )
     _check_output_path(args.output, args.input)
-    info = filter_info(args.filter)  # checks config and probe without loading a model
-    if info["probe_error"] is not None:
-        raise CommandError(f"cannot load filter {args.filter}: {info['probe_error']}")
-    return _table_dimensions(args.columns, list(info["dimensions"]))
+    dimensions = []
+    for folder in folders:
+        info = filter_info(folder)  # checks config and probe without loading a model
+        if info["probe_error"] is not None:
+            raise CommandError(f"cannot load filter {folder}: {info['probe_error']}")
+        dimensions.append(list(info["dimensions"]))
+    return dimensions
 
 
 @contextlib.contextmanager
@@ -988,40 +1008,82 @@ def _score_on_ray_command(args):
     from ..distributed import OUTPUT_COLUMNS, score_dataset
     from ..scoring import OPTIONAL_COLUMNS
 
-    dimensions = _check_ray_arguments(args)
+    [filter_dimensions] = _check_ray_arguments(args, [args.filter])
+    dimensions = _table_dimensions(args.columns, filter_dimensions)
     audit = _ray_audit(args)
-    if args.backend != "torch":
-        raise CommandError(
-            "--backend works without --ray; on Ray, pass score_dataset a router loaded "
-            "with load_filter(folder, backend=...)"
-        )
-    n_total = count_lines(args.input)
-    stdout_format = None if args.output is not None and args.quiet else args.format
     counts = _Counts()
-    progress = _progress_bar(n_total, 0, args)
+
+    def scored():
+        return score_dataset(
+            str(args.filter), str(args.input), batch_size=args.batch_size,
+            concurrency=args.concurrency or 2, address=args.address,
+            stage1_only=args.stage1_only, all_stage2=args.all_stage2,
+            audit_rate=args.audit, audit_seed=args.audit_seed,
+        )
+
+    def row_of(record):
+        columns = (*OUTPUT_COLUMNS, *(name for name in OPTIONAL_COLUMNS if name in record))
+        row = ScoredLine(**{name: record[name] for name in columns})
+        if audit is not None:
+            audit.update([row.stage_used], [row.tier], [row.audited], [row.audit_tier])
+        counts.add(row)
+        return row
+
+    counts.seconds = _run_on_ray(
+        args, _filter_identity(args.filter), scored, row_of,
+        lambda row, ms_per_article: table_line(row, ms_per_article, dimensions), table_header(dimensions),
+    )
+    logger.info("%s; %s", counts, counts.timing())
+    return 0 if audit is None else _report_audit(audit, args)
+
+
+def _score_multi_on_ray_command(args):
+    from ..distributed import score_dataset
+
+    _check_ray_arguments(args, args.filter)
+    n_lines = 0
+
+    def scored():
+        return score_dataset(
+            [str(folder) for folder in args.filter], str(args.input), batch_size=args.batch_size,
+            concurrency=args.concurrency or 2, address=args.address, stage1_only=args.stage1_only,
+        )
+
+    def row_of(record):
+        nonlocal n_lines
+        n_lines += 1
+        return MultiScoredLine.from_record(record)
+
+    seconds = _run_on_ray(
+        args, _filters_identity(args.filter), scored, row_of, lambda row, _: _multi_table_line(row)
+    )
+    logger.info("lines=%d filters=%d on Ray; %.2f s", n_lines, len(args.filter), seconds)
+    return 0
+
+
+def _run_on_ray(args, identity, scored, row_of, format_row, header=None):
+    """Write the rows of ``scored()`` (a Ray dataset) in line order, as a run without Ray does.
+
+    ``row_of(record)`` makes a Ray row an output row; ``format_row(row,
+    ms_per_article)`` its ``--format table`` line. Returns the seconds the
+    scoring took. The sidecar is written once the whole input is scored.
+    """
+    stdout_format = None if args.output is not None and args.quiet else args.format
+    progress = _progress_bar(count_lines(args.input), 0, args)
     with _output_lock(args.output), _ray_session(args.address, args.verbose), progress:
         sink = _open_output(args.output, append=False)
         if sink is not None:  # a sidecar of an earlier run must not vouch for these rows
             _sidecar_path(args.output).unlink(missing_ok=True)
-        if stdout_format == "table":
-            _emit(table_header(dimensions), progress)
-        started = time.perf_counter()
+        if stdout_format == "table" and header is not None:
+            _emit(header, progress)
+        started, n_rows = time.perf_counter(), 0
         try:
-            scored = score_dataset(
-                str(args.filter), str(args.input), batch_size=args.batch_size,
-                concurrency=args.concurrency or 2, address=args.address,
-                stage1_only=args.stage1_only, all_stage2=args.all_stage2,
-                audit_rate=args.audit, audit_seed=args.audit_seed,
-            )
-            batches = scored.iter_batches(batch_size=None, batch_format="pyarrow")
+            batches = scored().iter_batches(batch_size=None, batch_format="pyarrow")
             for record in _in_line_order(batches):
-                columns = (*OUTPUT_COLUMNS, *(name for name in OPTIONAL_COLUMNS if name in record))
-                row = ScoredLine(**{name: record[name] for name in columns})
-                if audit is not None:
-                    audit.update([row.stage_used], [row.tier], [row.audited], [row.audit_tier])
-                counts.add(row)
-                ms_per_article = 1000 * (time.perf_counter() - started) / counts.lines
-                _write_ray_row(row, sink, stdout_format, ms_per_article, progress, args, dimensions)
+                row = row_of(record)
+                n_rows += 1
+                ms_per_article = 1000 * (time.perf_counter() - started) / n_rows
+                _write_ray_row(row, sink, stdout_format, format_row(row, ms_per_article), progress, args)
         except CommandError:
             raise
         except Exception as error:  # a failure inside Ray: an actor, a task, the cluster
@@ -1029,23 +1091,22 @@ def _score_on_ray_command(args):
         finally:
             if sink is not None:
                 sink.close()
-        counts.seconds = time.perf_counter() - started
+        seconds = time.perf_counter() - started
         if args.output is not None:
-            _write_ray_sidecar(args)
-    logger.info("%s; %s", counts, counts.timing())
-    return 0 if audit is None else _report_audit(audit, args)
+            _write_ray_sidecar(args, identity)
+    return seconds
 
 
-def _write_ray_sidecar(args):
+def _write_ray_sidecar(args, identity):
     """The sidecar of a complete Ray run: the whole input, read once more."""
     with open(args.input, "rb") as source:
         lines = _InputLines(source)
         for _ in lines:
             pass
-        _write_sidecar(args, _filter_identity(args.filter), lines)
+        _write_sidecar(args, identity, lines)
 
 
-def _write_ray_row(row, sink, stdout_format, ms_per_article, progress, args, dimensions):
+def _write_ray_row(row, sink, stdout_format, table_text, progress, args):
     line = row.to_json() + "\n"
     if sink is not None:
         try:
@@ -1056,7 +1117,7 @@ def _write_ray_row(row, sink, stdout_format, ms_per_article, progress, args, dim
         sys.stdout.write(line if _is_utf8(sys.stdout) else row.to_json(ensure_ascii=True) + "\n")
         sys.stdout.flush()
     elif stdout_format == "table":
-        _emit(table_line(row, ms_per_article, dimensions), progress)
+        _emit(table_text, progress)
     progress.update(1)
 
 

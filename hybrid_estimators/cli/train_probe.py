@@ -229,7 +229,7 @@ def _train_probe_command(args):
         raise CommandError(str(error)) from None
     except OSError as error:
         raise CommandError(f"cannot write {args.output}: {error}") from None
-    print(f"saved filter {spec.name}/{spec.version} to {folder}")
+    print(f"saved filter {spec.qualified_name} to {folder}")
     print(f"probe {metrics['probe']} (chosen by {args.cv}-fold CV MAE)" if args.probe == "auto"
           else f"probe {metrics['probe']}")
     if stage2 is not None:
