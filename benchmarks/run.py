@@ -364,11 +364,27 @@ def cascade_table(X, Y, backends, batch_size, filter_dir):
 
 
 def format_tables(results):
-    lines = [results["title"], _load_line(results), ""]
-    lines.append(
+    """The tables of a run, each part that was measured (and the footnote when Stage 2 is in)."""
+    lines = [results["title"], _load_line(results)]
+    if results["stage1"]:
+        lines += ["", *_stage1_lines(results)]
+    if results.get("multi_filter"):
+        lines += ["", _multi_filter_line(results["multi_filter"])]
+    if results["stage2"]:
+        lines += ["", f"{'Stage 2':<66}{'ms/art':>9}{'n':>4}{'peak MB':>9}"]
+        lines += [f"{row['stage2']:<66}{row['ms_per_article']:>9.1f}{row['n_articles']:>4}{row['peak_mb']:>9.0f}"
+                  for row in results["stage2"]]
+    if results["cascade"]:
+        lines += ["", *_cascade_lines(results)]
+    text = "\n".join(lines)
+    return text + FOOTNOTE if results["stage2"] or results["cascade"] else text
+
+
+def _stage1_lines(results):
+    lines = [
         f"{'Stage 1':<66}{'ms/art':>8}{'speedup':>9}{'cos min':>9}{'cos unseen':>11}{'probe MAE':>10}"
         f"{'ΔMAE':>8}{'AUC':>8}{'ΔAUC':>8}{'peak MB':>9}"
-    )
+    ]
     for row in results["stage1"]:
         change, auc_change = row.get("probe_mae_change"), row.get("routing_auc_change")
         lines.append(
@@ -378,20 +394,19 @@ def format_tables(results):
             f"{'%' if change is not None else ' '}{_num(row.get('routing_auc'), 8, '.4f')}"
             f"{_num(auc_change, 8, '+.4f')}{row['peak_mb']:>9.0f}"
         )
-    if results["stage1"] and results.get("stage1_budget"):
+    if results.get("stage1_budget"):
         lines.append(_iso_quality_line(results["stage1"]))
-    if results.get("multi_filter"):
-        lines += ["", _multi_filter_line(results["multi_filter"])]
-    lines += ["", f"{'Stage 2':<66}{'ms/art':>9}{'n':>4}{'peak MB':>9}"]
-    for row in results["stage2"]:
-        lines.append(f"{row['stage2']:<66}{row['ms_per_article']:>9.1f}{row['n_articles']:>4}{row['peak_mb']:>9.0f}")
-    lines += ["", "Cascade (shipped seece_energy_tech/v1: Stage 2 = Qwen2.5-Coder-0.5B, REAL weights, "
-              "blended with Stage 1; Stage 1 refitted without the 20% timed; Stage 2 saw them: "
-              "MAE std/hyb in sample)"]
-    lines.append(
+    return lines
+
+
+def _cascade_lines(results):
+    lines = [
+        "Cascade (shipped seece_energy_tech/v1: Stage 2 = Qwen2.5-Coder-0.5B, REAL weights, "
+        "blended with Stage 1; Stage 1 refitted without the 20% timed; Stage 2 saw them: "
+        "MAE std/hyb in sample)",
         f"{'Stage 1 backend':<16}{'n':>4}{'T1 ms':>8}{'T2 ms':>8}{'skip':>7}{'hybrid ms':>11}{'speedup':>9}"
-        f"{'ideal':>8}{'ratio':>7}{'MAE S1':>8}{'MAE std':>9}{'MAE hyb':>9}{'recall':>8}{'peak MB':>9}"
-    )
+        f"{'ideal':>8}{'ratio':>7}{'MAE S1':>8}{'MAE std':>9}{'MAE hyb':>9}{'recall':>8}{'peak MB':>9}",
+    ]
     for row in results["cascade"]:
         lines.append(
             f"{row['backend']:<16}{row['n_articles']:>4}{row['stage1_ms']:>8.1f}{row['stage2_ms']:>8.1f}"
@@ -399,13 +414,11 @@ def format_tables(results):
             f"{row['ideal_speedup']:>7.2f}×{row['speedup_to_ideal']:>7.2f}{row['stage1_mae']:>8.3f}{row['standard_mae']:>9.3f}"
             f"{row['hybrid_mae']:>9.3f}{row['medium_plus_routed_recall']:>8.3f}{row['peak_mb']:>9.0f}"
         )
-    if not results["cascade"]:
-        return "\n".join(lines)
     lines += ["", "The seed's table (RTX 4080, 5K articles) next to this run:"]
     lines.append(f"{'':<34}{'seed':>14}{'here':>16}")
     for label, seed, here in results["seed_comparison"]:
         lines.append(f"{label:<34}{seed:>14}{here:>16}")
-    return "\n".join(lines)
+    return lines
 
 
 def _load_line(results):
@@ -541,7 +554,7 @@ def main(argv=None):
 
             print(format_table(printed))
         else:
-            print(format_tables(printed) + FOOTNOTE)
+            print(format_tables(printed))
         return
     if "stage1-budget" in args.parts:
         from benchmarks.budget import run as run_budget
@@ -586,7 +599,7 @@ def main(argv=None):
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
     logger.info("wrote %s", args.out)
-    print(format_tables(results) + FOOTNOTE)
+    print(format_tables(results))
     if args.plot and results["cascade"]:
         plot(results, args.plot)
         logger.info("wrote %s", args.plot)

@@ -159,8 +159,11 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         calibrated in ``fit`` on up to 128 of the texts it is fitted on (so
         fitting on other articles may export another copy). The ONNX
         backends need sentence-transformers' ``[onnx]`` extra, which pins
-        transformers < 4.58. On the CPU, ``"openvino-int8"`` is the fastest
-        with a cosine to ``"torch"`` above 0.99 (``python -m benchmarks``).
+        transformers < 4.58. ``"openvino-int8"`` pays only on CPUs with
+        int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX); on a
+        CPU with AVX2 alone it is slower than ``"torch"`` and less faithful
+        (``python -m benchmarks`` prints the CPU's instruction sets beside
+        each backend's time, cosine and probe MAE).
     cache : bool or str, default=True
         True keeps embeddings in a process-wide memory cache, a string is a
         folder that keeps them across processes, False embeds every time.

@@ -26,7 +26,7 @@ from hybrid_estimators.distributed import (  # noqa: E402
 )
 from hybrid_estimators.embedding import E5Embedder  # noqa: E402
 from hybrid_estimators.filters import FilterSpec, load_filter, save_filter  # noqa: E402
-from hybrid_estimators.probe import make_probe  # noqa: E402
+from hybrid_estimators.probe import make_probe, make_ridge_probe  # noqa: E402
 from hybrid_estimators.router import HybridRouterRegressor  # noqa: E402
 from hybrid_estimators.text import ArticleText  # noqa: E402
 
@@ -73,7 +73,7 @@ def second_filter_dir(tmp_path_factory, minilm_path):
     weights = {"relevance": 0.6, "depth": 0.4}
     X, Y = make_articles(40, random_state=1)
     Y = Y.iloc[:, :2].set_axis(list(weights), axis=1)
-    stage1 = FrozenEstimator(minilm_stage1(minilm_path, Ridge()).fit(X, Y))
+    stage1 = FrozenEstimator(minilm_stage1(minilm_path, make_ridge_probe()).fit(X, Y))
     router = HybridRouterRegressor(stage1, None, weights).fit(X, Y)
     spec = FilterSpec.from_dict({
         "name": "other",

@@ -118,6 +118,18 @@ def test_several_filters_score_in_one_pass_embedding_each_article_once(tmp_path)
     assert list(record["filters"]) == ["seece_energy_tech/v1", "ai_engineering_practice/v1"]
 
 
+def test_filters_sharing_an_embedder_embed_a_dataframe_once_from_python():
+    from hybrid_estimators import embedding
+
+    X, _ = make_articles(4, random_state=22)
+    X["title"] = X["title"] + " (python multi-filter test)"  # texts no cache has seen
+    first, second = (load_filter(SEECE, stage1_only=True) for _ in range(2))
+    before = len(embedding._MEMORY_CACHE._items)
+    reports = {name: scorer.predict_report(X) for name, scorer in (("a", first), ("b", second))}
+    assert len(embedding._MEMORY_CACHE._items) - before == len(X)
+    assert reports["a"].equals(reports["b"])
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [

@@ -1148,8 +1148,8 @@ def add_parser(subparsers, parents=()):
     score.add_argument("--batch-size", type=positive_int, default=64, help="lines per chunk")
     score.add_argument(
         "--backend", choices=STAGE1_BACKENDS, default="torch",
-        help="Stage 1 runtime (openvino-int8 is the fastest on a CPU, see python -m "
-        "benchmarks; it needs --calibration)",
+        help="Stage 1 runtime (openvino-int8 is faster only on CPUs with VNNI or AMX, see "
+        "python -m benchmarks; it needs --calibration)",
     )
     score.add_argument(
         "--calibration", type=Path,
