@@ -41,7 +41,9 @@ def test_benchmark_runs_end_to_end_and_writes_its_table(seece, seece_with_tiny_s
     assert multi["ratio_three_to_one"] > 0 and "three sharing its embedder" in result.stdout
     (cascade,) = results["cascade"]
     assert cascade["n_articles"] == 4 and 0 <= cascade["skip_rate"] <= 1
-    assert cascade["ideal_speedup"] >= 1 and cascade["speedup"] > 0
+    t1, t2, skip = cascade["stage1_ms"], cascade["stage2_ms"], cascade["skip_rate"]
+    assert cascade["ideal_speedup"] == pytest.approx(t2 / (t1 + (1 - skip) * t2))
+    assert cascade["speedup"] == pytest.approx(t2 / cascade["hybrid_ms"]) and cascade["hybrid_ms"] > 0
     assert "The seed's table" in result.stdout and "E5Embedder(backend='torch')" in result.stdout
     assert plot.read_bytes().startswith(b"\x89PNG")
 

@@ -21,6 +21,7 @@ from hybrid_estimators.datasets import make_articles  # noqa: E402
 from hybrid_estimators.distributed import (  # noqa: E402
     MULTI_OUTPUT_COLUMNS,
     OUTPUT_COLUMNS,
+    _loaded_filters,
     _loaded_scorer,
     score_dataset,
 )
@@ -245,7 +246,9 @@ def test_several_filters_on_ray_write_the_rows_of_the_plain_command(
     assert sidecar == json.loads(Path(f"{plain}.meta.json").read_text())
 
 
-def test_score_dataset_takes_several_filters_by_name(local_ray, filter_dir, second_filter_dir, input_file):
+def test_score_dataset_takes_several_filters_by_name(
+    local_ray, filter_dir, second_filter_dir, input_file, cli_rows
+):
     from hybrid_estimators.scoring import MultiScoredLine
 
     filters = {"first": load_filter(filter_dir), "second": str(second_filter_dir)}
@@ -255,17 +258,19 @@ def test_score_dataset_takes_several_filters_by_name(local_ray, filter_dir, seco
     assert list(rows[0]) == list(MULTI_OUTPUT_COLUMNS)
     parsed = [MultiScoredLine.from_record(row) for row in rows]
     assert all(list(row.results) == ([] if row.error else ["first", "second"]) for row in parsed)
-    alone = sorted_rows(score_dataset(filter_dir, input_file, batch_size=BATCH))
-    for row, single in zip(parsed, alone):
-        if row.error is None:
-            assert row.results["first"].scores == single["scores"]
+    first = [row.results["first"].to_record() if row.error is None else cli for row, cli in zip(parsed, cli_rows)]
+    assert_same_rows(first, cli_rows)  # the first filter's results are its rows alone
     with pytest.raises(ValueError, match="take one filter"):
         score_dataset([filter_dir, second_filter_dir], input_file, all_stage2=True)
 
 
-def test_several_filters_refuse_the_same_filter_twice(local_ray, filter_dir, input_file):
-    with pytest.raises(Exception, match="demo/v1 is given twice"):
-        score_dataset([filter_dir, filter_dir], input_file, batch_size=BATCH).take_all()
+def test_several_filters_are_named_and_refuse_the_same_filter_twice(filter_dir, second_filter_dir, hybrid_router):
+    loaded = _loaded_filters([filter_dir, second_filter_dir], stage1_only=True)
+    assert list(loaded) == ["demo/v1", "other/v2"]
+    with pytest.raises(ValueError, match="demo/v1 is given twice"):
+        _loaded_filters([filter_dir, load_filter(filter_dir)], stage1_only=False)
+    with pytest.raises(ValueError, match="filter folders or Filters"):
+        _loaded_filters([hybrid_router[0]], stage1_only=False)  # a bare router has no name
 
 
 @pytest.mark.parametrize(
