@@ -237,9 +237,8 @@ class _MultiBatchScorer:
 
     def __call__(self, batch):
         rows = score_chunk_multi(self.scorers, _parsed_rows(batch, self.from_lines))
-        records = [row.to_record() for row in rows]
-        frame = _rows_frame(rows, columns=("line", "id", "error"))
-        frame["filters"] = pd.Series([json.dumps(record["filters"]) for record in records], dtype=object)
+        frame = _rows_frame(rows, columns=MULTI_OUTPUT_COLUMNS[:-1])
+        frame["filters"] = pd.Series([json.dumps(row.to_record()["filters"]) for row in rows], dtype=object)
         return frame
 
 
