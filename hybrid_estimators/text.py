@@ -212,6 +212,10 @@ def truncate_head_tail(text, head, tail, *, marker=" [...] ", tokenizer=None, sp
         return text
     head_end = spans[head - 1][1] if head else 0
     tail_start = spans[len(spans) - tail][0] if tail else len(text)
+    if not text[head_end:tail_start].strip():
+        # Several tokens can share characters (a syllable split into jamo): the
+        # kept tokens then cover the whole text and there is nothing to cut.
+        return text
     return text[:head_end].rstrip() + marker + text[tail_start:].lstrip()
 
 

@@ -94,7 +94,7 @@ AI = SEECE.parents[1] / "ai_engineering_practice" / "v1"
 
 def test_several_filters_score_in_one_pass_embedding_each_article_once(tmp_path):
     from hybrid_estimators import embedding
-    from hybrid_estimators.scoring import read_chunks, score_lines, score_lines_multi
+    from hybrid_estimators.scoring import MultiScoredLine, read_chunks, score_lines, score_lines_multi
 
     X, _ = make_articles(5, random_state=21)
     X["title"] = X["title"] + " (multi-filter test)"  # texts no cache has seen
@@ -116,6 +116,11 @@ def test_several_filters_score_in_one_pass_embedding_each_article_once(tmp_path)
     record = json.loads(rows[0].to_json())
     assert list(record) == ["line", "id", "error", "filters"]
     assert list(record["filters"]) == ["seece_energy_tech/v1", "ai_engineering_practice/v1"]
+    for row in rows:  # a row read back (as from Ray, filters as JSON text) writes the same bytes
+        record = json.loads(row.to_json())
+        assert MultiScoredLine.from_record(record).to_json() == row.to_json()
+        as_text = {**record, "filters": json.dumps(record["filters"])}
+        assert MultiScoredLine.from_record(as_text).to_json() == row.to_json()
 
 
 def test_filters_sharing_an_embedder_embed_a_dataframe_once_from_python():

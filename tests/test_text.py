@@ -196,6 +196,11 @@ def minilm_head_tail(minilm_path):
     return ArticleText(head_tail=(4, 3), tokenizer=minilm_path).fit(["x"])
 
 
+def test_head_tail_cuts_nothing_when_the_kept_tokens_cover_the_whole_text(minilm_head_tail):
+    text = "0:0:총0"  # found by hypothesis: 총 is several tokens of one character
+    assert minilm_head_tail.transform([text])[0, 0] == text
+
+
 @given(text=st.text(st.characters(exclude_categories=()), max_size=80))
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 def test_head_tail_with_a_tokenizer_keeps_both_ends_of_any_text(minilm_head_tail, text):
