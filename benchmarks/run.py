@@ -476,7 +476,7 @@ def seed_comparison(stage1_rows, stage2_rows, cascade_rows):
         ("speedup / ideal", f"{SEED['speedup'] / SEED['ideal']:.2f}", f"{best['speedup_to_ideal']:.2f}"),
         ("hybrid ms/article (Qwen 1.5B)", f"{SEED['hybrid_ms']}", f"{projected:.1f}*"),
         ("speedup (Qwen 1.5B)", f"{SEED['speedup']}×", f"{qwen / projected:.2f}×*"),
-        ("Stage 1 backend of the fastest cascade", "torch (GPU)", best["backend"]),
+        ("Stage 1 of the fastest cascade", "torch (GPU)", best["backend"]),
     ]
 
 
