@@ -548,10 +548,7 @@ def _score_multi_command(args):
         )
     if args.ray:
         return _score_multi_on_ray_command(args)
-    if args.address is not None or args.concurrency is not None:
-        raise CommandError("--address and --concurrency need --ray")
-    if args.resume and args.output is None:
-        raise CommandError("--resume needs -o/--output (the file to continue)")
+    _check_options_without_ray(args)
     identity = _filters_identity(args.filter)
 
     def stream(scorers, lines, sink, n_done, n_total):
@@ -635,6 +632,13 @@ def _check_stage2_options(args):
         raise CommandError("--fail-on-audit needs --audit RATE")
 
 
+def _check_options_without_ray(args):
+    if args.address is not None or args.concurrency is not None:
+        raise CommandError("--address and --concurrency need --ray")
+    if args.resume and args.output is None:
+        raise CommandError("--resume needs -o/--output (the file to continue)")
+
+
 def _score_command(args):
     _check_stage2_options(args)
     if len(args.filter) > 1:
@@ -642,10 +646,7 @@ def _score_command(args):
     args.filter = args.filter[0]
     if args.ray:
         return _score_on_ray_command(args)
-    if args.address is not None or args.concurrency is not None:
-        raise CommandError("--address and --concurrency need --ray")
-    if args.resume and args.output is None:
-        raise CommandError("--resume needs -o/--output (the file to continue)")
+    _check_options_without_ray(args)
     identity = _filter_identity(args.filter)
     dimensions = _table_dimensions(args.columns, identity["dimensions"])
 
