@@ -1,4 +1,5 @@
-"""Atomic writes of files and folders that keep the target's permissions.
+"""Atomic writes of files and folders that keep the target's permissions, and
+the one conversion of values to JSON.
 
 Every write of the package goes through :func:`atomic_write` or
 :func:`atomic_folder`: the content is written next to the target under a
@@ -9,13 +10,79 @@ behind.
 """
 
 import contextlib
+import math
+import numbers
 import os
 import shutil
 import stat
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
-__all__ = ["atomic_write", "atomic_folder"]
+import numpy as np
+
+__all__ = ["atomic_write", "atomic_folder", "json_safe"]
+
+
+def _safe_str(text):
+    """`text`, with what UTF-8 cannot encode (lone surrogates) as ``\\udXXX`` escapes."""
+    if text.isascii():
+        return text
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return text
+
+
+def json_safe(value):
+    """`value` as ``json.dumps(allow_nan=False)`` writes it and UTF-8 encodes it.
+
+    The package's one rule for JSON: a non-finite number (NaN, which is
+    also pandas' missing value, and infinities) becomes ``None`` (JSON
+    ``null``: "no number"), so that every file the package writes is
+    strict JSON. NumPy scalars and arrays become Python values, tuples
+    lists, mapping keys strings; strings keep their text, lone surrogates
+    becoming ``\\udXXX`` escapes; anything else becomes its ``str``.
+
+    Parameters
+    ----------
+    value : object
+        Built-in, NumPy or pandas-scalar values, nested in dicts, lists,
+        tuples and arrays.
+
+    Returns
+    -------
+    value : object
+        Of ``None``, bool, int, float, str, list and dict only.
+
+    Raises
+    ------
+    RecursionError
+        For values nested about as deeply as the recursion limit.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> json_safe({"mae": np.float32(0.5), "low": float("nan"), 3: (np.int64(1), "a\\ud800")})
+    {'mae': 0.5, 'low': None, '3': [1, 'a\\\\ud800']}
+    """
+    if isinstance(value, np.generic):
+        value = value.item()
+    if value is None or isinstance(value, bool):
+        return value
+    if isinstance(value, str):
+        return _safe_str(value)
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        return value if math.isfinite(value) else None
+    if isinstance(value, Mapping):
+        return {_safe_str(str(json_safe(key))): json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple, np.ndarray)):
+        return [json_safe(item) for item in value]
+    return _safe_str(str(value))
 
 
 def _current_umask():

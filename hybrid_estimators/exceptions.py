@@ -1,0 +1,39 @@
+"""The package's warning categories.
+
+Quality warnings are :func:`warnings.warn` calls with these categories,
+so that a user can filter them or turn them into errors, as with
+scikit-learn's :mod:`sklearn.exceptions`::
+
+    import warnings
+    from hybrid_estimators.exceptions import FilterQualityWarning
+    warnings.simplefilter("error", FilterQualityWarning)
+
+Logging may repeat them; it never replaces them.
+"""
+
+__all__ = ["HybridEstimatorsWarning", "FilterQualityWarning", "InSampleWarning"]
+
+
+class HybridEstimatorsWarning(UserWarning):
+    """Base class of every warning this package issues."""
+
+
+class FilterQualityWarning(HybridEstimatorsWarning):
+    """A filter's numbers say little: a probe no better than the mean, a
+    routing score without spread, a Stage 2 no better than Stage 1, a
+    calibration target not met, a run far from the filter's record.
+
+    Examples
+    --------
+    >>> import warnings
+    >>> from hybrid_estimators.exceptions import FilterQualityWarning
+    >>> with warnings.catch_warnings(record=True) as caught:
+    ...     warnings.simplefilter("always")
+    ...     warnings.warn("barely beats the mean", FilterQualityWarning)
+    >>> caught[0].category.__name__
+    'FilterQualityWarning'
+    """
+
+
+class InSampleWarning(HybridEstimatorsWarning):
+    """A number was measured on articles a stage was trained on."""
