@@ -54,7 +54,7 @@ from .tiers import (
     weighted_average,
 )
 
-__all__ = ["HybridRouterRegressor", "clear_cache", "cache_info"]
+__all__ = ["HybridRouterRegressor", "clear_cache", "cache_info", "unwrap_frozen"]
 
 logger = logging.getLogger(__name__)
 
@@ -245,6 +245,24 @@ def _predict_rows(predict, estimator, X, keys, namespace, cache):
             stored[keys[i]] = row
         _CACHES.added(len(missing))
     return np.stack([stored[key] for key in keys])
+
+
+def unwrap_frozen(estimator):
+    """`estimator` itself, or the estimator a :class:`~sklearn.frozen.FrozenEstimator` wraps.
+
+    The package's one way to reach a prefit stage through its wrapper.
+
+    Examples
+    --------
+    >>> from sklearn.dummy import DummyRegressor
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> regressor = DummyRegressor().fit([[0]], [1])
+    >>> unwrap_frozen(FrozenEstimator(regressor)) is regressor, unwrap_frozen(None)
+    (True, None)
+    """
+    if isinstance(estimator, FrozenEstimator):
+        return estimator.estimator
+    return estimator
 
 
 def _is_prefit(stage, name, prefit):
