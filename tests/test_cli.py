@@ -503,6 +503,52 @@ def test_calibrate_on_held_out_data_writes_a_threshold_that_keeps_recall(
     assert recall >= 0.85
 
 
+def _two_stage_copy(filter_dir, folder):
+    """A copy of `filter_dir` with a Stage 2 section and a (never loaded) adapter folder."""
+    from safetensors.numpy import save_file
+
+    shutil.copytree(filter_dir, folder)
+    (folder / "model").mkdir()
+    (folder / "model" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    save_file({"base_model.model.score.weight": np.zeros((3, 8), np.float32)},
+              str(folder / "model" / "adapter_model.safetensors"))
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["hybrid_inference"]["stage2"] = {"base_model": "org/base-model", "adapter": "model",
+                                            "head_tail": [64, 64], "max_length": 128}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder
+
+
+def _teacher_files(filter_dir, tmp_path):
+    """A two-stage filter, 4 unlabelled articles and its teacher file (with sidecar)."""
+    from _teacher_files import write_teacher_file
+
+    folder = _two_stage_copy(filter_dir, tmp_path / "demo")
+    filter_ = load_filter(folder)
+    X, _ = make_articles(4, random_state=3)
+    X["id"] = [f"u{i}" for i in range(len(X))]
+    unlabelled = tmp_path / "u.jsonl"
+    unlabelled.write_text("".join(json.dumps(row) + "\n" for row in X[["id", "title", "content"]].to_dict("records")))
+    scores = np.full((len(X), len(filter_.dimension_names_)), 5.0)
+    return folder, unlabelled, write_teacher_file(tmp_path / "t.jsonl", filter_, X["id"], scores, unlabelled)
+
+
+def test_train_probe_and_calibrate_refuse_a_teacher_file_out_of_line(filter_dir, tmp_path, capsys):
+    folder, unlabelled, teacher = _teacher_files(filter_dir, tmp_path)
+    lines = teacher.read_text().splitlines(keepends=True)
+    teacher.write_text("".join(reversed(lines)))  # tac
+    calibrate = ["calibrate", "--filter", str(folder), str(unlabelled), "--reference", "stage2",
+                 "--teacher-scores", str(teacher)]
+    assert main(calibrate) == 2
+    assert "t.jsonl: line 1: is the row of input line 4, not 1" in capsys.readouterr().err
+    train = ["train-probe", "--teacher-scores", str(teacher), "--unlabelled", str(unlabelled),
+             "--filter", str(folder), "-o", str(tmp_path / "distilled"), "--no-progress"]
+    teacher.write_text("".join(lines[:2] + lines[1:3]))  # line 2 twice, line 4 lost
+    assert main(train) == 2
+    assert "t.jsonl: line 3: is the row of input line 2, not 3" in capsys.readouterr().err
+    assert not (tmp_path / "distilled").exists()
+
+
 # --- benchmark ----------------------------------------------------------------
 
 
