@@ -329,7 +329,7 @@ def input_digest(path):
     """Lines of an input file and their sha256, as ``score`` records them in its sidecar.
 
     The sha256 of every line without its line ending, each followed by
-    ``\n`` (lines as :func:`hybrid_estimators.scoring.iter_lines` splits
+    ``\\n`` (lines as :func:`hybrid_estimators.scoring.iter_lines` splits
     them).
 
     Returns
@@ -341,8 +341,8 @@ def input_digest(path):
     --------
     >>> import hashlib, os, tempfile
     >>> path = os.path.join(tempfile.mkdtemp(), "in.jsonl")
-    >>> _ = open(path, "wb").write(b'{"id": 1}\r\n{"id": 2}')
-    >>> input_digest(path) == (2, hashlib.sha256(b'{"id": 1}\n{"id": 2}\n').hexdigest())
+    >>> _ = open(path, "wb").write(b'{"id": 1}\\r\\n{"id": 2}')
+    >>> input_digest(path) == (2, hashlib.sha256(b'{"id": 1}\\n{"id": 2}\\n').hexdigest())
     True
     """
     n_lines, digest, _ = _input_lines(path)

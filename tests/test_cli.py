@@ -549,6 +549,49 @@ def test_train_probe_and_calibrate_refuse_a_teacher_file_out_of_line(filter_dir,
     assert not (tmp_path / "distilled").exists()
 
 
+def test_calibrate_against_stage2_refuses_training_articles_with_a_trailing_space(filter_dir, tmp_path, capsys):
+    from _teacher_files import write_teacher_file
+
+    folder = _two_stage_copy(filter_dir, tmp_path / "demo")
+    trained, _ = make_articles(60, random_state=0)  # filter_dir's training articles
+    others, _ = make_articles(6, random_state=11)
+    X = pd.concat([trained.head(6).assign(content=lambda f: f["content"] + " "), others], ignore_index=True)
+    X["id"] = [f"u{i}" for i in range(len(X))]
+    unlabelled = tmp_path / "u.jsonl"
+    unlabelled.write_text("".join(json.dumps(row) + "\n" for row in X[["id", "title", "content"]].to_dict("records")))
+    teacher = write_teacher_file(tmp_path / "t.jsonl", load_filter(folder), X["id"], np.full((12, 3), 5.0), unlabelled)
+    calibrate = ["calibrate", "--filter", str(folder), str(unlabelled), "--reference", "stage2",
+                 "--teacher-scores", str(teacher), "--target-recall", "0.5", "--confidence", "0.5"]
+    assert main(calibrate) == 2
+    assert "6 of the 12 articles of" in capsys.readouterr().err
+    assert main([*calibrate, "--allow-training-articles"]) == 0
+    captured = capsys.readouterr()
+    assert "in sample: 6 of them training articles" in captured.out
+    assert "are among the training articles" in captured.err
+
+
+def test_calibrate_on_the_filters_own_training_articles_refuses_unless_allowed(seece, tmp_path, capsys):
+    """40 of the shipped seece filter's training articles, each with a trailing space (Stage 1 only)."""
+    X, Y, spec = seece
+    folder = tmp_path / "seece"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "filters" / "seece_energy_tech" / "v1", folder)
+    data = tmp_path / "data"
+    data.mkdir()
+    records = X.head(40).assign(content=lambda f: f["content"] + " ").to_dict("records")
+    for record, scores in zip(records, Y.head(40).to_dict("records")):
+        record["scores"] = scores
+    (data / "articles.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (data / "filter.yaml").write_text(yaml.safe_dump({"name": spec["name"], "dimensions": spec["dimensions"],
+                                                      "tiers": spec["tiers"]}))
+    calibrate = ["calibrate", "--filter", str(folder), str(data), "--no-progress", "--record-only"]
+    assert main(calibrate) == 2
+    assert "40 of the 40 articles of" in capsys.readouterr().err
+    assert main([*calibrate, "--allow-training-articles"]) == 0
+    captured = capsys.readouterr()
+    assert "prefit, in sample: 40 of them training articles" in captured.out
+    assert "40 of the 40 articles of" in captured.err and "optimistic (in sample)" in captured.err
+
+
 # --- benchmark ----------------------------------------------------------------
 
 

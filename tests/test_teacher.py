@@ -117,6 +117,9 @@ def test_disjoint_split_keeps_duplicates_together_and_check_disjoint_refuses_ove
         check_disjoint(X.iloc[train], X.iloc[train[:3]].assign(title="new", content="text"))  # same ids
     with pytest.raises(ValueError, match="1 articles are both"):
         check_disjoint(X.iloc[train[:5]], X.iloc[[train[0]]].assign(id="other"))  # same text
+    spaced = X.iloc[[train[0]]].assign(id="other", content=lambda f: f["content"] + " ")
+    with pytest.raises(ValueError, match="1 articles are both"):  # same text, once normalised
+        check_disjoint(X.iloc[train[:5]], spaced)
     assert disjoint_split(X, random_state=1)[1].tolist() == disjoint_split(X, random_state=1)[1].tolist()
 
 
