@@ -592,6 +592,31 @@ def test_calibrate_on_the_filters_own_training_articles_refuses_unless_allowed(s
     assert "40 of the 40 articles of" in captured.err and "optimistic (in sample)" in captured.err
 
 
+def test_train_probe_over_an_existing_filter_refuses_unless_force_then_replaces_it_whole(
+    minilm_path, filter_dir, labelled_folder, tmp_path, capsys
+):
+    data, _, _ = labelled_folder
+    out = _two_stage_copy(filter_dir, tmp_path / "filters" / "demo")  # with model/, a Stage 2 section
+    before = {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    train = ["train-probe", str(data), "-o", str(out), "--embedding-model", minilm_path, "--prefix", "",
+             "--probe", "ridge", "--cv", "2", "--no-progress"]
+    assert main(train) == 2
+    assert f"-o {out} already exists and is not empty" in capsys.readouterr().err
+    assert {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+
+    assert main([*train, "--force"]) == 0
+    assert not (out / "model").exists()  # nothing of the old folder is left behind
+    assert yaml.safe_load((out / "config.yaml").read_text())["hybrid_inference"]["stage2"] is None
+    assert sorted(path.name for path in out.rglob("*") if path.is_file()) == [
+        "README.md", "config.yaml", "embedding_probe.skops", "metadata.json"]
+    assert sorted(path.name for path in out.parent.iterdir()) == ["demo"]  # no staging or old copy
+    assert load_filter(out).metadata["metrics"]["probe"] == "ridge"
+
+    (tmp_path / "a_file").write_text("x")
+    assert main([*train[:2], "-o", str(tmp_path / "a_file"), *train[4:], "--force"]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+
+
 # --- benchmark ----------------------------------------------------------------
 
 
