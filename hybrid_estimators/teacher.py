@@ -246,6 +246,11 @@ def _check_articles(path, rows, articles):
     if "id" not in articles:
         return
     for number, (row, expected) in enumerate(zip(rows, articles["id"].tolist()), start=1):
+        if row.get("line", number) != number:
+            raise TeacherScoresError(
+                f"{path}: line {number}: is the row of input line {row.get('line')!r}, not {number}: "
+                "rows reordered, duplicated, missing or renumbered"
+            )
         if row.get("id") != expected:
             raise TeacherScoresError(
                 f"{path}: line {number} scores article {row.get('id')!r}, expected {expected!r}"
@@ -402,6 +407,10 @@ def check_teacher_lines(path, rows, unlabelled):
 
 def check_disjoint(X_train, X_certify):
     """Refuse articles that are both trained on and certified on (by id or text).
+
+    Texts are compared normalised (:func:`~hybrid_estimators.text.text_hashes`:
+    NFKC, case folded, whitespace collapsed), so a trailing space does not
+    make another article.
 
     Raises
     ------

@@ -227,3 +227,12 @@ def test_a_sidecar_of_a_run_without_all_stage2_is_refused(filter_, tmp_path):
     sidecar.write_text(json.dumps(record))
     with pytest.raises(TeacherScoresError, match="not scored with --all-stage2"):
         read_teacher_scores(teacher, filter_, unlabelled=unlabelled)
+
+
+def test_articles_given_in_python_are_checked_by_line_too(filter_, tmp_path):
+    X = articles(np.array([2.0, 6.0]))
+    shifted = _write(tmp_path / "t.jsonl", [
+        _row(filter_, 2, "a0", {"a": 2.0, "b": 2.0}), _row(filter_, 3, "a1", {"a": 6.0, "b": 6.0}),
+    ])
+    with pytest.raises(TeacherScoresError, match="t.jsonl: line 1: is the row of input line 2, not 1"):
+        read_teacher_scores(shifted, filter_, articles=X)
