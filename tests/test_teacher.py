@@ -236,3 +236,31 @@ def test_articles_given_in_python_are_checked_by_line_too(filter_, tmp_path):
     ])
     with pytest.raises(TeacherScoresError, match="t.jsonl: line 1: is the row of input line 2, not 1"):
         read_teacher_scores(shifted, filter_, articles=X)
+
+
+@pytest.mark.slow
+def test_score_all_stage2_writes_a_teacher_file_calibrate_accepts_and_tac_breaks(
+    seece_with_tiny_stage2, tmp_path, capsys
+):
+    """The real `score --all-stage2 -o` output and sidecar, end to end."""
+    import shutil
+
+    from hybrid_estimators.cli import main
+    from hybrid_estimators.datasets import make_articles
+
+    folder = tmp_path / "seece"
+    shutil.copytree(seece_with_tiny_stage2, folder)
+    X, _ = make_articles(8, random_state=4)
+    X["id"] = [f"u{i}" for i in range(len(X))]
+    unlabelled = tmp_path / "u.jsonl"
+    unlabelled.write_text("".join(json.dumps(row) + "\n" for row in X[["id", "title", "content"]].to_dict("records")))
+    teacher = tmp_path / "t.jsonl"
+    assert main(["score", "--filter", str(folder), "--all-stage2", str(unlabelled), "-o", str(teacher),
+                 "--batch-size", "4", "--no-progress", "--quiet"]) == 0
+    calibrate = ["calibrate", "--filter", str(folder), str(unlabelled), "--reference", "stage2",
+                 "--teacher-scores", str(teacher), "--target-recall", "0.5", "--confidence", "0.5", "--record-only"]
+    assert main(calibrate) == 0
+    capsys.readouterr()
+    teacher.write_text("".join(reversed(teacher.read_text().splitlines(keepends=True))))
+    assert main(calibrate) == 2
+    assert "t.jsonl: line 1: is the row of input line 8, not 1" in capsys.readouterr().err
