@@ -4,6 +4,7 @@ import hashlib
 import io
 import logging
 import os
+import stat
 from collections import OrderedDict
 from numbers import Integral
 from pathlib import Path
@@ -75,7 +76,7 @@ class _MemoryCache:
         self.max_items = max_items
         self._items = OrderedDict()
 
-    def get(self, key):
+    def get(self, key, dim=None):
         vector = self._items.get(key)
         if vector is not None:
             self._items.move_to_end(key)
@@ -87,30 +88,102 @@ class _MemoryCache:
             self._items.popitem(last=False)
 
 
-class _FolderCache:
-    """Embeddings as one ``.npy`` file per key under a folder.
+def _entry_dtype(dim):
+    """One cache entry: the sha256 of its key and vector, and the vector."""
+    return np.dtype([("sha256", "S32"), ("vector", "<f4", (dim,))])
 
-    Each file is written atomically (:func:`~hybrid_estimators._io.atomic_write`),
-    so concurrent processes and interrupted writes never leave a partial entry.
+
+def _entry_checksum(key, vector):
+    return hashlib.sha256(key + np.ascontiguousarray(vector, dtype="<f4").tobytes()).digest()
+
+
+def _read_regular_file(path, limit):
+    """The bytes of `path` when it is a regular file of at most `limit` bytes, else None.
+
+    Opened without following a final symbolic link and without blocking
+    (a FIFO or a device planted in the cache is not read, let alone waited on).
     """
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        return None
+    with os.fdopen(descriptor, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode) or info.st_size > limit:
+            return None
+        data = file.read(limit + 1)
+    return data if len(data) <= limit else None
+
+
+class _FolderCache:
+    """Embeddings as one ``.npy`` file per key under a folder, each checked when read.
+
+    An entry holds the vector and the sha256 of its key and the vector's
+    bytes (:func:`_entry_dtype`). It is used only when it is a regular file
+    of a sensible size, of the expected dtype and width, finite, and its
+    checksum holds; anything else (a truncated or planted vector, another
+    shape, a FIFO, a link) is a miss: the text is embedded again and the
+    entry rewritten. Each file is written atomically
+    (:func:`~hybrid_estimators._io.atomic_write`), so concurrent processes
+    and interrupted writes never leave a partial entry.
+
+    The checksum catches corruption and careless edits, not a deliberate
+    forgery (it has no secret): the folder must not be writable by anyone
+    who must not decide the scores. A folder writable by others is used
+    with a warning.
+    """
+
+    _warned_folders = set()
 
     def __init__(self, folder):
         self.folder = Path(folder)
+        self._warn_if_shared()
+
+    def _warn_if_shared(self):
+        try:
+            mode = self.folder.stat().st_mode
+        except OSError:
+            return
+        if mode & stat.S_IWOTH and self.folder not in self._warned_folders:
+            self._warned_folders.add(self.folder)
+            logger.warning(
+                "The embedding cache %s is writable by others (mode %o): whoever can write there "
+                "can change Stage 1's scores; use a folder only you can write to",
+                self.folder, stat.S_IMODE(mode),
+            )
 
     def _path(self, key):
         name = key.hex()
         return self.folder / name[:2] / f"{name}.npy"
 
-    def get(self, key):
-        try:
-            return np.load(self._path(key), allow_pickle=False)
-        except (FileNotFoundError, ValueError, OSError):
+    def get(self, key, dim):
+        path = self._path(key)
+        data = _read_regular_file(path, limit=4 * dim + 4096)
+        if data is None:
             return None
+        try:
+            entry = np.load(io.BytesIO(data), allow_pickle=False)
+        except (ValueError, OSError, EOFError):
+            entry = None
+        if entry is None or entry.shape != () or entry.dtype != _entry_dtype(dim):
+            logger.debug("embedding cache: %s is not an entry of width %d; embedding again", path, dim)
+            return None
+        vector = np.array(entry["vector"], dtype=np.float32)
+        if not np.isfinite(vector).all() or entry["sha256"] != _entry_checksum(key, vector):
+            logger.warning("embedding cache: %s fails its checksum; embedding again", path)
+            return None
+        return vector
 
     def put(self, key, vector):
+        entry = np.zeros((), dtype=_entry_dtype(len(vector)))
+        entry["vector"] = vector
+        entry["sha256"] = _entry_checksum(key, vector)
         buffer = io.BytesIO()
-        np.save(buffer, vector, allow_pickle=False)
-        atomic_write(self._path(key), buffer.getvalue())
+        np.save(buffer, entry, allow_pickle=False)
+        try:
+            atomic_write(self._path(key), buffer.getvalue())
+        except OSError as error:  # a cache that cannot be written only costs time
+            logger.warning("embedding cache: cannot write %s: %s", self._path(key), error)
 
 
 _MEMORY_CACHE = _MemoryCache()
@@ -169,7 +242,11 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         folder that keeps them across processes, False embeds every time.
         Keys hold the model, backend, prefix, length settings and the
         sha256 of the text, so repeated fits (cross-validation,
-        ``GridSearchCV``) and re-scoring never embed a text twice.
+        ``GridSearchCV``) and re-scoring never embed a text twice. A
+        folder's entries are checked when read (a checksum of key and
+        vector, dtype and width; regular files only): a bad entry is
+        embedded again and rewritten. The checksum has no secret, so the
+        folder must not be writable by others (a warning says when it is).
     show_progress_bar : bool or None, default=None
         Show a tqdm bar while embedding; None shows one only for long work
         (256 texts or more) when stderr is a terminal, so never in logs or
@@ -298,7 +375,7 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         check_is_fitted(self)
         cache = self._cache()
         keys = [self._cache_key(text) for text in texts]
-        found = {} if cache is None else {k: cache.get(k) for k in set(keys)}
+        found = {} if cache is None else {k: cache.get(k, self.embedding_dim_) for k in set(keys)}
         missing = list(dict.fromkeys(k for k in keys if found.get(k) is None))
         if missing:
             text_of = dict(zip(keys, texts))

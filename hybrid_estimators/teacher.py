@@ -7,6 +7,19 @@ everything that learns from Stage 2 reads that file back with
 other dimensions or comes from another filter or Stage 2. Each row of such
 a file carries ``teacher = {"filter": "name/version", "stage2_sha256": ...}``.
 
+A teacher file is also checked row by row against the unlabelled file it
+scored (``read_teacher_scores(..., unlabelled=U)``, which ``train-probe
+--teacher-scores`` and ``calibrate --teacher-scores`` use): its sidecar
+(``T.meta.json``, written by ``score -o T``) must say it scored every line
+of ``U`` as it is now (the sidecar's ``input.lines`` and ``input.sha256``,
+the sha256 of ``U``'s lines), and row ``k`` must be line ``k`` (its
+``line``) of the article with ``U``'s id of line ``k``. The rows carry no
+text hash of their own: the sidecar's hash of the whole input binds every
+line's text, and ``line`` and ``id`` bind each row to its line, so a file
+reordered (``tac``), with a row duplicated or missing, ids renamed or line
+numbers shifted, or written from another input, is refused with the file
+and the line named.
+
 Probes trained on Stage 2's scores and thresholds certified against them
 must use disjoint articles: :func:`disjoint_split` splits them (seeded) and
 :func:`check_disjoint` refuses any overlap it can detect by id or text.
@@ -15,6 +28,8 @@ must use disjoint articles: :func:`disjoint_split` splits them (seeded) and
 import hashlib
 import json
 import logging
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -30,6 +45,9 @@ __all__ = [
     "sample_weight_params",
     "teacher_identity",
     "read_teacher_scores",
+    "read_teacher_sidecar",
+    "input_digest",
+    "check_teacher_lines",
     "make_distillation_set",
     "disjoint_split",
     "check_disjoint",
@@ -139,18 +157,22 @@ def routing_every_article(filter_):
     return clone(filter_).set_params(threshold=0.0).fit()  # routing scores are >= 0
 
 
-def read_teacher_scores(path, filter_, articles=None):
+def read_teacher_scores(path, filter_, articles=None, *, unlabelled=None):
     """Read a ``score --all-stage2`` output and check it fits `filter_` and `articles`.
 
     Parameters
     ----------
     path : str or path-like
-        JSONL written by ``hybrid-estimators score --all-stage2``.
+        JSONL written by ``hybrid-estimators score --all-stage2 -o PATH``.
     filter_ : Filter
         The filter whose Stage 2 must have written it.
     articles : DataFrame or None, default=None
         The articles the file must score, in order (line ``i`` is article
         ``i``); their ``id`` column, when present, must match.
+    unlabelled : str or path-like or None, default=None
+        The JSONL file of articles the file must score: then its sidecar
+        (:func:`read_teacher_sidecar`) must cover exactly this file's
+        lines, and row ``k`` must be line ``k``, with the id of that line.
 
     Returns
     -------
@@ -162,28 +184,38 @@ def read_teacher_scores(path, filter_, articles=None):
     ------
     TeacherScoresError
         Naming the file and the line: another filter or Stage 2, other
-        dimensions, a row that is not from Stage 2, missing articles.
+        dimensions, a row that is not from Stage 2, missing articles, rows
+        out of order, duplicated or of other articles, another input.
     """
     path = Path(path)
     identity = teacher_identity(filter_)
     names = list(filter_.dimension_names_)
-    rows = []
-    with open(path, "rb") as file:
-        for number, raw in enumerate(file, start=1):
-            rows.append(_teacher_row(path, number, raw, identity, names))
+    records = list(_teacher_records(path))
+    rows = [_teacher_row(path, number, row, identity, names) for number, row in records]
+    if unlabelled is not None:
+        check_teacher_lines(path, [row for _, row in records], unlabelled)
     if articles is not None:
-        _check_articles(path, rows, articles)
+        _check_articles(path, [row for _, row in records], articles)
     return pd.DataFrame(
         [row if row is not None else [np.nan] * len(names) for row in rows], columns=names
     ).set_axis(articles.index if articles is not None else range(len(rows)))
 
 
-def _teacher_row(path, number, raw, identity, names):
+def _teacher_records(path):
+    """``(line number, row)`` of each line of a teacher file, parsed."""
+    with open(path, "rb") as file:
+        for number, raw in enumerate(file, start=1):
+            try:
+                row = json.loads(raw)
+            except ValueError as error:
+                raise TeacherScoresError(f"{path}: line {number}: not JSON: {error}") from None
+            if not isinstance(row, dict):
+                raise TeacherScoresError(f"{path}: line {number}: not an output row (a JSON object)")
+            yield number, row
+
+
+def _teacher_row(path, number, row, identity, names):
     where = f"{path}: line {number}"
-    try:
-        row = json.loads(raw)
-    except ValueError as error:
-        raise TeacherScoresError(f"{where}: not JSON: {error}") from None
     if row.get("error") is not None or row.get("blocked_by") is not None:
         return None
     teacher = row.get("teacher") or {}
@@ -213,17 +245,172 @@ def _check_articles(path, rows, articles):
         )
     if "id" not in articles:
         return
-    with open(path, "rb") as file:
-        ids = [json.loads(raw).get("id") for raw in file]
-    for number, (given, expected) in enumerate(zip(ids, articles["id"].tolist()), start=1):
-        if given != expected:
+    for number, (row, expected) in enumerate(zip(rows, articles["id"].tolist()), start=1):
+        if row.get("line", number) != number:
             raise TeacherScoresError(
-                f"{path}: line {number} scores article {given!r}, expected {expected!r}"
+                f"{path}: line {number}: is the row of input line {row.get('line')!r}, not {number}: "
+                "rows reordered, duplicated, missing or renumbered"
             )
+        if row.get("id") != expected:
+            raise TeacherScoresError(
+                f"{path}: line {number} scores article {row.get('id')!r}, expected {expected!r}"
+            )
+
+
+#: What ``score -o OUT`` writes beside ``OUT`` (see :mod:`hybrid_estimators.cli.score`).
+SIDECAR_SUFFIX = ".meta.json"
+SIDECAR_FORMAT_PREFIX = "hybrid-estimators-score/"
+MAX_SIDECAR_BYTES = 1 << 20
+
+
+def _sidecar_candidates(path):
+    path = Path(path)
+    candidates = [Path(f"{path}{SIDECAR_SUFFIX}")]
+    resolved = Path(f"{path.resolve()}{SIDECAR_SUFFIX}")  # a sidecar keyed on the real file
+    return candidates if resolved == candidates[0] else [*candidates, resolved]
+
+
+def _read_small_regular_file(path, limit):
+    """The bytes of `path` if it is a regular file of at most `limit` bytes, else None."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # a FIFO must not block
+    except FileNotFoundError:
+        return None
+    with os.fdopen(descriptor, "rb") as file:
+        info = os.fstat(file.fileno())
+        if not stat.S_ISREG(info.st_mode):
+            raise TeacherScoresError(f"{path} is not a regular file")
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise TeacherScoresError(f"{path} is larger than {limit} bytes: not a sidecar of score")
+    return data
+
+
+def read_teacher_sidecar(path):
+    """The sidecar ``score -o PATH`` wrote beside the teacher file `path`.
+
+    Parameters
+    ----------
+    path : str or path-like
+        The teacher file; its sidecar is ``PATH.meta.json``.
+
+    Returns
+    -------
+    sidecar : dict
+        With at least ``input = {"lines": int, "sha256": str}``.
+
+    Raises
+    ------
+    TeacherScoresError
+        When the sidecar is missing, not a regular file, not JSON or not
+        one of ``score``'s, or lacks the input it covers.
+    """
+    for candidate in _sidecar_candidates(path):
+        try:
+            data = _read_small_regular_file(candidate, MAX_SIDECAR_BYTES)
+        except OSError as error:
+            raise TeacherScoresError(f"{path}: cannot read its sidecar {candidate}: {error}") from None
+        if data is not None:
+            break
+    else:
+        raise TeacherScoresError(
+            f"{path}: has no sidecar {path}{SIDECAR_SUFFIX}: write teacher scores with "
+            f"`score --all-stage2 -o {path}`, whose sidecar proves which input they score"
+        )
+    try:
+        sidecar = json.loads(data)
+        if not str(sidecar.get("format", "")).startswith(SIDECAR_FORMAT_PREFIX):
+            raise ValueError(f"format {sidecar.get('format')!r}")
+        sidecar["input"] = {"lines": int(sidecar["input"]["lines"]), "sha256": str(sidecar["input"]["sha256"])}
+    except (ValueError, TypeError, KeyError, AttributeError) as error:
+        raise TeacherScoresError(f"{candidate}: not a sidecar of `score -o` ({error})") from None
+    options = sidecar.get("options")
+    if isinstance(options, dict) and options.get("all_stage2") is False:
+        raise TeacherScoresError(f"{path}: its sidecar {candidate} says it was not scored with --all-stage2")
+    return sidecar
+
+
+def input_digest(path):
+    """Lines of an input file and their sha256, as ``score`` records them in its sidecar.
+
+    The sha256 of every line without its line ending, each followed by
+    ``\\n`` (lines as :func:`hybrid_estimators.scoring.iter_lines` splits
+    them).
+
+    Returns
+    -------
+    n_lines : int
+    sha256 : str
+
+    Examples
+    --------
+    >>> import hashlib, os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "in.jsonl")
+    >>> _ = open(path, "wb").write(b'{"id": 1}\\r\\n{"id": 2}')
+    >>> input_digest(path) == (2, hashlib.sha256(b'{"id": 1}\\n{"id": 2}\\n').hexdigest())
+    True
+    """
+    n_lines, digest, _ = _input_lines(path)
+    return n_lines, digest
+
+
+def _input_lines(path):
+    """Number of lines, their sha256 (as the sidecar's) and each line's output id."""
+    from .scoring import ScoredLine, iter_lines, parse_line
+
+    digest, ids = hashlib.sha256(), []
+    with open(path, "rb") as file:
+        for number, raw in enumerate(iter_lines(file), start=1):
+            digest.update(raw + b"\n")
+            ids.append(ScoredLine(number, parse_line(number, raw).id).to_record()["id"])
+    return len(ids), digest.hexdigest(), ids
+
+
+def check_teacher_lines(path, rows, unlabelled):
+    """Refuse teacher `rows` (of file `path`) that are not one per line of `unlabelled`, in order.
+
+    The sidecar must cover exactly `unlabelled`'s lines as they are now
+    (count and sha256); row ``k`` must say ``line`` ``k`` and carry the id
+    of `unlabelled`'s line ``k``.
+
+    Raises
+    ------
+    TeacherScoresError
+        Naming the file and the first line that does not fit.
+    """
+    sidecar = read_teacher_sidecar(path)
+    n_lines, digest, ids = _input_lines(unlabelled)
+    covered = sidecar["input"]
+    if (covered["lines"], covered["sha256"]) != (n_lines, digest):
+        raise TeacherScoresError(
+            f"{path}: scored another input: its sidecar covers {covered['lines']} lines with sha256 "
+            f"{covered['sha256'][:12]}…, {unlabelled} has {n_lines} lines with sha256 {digest[:12]}… "
+            "(score the file again with --all-stage2)"
+        )
+    for number, row in enumerate(rows, start=1):
+        if row.get("line") != number:
+            raise TeacherScoresError(
+                f"{path}: line {number}: is the row of input line {row.get('line')!r}, not {number}: "
+                "rows reordered, duplicated, missing or renumbered"
+            )
+        if number <= n_lines and row.get("id") != ids[number - 1]:
+            raise TeacherScoresError(
+                f"{path}: line {number}: scores article {row.get('id')!r}, but line {number} of "
+                f"{unlabelled} is {ids[number - 1]!r}"
+            )
+    if len(rows) != n_lines:
+        raise TeacherScoresError(
+            f"{path}: has {len(rows)} rows for the {n_lines} lines of {unlabelled}: "
+            + ("it misses lines" if len(rows) < n_lines else f"line {n_lines + 1} scores no line of it")
+        )
 
 
 def check_disjoint(X_train, X_certify):
     """Refuse articles that are both trained on and certified on (by id or text).
+
+    Texts are compared normalised (:func:`~hybrid_estimators.text.text_hashes`:
+    NFKC, case folded, whitespace collapsed), so a trailing space does not
+    make another article.
 
     Raises
     ------

@@ -4,6 +4,7 @@ import hashlib
 import math
 import numbers
 import re
+import unicodedata
 import warnings
 from collections.abc import Mapping
 
@@ -442,13 +443,47 @@ class ArticleText(TransformerMixin, BaseEstimator):
         return tags
 
 
-def text_hashes(X):
+def normalised_text(text):
+    """`text` as overlap checks compare it: NFKC, case folded, whitespace collapsed.
+
+    Unicode NFKC (compatibility forms such as full-width letters or
+    ligatures become their plain letters), case folded, invisible format
+    characters (zero-width spaces and joiners, soft hyphens, byte-order
+    marks: category Cf) removed, and every run of whitespace one space,
+    none at either end. Two copies of an article that differ only by such
+    edits (a trailing space, a re-cased title) are one article to
+    :func:`text_hashes`.
+
+    Examples
+    --------
+    >>> normalised_text("  Solar\\u00a0RECORD\\u200b \\n\\n ｆｕｌｌ  ")
+    'solar record full'
+    """
+    text = unicodedata.normalize("NFKC", unicodedata.normalize("NFKC", text).casefold())
+    text = "".join(character for character in text if unicodedata.category(character) != "Cf")
+    return " ".join(text.split())
+
+
+def _article_field(row, name):
+    value = getattr(row, name, "")
+    return value if isinstance(value, str) else ""
+
+
+def text_hashes(X, *, normalised=True):
     """sha256 of each article's title and content, to detect the same article twice.
 
     Parameters
     ----------
     X : DataFrame or list of dict
         Articles.
+    normalised : bool, default=True
+        Hash the title and content joined by a space, as
+        :func:`normalised_text` (NFKC, case folded, whitespace collapsed),
+        so that a trailing space or a re-cased word does not make another
+        article. False hashes the exact title and content (joined by
+        ``"\\x00"``): the scheme of filters saved before the normalised one
+        (their ``training_articles_sha256``); :func:`recorded_articles`
+        compares with both.
 
     Returns
     -------
@@ -456,14 +491,49 @@ def text_hashes(X):
 
     Examples
     --------
-    >>> a, b, c = text_hashes([{"title": "A", "content": "x"}, {"title": "A", "content": "x"},
+    >>> a, b, c = text_hashes([{"title": "A", "content": "x"}, {"title": "a ", "content": " x\\n"},
     ...                        {"title": "A", "content": "y"}])
     >>> a == b, a == c
     (True, False)
+    >>> a == text_hashes([{"title": "A", "content": "x"}], normalised=False)[0]
+    False
     """
     frame = as_frame(X)
     hashes = []
     for row in frame.itertuples(index=False):
-        text = "\x00".join(str(getattr(row, name, "") or "") for name in ("title", "content"))
+        title, content = _article_field(row, "title"), _article_field(row, "content")
+        text = normalised_text(f"{title} {content}") if normalised else f"{title}\x00{content}"
         hashes.append(hashlib.sha256(text.encode("utf-8", "surrogatepass")).hexdigest())
     return np.asarray(hashes, dtype=object)
+
+
+def recorded_articles(X, recorded):
+    """Which articles of `X` are among `recorded` text hashes (e.g. a filter's training articles).
+
+    An article is recorded when its normalised hash (:func:`text_hashes`)
+    or its exact one (``normalised=False``, the scheme of older filters) is
+    in `recorded`: both are compared, as a list may hold either scheme and
+    sha256 hashes of the two never coincide.
+
+    Parameters
+    ----------
+    X : DataFrame or list of dict
+        Articles.
+    recorded : iterable of str
+        Text hashes, such as a filter's ``training_articles_sha256``.
+
+    Returns
+    -------
+    mask : ndarray of bool, shape (n_samples,)
+
+    Examples
+    --------
+    >>> trained = text_hashes([{"title": "Wind", "content": "A new farm."}])
+    >>> recorded_articles([{"title": "WIND", "content": "A new farm. "},
+    ...                    {"title": "Wind", "content": "Another farm."}], trained)
+    array([ True, False])
+    """
+    recorded = set(recorded)
+    normalised = text_hashes(X)
+    exact = text_hashes(X, normalised=False)
+    return np.array([a in recorded or b in recorded for a, b in zip(normalised, exact)], dtype=bool)

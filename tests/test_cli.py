@@ -503,6 +503,120 @@ def test_calibrate_on_held_out_data_writes_a_threshold_that_keeps_recall(
     assert recall >= 0.85
 
 
+def _two_stage_copy(filter_dir, folder):
+    """A copy of `filter_dir` with a Stage 2 section and a (never loaded) adapter folder."""
+    from safetensors.numpy import save_file
+
+    shutil.copytree(filter_dir, folder)
+    (folder / "model").mkdir()
+    (folder / "model" / "adapter_config.json").write_text(json.dumps({"peft_type": "LORA"}))
+    save_file({"base_model.model.score.weight": np.zeros((3, 8), np.float32)},
+              str(folder / "model" / "adapter_model.safetensors"))
+    config = yaml.safe_load((folder / "config.yaml").read_text())
+    config["hybrid_inference"]["stage2"] = {"base_model": "org/base-model", "adapter": "model",
+                                            "head_tail": [64, 64], "max_length": 128}
+    (folder / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    return folder
+
+
+def _teacher_files(filter_dir, tmp_path):
+    """A two-stage filter, 4 unlabelled articles and its teacher file (with sidecar)."""
+    from _teacher_files import write_teacher_file
+
+    folder = _two_stage_copy(filter_dir, tmp_path / "demo")
+    filter_ = load_filter(folder)
+    X, _ = make_articles(4, random_state=3)
+    X["id"] = [f"u{i}" for i in range(len(X))]
+    unlabelled = tmp_path / "u.jsonl"
+    unlabelled.write_text("".join(json.dumps(row) + "\n" for row in X[["id", "title", "content"]].to_dict("records")))
+    scores = np.full((len(X), len(filter_.dimension_names_)), 5.0)
+    return folder, unlabelled, write_teacher_file(tmp_path / "t.jsonl", filter_, X["id"], scores, unlabelled)
+
+
+def test_train_probe_and_calibrate_refuse_a_teacher_file_out_of_line(filter_dir, tmp_path, capsys):
+    folder, unlabelled, teacher = _teacher_files(filter_dir, tmp_path)
+    lines = teacher.read_text().splitlines(keepends=True)
+    teacher.write_text("".join(reversed(lines)))  # tac
+    calibrate = ["calibrate", "--filter", str(folder), str(unlabelled), "--reference", "stage2",
+                 "--teacher-scores", str(teacher)]
+    assert main(calibrate) == 2
+    assert "t.jsonl: line 1: is the row of input line 4, not 1" in capsys.readouterr().err
+    train = ["train-probe", "--teacher-scores", str(teacher), "--unlabelled", str(unlabelled),
+             "--filter", str(folder), "-o", str(tmp_path / "distilled"), "--no-progress"]
+    teacher.write_text("".join(lines[:2] + lines[1:3]))  # line 2 twice, line 4 lost
+    assert main(train) == 2
+    assert "t.jsonl: line 3: is the row of input line 2, not 3" in capsys.readouterr().err
+    assert not (tmp_path / "distilled").exists()
+
+
+def test_calibrate_against_stage2_refuses_training_articles_with_a_trailing_space(filter_dir, tmp_path, capsys):
+    from _teacher_files import write_teacher_file
+
+    folder = _two_stage_copy(filter_dir, tmp_path / "demo")
+    trained, _ = make_articles(60, random_state=0)  # filter_dir's training articles
+    others, _ = make_articles(6, random_state=11)
+    X = pd.concat([trained.head(6).assign(content=lambda f: f["content"] + " "), others], ignore_index=True)
+    X["id"] = [f"u{i}" for i in range(len(X))]
+    unlabelled = tmp_path / "u.jsonl"
+    unlabelled.write_text("".join(json.dumps(row) + "\n" for row in X[["id", "title", "content"]].to_dict("records")))
+    teacher = write_teacher_file(tmp_path / "t.jsonl", load_filter(folder), X["id"], np.full((12, 3), 5.0), unlabelled)
+    calibrate = ["calibrate", "--filter", str(folder), str(unlabelled), "--reference", "stage2",
+                 "--teacher-scores", str(teacher), "--target-recall", "0.5", "--confidence", "0.5"]
+    assert main(calibrate) == 2
+    assert "6 of the 12 articles of" in capsys.readouterr().err
+    assert main([*calibrate, "--allow-training-articles"]) == 0
+    captured = capsys.readouterr()
+    assert "in sample: 6 of them training articles" in captured.out
+    assert "are among the training articles" in captured.err
+
+
+def test_calibrate_on_the_filters_own_training_articles_refuses_unless_allowed(seece, tmp_path, capsys):
+    """40 of the shipped seece filter's training articles, each with a trailing space (Stage 1 only)."""
+    X, Y, spec = seece
+    folder = tmp_path / "seece"
+    shutil.copytree(Path(__file__).resolve().parents[1] / "filters" / "seece_energy_tech" / "v1", folder)
+    data = tmp_path / "data"
+    data.mkdir()
+    records = X.head(40).assign(content=lambda f: f["content"] + " ").to_dict("records")
+    for record, scores in zip(records, Y.head(40).to_dict("records")):
+        record["scores"] = scores
+    (data / "articles.jsonl").write_text("".join(json.dumps(r) + "\n" for r in records))
+    (data / "filter.yaml").write_text(yaml.safe_dump({"name": spec["name"], "dimensions": spec["dimensions"],
+                                                      "tiers": spec["tiers"]}))
+    calibrate = ["calibrate", "--filter", str(folder), str(data), "--no-progress", "--record-only"]
+    assert main(calibrate) == 2
+    assert "40 of the 40 articles of" in capsys.readouterr().err
+    assert main([*calibrate, "--allow-training-articles"]) == 0
+    captured = capsys.readouterr()
+    assert "prefit, in sample: 40 of them training articles" in captured.out
+    assert "40 of the 40 articles of" in captured.err and "optimistic (in sample)" in captured.err
+
+
+def test_train_probe_over_an_existing_filter_refuses_unless_force_then_replaces_it_whole(
+    minilm_path, filter_dir, labelled_folder, tmp_path, capsys
+):
+    data, _, _ = labelled_folder
+    out = _two_stage_copy(filter_dir, tmp_path / "filters" / "demo")  # with model/, a Stage 2 section
+    before = {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()}
+    train = ["train-probe", str(data), "-o", str(out), "--embedding-model", minilm_path, "--prefix", "",
+             "--probe", "ridge", "--cv", "2", "--no-progress"]
+    assert main(train) == 2
+    assert f"-o {out} already exists and is not empty" in capsys.readouterr().err
+    assert {path.relative_to(out): path.read_bytes() for path in out.rglob("*") if path.is_file()} == before
+
+    assert main([*train, "--force"]) == 0
+    assert not (out / "model").exists()  # nothing of the old folder is left behind
+    assert yaml.safe_load((out / "config.yaml").read_text())["hybrid_inference"]["stage2"] is None
+    assert sorted(path.name for path in out.rglob("*") if path.is_file()) == [
+        "README.md", "config.yaml", "embedding_probe.skops", "metadata.json"]
+    assert sorted(path.name for path in out.parent.iterdir()) == ["demo"]  # no staging or old copy
+    assert load_filter(out).metadata["metrics"]["probe"] == "ridge"
+
+    (tmp_path / "a_file").write_text("x")
+    assert main([*train[:2], "-o", str(tmp_path / "a_file"), *train[4:], "--force"]) == 2
+    assert "exists and is not a folder" in capsys.readouterr().err
+
+
 # --- benchmark ----------------------------------------------------------------
 
 

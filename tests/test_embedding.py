@@ -137,3 +137,76 @@ def test_stage1_learns_the_synthetic_scores(minilm_path):
     mae = np.abs(predicted - Y.to_numpy()).mean()
     baseline = np.abs(Y.to_numpy() - Y.to_numpy().mean(axis=0)).mean()
     assert mae < 0.5 * baseline
+
+
+# --- the folder cache verifies what it reads (issue 21 item 13) -------------------------------
+
+
+def _entries(folder):
+    return sorted(folder.rglob("*.npy"))
+
+
+def _cached_run(minilm_path, folder, texts):
+    return E5Embedder(minilm_path, prefix="", cache=str(folder), show_progress_bar=False).fit_transform(texts)
+
+
+def test_a_planted_vector_with_a_wrong_checksum_is_embedded_again_and_rewritten(minilm_path, tmp_path):
+    texts = ["Solar output doubled.", "A wind farm opened."]
+    expected = E5Embedder(minilm_path, prefix="", cache=False, show_progress_bar=False).fit_transform(texts)
+    np.testing.assert_array_equal(_cached_run(minilm_path, tmp_path, texts), expected)
+    first = _entries(tmp_path)[0]
+    entry = np.load(first)
+    entry["vector"] = np.full(entry["vector"].shape, 0.05, dtype=np.float32)  # right shape, dtype
+    np.save(first, entry)
+    # Embedded again (alone: a batch of one pads differently, hence the float tolerance).
+    recomputed = _cached_run(minilm_path, tmp_path, texts)
+    np.testing.assert_allclose(recomputed, expected, atol=1e-6)
+    repaired = np.load(first)
+    assert not np.allclose(repaired["vector"], 0.05)  # rewritten with the computed vector
+    np.testing.assert_array_equal(_cached_run(minilm_path, tmp_path, texts), recomputed)
+
+
+def test_a_wrong_shape_or_an_old_entry_is_a_miss_not_an_error(minilm_path, tmp_path):
+    texts = ["Solar output doubled.", "A wind farm opened."]
+    expected = _cached_run(minilm_path, tmp_path, texts)
+    first, second = _entries(tmp_path)
+    np.save(first, np.ones(17, dtype=np.float32))  # another width
+    np.save(second, expected[1])  # a plain vector without checksum (the cache's old format)
+    np.testing.assert_array_equal(_cached_run(minilm_path, tmp_path, texts), expected)
+    assert [np.load(path).dtype.names for path in (first, second)] == [("sha256", "vector")] * 2
+
+
+def test_a_fifo_or_a_link_in_the_cache_is_a_miss_and_never_blocks(minilm_path, tmp_path):
+    import os
+    import signal
+
+    texts = ["Solar output doubled.", "A wind farm opened."]
+    expected = _cached_run(minilm_path, tmp_path, texts)
+    first, second = _entries(tmp_path)
+    first.unlink()
+    os.mkfifo(first)
+    second.unlink()
+    second.symlink_to("/dev/zero")
+
+    def hung(*_):
+        raise TimeoutError("reading the cache blocked")
+
+    previous = signal.signal(signal.SIGALRM, hung)
+    signal.alarm(60)
+    try:
+        np.testing.assert_array_equal(_cached_run(minilm_path, tmp_path, texts), expected)
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+    assert first.is_file() and not second.is_symlink()  # both replaced by checked entries
+
+
+def test_a_world_writable_cache_folder_is_named_in_a_warning(minilm_path, tmp_path, caplog):
+    import os
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    os.chmod(shared, 0o777)
+    with caplog.at_level("WARNING", logger="hybrid_estimators.embedding"):
+        _cached_run(minilm_path, shared, ["Solar output doubled."])
+    assert f"The embedding cache {shared} is writable by others" in caplog.text

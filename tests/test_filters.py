@@ -552,16 +552,11 @@ def test_train_probe_needs_both_stage2_options(tmp_path, data, capsys):
 # --- train-probe --teacher-scores: a probe distilled from Stage 2 ------------------------------
 
 
-def _teacher_file(path, teacher, X, scores):
-    """What `score --filter F --all-stage2` writes for articles X with these Stage 2 scores."""
-    from hybrid_estimators.teacher import teacher_identity
+def _teacher_file(path, teacher, X, scores, unlabelled):
+    """What `score --filter F --all-stage2 unlabelled -o path` writes for articles X with these scores."""
+    from _teacher_files import write_teacher_file
 
-    identity = teacher_identity(teacher)
-    rows = [{"line": i + 1, "id": article_id, "scores": dict(zip(teacher.dimension_names_, row)),
-             "stage_used": "stage2", "blocked_by": None, "error": None, "teacher": identity}
-            for i, (article_id, row) in enumerate(zip(X["id"], scores.tolist()))]
-    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return path
+    return write_teacher_file(path, teacher, X["id"], scores, unlabelled)
 
 
 def test_train_probe_distils_stage2_and_calibrate_certifies_on_the_held_out_half(
@@ -573,7 +568,7 @@ def test_train_probe_distils_stage2_and_calibrate_certifies_on_the_held_out_half
     X["id"] = [f"u{i}" for i in range(len(X))]
     unlabelled = tmp_path / "unlabelled.jsonl"
     unlabelled.write_text("".join(json.dumps(row) + "\n" for row in X[["id", "title", "content"]].to_dict("records")))
-    scores = _teacher_file(tmp_path / "teacher.jsonl", teacher, X, Y[teacher.dimension_names_].to_numpy())
+    scores = _teacher_file(tmp_path / "teacher.jsonl", teacher, X, Y[teacher.dimension_names_].to_numpy(), unlabelled)
     out = tmp_path / "distilled"
     labelled = _labelled(tmp_path / "data", *data)
 
@@ -597,7 +592,8 @@ def test_train_probe_distils_stage2_and_calibrate_certifies_on_the_held_out_half
 
     # calibrate on the same file certifies on the held-out half only, from the teacher file;
     # --record-only keeps the threshold in use and shows the certificate beside it.
-    rescored = _teacher_file(tmp_path / "teacher2.jsonl", distilled, X, Y[teacher.dimension_names_].to_numpy())
+    rescored = _teacher_file(tmp_path / "teacher2.jsonl", distilled, X, Y[teacher.dimension_names_].to_numpy(),
+                             unlabelled)
     calibrate = ["calibrate", "--filter", str(out), "--reference", "stage2", str(unlabelled),
                  "--teacher-scores", str(rescored), "--target-recall", "0.5", "--confidence", "0.5"]
     assert main([*calibrate, "--record-only"]) == 0

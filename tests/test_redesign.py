@@ -16,6 +16,8 @@ from hybrid_estimators.datasets import make_articles
 from hybrid_estimators.filters import load_filter
 from hybrid_estimators.teacher import teacher_identity, teacher_scores
 
+from _teacher_files import write_sidecar
+
 PACKAGE = Path(__file__).resolve().parents[1] / "hybrid_estimators"
 FILTERS = PACKAGE.parent / "filters"
 
@@ -128,6 +130,7 @@ def test_calibrate_against_stage2_keeps_permissions_and_records_the_calibration(
                     "stage_used": "stage2", "blocked_by": None, "error": None, "teacher": identity}) + "\n"
         for i, (row_id, values) in enumerate(zip(X["id"], scores.to_numpy().tolist()))
     ))
+    write_sidecar(teacher, articles)  # as `score --all-stage2 -o` writes it
     status = main(["calibrate", "--filter", str(folder), str(articles), "--reference", "stage2",
                    "--teacher-scores", str(teacher), "--target-recall", "0.8", "--confidence", "0.8"])
     assert status == 0

@@ -210,3 +210,36 @@ def test_head_tail_with_a_tokenizer_keeps_both_ends_of_any_text(minilm_head_tail
     head, _, tail = out.partition(" [...] ")
     assert text.startswith(head) and text.endswith(tail)  # cut only in the middle, never re-encoded
     assert len(head) + len(tail) < len(text)
+
+
+# --- overlap checks compare normalised text (issue 21 item 5) ---------------------------------
+
+
+def test_text_hashes_see_through_spacing_case_and_unicode_forms():
+    from hybrid_estimators.text import text_hashes
+
+    original = {"title": "Solar Record", "content": "Output doubled in 2024."}
+    variants = [
+        {"title": "Solar Record", "content": "Output doubled in 2024. "},  # one trailing space
+        {"title": "SOLAR record", "content": "Output  doubled\nin 2024."},  # case, whitespace
+        {"title": "Ｓｏｌａｒ Record", "content": "Output\u00a0doubled in 2024.\u200b"},  # NFKC, invisible
+        {"title": "Solar", "content": "Record Output doubled in 2024."},  # a word moved between fields
+    ]
+    hashes = text_hashes([original, *variants])
+    assert set(hashes) == {hashes[0]}
+    assert text_hashes([{"title": "Solar Record", "content": "Output tripled in 2024."}])[0] != hashes[0]
+    exact = text_hashes([original, variants[0]], normalised=False)
+    assert exact[0] != exact[1]  # the old scheme: one space made another article
+
+
+def test_recorded_articles_match_either_scheme():
+    from hybrid_estimators.text import recorded_articles, text_hashes
+
+    trained = [{"title": "Wind", "content": "A new farm."}, {"title": "Heat", "content": "Pumps sell."}]
+    asked = [{"title": "Wind", "content": "A new farm. "}, {"title": "Heat", "content": "Pumps sell."},
+             {"title": "Grid", "content": "Batteries."}]
+    np.testing.assert_array_equal(recorded_articles(asked, text_hashes(trained)), [True, True, False])
+    # A filter saved with exact hashes still catches exact copies (and only those).
+    np.testing.assert_array_equal(
+        recorded_articles(asked, text_hashes(trained, normalised=False)), [False, True, False]
+    )

@@ -199,7 +199,7 @@ def read_teacher_file(path, filter_, data, lines, n_lines, *, allow_missing=Fals
     from ..teacher import TeacherScoresError, read_teacher_scores
 
     try:
-        scores = read_teacher_scores(path, filter_)
+        scores = read_teacher_scores(path, filter_, unlabelled=data)
     except (TeacherScoresError, OSError) as error:
         raise CommandError(str(error)) from None
     if len(scores) != n_lines:

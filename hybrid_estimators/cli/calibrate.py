@@ -54,8 +54,14 @@ def _held_out_by_train_probe(filter_, articles, lines, args):
 
 
 def _check_not_trained_on(filter_, articles, args):
-    """Refuse certification articles the probe was trained on (by text hash)."""
-    from ..teacher import text_hashes
+    """Refuse (or, with --allow-training-articles, warn about) articles the probe was trained on.
+
+    Articles are compared by normalised text (:func:`~hybrid_estimators.text.recorded_articles`:
+    NFKC, case folded, whitespace collapsed) with the filter's ``training_articles_sha256``.
+    Returns how many of `articles` are training articles.
+    """
+    from ..exceptions import InSampleWarning
+    from ..text import recorded_articles
 
     trained = filter_.metadata.get("training_articles_sha256")
     if not trained:
@@ -63,13 +69,22 @@ def _check_not_trained_on(filter_, articles, args):
             "%s records no training articles: cannot check that %s is disjoint from them",
             args.filter, args.data,
         )
-        return
-    shared = set(text_hashes(articles)) & set(trained)
-    if shared:
+        return 0
+    n_shared = int(recorded_articles(articles, trained).sum())
+    if not n_shared:
+        return 0
+    message = (
+        f"{n_shared} of the {len(articles)} articles of {args.data} are among the training articles "
+        f"of {args.filter}'s probe (same text once normalised): a threshold certified on them with "
+        "this probe is optimistic (in sample)"
+    )
+    if not args.allow_training_articles:
         raise CommandError(
-            f"{len(shared)} articles of {args.data} are among the filter's training articles: "
-            "certify on articles the probe was not trained on"
+            f"{message}. Certify on articles the probe was not trained on, refit the probe out of "
+            "fold (--cv K, oracle reference), or pass --allow-training-articles to certify in sample"
         )
+    warnings.warn(message, InSampleWarning)
+    return n_shared
 
 
 def _oracle_calibration(args, filter_, TunedThresholdRouterCV):
@@ -86,7 +101,8 @@ def _oracle_calibration(args, filter_, TunedThresholdRouterCV):
         mode = "cv" if trained_on_it else "prefit"
     else:
         mode = "prefit" if args.cv == "prefit" else "cv"
-    if mode == "prefit" and trained_on_it:
+    n_in_sample = _check_not_trained_on(filter_, X, args) if mode == "prefit" else 0
+    if mode == "prefit" and trained_on_it and not filter_.metadata.get("training_articles_sha256"):
         logger.warning(
             "%s is the filter's training data: prefit calibration on it is optimistic", args.data
         )
@@ -103,6 +119,8 @@ def _oracle_calibration(args, filter_, TunedThresholdRouterCV):
         random_state=args.random_state,
     )
     how = "held-out (prefit)" if mode == "prefit" else f"out-of-fold ({n_splits}-fold CV)"
+    if n_in_sample:
+        how = f"prefit, in sample: {n_in_sample} of them training articles"
     return tuner, X, Y, how
 
 
@@ -111,7 +129,7 @@ def _stage2_calibration(args, filter_, TunedThresholdRouterCV):
         raise CommandError(f"{args.filter} has no Stage 2 (stage2: null): nothing to certify against")
     articles, lines, n_lines = read_article_lines(args.data)
     articles, lines = _held_out_by_train_probe(filter_, articles, lines, args)
-    _check_not_trained_on(filter_, articles, args)
+    n_in_sample = _check_not_trained_on(filter_, articles, args)
     Y = None
     if args.teacher_scores is not None:
         Y = read_teacher_file(args.teacher_scores, filter_, args.data, lines, n_lines)
@@ -123,7 +141,8 @@ def _stage2_calibration(args, filter_, TunedThresholdRouterCV):
         reference="stage2",
     )
     source = f"teacher scores {args.teacher_scores}" if Y is not None else "Stage 2 run here"
-    return tuner, articles, Y, f"against Stage 2's verdicts ({source})"
+    in_sample = f", in sample: {n_in_sample} of them training articles" if n_in_sample else ""
+    return tuner, articles, Y, f"against Stage 2's verdicts ({source}){in_sample}"
 
 
 def _calibrate_command(args):
@@ -139,9 +158,9 @@ def _calibrate_command(args):
     )
     spec = filter_.spec
     build = _oracle_calibration if args.reference == "oracle" else _stage2_calibration
-    tuner, X, Y, how = build(args, filter_, TunedThresholdRouterCV)
     with warnings.catch_warnings(record=True) as caught, quiet_model_loading(not args.verbose):
         warnings.simplefilter("always", UserWarning)
+        tuner, X, Y, how = build(args, filter_, TunedThresholdRouterCV)
         tuner.fit(X, Y)
     for warning in caught:
         logger.warning("%s", warning.message)
@@ -203,6 +222,11 @@ def add_parser(subparsers, parents=()):
     )
     calibrate.add_argument(
         "--random-state", type=int, default=0, help="seed of the shuffled, stratified folds"
+    )
+    calibrate.add_argument(
+        "--allow-training-articles", action="store_true",
+        help="certify even when some articles are the probe's training articles (compared by "
+        "normalised text), with a warning: the guarantee is then in sample, optimistic",
     )
     calibrate.add_argument(
         "--record-only", action="store_true",

@@ -20,6 +20,7 @@ held-out part only. The new filter keeps ``F``'s Stage 2.
 """
 
 import logging
+import stat
 from pathlib import Path
 
 from ._common import (
@@ -192,14 +193,38 @@ def _training_data(args):
     return X, Y, weight, spec, teacher, record
 
 
+def _check_output(args):
+    """Refuse an existing -o (a filter would be lost) unless --force; never a file or a link."""
+    output = args.output
+    if output.is_symlink() or (output.exists() and not output.is_dir()):
+        raise CommandError(f"-o {output} exists and is not a folder: give a folder to write the filter to")
+    if output.is_dir() and any(output.iterdir()) and not args.force:
+        raise CommandError(
+            f"-o {output} already exists and is not empty: its probe, calibrated threshold and Stage 2 "
+            "would be replaced; pass --force to replace the whole folder, or choose another -o"
+        )
+
+
+def _folder_mode(output):
+    """Permissions of the folder written: those of the one replaced, else what mkdir gives."""
+    from .._io import _current_umask
+
+    try:
+        return stat.S_IMODE(output.stat().st_mode)
+    except FileNotFoundError:
+        return 0o777 & ~_current_umask()
+
+
 def _train_probe_command(args):
     from sklearn.base import clone
     from sklearn.frozen import FrozenEstimator
 
+    from .._io import atomic_folder
     from ..filters import Filter, FilterError, save_filter
     from ..metrics import cross_validated_stage1_metrics
     from ..teacher import sample_weight_params
 
+    _check_output(args)
     X, Y, sample_weight, spec, teacher, distillation = _training_data(args)
     source = args.data if teacher is None else f"{args.unlabelled} (+ {args.data})" if args.data else args.unlabelled
     if len(X) < 2 * args.cv:
@@ -222,13 +247,15 @@ def _train_probe_command(args):
         stage2 = FrozenEstimator(stage2)
     scorer = Filter(spec, fitted, stage2, threshold=args.threshold).fit()
     try:
-        folder = save_filter(
-            scorer, args.output, spec, training_data=(X, Y), metrics=metrics, distillation=distillation
-        )
+        # Built aside and published whole: a failed run leaves -o as it was, and
+        # --force leaves nothing of the folder it replaces (no orphan model/).
+        with atomic_folder(args.output, mode=_folder_mode(args.output), replace=args.force) as staging:
+            save_filter(scorer, staging, spec, training_data=(X, Y), metrics=metrics, distillation=distillation)
     except FilterError as error:
         raise CommandError(str(error)) from None
     except OSError as error:
         raise CommandError(f"cannot write {args.output}: {error}") from None
+    folder = args.output
     print(f"saved filter {spec.qualified_name} to {folder}")
     print(f"probe {metrics['probe']} (chosen by {args.cv}-fold CV MAE)" if args.probe == "auto"
           else f"probe {metrics['probe']}")
@@ -258,6 +285,10 @@ def add_parser(subparsers, parents=()):
         help="labelled folder (articles.jsonl + filter.yaml); optional when distilling",
     )
     train.add_argument("-o", "--output", required=True, type=Path, help="filter folder to write")
+    train.add_argument(
+        "--force", action="store_true",
+        help="replace an existing -o folder whole (its calibration and Stage 2 are lost)",
+    )
     train.add_argument("--version", default="v1", help="filter version")
     train.add_argument(
         "--embedding-model", default="intfloat/multilingual-e5-small",
