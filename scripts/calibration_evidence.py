@@ -21,7 +21,12 @@ for seeds 0, 1, 2):
   fold. The cascade is calibrated two ways: ``per_stage`` (Stage 1's map
   on skipped articles, the Stage 2 output's map on routed ones; routing
   stays on the uncalibrated Stage 1 score) and ``final`` (one map on the
-  cascade's output).
+  cascade's output). As a diagnostic (not shipped): per-dimension
+  quantile mapping (``*_quantile_map``, predicted quantiles onto the
+  oracle's, nested the same way), which matches each dimension's
+  distribution instead of estimating the conditional mean, and the mean
+  of the two on the cascade (``hybrid_calibrated_half_quantile_map``; the
+  half fixed beforehand, not tuned).
 
 Metrics on the weighted average (gatekeepers applied): MAE, tier
 accuracy, HIGH recall, standard deviation ratio predicted/oracle, 90th
@@ -119,11 +124,35 @@ def nested_calibration(predictions, Y, folds, seed):
     return calibrated
 
 
+def _quantile_map(train_predictions, train_truth, predictions, n_levels=101):
+    """Per column, predictions mapped from their quantiles onto the truth's (distribution matching)."""
+    levels = np.linspace(0.0, 1.0, n_levels)
+    mapped = np.empty_like(predictions)
+    for j in range(predictions.shape[1]):
+        x = np.quantile(train_predictions[:, j], levels)
+        y = np.quantile(train_truth[:, j], levels)
+        x, first = np.unique(x, return_index=True)  # ties in the predictions: keep the lowest level
+        mapped[:, j] = np.interp(predictions[:, j], x, y[first])
+    return mapped
+
+
+def nested_quantile_map(predictions, Y, folds, seed):
+    """The diagnostic alternative: quantile mapping, nested out of fold like the calibration."""
+    mapped = np.empty_like(predictions)
+    for train, test in KFold(folds, shuffle=True, random_state=seed).split(predictions):
+        mapped[test] = _quantile_map(predictions[train], Y[train], predictions[test])
+    return np.clip(mapped, SCORE_MIN, SCORE_MAX)
+
+
 def systems_of_seed(filter_, stage1, stage2, Y, folds, seed):
     """Every system's (clipped) dimension scores for one repetition of the folds."""
     clip = lambda scores: np.clip(scores, SCORE_MIN, SCORE_MAX)  # noqa: E731
     stage1 = clip(stage1)
-    systems = {"stage1": stage1, "stage1_calibrated": nested_calibration(stage1, Y, folds, seed)}
+    systems = {
+        "stage1": stage1,
+        "stage1_calibrated": nested_calibration(stage1, Y, folds, seed),
+        "stage1_calibrated_quantile_map": nested_quantile_map(stage1, Y, folds, seed),
+    }
     if stage2 is None:
         return systems
     weight = float(filter_.spec.hybrid_inference["stage2_weight"])
@@ -139,6 +168,10 @@ def systems_of_seed(filter_, stage1, stage2, Y, folds, seed):
         routed, systems["stage2_calibrated"], systems["stage1_calibrated"]
     )
     systems["hybrid_calibrated_final"] = nested_calibration(hybrid, Y, folds, seed)
+    systems["hybrid_calibrated_quantile_map"] = nested_quantile_map(hybrid, Y, folds, seed)
+    systems["hybrid_calibrated_half_quantile_map"] = 0.5 * (
+        systems["hybrid_calibrated_final"] + systems["hybrid_calibrated_quantile_map"]
+    )
     return systems
 
 
