@@ -48,6 +48,17 @@ class IsotonicCalibrator(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         stage's ranking (a calibration should not reverse it); "auto" lets
         :class:`~sklearn.isotonic.IsotonicRegression` choose per column from
         the sign of the Spearman correlation.
+    distribution_weight : float in [0, 1], default=0.0
+        Share of quantile mapping mixed into each map. 0 is the isotonic
+        regression alone: the conditional mean, which has the lowest
+        squared error but, like every conditional mean, a narrower spread
+        than the truth when predictions are noisy. 1 maps the predictions'
+        quantiles onto the truth's (each column's distribution matches the
+        truth's, at a cost in MAE). The mixture of two monotone
+        piecewise-linear maps is one, kept as one breakpoint table.
+    n_quantiles : int, default=101
+        Evenly spaced quantile levels of the quantile mapping (used only
+        when `distribution_weight` > 0).
 
     Attributes
     ----------
@@ -84,12 +95,16 @@ class IsotonicCalibrator(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         "y_min": [numbers.Real],
         "y_max": [numbers.Real],
         "increasing": ["boolean", StrOptions({"auto"})],
+        "distribution_weight": [Interval(numbers.Real, 0, 1, closed="both")],
+        "n_quantiles": [Interval(numbers.Integral, 2, None, closed="left")],
     }
 
-    def __init__(self, y_min=0.0, y_max=10.0, increasing=True):
+    def __init__(self, y_min=0.0, y_max=10.0, increasing=True, distribution_weight=0.0, n_quantiles=101):
         self.y_min = y_min
         self.y_max = y_max
         self.increasing = increasing
+        self.distribution_weight = distribution_weight
+        self.n_quantiles = n_quantiles
 
     @_fit_context(prefer_skip_nested_validation=True)
     def fit(self, X, y):
@@ -121,12 +136,29 @@ class IsotonicCalibrator(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             known = ~(np.isnan(X[:, j]) | np.isnan(Y[:, j]))
             if not known.any():
                 raise ValueError(f"Column {j} of X has no row with both a prediction and a target.")
-            isotonic = IsotonicRegression(
-                y_min=self.y_min, y_max=self.y_max, increasing=self.increasing, out_of_bounds="clip"
-            ).fit(X[known, j], Y[known, j])
-            self.x_thresholds_.append(np.asarray(isotonic.X_thresholds_, dtype=np.float64))
-            self.y_thresholds_.append(np.asarray(isotonic.y_thresholds_, dtype=np.float64))
+            x, y = self._column_map(X[known, j], Y[known, j])
+            self.x_thresholds_.append(x)
+            self.y_thresholds_.append(y)
         return self
+
+    def _column_map(self, predicted, truth):
+        """One column's breakpoints: the isotonic map, mixed with quantile mapping if asked."""
+        isotonic = IsotonicRegression(
+            y_min=self.y_min, y_max=self.y_max, increasing=self.increasing, out_of_bounds="clip"
+        ).fit(predicted, truth)
+        x = np.asarray(isotonic.X_thresholds_, dtype=np.float64)
+        y = np.asarray(isotonic.y_thresholds_, dtype=np.float64)
+        if self.distribution_weight == 0:
+            return x, y
+        levels = np.linspace(0.0, 1.0, self.n_quantiles)
+        quantile_x, first = np.unique(np.quantile(predicted, levels), return_index=True)
+        true_quantiles = np.quantile(truth, levels if isotonic.increasing_ else levels[::-1])
+        quantile_y = true_quantiles[first]  # tied prediction quantiles: the lowest level's
+        merged = np.union1d(x, quantile_x)  # both maps are linear between these points
+        mixed = (1 - self.distribution_weight) * np.interp(merged, x, y) + (
+            self.distribution_weight * np.interp(merged, quantile_x, quantile_y)
+        )
+        return merged, np.clip(mixed, self.y_min, self.y_max)
 
     def transform(self, X):
         """Calibrated scores, clipped to ``[y_min, y_max]``; NaN stays NaN.
@@ -153,7 +185,8 @@ class IsotonicCalibrator(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
         Returns
         -------
         table : dict
-            ``y_min``, ``y_max``, ``increasing`` and ``columns``: one
+            ``y_min``, ``y_max``, ``increasing``, ``distribution_weight``,
+            ``n_quantiles`` and ``columns``: one
             ``{"name", "x", "y"}`` per column, `x` and `y` the breakpoints
             as lists of floats (``numpy.interp(value, x, y)`` then clipping
             to ``[y_min, y_max]`` is :meth:`transform`).
@@ -164,6 +197,8 @@ class IsotonicCalibrator(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             "y_min": float(self.y_min),
             "y_max": float(self.y_max),
             "increasing": self.increasing,
+            "distribution_weight": float(self.distribution_weight),
+            "n_quantiles": int(self.n_quantiles),
             "columns": [
                 {"name": str(name), "x": x.tolist(), "y": y.tolist()}
                 for name, x, y in zip(names, self.x_thresholds_, self.y_thresholds_)
@@ -191,7 +226,11 @@ class IsotonicCalibrator(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
             finite numbers with strictly increasing `x`, or its `y` is not
             monotone.
         """
-        calibrator = cls(y_min=table["y_min"], y_max=table["y_max"], increasing=table["increasing"])
+        calibrator = cls(
+            y_min=table["y_min"], y_max=table["y_max"], increasing=table["increasing"],
+            distribution_weight=table.get("distribution_weight", 0.0),
+            n_quantiles=table.get("n_quantiles", 101),
+        )
         columns = table["columns"]
         if not columns:
             raise ValueError("A calibration table needs at least one column.")

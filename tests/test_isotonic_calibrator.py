@@ -16,7 +16,11 @@ from hybrid_estimators._io import json_safe
 from hybrid_estimators.isotonic_calibrator import IsotonicCalibrator, fit_out_of_fold_calibration
 
 
-@parametrize_with_checks([IsotonicCalibrator(), IsotonicCalibrator(increasing="auto", y_min=-5.0)])
+@parametrize_with_checks([
+    IsotonicCalibrator(),
+    IsotonicCalibrator(increasing="auto", y_min=-5.0),
+    IsotonicCalibrator(distribution_weight=0.5, n_quantiles=11),
+])
 def test_sklearn_compatible(estimator, check):
     check(estimator)
 
@@ -75,6 +79,29 @@ def test_table_round_trip_is_exact_through_json():
 def test_a_bad_table_is_refused_naming_the_column(column, message):
     with pytest.raises(ValueError, match=message):
         IsotonicCalibrator.from_table({"y_min": 0.0, "y_max": 10.0, "increasing": True, "columns": [column]})
+
+
+def test_distribution_weight_mixes_in_quantile_mapping_and_restores_the_spread():
+    rng = np.random.RandomState(0)
+    truth = rng.uniform(0, 10, size=(400, 2))
+    noisy = 5 + 0.5 * (truth - 5) + rng.normal(scale=1.5, size=truth.shape)  # noise: isotonic shrinks
+    spread = {w: IsotonicCalibrator(distribution_weight=w).fit(noisy, truth).transform(noisy).std(axis=0)
+              for w in (0.0, 0.5, 1.0)}
+    assert np.all(spread[0.0] < 0.9 * truth.std(axis=0))
+    assert np.all(spread[0.0] < spread[0.5]) and np.all(spread[0.5] < spread[1.0])
+    np.testing.assert_allclose(spread[1.0], truth.std(axis=0), rtol=0.03)
+    # the one merged table is the mixture of the two maps, exactly representable
+    half = IsotonicCalibrator(distribution_weight=0.5, n_quantiles=21).fit(noisy, truth)
+    new = rng.uniform(-1, 11, size=(300, 2))
+    levels = np.linspace(0, 1, 21)
+    for j in range(2):
+        isotonic = IsotonicRegression(y_min=0, y_max=10, out_of_bounds="clip").fit(noisy[:, j], truth[:, j])
+        quantile = np.interp(new[:, j], np.quantile(noisy[:, j], levels), np.quantile(truth[:, j], levels))
+        expected = 0.5 * isotonic.predict(new[:, j]) + 0.5 * quantile
+        np.testing.assert_allclose(half.transform(new)[:, j], expected, atol=1e-9)
+    restored = IsotonicCalibrator.from_table(json.loads(json.dumps(half.to_table())))
+    assert restored.get_params() == half.get_params()
+    assert np.array_equal(restored.transform(new), half.transform(new))
 
 
 def test_missing_predictions_stay_missing_and_are_left_out_of_the_fit():
