@@ -16,6 +16,8 @@ One module per subcommand:
     Stage 1 vs Stage 2 vs the cascade of a filter on a labelled folder.
 ``info`` (:mod:`.info`)
     Show what a filter folder holds.
+``normalise`` (:mod:`.normalise`)
+    Fit a filter's percentile scale (0-10) on reference traffic.
 ``benchmark`` (:mod:`.benchmark`)
     Run ``python -m benchmarks`` when the benchmarks are available.
 
@@ -34,6 +36,7 @@ Examples
     hybrid-estimators calibrate --filter filters/seece_energy_tech/v1 held_out_folder
     hybrid-estimators evaluate --filter filters/seece_energy_tech/v1 held_out_folder
     hybrid-estimators info --filter filters/seece_energy_tech/v1
+    hybrid-estimators normalise --filter filters/seece_energy_tech/v1 traffic.jsonl -o normalisation.json
 """
 
 import argparse
@@ -41,13 +44,13 @@ import logging
 import os
 import sys
 
-from . import benchmark, calibrate, evaluate, info, score, train_probe
+from . import benchmark, calibrate, evaluate, info, normalise, score, train_probe
 from ._common import EXIT_FATAL, PROG, CommandError, common_options
 from .info import filter_info
 
 __all__ = ["main", "build_parser", "filter_info", "CommandError"]
 
-COMMANDS = (score, train_probe, calibrate, evaluate, info, benchmark)
+COMMANDS = (score, train_probe, calibrate, evaluate, info, normalise, benchmark)
 
 
 def build_parser():
