@@ -19,9 +19,12 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.utils.validation import check_is_fitted
 
+from _tiny_qwen import save_tiny_qwen2
 from hybrid_estimators.datasets import make_articles
 from hybrid_estimators.models import offline_qwen_tokenizer, smollm2_gguf
 from hybrid_estimators.qwen import LAYOUT_FILE, QwenRegressor, fit_ridge_head, truncate_ids
+
+_save_tiny_qwen2 = save_tiny_qwen2  # scripts/stage2_checks.py imports it from here
 
 TINY = dict(
     head_tail=(48, 48),
@@ -33,40 +36,12 @@ TINY = dict(
 )
 
 
-def _save_tiny_qwen2(folder, *, with_pad_token=True):
-    """A 2-layer Qwen2 (random weights) with the real tokenizer, saved as a base LM."""
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(offline_qwen_tokenizer())
-    if not with_pad_token:
-        tokenizer.pad_token = None
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id if with_pad_token else None,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        Qwen2ForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 @functools.cache
 def tiny_qwen_path():
     # Built at collection time too: parametrize_with_checks needs the path then.
     folder = Path(tempfile.mkdtemp(prefix="tiny-qwen2-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return _save_tiny_qwen2(folder)
+    return save_tiny_qwen2(folder)
 
 
 @pytest.fixture(scope="session")
@@ -402,7 +377,7 @@ def test_batches_restore_the_original_order(fitted, articles):
 
 def test_pad_token_comes_from_eos_when_missing(tmp_path, articles):
     X, Y, X_test, _ = articles
-    path = _save_tiny_qwen2(tmp_path, with_pad_token=False)
+    path = save_tiny_qwen2(tmp_path, with_pad_token=False)
     model = QwenRegressor(path, max_epochs=1, **TINY).fit(X, Y)
     assert model._model.config.pad_token_id == 151643
     assert np.isfinite(model.predict(X_test)).all()
