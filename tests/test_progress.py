@@ -51,7 +51,7 @@ def test_an_unknown_stage2_base_fails_fast_saying_what_was_tried(monkeypatch, tm
     from hybrid_estimators.models import SMOLLM2_GGUF, SMOLLM2_NAME, resolve_stage2_base
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ValueError, match="Tried a local folder: none exists; the Hugging Face cache"):
+    with pytest.raises(ValueError, match="Tried a local path: none exists; the Hugging Face cache"):
         resolve_stage2_base("Qwen/Qwen2.5-1.5B")
     assert resolve_stage2_base(tmp_path) == str(tmp_path)  # a local folder is used as is
     assert Path(resolve_stage2_base(SMOLLM2_NAME, SMOLLM2_GGUF), SMOLLM2_GGUF).is_file()
