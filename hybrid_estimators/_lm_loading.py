@@ -7,8 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from .models import resolve_device, resolve_stage2_base
 from ._lm_tokens import load_tokenizer
+from ._progress import loading_bars
+from .models import dequantized_gguf, resolve_device, resolve_stage2_base
+from .models._stage2_precision import auto_dtype, log_choice_once, machine_cpu_flags
 
 logger = logging.getLogger("hybrid_estimators.qwen")
 
@@ -88,8 +90,6 @@ def load_base(estimator, num_labels):
         # A checkpoint's own head of another size is replaced, not an error.
         "ignore_mismatched_sizes": True,
     }
-    if estimator.gguf_file is not None:
-        kwargs["gguf_file"] = estimator.gguf_file
     logger.info(
         "Loading %s%s (%s on %s)",
         estimator.model_name_or_path,
@@ -98,7 +98,9 @@ def load_base(estimator, num_labels):
         device,
     )
     source = resolve_stage2_base(estimator.model_name_or_path, estimator.gguf_file)
-    tokenizer = load_tokenizer(source, estimator.gguf_file)
+    if estimator.gguf_file is not None:
+        source = str(dequantized_gguf(local_gguf(source, estimator.gguf_file)))
+    tokenizer = load_tokenizer(source, None)
     model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
     model.config.pad_token_id = tokenizer.pad_token_id
     if not estimator._own_head():
@@ -112,7 +114,45 @@ def load_base(estimator, num_labels):
             head_name(model),
             torch.nn.Linear(layout["n_features"], num_labels, bias=True, dtype=dtype),
         )
+        stop_after_layer(model, max(layout["layers"]))
     return model.to(device), tokenizer
+
+
+def local_gguf(source, gguf_file):
+    """Path of `gguf_file` in a resolved model folder, or downloaded from the hub."""
+    if Path(source).is_dir():
+        return Path(source) / gguf_file
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(source, gguf_file))
+
+
+def stop_after_layer(model, last_read):
+    """Drop the decoder layers after hidden state `last_read`: they never run.
+
+    ``hidden_states[i]`` (``0 < i < num_hidden_layers``) is decoder layer
+    ``i``'s output, before the final norm, which only the last hidden state
+    gets. A head reading up to `last_read` < ``num_hidden_layers`` needs
+    layers ``1..last_read`` and no norm: the layers after it are removed
+    and the norm becomes the identity, so the backbone's last hidden state
+    is exactly ``hidden_states[last_read]`` of the whole model. The config
+    keeps the model's layer count (the head's layout is unchanged).
+    Architectures whose decoder is not a ``layers`` list with a ``norm``
+    are left whole.
+    """
+    import torch
+
+    n_layers = model.config.num_hidden_layers
+    backbone = getattr(model, model.base_model_prefix)
+    layers, norm = getattr(backbone, "layers", None), getattr(backbone, "norm", None)
+    if last_read >= n_layers:
+        return
+    if not isinstance(layers, torch.nn.ModuleList) or len(layers) != n_layers or norm is None:
+        logger.info("%s: every layer runs (no layers list to cut)", type(backbone).__name__)
+        return
+    backbone.layers = layers[:last_read]
+    backbone.norm = torch.nn.Identity()
+    logger.info("Stage 2 runs %d of %d layers: its head reads none after", last_read, n_layers)
 
 
 def device_and_dtype(device, dtype):
@@ -120,6 +160,11 @@ def device_and_dtype(device, dtype):
     import torch
 
     device = torch.device(resolve_device(device))
+    if dtype == "auto":
+        cuda_bf16 = device.type == "cuda" and torch.cuda.is_bf16_supported()
+        cpu_flags = machine_cpu_flags() if device.type == "cpu" else frozenset()
+        dtype, reason = auto_dtype(device.type, cpu_flags, cuda_bf16)
+        log_choice_once(dtype, reason, device.type)
     if dtype is not None:
         return device, getattr(torch, dtype)
     if device.type == "cuda" and torch.cuda.is_bf16_supported():
@@ -133,24 +178,21 @@ def quiet_loading(show_progress_bar):
 
     The report always lists the regression head as "MISSING": it is created
     here on purpose, then fitted or restored from the adapter, so the warning
-    would only mislead. Errors still raise; the GGUF conversion bar follows
-    ``show_progress_bar``.
+    would only mislead. Errors still raise. The bars of loading (weights,
+    downloads, GGUF de-quantisation) show only with ``show_progress_bar=True``
+    (:func:`~hybrid_estimators._progress.loading_bars`).
     """
     from transformers.utils import logging as hf_logging
 
-    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
+    verbosity = hf_logging.get_verbosity()
     hf_logging.set_verbosity_error()
-    if not show_progress_bar:
-        hf_logging.disable_progress_bar()
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), loading_bars(bool(show_progress_bar)):
             # peft still asks for the renamed ``is_gradient_checkpointing``.
             warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
             yield
     finally:
         hf_logging.set_verbosity(verbosity)
-        if bar:
-            hf_logging.enable_progress_bar()
 
 
 def saved_head_size(adapter):

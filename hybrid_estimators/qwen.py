@@ -91,7 +91,8 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         instance one written by :meth:`save_adapter`).
     gguf_file : str or None, default=None
         GGUF file name inside `model_name_or_path` (needs the ``gguf``
-        package); the weights are de-quantised on loading.
+        package); the weights are de-quantised once and kept, keyed by the
+        file's sha256 (:func:`~hybrid_estimators.models.dequantized_gguf`).
     num_labels : int or None, default=None
         Number of scores per text. None infers it from ``Y`` in ``fit``, or
         from the head saved in `adapter`.
@@ -110,10 +111,13 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         rows.
     device : str or None, default=None
         Torch device; None picks CUDA when available, else the CPU.
-    dtype : {"float32", "bfloat16", "float16"} or None, default=None
+    dtype : {"float32", "bfloat16", "float16", "auto"} or None, default=None
         Weights' precision; None picks bfloat16 on a CUDA device that
-        supports it, else float32. Trainable weights stay float32 under
-        autocast.
+        supports it, else float32. "auto" also picks bfloat16 on a CPU
+        that computes it natively (AMX-BF16 or AVX-512-BF16 in its flags),
+        float32 on other CPUs, where bfloat16 is emulated and slower; the
+        choice and its reason are logged once. Trainable weights stay
+        float32 under autocast.
     lora_r : int, default=16
         Rank of the LoRA updates.
     lora_alpha : float, default=32
@@ -164,7 +168,9 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         linear layer with bias over the pooled features, fitted by
         :func:`fit_ridge_head` (ridge on standardised features, folded into
         the linear layer). An adapter saved with them records them in
-        ``qwen_regressor.json`` and reloads only with the same values.
+        ``qwen_regressor.json`` and reloads only with the same values. The
+        decoder layers after the last one read are dropped at loading:
+        their computation never runs.
 
     Attributes
     ----------
@@ -223,7 +229,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         "truncation_marker": [str],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, None],
-        "dtype": [StrOptions({"float32", "bfloat16", "float16"}), None],
+        "dtype": [StrOptions({"float32", "bfloat16", "float16", "auto"}), None],
         "lora_r": [Interval(Integral, 1, None, closed="left")],
         "lora_alpha": [Interval(Real, 0, None, closed="neither")],
         "lora_dropout": [Interval(Real, 0, 1, closed="left")],

@@ -23,6 +23,7 @@ from _tiny_qwen import save_tiny_qwen2
 from hybrid_estimators.datasets import make_articles
 from hybrid_estimators.models import offline_qwen_tokenizer, smollm2_gguf
 from hybrid_estimators.qwen import LAYOUT_FILE, QwenRegressor, fit_ridge_head, truncate_ids
+from hybrid_estimators.text import as_texts
 
 _save_tiny_qwen2 = save_tiny_qwen2  # scripts/stage2_checks.py imports it from here
 
@@ -406,6 +407,122 @@ def test_bad_input_names_the_problem(tiny_qwen, articles, fitted):
         model.fit(X[:6], Y[:6])
     with pytest.raises(ValueError, match="head_tail"):
         clone(model).set_params(head_tail=(-1, 5)).fit(X, Y)
+
+
+# --- the forward pass stops at the last layer read --------------------------------
+
+
+@pytest.fixture(scope="module")
+def four_layer_qwen(tmp_path_factory):
+    return save_tiny_qwen2(tmp_path_factory.mktemp("four_layers"), num_hidden_layers=4)
+
+
+def _whole_model_features(path, ids, layers, poolings):
+    """Pooled hidden states of the whole, untruncated model (transformers' own forward)."""
+    import torch
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(path).eval()
+    rows = []
+    for row in ids:
+        with torch.inference_mode():
+            hidden = model(torch.tensor([row]), output_hidden_states=True).hidden_states
+        parts = []
+        for layer in layers:
+            for pooling in poolings:
+                state = hidden[layer][0]
+                parts.append(state[-1] if pooling == "last" else state.mean(dim=0))
+        rows.append(torch.cat(parts).numpy())
+    return np.array(rows, dtype=np.float64)
+
+
+def test_layers_after_the_last_one_read_never_run(four_layer_qwen, articles, caplog):
+    X, Y, X_test, _ = articles
+    model = QwenRegressor(four_layer_qwen, pooling="last+mean", layers=[1, 2], **TINY)
+    features = model.hidden_features(X_test)
+    backbone = model._model.model
+    assert len(backbone.layers) == 2 and model._model.config.num_hidden_layers == 4
+    assert "runs 2 of 4 layers" in caplog.text
+
+    calls = []
+    hooks = [layer.register_forward_hook(lambda *args: calls.append(1)) for layer in backbone.layers]
+    model.hidden_features(X_test[:3])
+    for hook in hooks:
+        hook.remove()
+    assert len(calls) == 2 * 1  # each kept layer once per batch (3 texts: one batch); none after
+
+    ids = model._encode(as_texts(X_test), model._tokenizer)
+    expected = _whole_model_features(four_layer_qwen, ids, [1, 2], ["last", "mean"])
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
+
+    # A head fitted on the truncated model predicts what the whole model's features give.
+    fitted = QwenRegressor(four_layer_qwen, max_epochs=0, pooling="mean", layers=2, **TINY).fit(X, Y)
+    train_ids = fitted._encode(as_texts(X), fitted._tokenizer)
+    weight, bias, _ = fit_ridge_head(_whole_model_features(four_layer_qwen, train_ids, [2], ["mean"]), Y)
+    whole = _whole_model_features(four_layer_qwen, ids, [2], ["mean"]) @ weight.T + bias
+    np.testing.assert_allclose(fitted.predict(X_test), whole, rtol=1e-4, atol=1e-4)
+
+
+def test_the_last_layer_read_keeps_the_whole_model(four_layer_qwen, articles):
+    import torch
+
+    model = QwenRegressor(four_layer_qwen, pooling="mean", layers=[1, -1], **TINY)
+    model.hidden_features(articles[2][:2])
+    assert len(model._model.model.layers) == 4
+    assert not isinstance(model._model.model.norm, torch.nn.Identity)
+
+
+# --- dtype="auto" ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "device, flags, cuda_bf16, expected",
+    [
+        ("cpu", {"avx2", "avx512f", "avx512_vnni"}, False, "float32"),
+        ("cpu", {"avx2", "avx512f", "avx512_bf16"}, False, "bfloat16"),
+        ("cpu", {"avx2", "amx_bf16", "amx_tile"}, False, "bfloat16"),
+        ("cpu", set(), False, "float32"),
+        ("cuda", set(), True, "bfloat16"),
+        ("cuda", {"amx_bf16"}, False, "float32"),
+        ("mps", {"amx_bf16"}, False, "float32"),
+    ],
+)
+def test_auto_dtype_follows_the_hardware(device, flags, cuda_bf16, expected):
+    from hybrid_estimators.models._stage2_precision import auto_dtype
+
+    dtype, reason = auto_dtype(device, flags, cuda_bf16)
+    assert dtype == expected and reason
+
+
+@pytest.mark.parametrize("flags, expected", [({"avx2", "fma"}, "float32"), ({"avx2", "amx_bf16"}, "bfloat16")])
+def test_qwen_regressor_auto_dtype_reads_the_cpu_flags_and_logs_once(monkeypatch, caplog, flags, expected):
+    import torch
+
+    from hybrid_estimators import _lm_loading
+    from hybrid_estimators.models import _stage2_precision
+
+    monkeypatch.setattr(_lm_loading, "machine_cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(_stage2_precision, "_choices_logged", set())
+    for _ in range(3):
+        device, dtype = QwenRegressor(dtype="auto", device="cpu")._device_and_dtype()
+        assert (device.type, dtype) == ("cpu", getattr(torch, expected))
+    chosen = [r.getMessage() for r in caplog.records if 'dtype="auto"' in r.getMessage()]
+    assert len(chosen) == 1 and expected in chosen[0]
+    # Explicit dtypes are kept whatever the flags.
+    assert QwenRegressor(dtype="float32", device="cpu")._device_and_dtype()[1] == torch.float32
+    assert QwenRegressor(dtype="bfloat16", device="cpu")._device_and_dtype()[1] == torch.bfloat16
+
+
+def test_auto_dtype_predicts_like_its_explicit_choice(tiny_qwen, articles, monkeypatch):
+    from hybrid_estimators import _lm_loading
+
+    monkeypatch.setattr(_lm_loading, "machine_cpu_flags", lambda: frozenset({"amx_bf16"}))
+    X_test = articles[2][:4]
+    auto = QwenRegressor(tiny_qwen, dtype="auto", device="cpu", **TINY).hidden_features(X_test)
+    bf16 = QwenRegressor(tiny_qwen, dtype="bfloat16", device="cpu", **TINY).hidden_features(X_test)
+    fp32 = QwenRegressor(tiny_qwen, dtype="float32", device="cpu", **TINY).hidden_features(X_test)
+    np.testing.assert_array_equal(auto, bf16)
+    assert not np.array_equal(auto, fp32)
 
 
 # --- scikit-learn's estimator checks ---------------------------------------------
