@@ -3,6 +3,7 @@
 import atexit
 import functools
 import importlib.util
+import json
 import pickle
 import shutil
 import tempfile
@@ -19,7 +20,7 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.utils.validation import check_is_fitted
 
-from _tiny_qwen import save_tiny_qwen2
+from _tiny_qwen import save_tiny_qwen2, save_tiny_qwen2_gguf
 from hybrid_estimators.datasets import make_articles
 from hybrid_estimators.models import offline_qwen_tokenizer, smollm2_gguf
 from hybrid_estimators.qwen import LAYOUT_FILE, QwenRegressor, fit_ridge_head, truncate_ids
@@ -470,6 +471,103 @@ def test_the_last_layer_read_keeps_the_whole_model(four_layer_qwen, articles):
     model.hidden_features(articles[2][:2])
     assert len(model._model.model.layers) == 4
     assert not isinstance(model._model.model.norm, torch.nn.Identity)
+
+
+# --- GGUF bases: de-quantised once, kept by content --------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+    """A folder holding tiny.gguf: a tiny Qwen2 (float32, 1,003-token vocabulary)."""
+    pytest.importorskip("gguf")
+    folder = tmp_path_factory.mktemp("tiny_gguf")
+    save_tiny_qwen2_gguf(folder / "tiny.gguf")
+    return folder
+
+
+@pytest.fixture
+def fresh_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRID_ESTIMATORS_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+GGUF_READING = dict(gguf_file="tiny.gguf", pooling="last+mean", layers=[1, 2])
+TEXTS = ["Solar panels and battery storage for the grid.", "The hospital hired doctors.", "Wind"]
+
+
+def _gguf_features_by_transformers(folder):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    model = AutoModel.from_pretrained(folder, gguf_file="tiny.gguf").eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="tiny.gguf")
+    rows = []
+    for text in TEXTS:
+        with torch.inference_mode():
+            hidden = model(**tokenizer(text, return_tensors="pt"), output_hidden_states=True).hidden_states
+        pieces = [piece for i in (1, 2) for piece in (hidden[i][0, -1], hidden[i][0].mean(dim=0))]
+        rows.append(torch.cat(pieces).numpy())
+    return np.array(rows, dtype=np.float64)
+
+
+def test_a_gguf_is_dequantised_once_and_reused_by_content(tiny_gguf, fresh_home, tmp_path, monkeypatch, caplog, capsys):
+    from hybrid_estimators.models import dequantized, file_sha256
+
+    first = QwenRegressor(tiny_gguf, **GGUF_READING, **TINY).hidden_features(TEXTS)
+    assert "de-quantizing" not in capsys.readouterr().err  # show_progress_bar=False: no bar
+    np.testing.assert_allclose(first, _gguf_features_by_transformers(tiny_gguf), rtol=1e-5, atol=1e-5)
+    (entry,) = (fresh_home / "dequantized").iterdir()
+    manifest = json.loads((entry / dequantized.MANIFEST).read_text())
+    assert manifest["gguf_sha256"] == file_sha256(tiny_gguf / "tiny.gguf")
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(manifest["files"])
+    assert "de-quantised into" in caplog.text
+
+    def no_conversion(*args):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(dequantized, "_convert", no_conversion)
+    caplog.clear()
+    again = QwenRegressor(tiny_gguf, **GGUF_READING, **TINY).hidden_features(TEXTS)
+    np.testing.assert_array_equal(again, first)
+    assert "using the de-quantised copy" in caplog.text
+    # Keyed by content: the same file elsewhere reuses the entry.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(tiny_gguf / "tiny.gguf", elsewhere / "tiny.gguf")
+    moved = QwenRegressor(elsewhere, **GGUF_READING, **TINY).hidden_features(TEXTS)
+    np.testing.assert_array_equal(moved, first)
+    assert len(list((fresh_home / "dequantized").iterdir())) == 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "same size, other bytes", "file removed", "manifest garbled"])
+def test_a_damaged_dequantised_entry_is_rebuilt_never_trusted(tiny_gguf, fresh_home, caplog, damage):
+    first = QwenRegressor(tiny_gguf, **GGUF_READING, **TINY).hidden_features(TEXTS)
+    (entry,) = (fresh_home / "dequantized").iterdir()
+    weights = entry / "model.safetensors"
+    data = weights.read_bytes()
+    if damage == "truncated":
+        weights.write_bytes(data[: len(data) // 2])
+    elif damage == "same size, other bytes":
+        weights.write_bytes(data[:-64] + bytes(64))
+    elif damage == "file removed":
+        (entry / "tokenizer.json").unlink()
+    else:
+        (entry / "dequantized.json").write_text("{not json")
+    caplog.clear()
+    again = QwenRegressor(tiny_gguf, **GGUF_READING, **TINY).hidden_features(TEXTS)
+    np.testing.assert_array_equal(again, first)
+    assert "rebuilding the de-quantised copy" in caplog.text
+    assert weights.read_bytes() == data and (entry / "tokenizer.json").is_file()
+    assert len(list((fresh_home / "dequantized").iterdir())) == 1  # no temporary folder left
+
+
+def test_the_gguf_conversion_bar_shows_only_when_asked(tiny_gguf, fresh_home, capsys):
+    reading = {**GGUF_READING, **TINY}
+    QwenRegressor(tiny_gguf, **{**reading, "show_progress_bar": False}).hidden_features(TEXTS[:1])
+    assert "de-quantizing" not in capsys.readouterr().err
+    shutil.rmtree(fresh_home / "dequantized")
+    QwenRegressor(tiny_gguf, **{**reading, "show_progress_bar": True}).hidden_features(TEXTS[:1])
+    assert "Converting and de-quantizing GGUF tensors" in capsys.readouterr().err
 
 
 # --- dtype="auto" ------------------------------------------------------------------
