@@ -51,20 +51,31 @@ def loading_bars(shown):
         disable_progress_bars,
         enable_progress_bars,
     )
-    from transformers import modeling_gguf_pytorch_utils as gguf_loading
     from transformers.utils import logging as hf_logging
 
+    gguf_loading = _gguf_loading_module()
     transformers_shown = hf_logging.is_progress_bar_enabled()
     hub_shown = not are_progress_bars_disabled()
-    gguf_tqdm = gguf_loading.tqdm
     hf_logging.disable_progress_bar()
     disable_progress_bars()
-    gguf_loading.tqdm = functools.partial(gguf_tqdm, disable=True)
+    if gguf_loading is not None:
+        gguf_tqdm = gguf_loading.tqdm
+        gguf_loading.tqdm = functools.partial(gguf_tqdm, disable=True)
     try:
         yield
     finally:
-        gguf_loading.tqdm = gguf_tqdm
+        if gguf_loading is not None:
+            gguf_loading.tqdm = gguf_tqdm
         if hub_shown:
             enable_progress_bars()
         if transformers_shown:
             hf_logging.enable_progress_bar()
+
+
+def _gguf_loading_module():
+    """transformers' GGUF loader, whose bar is a module-level ``tqdm``; None if it has none."""
+    try:
+        from transformers import modeling_gguf_pytorch_utils
+    except ImportError:
+        return None
+    return modeling_gguf_pytorch_utils if hasattr(modeling_gguf_pytorch_utils, "tqdm") else None
