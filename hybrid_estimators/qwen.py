@@ -1,12 +1,14 @@
-"""Stage 2: :class:`QwenRegressor`, a decoder LM with a regression head and LoRA."""
+"""Stage 2: :class:`QwenRegressor`, a decoder LM with a regression head and LoRA.
 
-import contextlib
-import functools
+The estimator is here; its loading (:mod:`._lm_loading`), forward passes
+(:mod:`._lm_forward`), training (:mod:`._lm_training`) and token handling
+(:mod:`._lm_tokens`) are private modules beside it.
+"""
+
 import json
 import logging
 import math
 import os
-import warnings
 from numbers import Integral, Real
 from pathlib import Path
 
@@ -15,33 +17,39 @@ from sklearn.base import BaseEstimator, RegressorMixin, _fit_context
 from sklearn.utils import check_random_state
 from sklearn.utils._param_validation import Interval, StrOptions
 from sklearn.utils.validation import check_is_fitted
-from tqdm.auto import tqdm
 
-from ._progress import progress_enabled
-from .models import resolve_device, resolve_stage2_base
-from .text import as_frame, as_texts, special_tokens_around
+from ._lm_forward import head_inputs, predict_ids
+from ._lm_loading import (
+    DEFAULT_TARGET_MODULES,
+    HEAD_NAMES,
+    adapter_config_dict,
+    adapter_state_numpy,
+    device_and_dtype,
+    load_base,
+    load_for_prediction,
+    load_trainable,
+    quiet_loading,
+    saved_head_size,
+)
+from ._lm_tokens import encode, truncate_ids
+from ._lm_training import (
+    _RIDGE_ALPHAS,
+    STANDARDISED_ALPHAS,
+    cuda_devices,
+    fit_ridge_head,
+    fine_tune,
+    validate_targets,
+)
+from .text import as_frame, as_texts
+
+__all__ = ["QwenRegressor", "fit_ridge_head", "truncate_ids", "LAYOUT_FILE", "POOLINGS"]
 
 logger = logging.getLogger(__name__)
 
-#: LoRA target modules by ``config.model_type``; other architectures get
-#: peft's defaults for their type.
-DEFAULT_TARGET_MODULES = {
-    model_type: ["q_proj", "k_proj", "v_proj", "o_proj"]
-    for model_type in ("qwen2", "qwen3", "llama", "mistral", "gemma", "gemma2")
-}
-#: Attribute names of the regression head in transformers' sequence classifiers.
-HEAD_NAMES = ("score", "classifier")
-#: Texts that make a Stage 2 pass long enough for a progress bar (see `show_progress_bar`).
-_LONG_STAGE2_WORK = 16
-_RIDGE_ALPHAS = np.logspace(-3, 4, 15)
-#: Penalties :func:`fit_ridge_head` tries (on standardised features).
-STANDARDISED_ALPHAS = np.logspace(-1, 6, 22)
 #: Poolings of the hidden states a head can read.
 POOLINGS = ("last", "mean", "last+mean")
 #: File beside peft's in a saved adapter: what its head reads.
 LAYOUT_FILE = "qwen_regressor.json"
-_GRADIENT_CLIP_NORM = 1.0
-
 
 class QwenRegressor(RegressorMixin, BaseEstimator):
     """Score texts with a decoder LM's regression head, fine-tuned with LoRA.
@@ -83,7 +91,8 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         instance one written by :meth:`save_adapter`).
     gguf_file : str or None, default=None
         GGUF file name inside `model_name_or_path` (needs the ``gguf``
-        package); the weights are de-quantised on loading.
+        package); the weights are de-quantised once and kept, keyed by the
+        file's sha256 (:func:`~hybrid_estimators.models.dequantized_gguf`).
     num_labels : int or None, default=None
         Number of scores per text. None infers it from ``Y`` in ``fit``, or
         from the head saved in `adapter`.
@@ -102,10 +111,13 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         rows.
     device : str or None, default=None
         Torch device; None picks CUDA when available, else the CPU.
-    dtype : {"float32", "bfloat16", "float16"} or None, default=None
+    dtype : {"float32", "bfloat16", "float16", "auto"} or None, default=None
         Weights' precision; None picks bfloat16 on a CUDA device that
-        supports it, else float32. Trainable weights stay float32 under
-        autocast.
+        supports it, else float32. "auto" also picks bfloat16 on a CPU
+        that computes it natively (AMX-BF16 or AVX-512-BF16 in its flags),
+        float32 on other CPUs, where bfloat16 is emulated and slower; the
+        choice and its reason are logged once. Trainable weights stay
+        float32 under autocast.
     lora_r : int, default=16
         Rank of the LoRA updates.
     lora_alpha : float, default=32
@@ -156,7 +168,9 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         linear layer with bias over the pooled features, fitted by
         :func:`fit_ridge_head` (ridge on standardised features, folded into
         the linear layer). An adapter saved with them records them in
-        ``qwen_regressor.json`` and reloads only with the same values.
+        ``qwen_regressor.json`` and reloads only with the same values. The
+        decoder layers after the last one read are dropped at loading:
+        their computation never runs.
 
     Attributes
     ----------
@@ -215,7 +229,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         "truncation_marker": [str],
         "batch_size": [Interval(Integral, 1, None, closed="left")],
         "device": [str, None],
-        "dtype": [StrOptions({"float32", "bfloat16", "float16"}), None],
+        "dtype": [StrOptions({"float32", "bfloat16", "float16", "auto"}), None],
         "lora_r": [Interval(Integral, 1, None, closed="left")],
         "lora_alpha": [Interval(Real, 0, None, closed="neither")],
         "lora_dropout": [Interval(Real, 0, 1, closed="left")],
@@ -310,7 +324,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
             )
         texts = as_texts(X)
         self.n_features_in_ = as_frame(X).shape[1]
-        Y = _validate_targets(y, X, len(texts))
+        Y = validate_targets(y, X, len(texts))
         self._check_truncation()
         self._check_layers()
         num_labels = self._check_num_labels(Y.shape[1])
@@ -319,17 +333,17 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         order_rng = np.random.RandomState(rng.randint(np.iinfo(np.int32).max))
         seed = int(rng.randint(np.iinfo(np.int32).max))
 
-        with torch.random.fork_rng(devices=_cuda_devices()):
+        with torch.random.fork_rng(devices=cuda_devices()):
             torch.manual_seed(seed)
-            with _quiet_loading(self.show_progress_bar):
-                model, tokenizer = self._load_trainable(num_labels)
+            with quiet_loading(self.show_progress_bar):
+                model, tokenizer = load_trainable(self, num_labels)
             ids = self._encode(texts, tokenizer)
-            model = self._train(model, tokenizer, ids, Y, train, validation, order_rng)
+            model = fine_tune(self, model, tokenizer, ids, Y, train, validation, order_rng)
 
         model.eval()
         self.num_labels_ = num_labels
-        self.adapter_config_ = _adapter_config_dict(model)
-        self.adapter_state_ = _adapter_state_numpy(model)
+        self.adapter_config_ = adapter_config_dict(model)
+        self.adapter_state_ = adapter_state_numpy(model)
         self.head_layout_ = self._head_layout(model.config)
         self._model, self._tokenizer = model, tokenizer
         self._model_key = self._load_key()
@@ -353,7 +367,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         self._check_truncation()
         self._check_layers()
         model, tokenizer = self._loaded()
-        Y = self._predict_ids(model, tokenizer, self._encode(texts, tokenizer))
+        Y = predict_ids(self, model, tokenizer, self._encode(texts, tokenizer))
         return Y.ravel() if Y.shape[1] == 1 else Y
 
     def hidden_features(self, X):
@@ -385,12 +399,12 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         else:
             key = ("frozen base",) + self._load_key()
             if getattr(self, "_model_key", None) != key:
-                with _quiet_loading(self.show_progress_bar):
-                    self._model, self._tokenizer = self._load_base(self.num_labels or 1)
+                with quiet_loading(self.show_progress_bar):
+                    self._model, self._tokenizer = load_base(self, self.num_labels or 1)
                 self._model.eval()
                 self._model_key = key
             model, tokenizer = self._model, self._tokenizer
-        return self._head_inputs(model, tokenizer, self._encode(texts, tokenizer))
+        return head_inputs(self, model, tokenizer, self._encode(texts, tokenizer))
 
     def save_adapter(self, path):
         """Write the adapter (LoRA weights and head) as a standard peft folder.
@@ -529,7 +543,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         return n_targets
 
     def _adapter_num_labels(self):
-        saved = _saved_head_size(self.adapter)
+        saved = saved_head_size(self.adapter)
         if saved is None and self.num_labels is None:
             raise ValueError(
                 f"Cannot tell the number of labels of adapter {str(self.adapter)!r}: "
@@ -562,7 +576,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
         permutation = rng.permutation(n_samples)
         return np.sort(permutation[n_validation:]), np.sort(permutation[:n_validation])
 
-    # --- loading -------------------------------------------------------------
+    # --- loading and tokens --------------------------------------------------
 
     def _load_key(self):
         return (
@@ -578,586 +592,13 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
     def _loaded(self):
         """The model ready to predict, loaded on first use (and after unpickling)."""
         if getattr(self, "_model_key", None) != self._load_key():
-            with _quiet_loading(self.show_progress_bar):
-                self._model, self._tokenizer = self._load_for_prediction()
+            with quiet_loading(self.show_progress_bar):
+                self._model, self._tokenizer = load_for_prediction(self)
             self._model_key = self._load_key()
         return self._model, self._tokenizer
 
-    def _load_for_prediction(self):
-        from peft import PeftConfig, PeftModel, get_peft_model, set_peft_model_state_dict
-
-        if hasattr(self, "adapter_state_"):
-            model, tokenizer = self._load_base(self.num_labels_)
-            fitted = getattr(self, "head_layout_", None)
-            if fitted is not None and fitted != self._head_layout(model.config):
-                raise ValueError(
-                    f"This estimator was fitted with pooling={fitted['pooling']!r}, "
-                    f"layers={fitted['layers']!r}; its pooling or layers changed "
-                    "since: fit it again."
-                )
-            config = PeftConfig.from_peft_type(**self.adapter_config_)
-            model = get_peft_model(model, config)
-            set_peft_model_state_dict(model, _state_tensors(self.adapter_state_))
-        else:
-            model, tokenizer = self._load_base(self._adapter_num_labels())
-            self._check_saved_layout(model.config)
-            model = PeftModel.from_pretrained(model, str(self.adapter))
-        return model.eval(), tokenizer
-
-    def _load_trainable(self, num_labels):
-        from peft import LoraConfig, PeftModel, TaskType, get_peft_model
-
-        model, tokenizer = self._load_base(num_labels)
-        if self.adapter is not None:
-            self._check_saved_layout(model.config)
-            model = PeftModel.from_pretrained(model, str(self.adapter), is_trainable=True)
-        else:
-            config = LoraConfig(
-                task_type=TaskType.SEQ_CLS,
-                r=self.lora_r,
-                lora_alpha=self.lora_alpha,
-                lora_dropout=self.lora_dropout,
-                target_modules=self._target_modules(model),
-                modules_to_save=[_head_name(model)],
-            )
-            model = get_peft_model(model, config)
-        for parameter in model.parameters():
-            if parameter.requires_grad:
-                parameter.data = parameter.data.float()
-        return model, tokenizer
-
-    def _target_modules(self, model):
-        if self.target_modules is not None:
-            return (
-                self.target_modules
-                if isinstance(self.target_modules, str)
-                else list(self.target_modules)
-            )
-        return DEFAULT_TARGET_MODULES.get(model.config.model_type)
-
-    def _load_base(self, num_labels):
-        from transformers import AutoModelForSequenceClassification
-
-        device, dtype = self._device_and_dtype()
-        kwargs = {
-            "num_labels": num_labels,
-            "problem_type": "regression",
-            "dtype": dtype,
-            # A checkpoint's own head of another size is replaced, not an error.
-            "ignore_mismatched_sizes": True,
-        }
-        if self.gguf_file is not None:
-            kwargs["gguf_file"] = self.gguf_file
-        logger.info(
-            "Loading %s%s (%s on %s)",
-            self.model_name_or_path,
-            f" / {self.gguf_file}" if self.gguf_file else "",
-            dtype,
-            device,
-        )
-        source = resolve_stage2_base(self.model_name_or_path, self.gguf_file)
-        tokenizer = _load_tokenizer(source, self.gguf_file)
-        model = AutoModelForSequenceClassification.from_pretrained(source, **kwargs)
-        model.config.pad_token_id = tokenizer.pad_token_id
-        if not self._own_head():
-            # A linear head with bias over the pooled features replaces the
-            # model's own (which reads the last layer's last token only).
-            import torch
-
-            layout = self._head_layout(model.config)
-            setattr(
-                model,
-                _head_name(model),
-                torch.nn.Linear(layout["n_features"], num_labels, bias=True, dtype=dtype),
-            )
-        return model.to(device), tokenizer
-
     def _device_and_dtype(self):
-        import torch
-
-        device = torch.device(resolve_device(self.device))
-        if self.dtype is not None:
-            return device, getattr(torch, self.dtype)
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return device, torch.bfloat16
-        return device, torch.float32
-
-    # --- tokens --------------------------------------------------------------
+        return device_and_dtype(self.device, self.dtype)
 
     def _encode(self, texts, tokenizer):
-        """Token ids of every text: truncated head + tail, special tokens added."""
-        before, after = special_tokens_around(tokenizer)
-        budget = self.max_length - len(before) - len(after)
-        marker = tokenizer(self.truncation_marker, add_special_tokens=False)["input_ids"]
-        if budget < 1 or (self.head_tail is not None and budget <= len(marker)):
-            raise ValueError(
-                f"max_length={self.max_length} leaves no room for text once the "
-                f"{len(before) + len(after)} special and {len(marker)} marker tokens "
-                "are counted."
-            )
-        encoded = tokenizer(
-            texts, add_special_tokens=False, split_special_tokens=True, verbose=False
-        )["input_ids"]
-        empty = [i for i, ids in enumerate(encoded) if not ids and not before + after]
-        if empty:
-            raise ValueError(f"Rows {empty} give no tokens: the model cannot score them.")
-        return [
-            before + truncate_ids(ids, budget, self.head_tail, marker) + after
-            for ids in encoded
-        ]
-
-    # --- prediction ----------------------------------------------------------
-
-    def _predict_ids(self, model, tokenizer, ids, *, desc="predicting"):
-        """Forward passes over length-sorted batches, in the original order."""
-        import torch
-
-        num_labels = model.config.num_labels
-        Y = np.empty((len(ids), num_labels), dtype=np.float64)
-        order = np.argsort([len(row) for row in ids], kind="stable")
-        batches = [
-            order[start : start + self.batch_size]
-            for start in range(0, len(order), self.batch_size)
-        ]
-        device, dtype = self._device_and_dtype()
-        with torch.inference_mode(), _autocast(device, dtype):
-            shown = progress_enabled(self.show_progress_bar, len(ids), _LONG_STAGE2_WORK)
-            for batch in tqdm(batches, desc=desc, disable=not shown):
-                inputs = _collate([ids[i] for i in batch], tokenizer.pad_token_id, device)
-                Y[batch] = self._logits(model, inputs).float().cpu().numpy()
-        return Y
-
-    # --- training ------------------------------------------------------------
-
-    def _train(self, model, tokenizer, ids, Y, train, validation, rng):
-        import torch
-
-        device, dtype = self._device_and_dtype()
-        if self.adapter is None and self.head_init == "ridge":
-            self._fit_head_by_ridge(model, tokenizer, [ids[i] for i in train], Y[train])
-        weights = torch.as_tensor(_inverse_variances(Y[train]), device=device)
-        targets = torch.as_tensor(Y, dtype=torch.float32, device=device)
-        parameters = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(parameters, lr=self.learning_rate)
-        n_steps = max(1, self.max_epochs * math.ceil(len(train) / self.batch_size))
-        schedule = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda step: max(0.0, 1.0 - step / n_steps)
-        )
-
-        def validation_loss():
-            model.eval()
-            predicted = self._predict_ids(
-                model, tokenizer, [ids[i] for i in validation], desc="validating"
-            )
-            return _weighted_mse(predicted, Y[validation], weights.cpu().numpy())
-
-        self.train_loss_curve_, self.validation_loss_curve_ = [], []
-        best_state, best_loss, n_stale = None, None, 0
-        if len(validation):
-            best_loss = validation_loss()
-            best_state = _trainable_copy(model)
-            self.validation_loss_curve_.append(best_loss)
-        progress = tqdm(
-            total=n_steps if self.max_epochs else 0,
-            desc="fine-tuning",
-            disable=not progress_enabled(self.show_progress_bar, n_steps, 1),
-        )
-        self.n_epochs_ = 0
-        for epoch in range(self.max_epochs):
-            model.train()
-            losses = []
-            for batch in _chunks(rng.permutation(train), self.batch_size):
-                inputs = _collate([ids[i] for i in batch], tokenizer.pad_token_id, device)
-                with _autocast(device, dtype):
-                    predicted = self._logits(model, inputs).float()
-                loss = (((predicted - targets[batch]) ** 2) * weights).mean()
-                loss.backward()
-                torch.nn.utils.clip_grad_norm_(parameters, _GRADIENT_CLIP_NORM)
-                optimizer.step()
-                schedule.step()
-                optimizer.zero_grad(set_to_none=True)
-                losses.append(loss.item())
-                progress.update()
-            self.n_epochs_ = epoch + 1
-            self.train_loss_curve_.append(float(np.mean(losses)))
-            if not len(validation):
-                logger.info("epoch %d: train loss %.4f", epoch + 1, losses[-1])
-                continue
-            loss = validation_loss()
-            self.validation_loss_curve_.append(loss)
-            logger.info(
-                "epoch %d: train loss %.4f, validation loss %.4f",
-                epoch + 1,
-                self.train_loss_curve_[-1],
-                loss,
-            )
-            if loss < best_loss:
-                best_loss, best_state, n_stale = loss, _trainable_copy(model), 0
-            else:
-                n_stale += 1
-                if n_stale >= self.n_iter_no_change:
-                    logger.info("early stopping after epoch %d", epoch + 1)
-                    break
-        progress.close()
-        if best_state is not None:
-            _restore_trainable(model, best_state)
-        self.best_validation_loss_ = best_loss
-        return model
-
-    def _fit_head_by_ridge(self, model, tokenizer, ids, Y):
-        """Start the head from a ridge regression on the base model's features."""
-        import torch
-        from sklearn.linear_model import RidgeCV
-
-        head = _head_module(model)
-        if not isinstance(head, torch.nn.Linear):
-            logger.info("head_init='ridge' skipped: the head is not one linear layer")
-            return
-        features = self._head_inputs(model, tokenizer, ids)
-        if self._own_head():
-            ridge = RidgeCV(alphas=_RIDGE_ALPHAS, fit_intercept=False).fit(features, Y)
-            weight, bias, alpha = ridge.coef_.reshape(head.weight.shape), 0.0, ridge.alpha_
-        else:
-            weight, bias, alpha = fit_ridge_head(features, Y)
-        logger.info("head fitted by ridge regression (alpha=%g)", alpha)
-        with torch.no_grad():
-            head.weight.copy_(torch.as_tensor(weight.reshape(head.weight.shape)))
-            if head.bias is not None:
-                head.bias.copy_(torch.as_tensor(np.broadcast_to(bias, head.bias.shape).copy()))
-
-    def _logits(self, model, inputs):
-        """The head's output for a collated batch."""
-        if self._own_head():
-            return model(**inputs).logits
-        return _head_module(model, wrapper=True)(self._pooled(model, inputs))
-
-    def _pooled(self, model, inputs):
-        """Pooled hidden states of `layers`, concatenated: (batch, n_features)."""
-        import torch
-
-        hf_model = _hf_model(model)
-        backbone = getattr(hf_model, hf_model.base_model_prefix)
-        layers = self._resolved_layers(hf_model.config)
-        outputs = backbone(**inputs, output_hidden_states=True)
-        mask = inputs["attention_mask"]
-        last = mask.sum(dim=1) - 1
-        rows = torch.arange(len(last), device=last.device)
-        weights = mask.unsqueeze(-1).float()
-        parts = []
-        for layer in layers:
-            hidden = outputs.hidden_states[layer]
-            for pooling in self.pooling.split("+"):
-                if pooling == "last":
-                    parts.append(hidden[rows, last].float())
-                else:
-                    parts.append((hidden.float() * weights).sum(dim=1) / weights.sum(dim=1))
-        return torch.cat(parts, dim=-1)
-
-    def _head_inputs(self, model, tokenizer, ids):
-        """What the head reads for every text, in length-sorted batches."""
-        import torch
-
-        device, dtype = self._device_and_dtype()
-        order = np.argsort([len(row) for row in ids], kind="stable")
-        features = None
-        own_head = self._own_head()
-        if own_head:  # transformers' head: capture the last layer it reads
-            head = _head_module(model, wrapper=True)
-            captured = []
-            hook = head.register_forward_hook(
-                lambda module, args, output: captured.append(args[0])
-            )
-        try:
-            model.eval()
-            with torch.inference_mode(), _autocast(device, dtype):
-                for batch in tqdm(
-                    _chunks(order, self.batch_size),
-                    desc="features",
-                    disable=not progress_enabled(self.show_progress_bar, len(ids), _LONG_STAGE2_WORK),
-                ):
-                    inputs = _collate([ids[i] for i in batch], tokenizer.pad_token_id, device)
-                    if own_head:
-                        captured.clear()
-                        model(**inputs)
-                        hidden = captured[0]
-                        if hidden.ndim == 3:
-                            last = inputs["attention_mask"].sum(dim=1) - 1
-                            hidden = hidden[torch.arange(len(batch), device=device), last]
-                    else:
-                        hidden = self._pooled(model, inputs)
-                    hidden = hidden.float().cpu().numpy()
-                    if features is None:
-                        features = np.empty((len(ids), hidden.shape[1]), dtype=np.float64)
-                    features[batch] = hidden
-        finally:
-            if own_head:
-                hook.remove()
-        return features
-
-
-def fit_ridge_head(features, Y, alphas=None):
-    """Fit a linear head by ridge regression on standardised features.
-
-    The head of a :class:`QwenRegressor` with `pooling` or `layers` set:
-    ``StandardScaler`` + ``RidgeCV`` (one penalty for all targets, chosen by
-    efficient leave-one-out), folded into one linear layer so that
-    ``features @ weight.T + bias`` is the ridge's prediction.
-
-    Parameters
-    ----------
-    features : array-like of shape (n_samples, n_features)
-        Pooled hidden states, as :meth:`QwenRegressor.hidden_features`
-        returns them.
-    Y : array-like of shape (n_samples, n_targets) or (n_samples,)
-        Scores.
-    alphas : array-like of float or None, default=None
-        Candidate penalties; None: ``np.logspace(-1, 6, 22)``.
-
-    Returns
-    -------
-    weight : ndarray of shape (n_targets, n_features)
-    bias : ndarray of shape (n_targets,)
-    alpha : float
-        The chosen penalty.
-
-    Examples
-    --------
-    >>> import numpy as np
-    >>> rng = np.random.RandomState(0)
-    >>> F, Y = rng.normal(size=(50, 20)), rng.uniform(0, 10, size=(50, 3))
-    >>> weight, bias, alpha = fit_ridge_head(F, Y)
-    >>> (F @ weight.T + bias).shape
-    (50, 3)
-    """
-    from sklearn.linear_model import RidgeCV
-
-    features = np.asarray(features, dtype=np.float64)
-    Y = np.asarray(Y, dtype=np.float64)
-    Y2 = Y.reshape(len(Y), -1)
-    mean = features.mean(axis=0)
-    scale = features.std(axis=0)
-    scale = np.where(scale > 1e-12, scale, 1.0)
-    alphas = STANDARDISED_ALPHAS if alphas is None else np.asarray(alphas, dtype=float)
-    ridge = RidgeCV(alphas=alphas).fit((features - mean) / scale, Y2)
-    weight = ridge.coef_.reshape(Y2.shape[1], -1) / scale
-    bias = np.atleast_1d(ridge.intercept_) - weight @ mean
-    return weight, bias, float(ridge.alpha_)
-
-
-@contextlib.contextmanager
-def _quiet_loading(show_progress_bar):
-    """Silence transformers' load report while a base model gets its head.
-
-    The report always lists the regression head as "MISSING": it is created
-    here on purpose, then fitted or restored from the adapter, so the warning
-    would only mislead. Errors still raise; the GGUF conversion bar follows
-    ``show_progress_bar``.
-    """
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bar = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    if not show_progress_bar:
-        hf_logging.disable_progress_bar()
-    try:
-        with warnings.catch_warnings():
-            # peft still asks for the renamed ``is_gradient_checkpointing``.
-            warnings.filterwarnings("ignore", message=".*is_gradient_checkpointing", category=FutureWarning)
-            yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bar:
-            hf_logging.enable_progress_bar()
-
-
-def truncate_ids(ids, budget, head_tail, marker):
-    """Cut a token id list to at most `budget` ids, head + `marker` + tail.
-
-    With `head_tail` ``(head, tail)``, a list longer than ``head + tail``
-    keeps its first `head` and last `tail` ids around `marker`; where that
-    exceeds `budget` the head gives up the difference (then the tail). With
-    `head_tail` None, a list longer than `budget` keeps its start.
-
-    Examples
-    --------
-    >>> truncate_ids(list(range(10)), 512, (3, 2), [-1])
-    [0, 1, 2, -1, 8, 9]
-    >>> truncate_ids(list(range(10)), 5, (3, 2), [-1])
-    [0, 1, -1, 8, 9]
-    >>> truncate_ids(list(range(10)), 5, None, [-1])
-    [0, 1, 2, 3, 4]
-    """
-    if head_tail is None:
-        return list(ids[:budget])
-    head, tail = head_tail
-    if len(ids) <= min(head + tail, budget):
-        return list(ids)
-    room = budget - len(marker)
-    tail = min(tail, room)
-    head = min(head, room - tail)
-    return list(ids[:head]) + list(marker) + list(ids[len(ids) - tail :])
-
-
-@functools.lru_cache(maxsize=8)
-def _load_tokenizer(model_name_or_path, gguf_file):
-    """The base model's tokenizer, with a pad token (eos when it has none)."""
-    from transformers import AutoTokenizer
-
-    kwargs = {} if gguf_file is None else {"gguf_file": gguf_file}
-    tokenizer = AutoTokenizer.from_pretrained(model_name_or_path, **kwargs)
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise ValueError(
-                f"The tokenizer of {model_name_or_path!r} has neither a pad nor an "
-                "eos token: batches cannot be padded."
-            )
-        tokenizer.pad_token = tokenizer.eos_token
-    return tokenizer
-
-
-def _validate_targets(y, X, n_samples):
-    try:
-        Y = np.array(y, dtype=np.float64)
-    except (TypeError, ValueError) as error:
-        raise ValueError(f"y must hold numbers: {error}") from None
-    if Y.ndim == 1:
-        Y = Y.reshape(-1, 1)
-    if Y.ndim != 2:
-        raise ValueError(f"y must be 1-D or 2-D; got shape {Y.shape}.")
-    if Y.shape[0] != n_samples:
-        raise ValueError(f"X has {n_samples} rows but y has {Y.shape[0]}.")
-    if Y.shape[1] == 0:
-        raise ValueError("y has no columns.")
-    bad = np.flatnonzero(~np.isfinite(Y).all(axis=1))
-    if len(bad):
-        frame = as_frame(X)
-        ids = frame["id"].to_numpy()[bad] if "id" in frame.columns else None
-        named = ", ".join(
-            f"{row}" + ("" if ids is None else f" (id={ids[k]!r})")
-            for k, row in enumerate(bad[:10])
-        )
-        more = f" and {len(bad) - 10} more" if len(bad) > 10 else ""
-        raise ValueError(f"y has NaN or infinite targets in rows {named}{more}.")
-    return Y
-
-
-def _saved_head_size(adapter):
-    """Number of labels of the head saved in a peft adapter folder, or None."""
-    from safetensors import safe_open
-
-    path = Path(adapter) / "adapter_model.safetensors"
-    if not path.exists():
-        raise ValueError(f"adapter {str(adapter)!r} has no adapter_model.safetensors.")
-    with safe_open(str(path), framework="pt") as weights:
-        for key in weights.keys():
-            parts = key.split(".")
-            if parts[-1] == "weight" and (
-                parts[-2] in HEAD_NAMES or parts[-3:-1] == ["classifier", "out_proj"]
-            ):
-                return int(weights.get_slice(key).get_shape()[0])
-    return None
-
-
-def _hf_model(model):
-    """The transformers model under a peft wrapper (LoRA layers in place)."""
-    from peft import PeftModel
-
-    return model.get_base_model() if isinstance(model, PeftModel) else model
-
-
-def _head_module(model, *, wrapper=False):
-    """The regression head; peft's trainable copy of it unless `wrapper`."""
-    hf_model = _hf_model(model)
-    head = getattr(hf_model, _head_name(hf_model))
-    if not wrapper and hasattr(head, "modules_to_save"):
-        head = head.modules_to_save["default"]
-    return head
-
-
-def _head_name(model):
-    for name in HEAD_NAMES:
-        if hasattr(model, name):
-            return name
-    raise ValueError(
-        f"{type(model).__name__} has no regression head named {' or '.join(HEAD_NAMES)}."
-    )
-
-
-def _adapter_config_dict(model):
-    config = model.peft_config["default"].to_dict()
-    return {
-        key: sorted(value) if isinstance(value, set) else value
-        for key, value in config.items()
-    }
-
-
-def _adapter_state_numpy(model):
-    from peft import get_peft_model_state_dict
-
-    return {
-        name: tensor.detach().float().cpu().numpy()
-        for name, tensor in get_peft_model_state_dict(model).items()
-    }
-
-
-def _state_tensors(state):
-    import torch
-
-    return {name: torch.from_numpy(np.array(array)) for name, array in state.items()}
-
-
-def _trainable_copy(model):
-    return {
-        name: parameter.detach().clone()
-        for name, parameter in model.named_parameters()
-        if parameter.requires_grad
-    }
-
-
-def _restore_trainable(model, state):
-    import torch
-
-    parameters = dict(model.named_parameters())
-    with torch.no_grad():
-        for name, value in state.items():
-            parameters[name].copy_(value)
-
-
-def _collate(rows, pad_token_id, device):
-    """Right-pad token id lists into ``input_ids`` and ``attention_mask`` tensors."""
-    import torch
-
-    width = max(len(row) for row in rows)
-    input_ids = torch.full((len(rows), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(rows), width), dtype=torch.long)
-    for i, row in enumerate(rows):
-        input_ids[i, : len(row)] = torch.as_tensor(row)
-        attention_mask[i, : len(row)] = 1
-    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
-
-
-def _autocast(device, dtype):
-    import torch
-
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype != torch.float32)
-
-
-def _cuda_devices():
-    import torch
-
-    return list(range(torch.cuda.device_count())) if torch.cuda.is_initialized() else []
-
-
-def _chunks(indices, size):
-    return [indices[start : start + size] for start in range(0, len(indices), size)]
-
-
-def _inverse_variances(Y):
-    variances = Y.var(axis=0)
-    return np.where(variances > 1e-12, 1.0 / np.maximum(variances, 1e-12), 1.0).astype(
-        np.float32
-    )
-
-
-def _weighted_mse(predicted, Y, weights):
-    return float(np.mean(((predicted - Y) ** 2) * weights))
+        return encode(self, texts, tokenizer)

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))  # tests/_tiny_qwen.py
 from tests.test_qwen import TINY, _save_tiny_qwen2  # noqa: E402  (one tiny-model builder)
 
 from hybrid_estimators.datasets import make_articles  # noqa: E402

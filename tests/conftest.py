@@ -30,25 +30,10 @@ def _shared_folder(name):
 
 @pytest.fixture(scope="session")
 def tiny_qwen2_path(tmp_path_factory):
-    """A 2-layer Qwen2 (random weights) with the real Qwen2.5 tokenizer, as in test_qwen."""
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
+    """A 2-layer Qwen2 (random weights) with the real Qwen2.5 tokenizer (tests/_tiny_qwen.py)."""
+    from _tiny_qwen import save_tiny_qwen2
 
-    from hybrid_estimators.models import offline_qwen_tokenizer
-
-    folder = tmp_path_factory.mktemp("tiny_qwen2")
-    tokenizer = AutoTokenizer.from_pretrained(offline_qwen_tokenizer())
-    config = Qwen2Config(
-        vocab_size=len(tokenizer), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=512,
-        tie_word_embeddings=True, bos_token_id=None, eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        Qwen2ForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
+    return save_tiny_qwen2(tmp_path_factory.mktemp("tiny_qwen2"))
 
 
 @pytest.fixture(scope="session")

@@ -532,7 +532,7 @@ def test_resolve_stage2_base_resolves_qwen25_coder_to_the_fetched_folder(fake_py
     assert models.resolve_stage2_base(models.QWEN25_CODER_NAME, models.QWEN25_CODER_GGUF) == folder
     # Only the GGUF file has an offline copy: without it the name cannot be
     # resolved offline, and the error says every source it tried.
-    with pytest.raises(ValueError, match=r"Qwen2\.5-Coder-0\.5B-Instruct'\. Tried a local folder.*"
+    with pytest.raises(ValueError, match=r"Qwen2\.5-Coder-0\.5B-Instruct'\. Tried a local path.*"
                        r"Hugging Face cache.*HF_HUB_OFFLINE is set.*an offline copy"):
         models.resolve_stage2_base(models.QWEN25_CODER_NAME)
 

