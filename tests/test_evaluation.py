@@ -20,6 +20,7 @@ from hybrid_estimators import filters
 from hybrid_estimators.datasets import make_articles
 from hybrid_estimators.evaluation import (
     DEFAULT_THRESHOLDS,
+    DISTRIBUTION_METRICS,
     METRICS,
     CascadeFrontierDisplay,
     CascadeReport,
@@ -468,6 +469,12 @@ def test_json_round_trip(exact_report):
         "stage2_better",
         "stage2_source",
         "stage2_weight",
+        "distribution",
+        "undefined_metrics",
+        "training_articles",
+        "in_sample",
+        "verdict",
+        "verdict_reason",
     }
     assert data["n"] == 150 and data["threshold"] == THRESHOLD and data["confidence"] == 0.9
     assert set(data["systems"]["hybrid"]) == {"n", "mae", *METRICS}
@@ -477,7 +484,8 @@ def test_to_frame_has_one_row_per_estimate(exact_report):
     frame = exact_report.to_frame()
     per_metrics = len(METRICS) + 2  # and one MAE per dimension
     n_tables = 3 + 3 * 3 + len(exact_report.grid)
-    assert len(frame) == n_tables * per_metrics
+    n_distribution = 3 * len(DISTRIBUTION_METRICS)  # one row per system and statistic
+    assert len(frame) == n_tables * per_metrics + n_distribution
     systems = frame.query("section == 'system'").pivot(
         index="system", columns="metric", values="value"
     )

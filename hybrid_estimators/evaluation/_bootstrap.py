@@ -27,8 +27,10 @@ class _PairedBootstrap:
     """Ratios of sums over articles, with percentile intervals on shared resamples.
 
     ``add`` registers a statistic ``sum(numerator) / sum(denominator)``;
-    ``run`` evaluates all of them on the full sample and on the same
-    `n_bootstraps` resamples of articles (drawn with replacement).
+    ``add_resampled`` statistics that are no ratio of sums (a standard
+    deviation, a percentile), computed from the positions of a resample's
+    articles; ``run`` evaluates all of them on the full sample and on the
+    same `n_bootstraps` resamples of articles (drawn with replacement).
     """
 
     def __init__(self, n_samples, n_bootstraps, confidence, random_state):
@@ -38,6 +40,7 @@ class _PairedBootstrap:
         self.random_state = random_state
         self._keys, self._numerators, self._which = [], [], []
         self._denominators, self._denominator_index = [], {}
+        self._resampled = []  # (keys, statistic)
 
     def add(self, key, numerator, denominator):
         denominator = np.asarray(denominator, dtype=float)
@@ -49,12 +52,18 @@ class _PairedBootstrap:
         self._numerators.append(np.asarray(numerator, dtype=float))
         self._which.append(self._denominator_index[token])
 
+    def add_resampled(self, keys, statistic):
+        """Register ``statistic(positions) -> one value per key`` (positions may repeat)."""
+        self._resampled.append((list(keys), statistic))
+
     def run(self):
         """``{key: (value, low, high)}`` of every registered statistic."""
         numerators = np.column_stack(self._numerators)
         denominators = np.column_stack(self._denominators)
         which = np.asarray(self._which)
         value = _ratio(numerators.sum(axis=0), denominators.sum(axis=0)[which])
+        value = np.concatenate([value, self._resampled_values(np.arange(self.n_samples))])
+        keys = self._keys + [key for keys, _ in self._resampled for key in keys]
         low = high = np.full(value.shape, np.nan)
         if self.n_bootstraps:
             replicates = self._replicates(numerators, denominators, which)
@@ -62,19 +71,30 @@ class _PairedBootstrap:
             with warnings.catch_warnings():  # a statistic undefined on every resample
                 warnings.simplefilter("ignore", RuntimeWarning)
                 low, high = np.nanpercentile(replicates, [tail, 100.0 - tail], axis=0)
-        return {key: (value[i], low[i], high[i]) for i, key in enumerate(self._keys)}
+        return {key: (value[i], low[i], high[i]) for i, key in enumerate(keys)}
+
+    def _resampled_values(self, positions):
+        values = [np.asarray(statistic(positions), dtype=float) for _, statistic in self._resampled]
+        return np.concatenate(values) if values else np.empty(0)
 
     def _replicates(self, numerators, denominators, which):
         n = self.n_samples
         rng = check_random_state(self.random_state)
-        replicates = np.empty((self.n_bootstraps, numerators.shape[1]))
+        n_resampled = sum(len(keys) for keys, _ in self._resampled)
+        replicates = np.empty((self.n_bootstraps, numerators.shape[1] + n_resampled))
+        articles = np.arange(n)
         chunk = max(1, _MAX_COUNTS // n)
         for start in range(0, self.n_bootstraps, chunk):
             size = min(chunk, self.n_bootstraps - start)
             drawn = rng.randint(0, n, size=(size, n)) + n * np.arange(size)[:, np.newaxis]
             counts = np.bincount(drawn.ravel(), minlength=size * n).reshape(size, n)
             counts = counts.astype(float)
-            replicates[start : start + size] = _ratio(
+            rows = slice(start, start + size)
+            replicates[rows, : numerators.shape[1]] = _ratio(
                 counts @ numerators, (counts @ denominators)[:, which]
             )
+            if n_resampled:
+                replicates[rows, numerators.shape[1] :] = [
+                    self._resampled_values(np.repeat(articles, row.astype(int))) for row in counts
+                ]
         return replicates

@@ -3,6 +3,7 @@
 import dataclasses
 import logging
 import time
+import warnings
 from numbers import Integral, Real
 
 import numpy as np
@@ -18,8 +19,11 @@ from ..tiers import (
     tier_of,
     weighted_average,
 )
+from ..exceptions import InSampleWarning
 from ._bootstrap import _PairedBootstrap
-from ._report import DEFAULT_THRESHOLDS, METRICS, SYSTEMS, CascadeReport
+from ._distribution import RESAMPLED, ks_statistic, register_distribution
+from ._report import DEFAULT_THRESHOLDS, METRICS, SYSTEMS, CascadeReport, verdict_of
+from ._training_articles import in_sample_articles, take, take_predictions
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +45,8 @@ class _Truth:
         self.average = self.final_average(self.scores)
         self.tier = tier_of(self.average, self.tiers)
         self.medium_plus = self.average >= self.medium
+        self.high_name, self.high = max(self.tiers.items(), key=lambda item: item[1])
+        self.high_plus = self.average >= self.high
 
     def final_average(self, scores):
         """Weighted average with gatekeepers applied, as ``predict_report`` gives."""
@@ -62,6 +68,7 @@ def _terms(truth, scores, routed, seconds):
     terms = {
         "weighted_average_mae": (np.abs(average - truth.average), ones),
         "tier_accuracy": (tier_of(average, truth.tiers) == truth.tier, ones),
+        "high_recall": ((average >= truth.high) & truth.high_plus, truth.high_plus),
         "medium_plus_recall": (hits, truth.medium_plus),
         "medium_plus_precision": (hits, predicted_plus),
         "medium_plus_routed": (routed & truth.medium_plus, truth.medium_plus),
@@ -100,7 +107,7 @@ def _collect(results, prefix, n, dimension_names):
 
 
 def _as_scores(predictions, n_samples, n_dimensions, name):
-    predictions = np.asarray(predictions, dtype=float)
+    predictions = np.ascontiguousarray(predictions, dtype=float)  # one layout: one rounding
     if predictions.ndim == 1:
         predictions = predictions.reshape(-1, 1)
     if predictions.shape != (n_samples, n_dimensions):
@@ -242,6 +249,7 @@ def cascade_report(
     stage2_predictions=None,
     language=None,
     seconds_per_article=None,
+    allow_training_articles=False,
 ):
     """Measure Stage 1 alone, Stage 2 alone and the cascade on labelled articles.
 
@@ -317,6 +325,14 @@ def cascade_report(
     seconds_per_article : dict or None, default=None
         ``{"stage1": s, "stage2": s}``: times per article to report instead
         of measuring (either key may be left out).
+    allow_training_articles : bool, default=False
+        What to do with articles a stage that scores them here was trained
+        on (a loaded filter records them: :func:`in_sample_articles`; a
+        stage whose scores are given as predictions is taken to be out of
+        fold). False leaves them out of every number (the report says how
+        many; a ``ValueError`` when no article is left); True keeps them,
+        marks the report ``in_sample`` and issues an
+        :class:`~hybrid_estimators.exceptions.InSampleWarning`.
 
     Returns
     -------
@@ -353,9 +369,20 @@ def cascade_report(
     (True, True)
     >>> [point["threshold"] for point in report.grid][:3]
     [0.0, 0.25, 0.5]
+    >>> report.verdict, round(report.distribution["stage1"]["sd_ratio"]["value"], 2)
+    ('stage2_better', 0.98)
     """
     _check_parameters(n_bootstraps, confidence)
     check_consistent_length(X, Y)
+    stages = [name for name, given in (("stage1", stage1_predictions), ("stage2", stage2_predictions))
+              if given is None]
+    trained_on = in_sample_articles(router, X, stages=stages)
+    training = _training_summary(trained_on, len(Y), allow_training_articles)
+    if training["n_left_out"]:
+        keep = ~trained_on
+        X, Y, language = take(X, keep), take(Y, keep), take(language, keep)
+        stage1_predictions = take_predictions(stage1_predictions, keep)
+        stage2_predictions = take_predictions(stage2_predictions, keep)
     truth = _truth_of(router, Y)
     n_samples = len(truth.scores)
     threshold = _threshold_of(router)
@@ -366,6 +393,9 @@ def cascade_report(
 
     bootstrap = _PairedBootstrap(n_samples, n_bootstraps, confidence, random_state)
     _register_all(bootstrap, scores, systems, groups, grid, threshold)
+    averages = scores.averages(threshold)
+    for system, predicted in averages.items():
+        register_distribution(bootstrap, system, predicted, truth.average)
     results = bootstrap.run()
 
     def metrics_of(prefix, n=n_samples):
@@ -383,6 +413,7 @@ def cascade_report(
         }
 
     comparison = _comparison(results, scores.routed(threshold)) if scores.available else None
+    verdict, reason = verdict_of(comparison)
     report = CascadeReport(
         n=n_samples,
         threshold=threshold,
@@ -409,6 +440,15 @@ def cascade_report(
         stage2_better=bool(comparison and comparison["routed"]["stage2_better"]),
         stage2_source="router" if stage2_predictions is None else "stage2_predictions",
         stage2_weight=float(getattr(router, "stage2_weight", 1.0)),
+        distribution={
+            s: _distribution(results, s, averages[s], truth.average) if s in averages else None
+            for s in SYSTEMS
+        },
+        undefined_metrics=_undefined_metrics(truth),
+        training_articles=training,
+        in_sample=bool(training["n_trained_on"]) and bool(allow_training_articles),
+        verdict=verdict,
+        verdict_reason=reason,
     )
     _log_summary(report)
     return report
@@ -441,6 +481,17 @@ class _Scores:
             return _terms(self.truth, self.stage1, routed, self.t1)
         scores = np.where(routed[:, np.newaxis], self.stage2, self.stage1)
         return _terms(self.truth, scores, routed, self.t1 + self.t2 * routed)
+
+    def averages(self, threshold):
+        """Predicted final weighted average of every article, per available system."""
+        averages = {"stage1": self.truth.final_average(self.stage1)}
+        if self.available:
+            routed = self.routed(threshold)[:, np.newaxis]
+            averages["stage2"] = self.truth.final_average(self.stage2)
+            averages["hybrid"] = self.truth.final_average(np.where(routed, self.stage2, self.stage1))
+        else:
+            averages["hybrid"] = averages["stage1"]
+        return averages
 
     def systems(self, threshold):
         """Terms of each available system, the hybrid at `threshold`."""
@@ -485,6 +536,11 @@ class _Repeated:
 
     def hybrid(self, threshold):
         return _mean_terms([run.hybrid(threshold) for run in self.runs])
+
+    def averages(self, threshold):
+        """System -> predicted weighted averages, shape (n_repeats, n_samples)."""
+        per_run = [run.averages(threshold) for run in self.runs]
+        return {system: np.stack([run[system] for run in per_run]) for system in per_run[0]}
 
     def systems(self, threshold):
         per_run = [run.systems(threshold) for run in self.runs]
@@ -609,3 +665,52 @@ def _comparison(results, routed):
         entry["stage2_better"] = bool(entry["difference"]["high"] < 0)  # NaN -> False
         comparison[scope] = entry
     return comparison
+
+
+def _training_summary(trained_on, n_given, allow):
+    """What the report says of the training articles among the given ones (see CascadeReport)."""
+    n_trained_on = 0 if trained_on is None else int(trained_on.sum())
+    summary = {
+        "recorded": trained_on is not None,
+        "n_given": int(n_given),
+        "n_trained_on": n_trained_on,
+        "n_left_out": 0 if allow else n_trained_on,
+    }
+    if trained_on is None:
+        logger.info("the router records no training articles: cannot check that these are held out")
+    elif n_trained_on and allow:
+        warnings.warn(
+            f"{n_trained_on} of {n_given} articles are articles a stage was trained on: every "
+            "number of this report is in sample and says nothing of new articles",
+            InSampleWarning,
+            stacklevel=3,
+        )
+    elif n_trained_on == n_given:
+        raise ValueError(
+            f"no verdict: all {n_given} articles are articles a stage was trained on (the filter's "
+            "training_articles_sha256); evaluate on held-out articles, or keep them and measure "
+            "in sample (allow_training_articles=True; --allow-training-articles)"
+        )
+    elif n_trained_on:
+        logger.warning(
+            "left out %d of %d articles: a stage was trained on them", n_trained_on, n_given
+        )
+    return summary
+
+
+def _distribution(results, system, predicted, true):
+    n = int(predicted.shape[1])
+    statistics = {"n": n}
+    for name in RESAMPLED:
+        statistics[name] = _estimate(results[("distribution", system, name)])
+    statistics["ks_statistic"] = ks_statistic(predicted, true)
+    return statistics
+
+
+def _undefined_metrics(truth):
+    if truth.high_plus.any():
+        return {}
+    return {
+        "high_recall": f"no article is truly {truth.high_name.upper()} (true weighted average "
+        f">= {truth.high:g})"
+    }

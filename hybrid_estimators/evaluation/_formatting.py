@@ -2,7 +2,8 @@
 
 import numpy as np
 
-from ._report import SYSTEMS, CascadeReport
+from ._distribution import DISTRIBUTION_METRICS
+from ._report import SYSTEMS, CascadeReport, verdict_of
 
 # --- text -----------------------------------------------------------------------------
 
@@ -97,8 +98,9 @@ def format_report(report):
     ['Cascade report: 40 articles', 'threshold 5.00', '90% bootstrap intervals (50 resamples']
     """
     report = report if isinstance(report, CascadeReport) else CascadeReport.from_dict(report)
+    mark = " [in sample]" if report.in_sample else ""
     lines = [
-        f"Cascade report: {report.n} articles, threshold {report.threshold:.2f}, "
+        f"Cascade report{mark}: {report.n} articles, threshold {report.threshold:.2f}, "
         f"{report.confidence:.0%} bootstrap intervals ({report.n_bootstraps} resamples, "
         f"random_state={report.random_state})",
         "Stage 1 scores: "
@@ -108,12 +110,15 @@ def format_report(report):
         + ("" if report.stage2_weight == 1 else
            f", blended with Stage 1's (stage2_weight={report.stage2_weight:g}) as the router blends them")
         + "; MAE of the weighted average (gatekeepers applied); MEDIUM+ of the final tiers",
+        *_training_lines(report),
         "",
         _table(_SYSTEM_HEADERS, _system_rows(report.systems)),
         "",
     ]
-    lines += _comparison_lines(report)
-    lines += ["", "MAE per dimension"]
+    lines += _comparison_lines(report, mark)
+    if report.distribution:
+        lines += ["", f"Weighted averages, predicted against true{mark}", _distribution_table(report)]
+    lines += ["", f"MAE per dimension{mark}"]
     rows = [
         [name]
         + [
@@ -125,16 +130,33 @@ def format_report(report):
     lines.append(_table(["dimension", *SYSTEMS], rows))
     for title, breakdown in (("By true tier", report.by_tier), ("By language", report.by_language)):
         if breakdown:
-            lines += ["", title, _breakdown_table(breakdown)]
+            lines += ["", title + mark, _breakdown_table(breakdown)]
     if report.grid:
-        lines += ["", "Hybrid over the threshold grid", _grid_table(report)]
+        lines += ["", f"Hybrid over the threshold grid{mark}", _grid_table(report)]
     return "\n".join(lines) + "\n"
 
 
-def _comparison_lines(report):
+def _training_lines(report):
+    training = report.training_articles
+    if training is None:  # a report from before the check
+        return []
+    if not training["recorded"]:
+        return ["Training articles: the router records none, so these articles cannot be checked "
+                "to be held out"]
+    n, given = training["n_trained_on"], training["n_given"]
+    if report.in_sample:
+        return [f"IN SAMPLE: {n} of these {given} articles are articles a stage was trained on: "
+                "every number below is in sample and says nothing of new articles"]
+    if training["n_left_out"]:
+        return [f"Training articles: {training['n_left_out']} of the {given} articles given were left "
+                "out (a stage that scores them here was trained on them)"]
+    return ["Training articles: none of these articles is one a stage that scores it here was trained on"]
+
+
+def _comparison_lines(report, mark=""):
     if report.comparison is None:
         return ["Stage 2 is unavailable (Stage-1-only router): nothing to compare."]
-    lines = ["Stage 2 - Stage 1 MAE of the weighted average, paired on the same articles:"]
+    lines = [f"Stage 2 - Stage 1 MAE of the weighted average, paired on the same articles{mark}:"]
     rows = []
     for scope, label in (("all", "all articles"), ("routed", "routed articles")):
         entry = report.comparison[scope]
@@ -149,13 +171,37 @@ def _comparison_lines(report):
             ]
         )
     lines.append(_table(["articles", "n", "stage1", "stage2", "difference", "stage2 better"], rows))
-    verdict = (
-        "Stage 2 earns its place: it beats Stage 1 on the articles it is given."
-        if report.stage2_better
-        else "Stage 2 does not (yet) earn its place: no interval-backed gain on the "
-        "articles it is given."
+    verdict, reason = (
+        (report.verdict, report.verdict_reason)
+        if report.verdict is not None
+        else verdict_of(report.comparison)
     )
-    return [*lines, f"Verdict: {verdict}"]
+    text = {
+        "stage2_better": "Stage 2 earns its place: it beats Stage 1 on the articles it is given",
+        "stage2_worse": "Stage 2 does not earn its place: it is worse than Stage 1 on the "
+        "articles it is given",
+        "inconclusive": "inconclusive",
+    }[verdict]
+    return [*lines, f"Verdict{mark}: {text} ({reason})."]
+
+
+def _distribution_table(report):
+    rows = []
+    for system in SYSTEMS:
+        statistics = report.distribution.get(system)
+        if statistics is None:
+            rows.append([system, "unavailable", "", "", "", ""])
+            continue
+        rows.append(
+            [system, _with_interval(report.systems[system]["high_recall"])]
+            + [_with_interval(statistics[name], 2) for name in DISTRIBUTION_METRICS[:-1]]
+            + [_value({"value": statistics["ks_statistic"]})]
+        )
+    headers = ["system", "HIGH recall", "sd ratio (pred/true)", "p90 predicted", "p90 true", "KS"]
+    text = _table(headers, rows)
+    for metric, reason in (report.undefined_metrics or {}).items():
+        text += f"\n({metric}: n/a: {reason})"
+    return text
 
 
 def _breakdown_table(breakdown):

@@ -17,12 +17,21 @@ SYSTEMS = ("stage1", "stage2", "hybrid")
 METRICS = (
     "weighted_average_mae",
     "tier_accuracy",
+    "high_recall",
     "medium_plus_recall",
     "medium_plus_precision",
     "medium_plus_routed",
     "skip_rate",
     "seconds_per_article",
 )
+
+#: Fewest articles routed to Stage 2 for a verdict on it: with fewer paired
+#: differences a percentile bootstrap interval covers far less often than
+#: it claims, so the verdict reads "inconclusive".
+MIN_VERDICT_ARTICLES = 30
+
+#: The verdicts of :func:`verdict_of`.
+VERDICTS = ("stage2_better", "stage2_worse", "inconclusive", "unavailable")
 
 # --- the result ---------------------------------------------------------------
 
@@ -38,8 +47,10 @@ class CascadeReport:
 
     A *metrics* dict holds ``n`` (articles) and one estimate for each of
     ``weighted_average_mae``, ``tier_accuracy``, ``medium_plus_recall``,
-    ``medium_plus_precision``, ``medium_plus_routed``, ``skip_rate`` and
-    ``seconds_per_article``, plus ``mae``: dimension name -> estimate.
+    ``medium_plus_precision``, ``medium_plus_routed``, ``skip_rate``,
+    ``seconds_per_article`` and ``high_recall`` (share of the truly HIGH
+    articles, true weighted average at or above the highest tier's bound,
+    predicted HIGH), plus ``mae``: dimension name -> estimate.
 
     Attributes
     ----------
@@ -88,7 +99,30 @@ class CascadeReport:
     stage2_better : bool
         ``comparison["routed"]["stage2_better"]``: Stage 2 is better than
         Stage 1 on the articles the cascade gives it (False when none is
-        routed or Stage 2 is unavailable).
+        routed or Stage 2 is unavailable). The interval alone: `verdict`
+        also weighs the sample size.
+    distribution : dict
+        System -> ``{"n", "sd_ratio", "p90_predicted", "p90_true",
+        "ks_statistic"}`` (None for an unavailable system): the predicted
+        weighted averages against the true ones (standard deviation
+        ratio predicted / true, the 90th percentile of each, with
+        intervals; the two-sample Kolmogorov-Smirnov statistic, a number
+        without interval). A ratio below 1 is a compressed range.
+    undefined_metrics : dict of str to str
+        Metric -> why it is NaN for every system, e.g. ``high_recall``
+        when no article is truly HIGH (the highest tier).
+    training_articles : dict
+        ``{"recorded", "n_given", "n_trained_on", "n_left_out"}``: whether
+        the router records its training articles
+        (:func:`in_sample_articles`), how many articles were given, how
+        many of them a stage that scored them here was trained on, and how
+        many of those were left out of every number.
+    in_sample : bool
+        True when training articles were kept (``allow_training_articles``):
+        every number is then in sample and says nothing of new articles.
+    verdict : {"stage2_better", "stage2_worse", "inconclusive", "unavailable"}
+        :func:`verdict_of` the comparison; `verdict_reason` says why.
+    verdict_reason : str
     """
 
     n: int
@@ -109,6 +143,12 @@ class CascadeReport:
     stage2_better: bool
     stage2_source: str = "router"
     stage2_weight: float = 1.0
+    distribution: dict = None
+    undefined_metrics: dict = dataclasses.field(default_factory=dict)
+    training_articles: dict = None
+    in_sample: bool = False
+    verdict: str = None
+    verdict_reason: str = None
 
     def to_dict(self):
         """The report as JSON-safe built-in types (NaN becomes None).
@@ -140,8 +180,8 @@ class CascadeReport:
         Returns
         -------
         frame : DataFrame
-            Columns ``section`` (``"system"``, ``"tier"``, ``"language"`` or
-            ``"grid"``), ``group`` (tier or language; None otherwise),
+            Columns ``section`` (``"system"``, ``"tier"``, ``"language"``,
+            ``"grid"`` or ``"distribution"``), ``group`` (tier or language; None otherwise),
             ``system``, ``threshold``, ``n``, ``metric`` (``"mae:NAME"`` for
             a dimension), ``value``, ``low``, ``high``. Pivot it, e.g.
             ``frame.query("section == 'system'").pivot(index="system",
@@ -156,6 +196,8 @@ class CascadeReport:
                     rows += _frame_rows(metrics, section, group, system, self.threshold)
         for point in self.grid:
             rows += _frame_rows(point, "grid", None, "hybrid", point["threshold"])
+        for system, statistics in (self.distribution or {}).items():
+            rows += _distribution_rows(statistics, system, self.threshold)
         columns = ["section", "group", "system", "threshold", "n", "metric", "value", "low", "high"]
         return pd.DataFrame(rows, columns=columns)
 
@@ -193,3 +235,64 @@ def _frame_rows(metrics, section, group, system, threshold):
 
 def _number(value):
     return np.nan if value is None else float(value)
+
+
+def _distribution_rows(statistics, system, threshold):
+    if statistics is None:
+        return []
+    rows = []
+    for metric, estimate in statistics.items():
+        if metric == "n":
+            continue
+        if not isinstance(estimate, dict):  # a statistic without an interval
+            estimate = {"value": estimate, "low": None, "high": None}
+        rows.append({
+            "section": "distribution", "group": None, "system": system, "threshold": threshold,
+            "n": statistics["n"], "metric": metric, "value": _number(estimate["value"]),
+            "low": _number(estimate["low"]), "high": _number(estimate["high"]),
+        })
+    return rows
+
+
+def verdict_of(comparison):
+    """Whether Stage 2 earns its place, from the paired comparison on routed articles.
+
+    Parameters
+    ----------
+    comparison : dict or None
+        :attr:`CascadeReport.comparison`.
+
+    Returns
+    -------
+    verdict : {"stage2_better", "stage2_worse", "inconclusive", "unavailable"}
+        ``"inconclusive"`` when fewer than :data:`MIN_VERDICT_ARTICLES`
+        articles are routed, when there is no interval, or when the
+        interval of Stage 2's MAE minus Stage 1's includes zero.
+    reason : str
+
+    Examples
+    --------
+    >>> entry = {"n": 40, "difference": {"value": -0.2, "low": -0.3, "high": 0.05}}
+    >>> verdict_of({"routed": entry})
+    ('inconclusive', 'the paired interval of Stage 2 - Stage 1 MAE, [-0.300, 0.050], includes zero')
+    >>> verdict_of({"routed": {**entry, "n": 12}})[1]
+    'only 12 articles are routed to Stage 2; a verdict needs at least 30'
+    """
+    if comparison is None:
+        return "unavailable", "the router has no Stage 2: nothing to compare"
+    routed = comparison["routed"]
+    difference = routed["difference"]
+    if routed["n"] < MIN_VERDICT_ARTICLES:
+        return "inconclusive", (
+            f"only {routed['n']} articles are routed to Stage 2; a verdict needs at least "
+            f"{MIN_VERDICT_ARTICLES}"
+        )
+    low, high = _number(difference["low"]), _number(difference["high"])
+    if np.isnan(low) or np.isnan(high):
+        return "inconclusive", "no bootstrap interval of the difference (n_bootstraps=0)"
+    interval = f"{_number(difference['value']):.3f} [{low:.3f}, {high:.3f}]"
+    if high < 0:
+        return "stage2_better", f"Stage 2 - Stage 1 MAE on the {routed['n']} routed articles is {interval}"
+    if low > 0:
+        return "stage2_worse", f"Stage 2 - Stage 1 MAE on the {routed['n']} routed articles is {interval}"
+    return "inconclusive", f"the paired interval of Stage 2 - Stage 1 MAE, [{low:.3f}, {high:.3f}], includes zero"
