@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.frozen import FrozenEstimator
@@ -22,6 +23,7 @@ from hybrid_estimators.evaluation import (
     DEFAULT_THRESHOLDS,
     DISTRIBUTION_METRICS,
     METRICS,
+    MIN_VERDICT_ARTICLES,
     CascadeFrontierDisplay,
     CascadeReport,
     cascade_report,
@@ -818,3 +820,244 @@ def test_evaluate_the_shipped_filter_end_to_end(seece_with_tiny_stage2, tmp_path
     seconds = report["seconds_per_article"]
     assert 0 < seconds["stage1"] and 0 < seconds["stage2"]
     assert "Verdict:" in capsys.readouterr().out
+
+
+# --- no in-sample verdict ----------------------------------------------------------------
+
+
+@pytest.fixture
+def seece_trained_on(seece_with_tiny_stage2, tmp_path):
+    """A copy of the two-stage seece filter recording `X` as its training articles."""
+    import shutil
+
+    from hybrid_estimators.text import text_hashes
+
+    def make(X):
+        folder = tmp_path / "seece" / "v1"
+        shutil.copytree(seece_with_tiny_stage2, folder)
+        path = folder / "probe" / "metadata.json"
+        metadata = json.loads(path.read_text())
+        metadata["training_articles_sha256"] = sorted(set(text_hashes(X)))
+        metadata["n_training_articles"] = len(X)
+        path.write_text(json.dumps(metadata))
+        return folder
+
+    return make
+
+
+def seece_articles(folder, n, random_state=0):
+    names = list(yaml.safe_load((folder / "config.yaml").read_text())["dimensions"])
+    X, _ = make_articles(n, random_state=random_state)
+    Y = pd.DataFrame(np.random.RandomState(0).uniform(0, 10, (n, len(names))), columns=names)
+    return X, Y
+
+
+def run_evaluate(folder, labelled, *extra):
+    return evaluate_command.run(
+        parse(["evaluate", "--filter", str(folder), str(labelled), "--n-bootstraps", "50", *extra])
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cv", [[], ["--cv", "4"]])
+def test_evaluate_gives_no_verdict_on_training_articles_only(
+    seece_trained_on, seece_with_tiny_stage2, tmp_path, capsys, cv
+):
+    """The reproduction: every article is a training article (of Stage 2 too, so --cv does not help)."""
+    X, Y = seece_articles(seece_with_tiny_stage2, 16)
+    folder = seece_trained_on(X)
+    labelled = write_labelled_folder(tmp_path / "data", X, Y)
+    assert run_evaluate(folder, labelled, *cv) == 2
+    captured = capsys.readouterr()
+    assert "Verdict" not in captured.out
+    assert "no verdict: all 16 articles" in captured.err and "--allow-training-articles" in captured.err
+    assert ("Stage 2 (as recorded)" if cv else "Stage 1 and Stage 2") in captured.err
+
+
+@pytest.mark.slow
+def test_evaluate_leaves_training_articles_out_and_says_how_many(
+    seece_trained_on, seece_with_tiny_stage2, tmp_path, capsys
+):
+    X, Y = seece_articles(seece_with_tiny_stage2, 12)
+    folder = seece_trained_on(X.iloc[:5])
+    labelled = write_labelled_folder(tmp_path / "data", X, Y)
+    out = tmp_path / "report.json"
+    assert run_evaluate(folder, labelled, "-o", str(out)) == 0
+    report = json.loads(out.read_text())
+    assert report["n"] == 7 and not report["in_sample"]
+    assert report["training_articles"] == {
+        "recorded": True, "n_given": 12, "n_trained_on": 5, "n_left_out": 5
+    }
+    printed = capsys.readouterr().out
+    assert "Training articles: 5 of the 12 articles given were left out" in printed
+    assert "in sample" not in printed
+    assert "Verdict: inconclusive (only" in printed  # 7 articles: below the minimum
+
+
+@pytest.mark.slow
+def test_evaluate_allowed_training_articles_marks_every_number_in_sample(
+    seece_trained_on, seece_with_tiny_stage2, tmp_path, capsys
+):
+    X, Y = seece_articles(seece_with_tiny_stage2, 10)
+    folder = seece_trained_on(X)
+    labelled = write_labelled_folder(tmp_path / "data", X, Y)
+    out = tmp_path / "report.json"
+    assert run_evaluate(folder, labelled, "-o", str(out), "--allow-training-articles") == 0
+    report = json.loads(out.read_text())
+    assert report["n"] == 10 and report["in_sample"]
+    assert report["training_articles"]["n_trained_on"] == 10
+    assert report["training_articles"]["n_left_out"] == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("Cascade report [in sample]: 10 articles")
+    assert "IN SAMPLE: 10 of these 10 articles are articles a stage was trained on" in printed
+    assert "Verdict [in sample]: inconclusive" in printed
+    titles = [line for line in printed.splitlines() if line.startswith(("MAE per", "By true", "Hybrid over"))]
+    assert titles and all(line.endswith("[in sample]") for line in titles)
+
+
+@pytest.mark.slow
+def test_the_python_api_leaves_out_or_warns_in_sample(seece_trained_on, seece_with_tiny_stage2):
+    from hybrid_estimators.exceptions import InSampleWarning
+
+    X, Y = seece_articles(seece_with_tiny_stage2, 9)
+    filter_ = filters.load_filter(seece_trained_on(X.iloc[:3]))
+    kwargs = {"n_bootstraps": 20, "random_state": 0}
+    report = cascade_report(filter_, X, Y, **kwargs)
+    assert report.n == 6 and report.training_articles["n_left_out"] == 3 and not report.in_sample
+    held_out = cascade_report(filter_, X.iloc[3:], Y.iloc[3:], **kwargs)
+    assert held_out.systems == report.systems  # the same six articles
+    with pytest.warns(InSampleWarning, match="3 of 9 articles"):
+        kept = cascade_report(filter_, X, Y, allow_training_articles=True, **kwargs)
+    assert kept.n == 9 and kept.in_sample
+    with pytest.raises(ValueError, match="no verdict: all 3 articles"):
+        cascade_report(filter_, X.iloc[:3], Y.iloc[:3], **kwargs)
+    # Stage 1 scored out of fold (given) and a Stage 2 trained on them: still in sample.
+    stage1 = filter_.predict_stage1(X)
+    assert cascade_report(filter_, X, Y, stage1_predictions=stage1, **kwargs).n == 6
+
+
+def test_cv_refuses_folds_too_small_for_the_probe(text_filter, text_router, tmp_path, capsys):
+    folder, _ = text_filter
+    _, X, Y = text_router
+    labelled = write_labelled_folder(tmp_path / "small", X.iloc[:16], Y.iloc[:16])
+    assert run_evaluate(folder, labelled, "--cv", "4") == 2
+    err = capsys.readouterr().err
+    assert "--cv 4 on 16 articles refits the probe on 12 articles per fold" in err
+    assert f"at least {evaluate_command.MIN_TRAINING_ARTICLES_PER_FOLD} training articles" in err
+    assert "at least 27 labelled articles for --cv 4" in err
+    enough = write_labelled_folder(tmp_path / "enough", X.iloc[:27], Y.iloc[:27])
+    assert run_evaluate(folder, enough, "--cv", "4") == 0  # 20 per fold
+
+
+def test_evaluate_says_when_training_articles_cannot_be_checked(text_filter, capsys, caplog):
+    folder, labelled = text_filter  # a router without metadata
+    assert run_evaluate(folder, labelled) == 0
+    assert "records no training articles" in caplog.text
+    assert "Training articles: the router records none" in capsys.readouterr().out
+
+
+# --- the verdict ----------------------------------------------------------------------------
+
+
+def test_the_verdict_is_inconclusive_on_few_routed_articles(exact_router, data):
+    X, Y = data
+    report = cascade_report(exact_router, X[:40], Y[:40], n_bootstraps=200, random_state=0)
+    routed = report.comparison["routed"]
+    assert routed["n"] < MIN_VERDICT_ARTICLES and routed["difference"]["high"] < 0
+    assert report.verdict == "inconclusive"
+    assert f"a verdict needs at least {MIN_VERDICT_ARTICLES}" in report.verdict_reason
+    assert "Verdict: inconclusive (only" in report.to_text()
+
+
+def test_the_verdict_is_inconclusive_when_the_interval_includes_zero(stage1, data):
+    noisy = make_router(stage1, NoisyStage(stage1, 0.05), data)
+    report = cascade_report(noisy, *data, n_bootstraps=300, random_state=0)
+    difference = report.comparison["routed"]["difference"]
+    assert difference["low"] < 0 < difference["high"] and report.comparison["routed"]["n"] >= 30
+    assert report.verdict == "inconclusive" and "includes zero" in report.verdict_reason
+    assert "Verdict: inconclusive (the paired interval" in report.to_text()
+
+
+def test_a_worse_stage2_is_said_to_be_worse(stage1, data):
+    worse = make_router(stage1, NoisyStage(stage1, 2.0), data)
+    report = cascade_report(worse, *data, n_bootstraps=200, random_state=0)
+    assert report.comparison["routed"]["difference"]["low"] > 0
+    assert report.verdict == "stage2_worse"
+    assert "Verdict: Stage 2 does not earn its place: it is worse" in report.to_text()
+
+
+class NoisyStage(RegressorMixin, BaseEstimator):
+    """`stage`'s predictions plus seeded noise of standard deviation `scale`."""
+
+    def __init__(self, stage=None, scale=1.0):
+        self.stage = stage
+        self.scale = scale
+
+    def fit(self, X, Y):
+        return self
+
+    def predict(self, X):
+        noise = np.random.RandomState(1).normal(scale=self.scale, size=(len(X), 2))
+        return self.stage.predict(X) + noise
+
+    def __sklearn_is_fitted__(self):
+        return True
+
+
+# --- distributions and HIGH recall -------------------------------------------------------
+
+
+def test_distribution_statistics_match_their_definitions(exact_report, exact_router, stage1, data):
+    from scipy.stats import ks_2samp
+
+    X, Y = data
+    true = averages(Y)
+    predicted = averages(stage1.predict(X))
+    statistics = exact_report.distribution["stage1"]
+    assert statistics["n"] == 150
+    assert value(statistics["sd_ratio"]) == pytest.approx(predicted.std() / true.std())
+    assert value(statistics["p90_predicted"]) == pytest.approx(np.percentile(predicted, 90))
+    assert value(statistics["p90_true"]) == pytest.approx(np.percentile(true, 90))
+    assert statistics["ks_statistic"] == pytest.approx(ks_2samp(predicted, true).statistic)
+    exact = exact_report.distribution["stage2"]
+    assert value(exact["sd_ratio"]) == 1 and exact["ks_statistic"] == 0
+    assert exact["sd_ratio"]["low"] == exact["sd_ratio"]["high"] == 1
+    for name in ("sd_ratio", "p90_predicted"):
+        estimate = statistics[name]
+        assert estimate["low"] < estimate["value"] < estimate["high"], name
+    frame = exact_report.to_frame().query("section == 'distribution'")
+    assert set(frame["metric"]) == set(DISTRIBUTION_METRICS) and len(frame) == 12
+
+
+def test_a_constant_stage1_has_no_spread(exact_stage2, data):
+    from sklearn.dummy import DummyRegressor
+
+    constant = DummyRegressor().fit(*data)
+    report = cascade_report(make_router(constant, exact_stage2, data), *data, n_bootstraps=50,
+                            random_state=0)
+    statistics = report.distribution["stage1"]
+    assert value(statistics["sd_ratio"]) == 0 and statistics["ks_statistic"] > 0.4
+    assert value(report.systems["stage1"]["high_recall"]) == 0
+
+
+def test_high_recall_counts_the_truly_high_articles_predicted_high(exact_report, stage1, data):
+    X, Y = data
+    true_high = averages(Y) >= 7
+    predicted_high = averages(stage1.predict(X)) >= 7
+    assert 0 < true_high.sum() < len(Y)
+    recall = exact_report.systems["stage1"]["high_recall"]
+    assert value(recall) == pytest.approx((true_high & predicted_high).sum() / true_high.sum())
+    assert value(exact_report.systems["stage2"]["high_recall"]) == 1
+    assert exact_report.undefined_metrics == {}
+    assert "HIGH recall" in exact_report.to_text()
+
+
+def test_high_recall_is_undefined_with_a_reason_without_high_articles(stage1, exact_stage2, data):
+    X, Y = data
+    low = Y < 7
+    report = cascade_report(make_router(stage1, exact_stage2, data), X[low.all(axis=1)],
+                            Y[low.all(axis=1)], n_bootstraps=50, random_state=0)
+    assert np.isnan(value(report.systems["hybrid"]["high_recall"]))
+    assert report.to_dict()["systems"]["hybrid"]["high_recall"]["value"] is None
+    assert report.undefined_metrics["high_recall"].startswith("no article is truly HIGH")
+    assert "(high_recall: n/a: no article is truly HIGH (true weighted average >= 7))" in report.to_text()
