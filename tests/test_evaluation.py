@@ -1061,3 +1061,61 @@ def test_high_recall_is_undefined_with_a_reason_without_high_articles(stage1, ex
     assert report.to_dict()["systems"]["hybrid"]["high_recall"]["value"] is None
     assert report.undefined_metrics["high_recall"].startswith("no article is truly HIGH")
     assert "(high_recall: n/a: no article is truly HIGH (true weighted average >= 7))" in report.to_text()
+
+
+# --- the display from predictions, with ax, name and style ----------------------------------
+
+
+def test_the_display_from_predictions_equals_the_one_from_the_estimator(
+    exact_router, stage1, exact_stage2, data
+):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    X, Y = data
+    kwargs = {"n_bootstraps": 100, "random_state": 0, "seconds_per_article": SECONDS}
+    from_estimator = CascadeFrontierDisplay.from_estimator(
+        exact_router, X, Y, ax=Figure().subplots(), **kwargs
+    )
+    from_predictions = CascadeFrontierDisplay.from_predictions(
+        Y, stage1.predict(X), exact_stage2.predict(X), weights=WEIGHTS, threshold=THRESHOLD,
+        ax=Figure().subplots(), **kwargs,
+    )
+    for attribute in ("thresholds", "mae", "mae_low", "mae_high", "seconds_per_article"):
+        np.testing.assert_array_equal(
+            getattr(from_predictions, attribute), getattr(from_estimator, attribute), attribute
+        )
+    for attribute in ("threshold", "stage1_mae", "stage2_mae", "stage1_seconds", "n"):
+        assert getattr(from_predictions, attribute) == getattr(from_estimator, attribute)
+    assert from_predictions.ax_.get_title() == from_estimator.ax_.get_title()
+
+
+def test_the_display_honours_ax_name_and_style_keywords(exact_report):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    ax = Figure().subplots()
+    display = CascadeFrontierDisplay.from_report(exact_report, ax=ax, name="demo/v1", lw=3, c="C3")
+    assert display.ax_ is ax and display.line_.axes is ax
+    assert display.line_.get_linewidth() == 3 and display.line_.get_color() == "C3"
+    assert display.line_.get_label() == "demo/v1 (hybrid) MAE"
+    assert ax.get_title() == (
+        "demo/v1: MAE and time per article against the threshold\n150 articles, threshold 4.30"
+    )
+    again = display.plot(ax=Figure().subplots(), name="other")  # plot's name wins
+    assert again.ax_.get_title().startswith("other: ")
+    with pytest.raises(TypeError, match="aliases"):
+        display.plot(ax=Figure().subplots(), color="red", c="blue")
+
+
+def test_the_legend_is_below_the_axes_where_it_hides_no_data(exact_report):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    display = CascadeFrontierDisplay.from_report(exact_report, ax=figure.subplots())
+    figure.draw_without_rendering()  # runs the layout
+    legend = display.legend_.get_window_extent()
+    axes = display.ax_.get_window_extent()
+    assert legend.y1 <= axes.y0  # entirely below the plotting area
+    assert figure.bbox.contains(legend.x0, legend.y0) and figure.bbox.contains(legend.x1, legend.y1)

@@ -229,7 +229,8 @@ def _evaluate(args):
         atomic_write(args.output, json.dumps(report.to_dict(), indent=2) + "\n")
         logger.info("wrote the report to %s", args.output)
     if args.plot is not None:
-        _write_plot(report, args.plot)
+        spec = getattr(router, "spec", None)
+        _write_plot(report, args.plot, getattr(spec, "qualified_name", None))
         logger.info("wrote the frontier plot to %s", args.plot)
 
 
@@ -344,7 +345,7 @@ def _check_plotting():
         ) from None
 
 
-def _write_plot(report, path):
+def _write_plot(report, path, name=None):
     from matplotlib.figure import Figure
 
     from hybrid_estimators._io import atomic_write
@@ -352,8 +353,8 @@ def _write_plot(report, path):
 
     if not report.grid:
         raise CommandError("--plot needs a filter with a Stage 2: this one has none")
-    figure = Figure(figsize=(8, 4.5), layout="constrained")
-    CascadeFrontierDisplay.from_report(report, ax=figure.subplots())
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    CascadeFrontierDisplay.from_report(report, ax=figure.subplots(), name=name)
     buffer = io.BytesIO()
     try:
         figure.savefig(buffer, format=Path(path).suffix.lstrip(".").lower() or "png")
