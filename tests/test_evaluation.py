@@ -871,7 +871,7 @@ def test_evaluate_gives_no_verdict_on_training_articles_only(
     captured = capsys.readouterr()
     assert "Verdict" not in captured.out
     assert "no verdict: all 16 articles" in captured.err and "--allow-training-articles" in captured.err
-    assert ("Stage 2 (as recorded)" if cv else "Stage 1 and Stage 2") in captured.err
+    assert ("records for Stage 2;" if cv else "records for Stage 1 and Stage 2;") in captured.err
 
 
 @pytest.mark.slow

@@ -246,10 +246,10 @@ def _refuse_only_training_articles(router, X, args):
         )
     elif trained_on.all() and not args.allow_training_articles:
         raise CommandError(
-            f"no verdict: all {len(X)} articles of {args.data} are articles the filter's "
-            f"{' and '.join(stage.replace('stage', 'Stage ') for stage in stages)} "
-            "(as recorded) were trained on; evaluate on held-out articles, or pass "
-            "--allow-training-articles to measure in sample"
+            f"no verdict: all {len(X)} articles of {args.data} are among the training articles "
+            f"the filter records for "
+            f"{' and '.join(stage.replace('stage', 'Stage ') for stage in stages)}; evaluate "
+            "on held-out articles, or pass --allow-training-articles to measure in sample"
         )
 
 
