@@ -1119,3 +1119,12 @@ def test_the_legend_is_below_the_axes_where_it_hides_no_data(exact_report):
     axes = display.ax_.get_window_extent()
     assert legend.y1 <= axes.y0  # entirely below the plotting area
     assert figure.bbox.contains(legend.x0, legend.y0) and figure.bbox.contains(legend.x1, legend.y1)
+
+
+def test_the_help_states_the_verdicts_minimum():
+    parser = argparse.ArgumentParser(prog="hybrid-estimators")
+    command = evaluate_command.add_parser(parser.add_subparsers(), parents=[common_options()])
+    text = " ".join(command.format_help().split())
+    assert f"inconclusive below {MIN_VERDICT_ARTICLES} routed articles" in text
+    assert f"at least {evaluate_command.MIN_TRAINING_ARTICLES_PER_FOLD} articles" in text
+    assert "--allow-training-articles" in text

@@ -23,11 +23,12 @@ import io
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
-from ..evaluation import MIN_VERDICT_ARTICLES
+from ..exceptions import InSampleWarning
 from ._common import (
     EXIT_FATAL,
     PROG,
@@ -84,9 +85,9 @@ def add_parser(subparsers, parents=()):
         "MEDIUM+ recall/precision, skip rate and time per article, with bootstrap "
         "intervals, per true tier and language, the predicted against the true weighted "
         "averages (spread, 90th percentile, KS, HIGH recall), and whether Stage 2 beats "
-        "Stage 1 on the articles it is given (inconclusive below "
-        f"{MIN_VERDICT_ARTICLES} routed articles or when the interval includes zero). Articles "
-        "a stage was trained on are left out unless --allow-training-articles.",
+        "Stage 1 on the articles it is given (inconclusive below 30 routed articles or when "
+        "the interval includes zero). Articles a stage was trained on are left out unless "
+        "--allow-training-articles.",
         formatter_class=HelpFormatter,
     )
     parser.add_argument(
@@ -210,17 +211,24 @@ def _evaluate(args):
         )
         options.update(stage1_predictions=predictions, seconds_per_article={"stage1": seconds})
     try:
-        report = cascade_report(
-            router,
-            X,
-            Y,
-            n_bootstraps=args.n_bootstraps,
-            confidence=args.confidence,
-            random_state=args.random_state,
-            **options,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", InSampleWarning)
+            report = cascade_report(
+                router,
+                X,
+                Y,
+                n_bootstraps=args.n_bootstraps,
+                confidence=args.confidence,
+                random_state=args.random_state,
+                **options,
+            )
     except ValueError as error:
         raise CommandError(str(error)) from None
+    for warning in caught:  # one line on stderr, as every warning of the CLI
+        if issubclass(warning.category, InSampleWarning):
+            logger.warning("%s", warning.message)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
     sys.stdout.write(format_report(report))
     if args.output is not None:
