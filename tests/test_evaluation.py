@@ -832,7 +832,7 @@ def seece_trained_on(seece_with_tiny_stage2, tmp_path):
 
     from hybrid_estimators.text import text_hashes
 
-    def make(X):
+    def make(X, stage2_record=True):
         folder = tmp_path / "seece" / "v1"
         shutil.copytree(seece_with_tiny_stage2, folder)
         path = folder / "probe" / "metadata.json"
@@ -840,6 +840,9 @@ def seece_trained_on(seece_with_tiny_stage2, tmp_path):
         metadata["training_articles_sha256"] = sorted(set(text_hashes(X)))
         metadata["n_training_articles"] = len(X)
         path.write_text(json.dumps(metadata))
+        if stage2_record:  # as the shipped filter's: Stage 2 fitted on as many articles
+            record = {"data": "generated", "n_articles": len(X)}
+            (folder / "model" / "training.json").write_text(json.dumps(record))
         return folder
 
     return make
@@ -875,6 +878,20 @@ def test_evaluate_gives_no_verdict_on_training_articles_only(
 
 
 @pytest.mark.slow
+def test_a_stage2_without_a_training_record_is_said_unchecked(
+    seece_trained_on, seece_with_tiny_stage2, tmp_path, capsys
+):
+    X, Y = seece_articles(seece_with_tiny_stage2, 30)  # --cv 3: 20 articles per fold
+    folder = seece_trained_on(X, stage2_record=False)
+    labelled = write_labelled_folder(tmp_path / "data", X, Y)
+    out = tmp_path / "report.json"
+    assert run_evaluate(folder, labelled, "--cv", "3", "-o", str(out)) == 0  # Stage 1 out of fold
+    report = json.loads(out.read_text())
+    assert report["n"] == 30 and report["training_articles"]["unchecked_stages"] == ["stage2"]
+    assert "Training articles of Stage 2: not recorded, not checked" in capsys.readouterr().out
+
+
+@pytest.mark.slow
 def test_evaluate_leaves_training_articles_out_and_says_how_many(
     seece_trained_on, seece_with_tiny_stage2, tmp_path, capsys
 ):
@@ -886,7 +903,7 @@ def test_evaluate_leaves_training_articles_out_and_says_how_many(
     report = json.loads(out.read_text())
     assert report["n"] == 7 and not report["in_sample"]
     assert report["training_articles"] == {
-        "recorded": True, "n_given": 12, "n_trained_on": 5, "n_left_out": 5
+        "recorded": True, "n_given": 12, "n_trained_on": 5, "n_left_out": 5, "unchecked_stages": []
     }
     printed = capsys.readouterr().out
     assert "Training articles: 5 of the 12 articles given were left out" in printed

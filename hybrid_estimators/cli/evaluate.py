@@ -245,9 +245,12 @@ def _evaluate(args):
 def _refuse_only_training_articles(router, X, args):
     """No verdict on articles that are all training articles, before any stage runs."""
     from ..evaluation import in_sample_articles
+    from ..evaluation._training_articles import training_hash_sets
 
     stages = ["stage2"] if args.cv is not None else ["stage1", "stage2"]  # --cv: Stage 1 out of fold
     trained_on = in_sample_articles(router, X, stages=stages)
+    stages = [stage for stage, hashes in training_hash_sets(router).items()
+              if stage in stages and hashes is not None]
     if trained_on is None:
         logger.warning(
             "%s records no training articles: cannot check that %s is held out", args.filter, args.data

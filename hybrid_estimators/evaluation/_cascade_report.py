@@ -23,7 +23,7 @@ from ..exceptions import InSampleWarning
 from ._bootstrap import _PairedBootstrap
 from ._distribution import RESAMPLED, ks_statistic, register_distribution
 from ._report import DEFAULT_THRESHOLDS, METRICS, SYSTEMS, CascadeReport, verdict_of
-from ._training_articles import in_sample_articles, take, take_predictions
+from ._training_articles import in_sample_articles, take, take_predictions, unchecked_stages
 
 logger = logging.getLogger(__name__)
 
@@ -377,7 +377,9 @@ def cascade_report(
     stages = [name for name, given in (("stage1", stage1_predictions), ("stage2", stage2_predictions))
               if given is None]
     trained_on = in_sample_articles(router, X, stages=stages)
-    training = _training_summary(trained_on, len(Y), allow_training_articles)
+    training = _training_summary(
+        trained_on, len(Y), allow_training_articles, unchecked_stages(router, stages)
+    )
     if training["n_left_out"]:
         keep = ~trained_on
         X, Y, language = take(X, keep), take(Y, keep), take(language, keep)
@@ -667,7 +669,7 @@ def _comparison(results, routed):
     return comparison
 
 
-def _training_summary(trained_on, n_given, allow):
+def _training_summary(trained_on, n_given, allow, unchecked):
     """What the report says of the training articles among the given ones (see CascadeReport)."""
     n_trained_on = 0 if trained_on is None else int(trained_on.sum())
     summary = {
@@ -675,7 +677,10 @@ def _training_summary(trained_on, n_given, allow):
         "n_given": int(n_given),
         "n_trained_on": n_trained_on,
         "n_left_out": 0 if allow else n_trained_on,
+        "unchecked_stages": list(unchecked),
     }
+    if trained_on is not None and unchecked:
+        logger.warning("%s records no training articles: not checked", " and ".join(unchecked))
     if trained_on is None:
         logger.info("the router records no training articles: cannot check that these are held out")
     elif n_trained_on and allow:

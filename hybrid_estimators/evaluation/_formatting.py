@@ -144,6 +144,12 @@ def _training_lines(report):
         return ["Training articles: the router records none, so these articles cannot be checked "
                 "to be held out"]
     n, given = training["n_trained_on"], training["n_given"]
+    unchecked = [stage.replace("stage", "Stage ") for stage in training.get("unchecked_stages", [])]
+    lines = [f"Training articles of {' and '.join(unchecked)}: not recorded, not checked"] if unchecked else []
+    return lines + _checked_lines(report, training, n, given)
+
+
+def _checked_lines(report, training, n, given):
     if report.in_sample:
         return [f"IN SAMPLE: {n} of these {given} articles are articles a stage was trained on: "
                 "every number below is in sample and says nothing of new articles"]

@@ -112,11 +112,12 @@ class CascadeReport:
         Metric -> why it is NaN for every system, e.g. ``high_recall``
         when no article is truly HIGH (the highest tier).
     training_articles : dict
-        ``{"recorded", "n_given", "n_trained_on", "n_left_out"}``: whether
-        the router records its training articles
-        (:func:`in_sample_articles`), how many articles were given, how
-        many of them a stage that scored them here was trained on, and how
-        many of those were left out of every number.
+        ``{"recorded", "n_given", "n_trained_on", "n_left_out",
+        "unchecked_stages"}``: whether the router records its training
+        articles (:func:`in_sample_articles`), how many articles were
+        given, how many of them a stage that scored them here was trained
+        on, how many of those were left out of every number, and the
+        stages scoring here whose training articles are not recorded.
     in_sample : bool
         True when training articles were kept (``allow_training_articles``):
         every number is then in sample and says nothing of new articles.
