@@ -930,6 +930,11 @@ def test_evaluate_allowed_training_articles_marks_every_number_in_sample(
     assert "Verdict [in sample]: inconclusive" in printed
     titles = [line for line in printed.splitlines() if line.startswith(("MAE per", "By true", "Hybrid over"))]
     assert titles and all(line.endswith("[in sample]") for line in titles)
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    display = CascadeFrontierDisplay.from_report(report, ax=Figure().subplots())
+    assert display.ax_.get_title().endswith("IN SAMPLE (a stage was trained on these articles)")
 
 
 @pytest.mark.slow

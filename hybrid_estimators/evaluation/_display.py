@@ -42,6 +42,8 @@ class CascadeFrontierDisplay:
         Number of articles measured (for the title).
     name : str or None, default=None
         What is measured, e.g. the filter (for the title and the legend).
+    in_sample : bool, default=False
+        Measured on articles a stage was trained on (said in the title).
 
     Attributes
     ----------
@@ -100,6 +102,7 @@ class CascadeFrontierDisplay:
         confidence=None,
         n=None,
         name=None,
+        in_sample=False,
     ):
         self.thresholds = thresholds
         self.mae = mae
@@ -114,6 +117,7 @@ class CascadeFrontierDisplay:
         self.confidence = confidence
         self.n = n
         self.name = name
+        self.in_sample = in_sample
 
     def plot(self, ax=None, *, name=None, **kwargs):
         """Draw the frontier.
@@ -188,6 +192,8 @@ class CascadeFrontierDisplay:
         what = "Cascade" if name is None else name
         details = [] if self.n is None else [f"{self.n} articles"]
         details.append(f"threshold {self.threshold:.2f}")
+        if self.in_sample:
+            details.append("IN SAMPLE (a stage was trained on these articles)")
         return f"{what}: MAE and time per article against the threshold\n{', '.join(details)}"
 
     def _legend(self, ax):
@@ -243,6 +249,7 @@ class CascadeFrontierDisplay:
             confidence=report.confidence,
             n=report.n,
             name=name,
+            in_sample=bool(report.in_sample),
         )
         return display.plot(ax=ax, **kwargs)
 
