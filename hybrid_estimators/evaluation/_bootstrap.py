@@ -28,8 +28,8 @@ class _PairedBootstrap:
 
     ``add`` registers a statistic ``sum(numerator) / sum(denominator)``;
     ``add_resampled`` statistics that are no ratio of sums (a standard
-    deviation, a percentile), computed from the positions of a resample's
-    articles; ``run`` evaluates all of them on the full sample and on the
+    deviation, a percentile), computed from the resamples' counts of each
+    article; ``run`` evaluates all of them on the full sample and on the
     same `n_bootstraps` resamples of articles (drawn with replacement).
     """
 
@@ -53,7 +53,7 @@ class _PairedBootstrap:
         self._which.append(self._denominator_index[token])
 
     def add_resampled(self, keys, statistic):
-        """Register ``statistic(positions) -> one value per key`` (positions may repeat)."""
+        """Register ``statistic(counts)``: counts of shape (n_resamples, n_samples) -> one column per key."""
         self._resampled.append((list(keys), statistic))
 
     def run(self):
@@ -62,7 +62,7 @@ class _PairedBootstrap:
         denominators = np.column_stack(self._denominators)
         which = np.asarray(self._which)
         value = _ratio(numerators.sum(axis=0), denominators.sum(axis=0)[which])
-        value = np.concatenate([value, self._resampled_values(np.arange(self.n_samples))])
+        value = np.concatenate([value, self._resampled_values(np.ones((1, self.n_samples)))[0]])
         keys = self._keys + [key for keys, _ in self._resampled for key in keys]
         low = high = np.full(value.shape, np.nan)
         if self.n_bootstraps:
@@ -73,16 +73,15 @@ class _PairedBootstrap:
                 low, high = np.nanpercentile(replicates, [tail, 100.0 - tail], axis=0)
         return {key: (value[i], low[i], high[i]) for i, key in enumerate(keys)}
 
-    def _resampled_values(self, positions):
-        values = [np.asarray(statistic(positions), dtype=float) for _, statistic in self._resampled]
-        return np.concatenate(values) if values else np.empty(0)
+    def _resampled_values(self, counts):
+        values = [np.asarray(statistic(counts), dtype=float) for _, statistic in self._resampled]
+        return np.column_stack(values) if values else np.empty((len(counts), 0))
 
     def _replicates(self, numerators, denominators, which):
         n = self.n_samples
         rng = check_random_state(self.random_state)
         n_resampled = sum(len(keys) for keys, _ in self._resampled)
         replicates = np.empty((self.n_bootstraps, numerators.shape[1] + n_resampled))
-        articles = np.arange(n)
         chunk = max(1, _MAX_COUNTS // n)
         for start in range(0, self.n_bootstraps, chunk):
             size = min(chunk, self.n_bootstraps - start)
@@ -94,7 +93,5 @@ class _PairedBootstrap:
                 counts @ numerators, (counts @ denominators)[:, which]
             )
             if n_resampled:
-                replicates[rows, numerators.shape[1] :] = [
-                    self._resampled_values(np.repeat(articles, row.astype(int))) for row in counts
-                ]
+                replicates[rows, numerators.shape[1] :] = self._resampled_values(counts)
         return replicates

@@ -25,14 +25,63 @@ def register_distribution(bootstrap, system, predicted, true):
     ``(n_repeats, n_samples)`` (pooled: each article counts once in all),
     `true` the true ones, shape ``(n_samples,)``.
     """
+    n_repeats = len(predicted)
+    pooled = np.ravel(predicted)  # repetition by repetition, as np.tile repeats the counts
 
-    def statistics(positions):
-        pooled, actual = predicted[:, positions].ravel(), true[positions]
-        spread = actual.std()
-        ratio = pooled.std() / spread if spread > 0 else np.nan
-        return [ratio, np.percentile(pooled, 90), np.percentile(actual, 90)]
+    def statistics(counts):
+        pooled_counts = np.tile(counts, (1, n_repeats))
+        spread = weighted_std(true, counts)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            ratio = np.where(spread > 0, weighted_std(pooled, pooled_counts) / spread, np.nan)
+        return np.column_stack([
+            ratio,
+            weighted_percentile(pooled, pooled_counts, 90),
+            weighted_percentile(true, counts, 90),
+        ])
 
     bootstrap.add_resampled([("distribution", system, name) for name in RESAMPLED], statistics)
+
+
+def weighted_std(values, counts):
+    """``np.std`` of `values` repeated `counts` times, for each row of `counts`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> values = np.array([1.0, 2.0, 4.0])
+    >>> bool(np.isclose(weighted_std(values, np.array([[2, 0, 1]]))[0], np.std([1.0, 1.0, 4.0])))
+    True
+    """
+    centre = values.mean()  # centred first: no cancellation
+    deviations = values - centre
+    total = counts.sum(axis=1)
+    mean = counts @ deviations / total
+    return np.sqrt(np.maximum(counts @ deviations**2 / total - mean**2, 0.0))
+
+
+def weighted_percentile(values, counts, q):
+    """``np.percentile(..., q)`` (linear) of `values` repeated `counts` times, for each row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> values = np.array([3.0, 1.0, 2.0, 9.0])
+    >>> counts = np.array([[1, 2, 0, 1], [0, 1, 3, 0]])
+    >>> expanded = [np.repeat(values, row) for row in counts]
+    >>> bool(np.allclose(weighted_percentile(values, counts, 90),
+    ...                  [np.percentile(sample, 90) for sample in expanded]))
+    True
+    """
+    order = np.argsort(values, kind="stable")
+    ordered, cumulative = values[order], np.cumsum(counts[:, order], axis=1)
+    position = q / 100 * (cumulative[:, -1] - 1)
+    below = np.floor(position)
+
+    def value_at(rank):  # the rank-th (from 0) value of the sorted expanded sample
+        return ordered[np.minimum((cumulative <= rank[:, np.newaxis]).sum(axis=1), len(values) - 1)]
+
+    low, high = value_at(below), value_at(np.minimum(below + 1, cumulative[:, -1] - 1))
+    return low + (position - below) * (high - low)
 
 
 def ks_statistic(predicted, true):
