@@ -975,7 +975,8 @@ def test_evaluate_says_when_training_articles_cannot_be_checked(text_filter, cap
     folder, labelled = text_filter  # a router without metadata
     assert run_evaluate(folder, labelled) == 0
     assert "records no training articles" in caplog.text
-    assert "Training articles: the router records none" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "Training articles of Stage 1 and Stage 2: not recorded, not checked" in printed
 
 
 # --- the verdict ----------------------------------------------------------------------------

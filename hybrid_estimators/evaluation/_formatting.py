@@ -140,13 +140,12 @@ def _training_lines(report):
     training = report.training_articles
     if training is None:  # a report from before the check
         return []
-    if not training["recorded"]:
-        return ["Training articles: the router records none, so these articles cannot be checked "
-                "to be held out"]
-    n, given = training["n_trained_on"], training["n_given"]
     unchecked = [stage.replace("stage", "Stage ") for stage in training.get("unchecked_stages", [])]
     lines = [f"Training articles of {' and '.join(unchecked)}: not recorded, not checked"] if unchecked else []
-    return lines + _checked_lines(report, training, n, given)
+    if not training["recorded"]:
+        return lines or ["Training articles: the router records none, so these articles cannot be "
+                         "checked to be held out"]
+    return lines + _checked_lines(report, training, training["n_trained_on"], training["n_given"])
 
 
 def _checked_lines(report, training, n, given):
