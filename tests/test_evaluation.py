@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from sklearn.base import BaseEstimator, RegressorMixin
 from sklearn.compose import ColumnTransformer
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.frozen import FrozenEstimator
@@ -20,7 +21,9 @@ from hybrid_estimators import filters
 from hybrid_estimators.datasets import make_articles
 from hybrid_estimators.evaluation import (
     DEFAULT_THRESHOLDS,
+    DISTRIBUTION_METRICS,
     METRICS,
+    MIN_VERDICT_ARTICLES,
     CascadeFrontierDisplay,
     CascadeReport,
     cascade_report,
@@ -468,6 +471,12 @@ def test_json_round_trip(exact_report):
         "stage2_better",
         "stage2_source",
         "stage2_weight",
+        "distribution",
+        "undefined_metrics",
+        "training_articles",
+        "in_sample",
+        "verdict",
+        "verdict_reason",
     }
     assert data["n"] == 150 and data["threshold"] == THRESHOLD and data["confidence"] == 0.9
     assert set(data["systems"]["hybrid"]) == {"n", "mae", *METRICS}
@@ -477,7 +486,8 @@ def test_to_frame_has_one_row_per_estimate(exact_report):
     frame = exact_report.to_frame()
     per_metrics = len(METRICS) + 2  # and one MAE per dimension
     n_tables = 3 + 3 * 3 + len(exact_report.grid)
-    assert len(frame) == n_tables * per_metrics
+    n_distribution = 3 * len(DISTRIBUTION_METRICS)  # one row per system and statistic
+    assert len(frame) == n_tables * per_metrics + n_distribution
     systems = frame.query("section == 'system'").pivot(
         index="system", columns="metric", values="value"
     )
@@ -810,3 +820,334 @@ def test_evaluate_the_shipped_filter_end_to_end(seece_with_tiny_stage2, tmp_path
     seconds = report["seconds_per_article"]
     assert 0 < seconds["stage1"] and 0 < seconds["stage2"]
     assert "Verdict:" in capsys.readouterr().out
+
+
+# --- no in-sample verdict ----------------------------------------------------------------
+
+
+@pytest.fixture
+def seece_trained_on(seece_with_tiny_stage2, tmp_path):
+    """A copy of the two-stage seece filter recording `X` as its training articles."""
+    import shutil
+
+    from hybrid_estimators.text import text_hashes
+
+    def make(X, stage2_record=True):
+        folder = tmp_path / "seece" / "v1"
+        shutil.copytree(seece_with_tiny_stage2, folder)
+        path = folder / "probe" / "metadata.json"
+        metadata = json.loads(path.read_text())
+        metadata["training_articles_sha256"] = sorted(set(text_hashes(X)))
+        metadata["n_training_articles"] = len(X)
+        path.write_text(json.dumps(metadata))
+        if stage2_record:  # as the shipped filter's: Stage 2 fitted on as many articles
+            record = {"data": "generated", "n_articles": len(X)}
+            (folder / "model" / "training.json").write_text(json.dumps(record))
+        return folder
+
+    return make
+
+
+def seece_articles(folder, n, random_state=0):
+    names = list(yaml.safe_load((folder / "config.yaml").read_text())["dimensions"])
+    X, _ = make_articles(n, random_state=random_state)
+    Y = pd.DataFrame(np.random.RandomState(0).uniform(0, 10, (n, len(names))), columns=names)
+    return X, Y
+
+
+def run_evaluate(folder, labelled, *extra):
+    return evaluate_command.run(
+        parse(["evaluate", "--filter", str(folder), str(labelled), "--n-bootstraps", "50", *extra])
+    )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("cv", [[], ["--cv", "4"]])
+def test_evaluate_gives_no_verdict_on_training_articles_only(
+    seece_trained_on, seece_with_tiny_stage2, tmp_path, capsys, cv
+):
+    """The reproduction: every article is a training article (of Stage 2 too, so --cv does not help)."""
+    X, Y = seece_articles(seece_with_tiny_stage2, 16)
+    folder = seece_trained_on(X)
+    labelled = write_labelled_folder(tmp_path / "data", X, Y)
+    assert run_evaluate(folder, labelled, *cv) == 2
+    captured = capsys.readouterr()
+    assert "Verdict" not in captured.out
+    assert "no verdict: all 16 articles" in captured.err and "--allow-training-articles" in captured.err
+    assert ("records for Stage 2;" if cv else "records for Stage 1 and Stage 2;") in captured.err
+
+
+@pytest.mark.slow
+def test_a_stage2_without_a_training_record_is_said_unchecked(
+    seece_trained_on, seece_with_tiny_stage2, tmp_path, capsys
+):
+    X, Y = seece_articles(seece_with_tiny_stage2, 30)  # --cv 3: 20 articles per fold
+    folder = seece_trained_on(X, stage2_record=False)
+    labelled = write_labelled_folder(tmp_path / "data", X, Y)
+    out = tmp_path / "report.json"
+    assert run_evaluate(folder, labelled, "--cv", "3", "-o", str(out)) == 0  # Stage 1 out of fold
+    report = json.loads(out.read_text())
+    assert report["n"] == 30 and report["training_articles"]["unchecked_stages"] == ["stage2"]
+    assert "Training articles of Stage 2: not recorded, not checked" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_evaluate_leaves_training_articles_out_and_says_how_many(
+    seece_trained_on, seece_with_tiny_stage2, tmp_path, capsys
+):
+    X, Y = seece_articles(seece_with_tiny_stage2, 12)
+    folder = seece_trained_on(X.iloc[:5])
+    labelled = write_labelled_folder(tmp_path / "data", X, Y)
+    out = tmp_path / "report.json"
+    assert run_evaluate(folder, labelled, "-o", str(out)) == 0
+    report = json.loads(out.read_text())
+    assert report["n"] == 7 and not report["in_sample"]
+    assert report["training_articles"] == {
+        "recorded": True, "n_given": 12, "n_trained_on": 5, "n_left_out": 5, "unchecked_stages": []
+    }
+    printed = capsys.readouterr().out
+    assert "Training articles: 5 of the 12 articles given were left out" in printed
+    assert "in sample" not in printed
+    assert "Verdict: inconclusive (only" in printed  # 7 articles: below the minimum
+
+
+@pytest.mark.slow
+def test_evaluate_allowed_training_articles_marks_every_number_in_sample(
+    seece_trained_on, seece_with_tiny_stage2, tmp_path, capsys
+):
+    X, Y = seece_articles(seece_with_tiny_stage2, 10)
+    folder = seece_trained_on(X)
+    labelled = write_labelled_folder(tmp_path / "data", X, Y)
+    out = tmp_path / "report.json"
+    assert run_evaluate(folder, labelled, "-o", str(out), "--allow-training-articles") == 0
+    report = json.loads(out.read_text())
+    assert report["n"] == 10 and report["in_sample"]
+    assert report["training_articles"]["n_trained_on"] == 10
+    assert report["training_articles"]["n_left_out"] == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("Cascade report [in sample]: 10 articles")
+    assert "IN SAMPLE: 10 of these 10 articles are articles a stage was trained on" in printed
+    assert "Verdict [in sample]: inconclusive" in printed
+    titles = [line for line in printed.splitlines() if line.startswith(("MAE per", "By true", "Hybrid over"))]
+    assert titles and all(line.endswith("[in sample]") for line in titles)
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    display = CascadeFrontierDisplay.from_report(report, ax=Figure().subplots())
+    assert display.ax_.get_title().endswith("IN SAMPLE (a stage was trained on these articles)")
+
+
+@pytest.mark.slow
+def test_the_python_api_leaves_out_or_warns_in_sample(seece_trained_on, seece_with_tiny_stage2):
+    from hybrid_estimators.exceptions import InSampleWarning
+
+    X, Y = seece_articles(seece_with_tiny_stage2, 9)
+    filter_ = filters.load_filter(seece_trained_on(X.iloc[:3]))
+    kwargs = {"n_bootstraps": 20, "random_state": 0, "seconds_per_article": SECONDS}  # untimed
+    report = cascade_report(filter_, X, Y, **kwargs)
+    assert report.n == 6 and report.training_articles["n_left_out"] == 3 and not report.in_sample
+    held_out = cascade_report(filter_, X.iloc[3:], Y.iloc[3:], **kwargs)
+    assert held_out.to_dict()["systems"] == report.to_dict()["systems"]  # the same six articles
+    with pytest.warns(InSampleWarning, match="3 of 9 articles"):
+        kept = cascade_report(filter_, X, Y, allow_training_articles=True, **kwargs)
+    assert kept.n == 9 and kept.in_sample
+    with pytest.raises(ValueError, match="no verdict: all 3 articles"):
+        cascade_report(filter_, X.iloc[:3], Y.iloc[:3], **kwargs)
+    # Stage 1 scored out of fold (given) and a Stage 2 trained on them: still in sample.
+    stage1 = filter_.predict_stage1(X)
+    assert cascade_report(filter_, X, Y, stage1_predictions=stage1, **kwargs).n == 6
+
+
+def test_cv_refuses_folds_too_small_for_the_probe(text_filter, text_router, tmp_path, capsys):
+    folder, _ = text_filter
+    _, X, Y = text_router
+    labelled = write_labelled_folder(tmp_path / "small", X.iloc[:16], Y.iloc[:16])
+    assert run_evaluate(folder, labelled, "--cv", "4") == 2
+    err = capsys.readouterr().err
+    assert "--cv 4 on 16 articles refits the probe on 12 articles per fold" in err
+    assert f"at least {evaluate_command.MIN_TRAINING_ARTICLES_PER_FOLD} training articles" in err
+    assert "at least 27 labelled articles for --cv 4" in err
+    enough = write_labelled_folder(tmp_path / "enough", X.iloc[:27], Y.iloc[:27])
+    assert run_evaluate(folder, enough, "--cv", "4") == 0  # 20 per fold
+
+
+def test_evaluate_says_when_training_articles_cannot_be_checked(text_filter, capsys, caplog):
+    folder, labelled = text_filter  # a router without metadata
+    assert run_evaluate(folder, labelled) == 0
+    assert "records no training articles" in caplog.text
+    printed = capsys.readouterr().out
+    assert "Training articles of Stage 1 and Stage 2: not recorded, not checked" in printed
+
+
+# --- the verdict ----------------------------------------------------------------------------
+
+
+def test_the_verdict_is_inconclusive_on_few_routed_articles(exact_router, data):
+    X, Y = data
+    report = cascade_report(exact_router, X[:40], Y[:40], n_bootstraps=200, random_state=0)
+    routed = report.comparison["routed"]
+    assert routed["n"] < MIN_VERDICT_ARTICLES and routed["difference"]["high"] < 0
+    assert report.verdict == "inconclusive"
+    assert f"a verdict needs at least {MIN_VERDICT_ARTICLES}" in report.verdict_reason
+    assert "Verdict: inconclusive (only" in report.to_text()
+
+
+def test_the_verdict_is_inconclusive_when_the_interval_includes_zero(stage1, data):
+    noisy = make_router(stage1, NoisyStage(stage1, 0.05), data)
+    report = cascade_report(noisy, *data, n_bootstraps=300, random_state=0)
+    difference = report.comparison["routed"]["difference"]
+    assert difference["low"] < 0 < difference["high"] and report.comparison["routed"]["n"] >= 30
+    assert report.verdict == "inconclusive" and "includes zero" in report.verdict_reason
+    assert "Verdict: inconclusive (the paired interval" in report.to_text()
+
+
+def test_a_worse_stage2_is_said_to_be_worse(stage1, data):
+    worse = make_router(stage1, NoisyStage(stage1, 2.0), data)
+    report = cascade_report(worse, *data, n_bootstraps=200, random_state=0)
+    assert report.comparison["routed"]["difference"]["low"] > 0
+    assert report.verdict == "stage2_worse"
+    assert "Verdict: Stage 2 does not earn its place: it is worse" in report.to_text()
+
+
+class NoisyStage(RegressorMixin, BaseEstimator):
+    """`stage`'s predictions plus seeded noise of standard deviation `scale`."""
+
+    def __init__(self, stage=None, scale=1.0):
+        self.stage = stage
+        self.scale = scale
+
+    def fit(self, X, Y):
+        return self
+
+    def predict(self, X):
+        noise = np.random.RandomState(1).normal(scale=self.scale, size=(len(X), 2))
+        return self.stage.predict(X) + noise
+
+    def __sklearn_is_fitted__(self):
+        return True
+
+
+# --- distributions and HIGH recall -------------------------------------------------------
+
+
+def test_distribution_statistics_match_their_definitions(exact_report, exact_router, stage1, data):
+    from scipy.stats import ks_2samp
+
+    X, Y = data
+    true = averages(Y)
+    predicted = averages(stage1.predict(X))
+    statistics = exact_report.distribution["stage1"]
+    assert statistics["n"] == 150
+    assert value(statistics["sd_ratio"]) == pytest.approx(predicted.std() / true.std())
+    assert value(statistics["p90_predicted"]) == pytest.approx(np.percentile(predicted, 90))
+    assert value(statistics["p90_true"]) == pytest.approx(np.percentile(true, 90))
+    assert statistics["ks_statistic"] == pytest.approx(ks_2samp(predicted, true).statistic)
+    exact = exact_report.distribution["stage2"]
+    assert value(exact["sd_ratio"]) == 1 and exact["ks_statistic"] == 0
+    assert exact["sd_ratio"]["low"] == exact["sd_ratio"]["high"] == 1
+    for name in ("sd_ratio", "p90_predicted"):
+        estimate = statistics[name]
+        assert estimate["low"] < estimate["value"] < estimate["high"], name
+    frame = exact_report.to_frame().query("section == 'distribution'")
+    assert set(frame["metric"]) == set(DISTRIBUTION_METRICS) and len(frame) == 12
+
+
+def test_a_constant_stage1_has_no_spread(exact_stage2, data):
+    from sklearn.dummy import DummyRegressor
+
+    constant = DummyRegressor().fit(*data)
+    report = cascade_report(make_router(constant, exact_stage2, data), *data, n_bootstraps=50,
+                            random_state=0)
+    statistics = report.distribution["stage1"]
+    assert value(statistics["sd_ratio"]) == 0 and statistics["ks_statistic"] > 0.4
+    assert value(report.systems["stage1"]["high_recall"]) == 0
+
+
+def test_high_recall_counts_the_truly_high_articles_predicted_high(exact_report, stage1, data):
+    X, Y = data
+    true_high = averages(Y) >= 7
+    predicted_high = averages(stage1.predict(X)) >= 7
+    assert 0 < true_high.sum() < len(Y)
+    recall = exact_report.systems["stage1"]["high_recall"]
+    assert value(recall) == pytest.approx((true_high & predicted_high).sum() / true_high.sum())
+    assert value(exact_report.systems["stage2"]["high_recall"]) == 1
+    assert exact_report.undefined_metrics == {}
+    assert "HIGH recall" in exact_report.to_text()
+
+
+def test_high_recall_is_undefined_with_a_reason_without_high_articles(stage1, exact_stage2, data):
+    X, Y = data
+    low = Y < 7
+    report = cascade_report(make_router(stage1, exact_stage2, data), X[low.all(axis=1)],
+                            Y[low.all(axis=1)], n_bootstraps=50, random_state=0)
+    assert np.isnan(value(report.systems["hybrid"]["high_recall"]))
+    assert report.to_dict()["systems"]["hybrid"]["high_recall"]["value"] is None
+    assert report.undefined_metrics["high_recall"].startswith("no article is truly HIGH")
+    assert "(high_recall: n/a: no article is truly HIGH (true weighted average >= 7))" in report.to_text()
+
+
+# --- the display from predictions, with ax, name and style ----------------------------------
+
+
+def test_the_display_from_predictions_equals_the_one_from_the_estimator(
+    exact_router, stage1, exact_stage2, data
+):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    X, Y = data
+    kwargs = {"n_bootstraps": 100, "random_state": 0, "seconds_per_article": SECONDS}
+    from_estimator = CascadeFrontierDisplay.from_estimator(
+        exact_router, X, Y, ax=Figure().subplots(), **kwargs
+    )
+    from_predictions = CascadeFrontierDisplay.from_predictions(
+        Y, stage1.predict(X), exact_stage2.predict(X), weights=WEIGHTS, threshold=THRESHOLD,
+        ax=Figure().subplots(), **kwargs,
+    )
+    for attribute in ("thresholds", "mae", "mae_low", "mae_high", "seconds_per_article"):
+        np.testing.assert_array_equal(
+            getattr(from_predictions, attribute), getattr(from_estimator, attribute), attribute
+        )
+    for attribute in ("threshold", "stage1_mae", "stage2_mae", "stage1_seconds", "n"):
+        assert getattr(from_predictions, attribute) == getattr(from_estimator, attribute)
+    assert from_predictions.ax_.get_title() == from_estimator.ax_.get_title()
+
+
+def test_the_display_honours_ax_name_and_style_keywords(exact_report):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    ax = Figure().subplots()
+    display = CascadeFrontierDisplay.from_report(exact_report, ax=ax, name="demo/v1", lw=3, c="C3")
+    assert display.ax_ is ax and display.line_.axes is ax
+    assert display.line_.get_linewidth() == 3 and display.line_.get_color() == "C3"
+    assert display.line_.get_label() == "demo/v1 (hybrid) MAE"
+    assert ax.get_title() == (
+        "demo/v1: MAE and time per article against the threshold\n150 articles, threshold 4.30"
+    )
+    again = display.plot(ax=Figure().subplots(), name="other")  # plot's name wins
+    assert again.ax_.get_title().startswith("other: ")
+    with pytest.raises(TypeError, match="aliases"):
+        display.plot(ax=Figure().subplots(), color="red", c="blue")
+
+
+def test_the_legend_is_below_the_axes_where_it_hides_no_data(exact_report):
+    pytest.importorskip("matplotlib")
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    display = CascadeFrontierDisplay.from_report(exact_report, ax=figure.subplots())
+    figure.draw_without_rendering()  # runs the layout
+    legend = display.legend_.get_window_extent()
+    axes = display.ax_.get_window_extent()
+    assert legend.y1 <= axes.y0  # entirely below the plotting area
+    assert figure.bbox.contains(legend.x0, legend.y0) and figure.bbox.contains(legend.x1, legend.y1)
+
+
+def test_the_help_states_the_verdicts_minimum():
+    parser = argparse.ArgumentParser(prog="hybrid-estimators")
+    command = evaluate_command.add_parser(parser.add_subparsers(), parents=[common_options()])
+    text = " ".join(command.format_help().split())
+    assert f"inconclusive below {MIN_VERDICT_ARTICLES} routed articles" in text
+    assert f"at least {evaluate_command.MIN_TRAINING_ARTICLES_PER_FOLD} articles" in text
+    assert "--allow-training-articles" in text

@@ -11,16 +11,24 @@ Examples
 
     hybrid-estimators evaluate --filter filters/seece_energy_tech/v1 held_out_folder
     hybrid-estimators evaluate --filter F training_folder --cv 5 -o report.json --plot frontier.png
+
+Articles a stage that scores them was trained on (the filter's
+``training_articles_sha256``) are left out, with their count said:
+``--allow-training-articles`` keeps them and marks every number "in
+sample". ``--cv K`` refits the probe on K-1 folds: each must hold at least
+:data:`MIN_TRAINING_ARTICLES_PER_FOLD` articles.
 """
 
 import io
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
 
+from ..exceptions import InSampleWarning
 from ._common import (
     EXIT_FATAL,
     PROG,
@@ -35,6 +43,13 @@ from ._common import (
 )
 
 logger = logging.getLogger("hybrid_estimators.cli")
+
+#: Fewest articles ``--cv`` may refit the probe on: with fewer, the MLP
+#: probe's early-stopping split holds under 2 articles and the ridge probe
+#: chooses its penalty from under 20 leave-one-out residuals, so the refitted
+#: probe is not the filter's (fitted on hundreds) and its errors say nothing
+#: of it.
+MIN_TRAINING_ARTICLES_PER_FOLD = 20
 
 
 def _non_negative_int(text):
@@ -68,8 +83,11 @@ def add_parser(subparsers, parents=()):
         "labelled folder and report Stage 1 alone, Stage 2 alone and the cascade (at "
         "the filter's threshold and over a grid of thresholds): MAE, tier accuracy, "
         "MEDIUM+ recall/precision, skip rate and time per article, with bootstrap "
-        "intervals, per true tier and language, and whether Stage 2 beats Stage 1 on "
-        "the articles it is given.",
+        "intervals, per true tier and language, the predicted against the true weighted "
+        "averages (spread, 90th percentile, KS, HIGH recall), and whether Stage 2 beats "
+        "Stage 1 on the articles it is given (inconclusive below 30 routed articles or when "
+        "the interval includes zero). Articles a stage was trained on are left out unless "
+        "--allow-training-articles.",
         formatter_class=HelpFormatter,
     )
     parser.add_argument(
@@ -102,7 +120,15 @@ def add_parser(subparsers, parents=()):
         metavar="K",
         help="score Stage 1 out of fold: refit the filter's Stage 1 probe on K-1 folds of "
         "LABELLED_DIR and predict the K-th (use when LABELLED_DIR is the probe's "
-        "training data); without it the filter's probe scores every article",
+        "training data); without it the filter's probe scores every article. Each "
+        f"K-1 folds must hold at least {MIN_TRAINING_ARTICLES_PER_FOLD} articles",
+    )
+    parser.add_argument(
+        "--allow-training-articles",
+        action="store_true",
+        help="keep the articles a stage that scores them was trained on (the filter's "
+        "training_articles_sha256) and mark every number 'in sample'; by default they are "
+        "left out",
     )
     parser.add_argument(
         "--refit-stage2",
@@ -176,26 +202,33 @@ def _evaluate(args):
     X, Y = _load_labelled(args.data, router)
     logger.info("evaluating %s on %d articles of %s", args.filter, len(X), args.data)
 
-    options = {}
+    _refuse_only_training_articles(router, X, args)
+    options = {"allow_training_articles": args.allow_training_articles}
     if args.cv is not None:
-        if args.cv > len(X):
-            raise CommandError(f"--cv {args.cv} needs at least {args.cv} articles; got {len(X)}")
+        _check_folds(args.cv, len(X))
         predictions, seconds = out_of_fold_stage1(
             router, X, Y, cv=args.cv, random_state=args.random_state
         )
-        options = {"stage1_predictions": predictions, "seconds_per_article": {"stage1": seconds}}
+        options.update(stage1_predictions=predictions, seconds_per_article={"stage1": seconds})
     try:
-        report = cascade_report(
-            router,
-            X,
-            Y,
-            n_bootstraps=args.n_bootstraps,
-            confidence=args.confidence,
-            random_state=args.random_state,
-            **options,
-        )
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", InSampleWarning)
+            report = cascade_report(
+                router,
+                X,
+                Y,
+                n_bootstraps=args.n_bootstraps,
+                confidence=args.confidence,
+                random_state=args.random_state,
+                **options,
+            )
     except ValueError as error:
         raise CommandError(str(error)) from None
+    for warning in caught:  # one line on stderr, as every warning of the CLI
+        if issubclass(warning.category, InSampleWarning):
+            logger.warning("%s", warning.message)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
     sys.stdout.write(format_report(report))
     if args.output is not None:
@@ -204,8 +237,48 @@ def _evaluate(args):
         atomic_write(args.output, json.dumps(report.to_dict(), indent=2) + "\n")
         logger.info("wrote the report to %s", args.output)
     if args.plot is not None:
-        _write_plot(report, args.plot)
+        spec = getattr(router, "spec", None)
+        _write_plot(report, args.plot, getattr(spec, "qualified_name", None))
         logger.info("wrote the frontier plot to %s", args.plot)
+
+
+def _refuse_only_training_articles(router, X, args):
+    """No verdict on articles that are all training articles, before any stage runs."""
+    from ..evaluation import in_sample_articles
+    from ..evaluation._training_articles import training_hash_sets
+
+    stages = ["stage2"] if args.cv is not None else ["stage1", "stage2"]  # --cv: Stage 1 out of fold
+    trained_on = in_sample_articles(router, X, stages=stages)
+    stages = [stage for stage, hashes in training_hash_sets(router).items()
+              if stage in stages and hashes is not None]
+    if trained_on is None:
+        logger.warning(
+            "%s records no training articles: cannot check that %s is held out", args.filter, args.data
+        )
+    elif trained_on.all() and not args.allow_training_articles:
+        raise CommandError(
+            f"no verdict: all {len(X)} articles of {args.data} are among the training articles "
+            f"the filter records for "
+            f"{' and '.join(stage.replace('stage', 'Stage ') for stage in stages)}; evaluate "
+            "on held-out articles, or pass --allow-training-articles to measure in sample"
+        )
+
+
+def _check_folds(cv, n_articles):
+    """Refuse --cv K when it cannot run, or refits the probe on too few articles."""
+    if cv > n_articles:
+        raise CommandError(f"--cv {cv} needs at least {cv} articles; got {n_articles}")
+    smallest = n_articles - -(-n_articles // cv)  # KFold's largest test fold is ceil(n / K)
+    if smallest < MIN_TRAINING_ARTICLES_PER_FOLD:
+        needed = next(
+            n for n in range(cv, 100 * cv)
+            if n - -(-n // cv) >= MIN_TRAINING_ARTICLES_PER_FOLD
+        )
+        raise CommandError(
+            f"--cv {cv} on {n_articles} articles refits the probe on {smallest} articles per fold; "
+            f"it needs at least {MIN_TRAINING_ARTICLES_PER_FOLD} training articles per fold "
+            f"(at least {needed} labelled articles for --cv {cv})"
+        )
 
 
 def _load_labelled(folder, router):
@@ -253,13 +326,12 @@ def out_of_fold_stage1(router, X, Y, *, cv, random_state=None):
         NaN when Stage 1 is not a pipeline.
     """
     from sklearn.base import clone
-    from sklearn.frozen import FrozenEstimator
     from sklearn.model_selection import KFold, cross_val_predict
     from sklearn.pipeline import Pipeline
 
-    stage1 = router.stage1_
-    if isinstance(stage1, FrozenEstimator):
-        stage1 = stage1.estimator
+    from ..router import unwrap_frozen
+
+    stage1 = unwrap_frozen(router.stage1_)
     folds = KFold(cv, shuffle=True, random_state=random_state)
     Y = np.asarray(Y, dtype=float)
     if not isinstance(stage1, Pipeline) or len(stage1.steps) < 2:
@@ -284,7 +356,7 @@ def _check_plotting():
         ) from None
 
 
-def _write_plot(report, path):
+def _write_plot(report, path, name=None):
     from matplotlib.figure import Figure
 
     from hybrid_estimators._io import atomic_write
@@ -292,8 +364,8 @@ def _write_plot(report, path):
 
     if not report.grid:
         raise CommandError("--plot needs a filter with a Stage 2: this one has none")
-    figure = Figure(figsize=(8, 4.5), layout="constrained")
-    CascadeFrontierDisplay.from_report(report, ax=figure.subplots())
+    figure = Figure(figsize=(8, 5), layout="constrained")
+    CascadeFrontierDisplay.from_report(report, ax=figure.subplots(), name=name)
     buffer = io.BytesIO()
     try:
         figure.savefig(buffer, format=Path(path).suffix.lstrip(".").lower() or "png")
