@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 
 from ..router import unwrap_frozen
-from ..text import text_hashes
+from ..text import recorded_articles
 
 #: Where a filter records its training articles: its metadata's key.
 TRAINING_KEY = "training_articles_sha256"
@@ -71,8 +71,8 @@ def _stage2_record(stage2):
 def in_sample_articles(router, X, *, stages=("stage1", "stage2")):
     """Which articles of `X` one of `stages` of `router` was trained on.
 
-    Compares the articles' text hashes
-    (:func:`~hybrid_estimators.text.text_hashes`) with each stage's
+    Compares the articles' text hashes, normalised or exact
+    (:func:`~hybrid_estimators.text.recorded_articles`), with each stage's
     recorded training articles (see :func:`training_hash_sets`).
 
     Parameters
@@ -111,9 +111,7 @@ def in_sample_articles(router, X, *, stages=("stage1", "stage2")):
     known = [sets[stage] for stage in scoring if sets[stage] is not None]
     if not known:  # nothing to compare with: no hashing
         return None if scoring else np.zeros(len(X), dtype=bool)
-    hashes = text_hashes(X)
-    trained = frozenset().union(*known)
-    return np.array([value in trained for value in hashes], dtype=bool)
+    return recorded_articles(X, frozenset().union(*known))
 
 
 def unchecked_stages(router, stages):
