@@ -10,6 +10,7 @@ import pandas as pd
 from joblib import Parallel, delayed
 from scipy.stats import beta, binom
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, RegressorMixin, _fit_context, clone
+from sklearn.dummy import DummyRegressor
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import StratifiedKFold, check_cv
 from sklearn.utils import _safe_indexing, check_array, get_tags
@@ -18,7 +19,7 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted, i
 
 from .metrics import is_medium_plus
 from .router import _indexable_rows
-from .tiers import SCORE_MAX, SCORE_MIN, medium_threshold, weighted_average
+from .tiers import SCORE_MAX, SCORE_MIN
 
 __all__ = ["TunedThresholdRouterCV", "ThresholdCertificateDisplay", "clopper_pearson_upper"]
 
@@ -350,13 +351,16 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         return check_cv(self.cv, classifier=False)
 
     def _strata(self, Y):
-        """Whether each article is truly MEDIUM+, for the default stratified split."""
+        """Whether each article is MEDIUM+, for the default stratified split.
+
+        Read by the router itself: a copy with a constant Stage 1 is fitted
+        on `Y` alone, and its learned ``weights_``, ``tiers_`` and
+        ``gatekeepers_`` (the router's own reading of dict weights, in the
+        order of `Y`'s columns) say which articles are MEDIUM+.
+        """
         if not isinstance(self.cv, Integral):
             return None
-        Y = check_array(Y, ensure_2d=False, dtype="numeric", input_name="y")
-        Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
-        averages = weighted_average(Y, _router_weights(self.router, Y.shape[1]))
-        return averages >= medium_threshold(self.router.get_params().get("tiers"))
+        return self._medium_plus(_target_reader(self.router, Y), Y)
 
     @staticmethod
     def _stage2_scores(router, X, Y):
@@ -464,14 +468,19 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         return tags
 
 
-def _router_weights(router, n_dimensions):
-    """The router's weights as an array (equal when it has none)."""
-    weights = router.get_params().get("weights")
-    if weights is None:
-        return np.full(n_dimensions, 1.0 / n_dimensions)
-    if isinstance(weights, dict):
-        weights = list(weights.values())
-    return np.asarray(weights, dtype=float) / np.sum(weights)
+def _target_reader(router, Y):
+    """A copy of `router` fitted on `Y` alone (a constant Stage 1, no Stage 2), for its
+    ``weights_``, ``tiers_`` and ``gatekeepers_``: cheap, and only the public API."""
+    replaced = {
+        "stage1": DummyRegressor(),
+        "stage2": None,
+        "routing_score": None,
+        "prefit": (),
+        "cache": False,
+    }
+    params = router.get_params(deep=False)
+    reader = clone(router).set_params(**{k: v for k, v in replaced.items() if k in params})
+    return reader.fit(np.zeros((len(Y), 1)), Y)
 
 
 def _out_of_fold_scores(stage1_only, X, Y, train, test):

@@ -250,3 +250,35 @@ def test_stage2_reference_guarantee_covers_at_confidence():
         held.append(routed[verdict[test]].mean() >= target)
         assert tuner.best_threshold_ > 0
     assert np.mean(held) >= confidence
+
+
+def test_default_folds_are_stratified_by_the_routers_own_reading_of_dict_weights(monkeypatch):
+    """Dict weights in another order than Y's columns: the strata are the router's MEDIUM+."""
+    from sklearn.model_selection import StratifiedKFold
+
+    rng = np.random.RandomState(0)
+    X = rng.uniform(0, 10, size=(300, 3))
+    Y = pd.DataFrame(
+        np.clip(np.c_[X[:, 0], 10 - X[:, 0], X[:, 1]] + rng.normal(0, 0.5, (300, 3)), 0, 10),
+        columns=["a", "b", "c"],
+    )
+    weights = {"c": 0.1, "a": 0.8, "b": 0.1}  # not the columns' order
+    router = HybridRouterRegressor(Ridge(), KNeighborsRegressor(), weights)
+    strata = []
+    split = StratifiedKFold.split
+
+    def recording(self, X, y=None, groups=None):
+        strata.append(np.asarray(y))
+        return split(self, X, y, groups)
+
+    monkeypatch.setattr(StratifiedKFold, "split", recording)
+    TunedThresholdRouterCV(router, cv=3, random_state=0).fit(X, Y)
+    fitted = clone(router).fit(X, Y)
+    np.testing.assert_allclose(fitted.weights_, [0.8, 0.1, 0.1])
+    expected = is_medium_plus(Y.to_numpy(), fitted.weights_, tiers=fitted.tiers_)
+    assert 0 < expected.sum() < len(Y)
+    (recorded,) = strata
+    np.testing.assert_array_equal(recorded, expected)
+    # weights taken in the dict's order would read other articles as MEDIUM+
+    in_dict_order = is_medium_plus(Y.to_numpy(), [0.1, 0.8, 0.1], tiers=fitted.tiers_)
+    assert (in_dict_order != expected).sum() > 50
