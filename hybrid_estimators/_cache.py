@@ -43,6 +43,7 @@ __all__ = [
     "StageFingerprints",
     "cache_info",
     "clear_cache",
+    "fingerprints_of",
     "fitted_state_fingerprint",
     "measured_seconds_per_row",
 ]
@@ -144,8 +145,13 @@ def fitted_state_fingerprint(estimator):
         return None
 
 
+#: Containers longer than this are compared as one object, not item by item
+#: (an estimator's ``estimators_`` list is walked, a ``vocabulary_`` dict is not).
+MAX_WALKED_ITEMS = 256
+
+
 def state_signature(estimator):
-    """Everything `estimator` holds, recursively through estimators and containers.
+    """Everything `estimator` holds, recursively through estimators and small containers.
 
     The objects themselves (not their ids, which a freed object's successor
     may take): two signatures are equal when they hold the very same objects
@@ -158,7 +164,9 @@ def state_signature(estimator):
         parts.append(value)
         if id(value) in seen:
             return
-        if isinstance(value, BaseEstimator):
+        if isinstance(value, (list, tuple, dict)) and len(value) > MAX_WALKED_ITEMS:
+            parts.append(len(value))
+        elif isinstance(value, BaseEstimator):
             seen.add(id(value))
             for key, attribute in vars(value).items():
                 parts.append(key)
@@ -188,8 +196,9 @@ class StageFingerprints:
 
     :meth:`get` returns the fingerprint it stored for this very object
     while the object holds the same things (:func:`state_signature`), and
-    fingerprints it again otherwise. Not pickled: a router starts a new one
-    when it is fitted or unpickled.
+    fingerprints it again otherwise. Kept beside the router, never in it
+    (:func:`fingerprints_of`): nothing stale is pickled or copied with it,
+    and predicting leaves the router's ``__dict__`` unchanged.
     """
 
     def __init__(self):
@@ -211,6 +220,23 @@ class StageFingerprints:
         fingerprint = fitted_state_fingerprint(stage)
         self.set(stage, fingerprint)
         return fingerprint
+
+
+_FINGERPRINTS = weakref.WeakKeyDictionary()
+
+
+def fingerprints_of(owner, *, reset=False):
+    """The :class:`StageFingerprints` of `owner` (a router), new when `reset` or first asked.
+
+    A copy, a clone or an unpickled router is another object: it starts
+    with none and fingerprints its stages on first use.
+    """
+    try:
+        if reset or owner not in _FINGERPRINTS:
+            _FINGERPRINTS[owner] = StageFingerprints()
+        return _FINGERPRINTS[owner]
+    except TypeError:  # not weak-referenceable or hashable: fingerprinted on every call
+        return StageFingerprints()
 
 
 def measured_seconds_per_row(estimator):

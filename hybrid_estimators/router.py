@@ -42,11 +42,11 @@ from sklearn.utils.validation import check_consistent_length, check_is_fitted
 from ._cache import (
     MAX_CACHED_FITS,
     MAX_CACHED_ROWS,
-    StageFingerprints,
     as_2d,
     cache_info,
     cached_fit,
     clear_cache,
+    fingerprints_of,
     fit_key,
     fitted_state_fingerprint,
     measured_seconds_per_row,
@@ -367,7 +367,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         self.gatekeepers_ = self._check_gatekeepers()
         self._check_prefit()
 
-        self._stage_fingerprints = StageFingerprints()
+        fingerprints_of(self, reset=True)
         self.stage1_ = self._fit_stage("stage1", X, Y, routed)
         self.stage2_ = None if self.stage2 is None else self._fit_stage("stage2", X, Y, routed)
         self.routing_score_ = self._fit_routing_estimator(X, Y)
@@ -452,7 +452,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
                     f"{name} is marked prefit (or frozen) but is not fitted: {error}"
                 ) from None
             if self.cache:
-                self._stage_fingerprints.set(stage, fitted_state_fingerprint(stage))
+                fingerprints_of(self).set(stage, fitted_state_fingerprint(stage))
             return stage
         params = {} if routed is None else dict(getattr(routed, name, {}).get("fit", {}))
         key = fit_key(stage, X, y, params) if self.cache else None
@@ -465,7 +465,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
             fitted = clone(stage).fit(X, y, **params)
             fingerprint = store_fit(key, fitted) if self.cache else None
         if fingerprint is not None:
-            self._stage_fingerprints.set(fitted, fingerprint)
+            fingerprints_of(self).set(fitted, fingerprint)
         return fitted
 
     def _fit_routing_estimator(self, X, Y):
@@ -503,15 +503,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
 
     def _fingerprint(self, stage):
         """`stage`'s fingerprint, computed once per fitted state (see :mod:`._cache`)."""
-        fingerprints = self.__dict__.get("_stage_fingerprints")
-        if fingerprints is None:  # unpickled, copied, or fitted by a subclass
-            fingerprints = self._stage_fingerprints = StageFingerprints()
-        return fingerprints.get(stage)
-
-    def __getstate__(self):
-        state = dict(super().__getstate__())  # a copy: never this object's own __dict__
-        state.pop("_stage_fingerprints", None)  # holds the stages: rebuilt on use
-        return state
+        return fingerprints_of(self).get(stage)
 
     def _stage1_and_scores(self, X):
         check_is_fitted(self)

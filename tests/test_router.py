@@ -572,14 +572,18 @@ def test_a_stage_is_fingerprinted_once_per_fitted_state(monkeypatch):
     assert not np.allclose(router.predict(X[:10]), before)
     assert hashed[2:] == ["FrozenEstimator"]
 
-    # Not pickled (it holds the stages): an unpickled router fingerprints on first use.
+    # Kept beside the router, not in it: an unpickled (or copied) router fingerprints
+    # its stages on first use, and predicting leaves the router's __dict__ as it was.
     loaded = pickle.loads(pickle.dumps(router))
-    assert "_stage_fingerprints" not in vars(loaded)
-    assert "_stage_fingerprints" in vars(router)
+    attributes = dict(vars(loaded))
     np.testing.assert_array_equal(loaded.predict(X[:10]), router.predict(X[:10]))
     assert len(hashed) == 5  # its Ridge and FrozenEstimator, once each
     loaded.predict(X[10:20])
     assert len(hashed) == 5
+    assert vars(loaded).keys() == attributes.keys()
+    assert all(vars(loaded)[key] is value for key, value in attributes.items())
+    copy.copy(router).predict(X[:10])
+    assert len(hashed) == 7
 
 
 def test_an_in_place_array_change_is_seen_after_refitting_the_router():
