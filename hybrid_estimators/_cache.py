@@ -63,8 +63,11 @@ class _Caches:
         self.fits = OrderedDict()
         self.predictions = OrderedDict()
         self.n_rows = 0
-        # Timings describe an object, not a result: kept per live object.
+        # Timings describe an object, not a result: kept per live object, and
+        # per fitted state for the copies of a cached fit (which never ran).
         self.seconds_per_row = weakref.WeakKeyDictionary()
+        self.seconds_per_state = OrderedDict()
+        self.state_of = weakref.WeakKeyDictionary()
         self.hits = {"fit": 0, "rows": 0}
 
     def clear(self):
@@ -208,6 +211,10 @@ class StageFingerprints:
         """Record `fingerprint` as the fingerprint of `stage` as it is now."""
         if fingerprint is not None:
             self._entries[id(stage)] = (stage, state_signature(stage), fingerprint)
+            try:
+                _CACHES.state_of[stage] = fingerprint
+            except TypeError:  # not weak-referenceable
+                pass
 
     def get(self, stage):
         """The fingerprint of `stage` as it is now (None if it cannot be hashed)."""
@@ -240,18 +247,30 @@ def fingerprints_of(owner, *, reset=False):
 
 
 def measured_seconds_per_row(estimator):
-    """Mean seconds per row of the last real (uncached) predictions of `estimator`."""
+    """Mean seconds per row of the last real (uncached) predictions of `estimator`.
+
+    Those of another object in the same fitted state (a copy of the same
+    cached fit, whose rows came from the cache) when `estimator` never ran.
+    """
     try:
-        return _CACHES.seconds_per_row.get(estimator)
+        seconds = _CACHES.seconds_per_row.get(estimator)
+        if seconds is None:
+            seconds = _CACHES.seconds_per_state.get(_CACHES.state_of.get(estimator))
+        return seconds
     except TypeError:  # not weak-referenceable
         return None
 
 
-def _record_seconds(estimator, seconds_per_row):
+def _record_seconds(estimator, fingerprint, seconds_per_row):
     try:
         _CACHES.seconds_per_row[estimator] = seconds_per_row
     except TypeError:
         pass
+    if fingerprint is not None:
+        _CACHES.seconds_per_state[fingerprint] = seconds_per_row
+        _CACHES.seconds_per_state.move_to_end(fingerprint)
+        while len(_CACHES.seconds_per_state) > MAX_CACHED_FITS * 64:
+            _CACHES.seconds_per_state.popitem(last=False)
 
 
 # --- fits ------------------------------------------------------------------------
@@ -351,7 +370,8 @@ def predict_rows(predict, estimator, fingerprint, X, keys, namespace):
         started = time.perf_counter()
         predictions = as_2d(predict(X))
         if predictions.shape[0]:
-            _record_seconds(estimator, (time.perf_counter() - started) / predictions.shape[0])
+            seconds = (time.perf_counter() - started) / predictions.shape[0]
+            _record_seconds(estimator, fingerprint, seconds)
         return predictions
     stored = _CACHES.rows(token, namespace)
     missing = [i for i, key in enumerate(keys) if key not in stored]
@@ -360,7 +380,7 @@ def predict_rows(predict, estimator, fingerprint, X, keys, namespace):
         started = time.perf_counter()
         todo = X if len(missing) == len(keys) else _safe_indexing(X, missing)
         computed = as_2d(predict(todo))
-        _record_seconds(estimator, (time.perf_counter() - started) / len(missing))
+        _record_seconds(estimator, fingerprint, (time.perf_counter() - started) / len(missing))
         for i, row in zip(missing, computed):
             stored[keys[i]] = row
         _CACHES.added(len(missing))
