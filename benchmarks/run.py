@@ -72,7 +72,7 @@ SEED = {
     "hybrid_ms": 18.1, "speedup": 2.09, "ideal": 2.27,
 }
 BACKENDS = ("torch", "openvino", "openvino-int8", "onnx", "onnx-int8")
-PARTS = ("stage1-budget", "stage1", "multi-filter", "stage2", "cascade")
+PARTS = ("stage1-budget", "stage1", "multi-filter", "stage2", "cascade", "overhead")
 MAX_LENGTH = 512
 E5_SMALL = "intfloat/multilingual-e5-small"
 logger = logging.getLogger("benchmarks")
@@ -589,6 +589,10 @@ def main(argv=None):
 
         logger.info("Several filters, one pass")
         results["multi_filter"] = measure_multi_filter(X, repeats=max(repeats, 2))
+    if "overhead" in args.parts:
+        from benchmarks.overhead import measure as measure_overhead
+
+        results["overhead"] = measure_overhead(args.filter, calls=10 if args.quick else 100)
     results["stage2"] = stage2_table(1 if args.quick else args.qwen_articles) if "stage2" in args.parts else []
     measure_cascade = Y is not None and "cascade" in args.parts
     cascade_backends = args.cascade_backends or backends
@@ -600,6 +604,10 @@ def main(argv=None):
     args.out.write_text(json.dumps(results, indent=2, default=float) + "\n", encoding="utf-8")
     logger.info("wrote %s", args.out)
     print(format_tables(results))
+    if results.get("overhead"):
+        from benchmarks.overhead import format_result
+
+        print(format_result(results["overhead"]))
     if args.plot and results["cascade"]:
         plot(results, args.plot)
         logger.info("wrote %s", args.plot)

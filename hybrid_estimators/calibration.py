@@ -10,15 +10,18 @@ import pandas as pd
 from joblib import Parallel, delayed
 from scipy.stats import beta, binom
 from sklearn.base import BaseEstimator, MetaEstimatorMixin, RegressorMixin, _fit_context, clone
+from sklearn.dummy import DummyRegressor
 from sklearn.exceptions import NotFittedError
 from sklearn.model_selection import StratifiedKFold, check_cv
 from sklearn.utils import _safe_indexing, check_array, get_tags
+from sklearn.utils._optional_dependencies import check_matplotlib_support
+from sklearn.utils._plotting import _validate_style_kwargs
 from sklearn.utils._param_validation import HasMethods, Interval, StrOptions
 from sklearn.utils.validation import check_consistent_length, check_is_fitted, indexable
 
 from .metrics import is_medium_plus
 from .router import _indexable_rows
-from .tiers import SCORE_MAX, SCORE_MIN, medium_threshold, weighted_average
+from .tiers import SCORE_MAX, SCORE_MIN
 
 __all__ = ["TunedThresholdRouterCV", "ThresholdCertificateDisplay", "clopper_pearson_upper"]
 
@@ -350,13 +353,16 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         return check_cv(self.cv, classifier=False)
 
     def _strata(self, Y):
-        """Whether each article is truly MEDIUM+, for the default stratified split."""
+        """Whether each article is MEDIUM+, for the default stratified split.
+
+        Read by the router itself: a copy with a constant Stage 1 is fitted
+        on `Y` alone, and its learned ``weights_``, ``tiers_`` and
+        ``gatekeepers_`` (the router's own reading of dict weights, in the
+        order of `Y`'s columns) say which articles are MEDIUM+.
+        """
         if not isinstance(self.cv, Integral):
             return None
-        Y = check_array(Y, ensure_2d=False, dtype="numeric", input_name="y")
-        Y = Y.reshape(-1, 1) if Y.ndim == 1 else Y
-        averages = weighted_average(Y, _router_weights(self.router, Y.shape[1]))
-        return averages >= medium_threshold(self.router.get_params().get("tiers"))
+        return self._medium_plus(_target_reader(self.router, Y), Y)
 
     @staticmethod
     def _stage2_scores(router, X, Y):
@@ -379,38 +385,12 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         )
 
     def _test_thresholds(self, scores, medium_plus):
-        thresholds = _candidate_thresholds(self.thresholds, scores[medium_plus])
-        n_medium_plus = int(medium_plus.sum())
-        routed = scores[np.newaxis, :] >= thresholds[:, np.newaxis]
-        n_missed = (~routed & medium_plus).sum(axis=1)
-        miss_target = 1.0 - self.target_recall
-        upper = clopper_pearson_upper(n_missed, n_medium_plus, self.confidence)
-        p_value = binom.cdf(n_missed, n_medium_plus, miss_target)
-        routes_all = thresholds <= SCORE_MIN
-        upper = np.where(routes_all, 0.0, upper)
-        p_value = np.where(routes_all, 0.0, p_value)
-        rejected = (upper <= miss_target) & (n_medium_plus > 0) | routes_all
-        # Fixed sequence from the lowest threshold: stop at the first failure.
-        passed = np.cumprod(rejected).astype(bool)
-        low = ~medium_plus
-        return pd.DataFrame(
-            {
-                "threshold": thresholds,
-                "recall": 1.0 - n_missed / max(n_medium_plus, 1),
-                "recall_lower_bound": 1.0 - upper,
-                "p_value": p_value,
-                "skip_rate": 1.0 - routed.mean(axis=1),
-                "low_skip_rate": (
-                    1.0 - routed[:, low].mean(axis=1) if low.any() else np.nan
-                ),
-                "n_medium_plus": n_medium_plus,
-                "n_missed": n_missed,
-                "passed": passed,
-            }
+        return _certificate_table(
+            scores, medium_plus, self.thresholds, self.target_recall, self.confidence
         )
 
     def _choose_threshold(self, results):
-        chosen = results[results["passed"]].iloc[-1]
+        chosen = _chosen_row(results)
         self.target_met_ = bool(chosen["threshold"] > SCORE_MIN)
         if not self.target_met_:
             message = (
@@ -464,14 +444,57 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         return tags
 
 
-def _router_weights(router, n_dimensions):
-    """The router's weights as an array (equal when it has none)."""
-    weights = router.get_params().get("weights")
-    if weights is None:
-        return np.full(n_dimensions, 1.0 / n_dimensions)
-    if isinstance(weights, dict):
-        weights = list(weights.values())
-    return np.asarray(weights, dtype=float) / np.sum(weights)
+def _certificate_table(scores, medium_plus, thresholds, target_recall, confidence):
+    """One row per candidate threshold: recall, its bound, skip rates, the fixed-sequence test."""
+    thresholds = _candidate_thresholds(thresholds, scores[medium_plus])
+    n_medium_plus = int(medium_plus.sum())
+    routed = scores[np.newaxis, :] >= thresholds[:, np.newaxis]
+    n_missed = (~routed & medium_plus).sum(axis=1)
+    miss_target = 1.0 - target_recall
+    upper = clopper_pearson_upper(n_missed, n_medium_plus, confidence)
+    p_value = binom.cdf(n_missed, n_medium_plus, miss_target)
+    routes_all = thresholds <= SCORE_MIN
+    upper = np.where(routes_all, 0.0, upper)
+    p_value = np.where(routes_all, 0.0, p_value)
+    rejected = (upper <= miss_target) & (n_medium_plus > 0) | routes_all
+    # Fixed sequence from the lowest threshold: stop at the first failure.
+    passed = np.cumprod(rejected).astype(bool)
+    low = ~medium_plus
+    return pd.DataFrame(
+        {
+            "threshold": thresholds,
+            "recall": 1.0 - n_missed / max(n_medium_plus, 1),
+            "recall_lower_bound": 1.0 - upper,
+            "p_value": p_value,
+            "skip_rate": 1.0 - routed.mean(axis=1),
+            "low_skip_rate": (
+                1.0 - routed[:, low].mean(axis=1) if low.any() else np.nan
+            ),
+            "n_medium_plus": n_medium_plus,
+            "n_missed": n_missed,
+            "passed": passed,
+        }
+    )
+
+
+def _chosen_row(results):
+    """The last candidate that passed the fixed sequence (threshold 0 always does)."""
+    return results[results["passed"]].iloc[-1]
+
+
+def _target_reader(router, Y):
+    """A copy of `router` fitted on `Y` alone (a constant Stage 1, no Stage 2), for its
+    ``weights_``, ``tiers_`` and ``gatekeepers_``: cheap, and only the public API."""
+    replaced = {
+        "stage1": DummyRegressor(),
+        "stage2": None,
+        "routing_score": None,
+        "prefit": (),
+        "cache": False,
+    }
+    params = router.get_params(deep=False)
+    reader = clone(router).set_params(**{k: v for k, v in replaced.items() if k in params})
+    return reader.fit(np.zeros((len(Y), 1)), Y)
 
 
 def _out_of_fold_scores(stage1_only, X, Y, train, test):
@@ -484,7 +507,9 @@ class ThresholdCertificateDisplay:
     """Recall, its certified lower bound and the skip rate against the threshold.
 
     Build it with :meth:`from_estimator` from a fitted
-    :class:`TunedThresholdRouterCV`, as scikit-learn's displays are built.
+    :class:`TunedThresholdRouterCV`, or with :meth:`from_predictions` from
+    routing scores and MEDIUM+ verdicts, as scikit-learn's displays are
+    built; all parameters are stored as attributes.
 
     Parameters
     ----------
@@ -496,12 +521,24 @@ class ThresholdCertificateDisplay:
         The tuner's target and confidence.
     reference : str, default="oracle"
         Whose MEDIUM+ verdicts the recall is measured against.
+    n_samples, n_medium_plus : int or None, default=None
+        Articles calibrated on, and how many of them are MEDIUM+ (shown in
+        the title).
+    name : str or None, default=None
+        What was calibrated (a filter's or an estimator's name), shown in
+        the title.
 
     Attributes
     ----------
     ax_ : matplotlib Axes
     figure_ : matplotlib Figure
     lines_ : dict of str to matplotlib Line2D
+
+    See Also
+    --------
+    TunedThresholdRouterCV : Chooses the threshold this display certifies.
+    hybrid_estimators.evaluation.CascadeFrontierDisplay : Cost against
+        quality over every threshold.
 
     Examples
     --------
@@ -518,6 +555,16 @@ class ThresholdCertificateDisplay:
     >>> display = ThresholdCertificateDisplay.from_estimator(tuner)
     >>> sorted(display.lines_)
     ['recall', 'recall_lower_bound', 'skip_rate']
+
+    From routing scores and whether each article is MEDIUM+:
+
+    >>> scores = rng.uniform(0, 10, size=200)
+    >>> medium_plus = scores + rng.normal(scale=1.0, size=200) > 6
+    >>> display = ThresholdCertificateDisplay.from_predictions(
+    ...     medium_plus, scores, target_recall=0.9, name="demo")
+    >>> print(display.ax_.get_title())
+    demo: threshold 5.58 certified for recall >= 0.9 at 90% confidence
+    n = 200 articles, 90 MEDIUM+ (true tiers)
     """
 
     def __init__(
@@ -531,6 +578,9 @@ class ThresholdCertificateDisplay:
         target_recall,
         confidence,
         reference="oracle",
+        n_samples=None,
+        n_medium_plus=None,
+        name=None,
     ):
         self.thresholds = thresholds
         self.recall = recall
@@ -540,9 +590,28 @@ class ThresholdCertificateDisplay:
         self.target_recall = target_recall
         self.confidence = confidence
         self.reference = reference
+        self.n_samples = n_samples
+        self.n_medium_plus = n_medium_plus
+        self.name = name
 
     @classmethod
-    def from_estimator(cls, estimator, *, ax=None):
+    def _from_table(cls, results, *, n_samples, name, reference, target_recall, confidence):
+        return cls(
+            thresholds=results["threshold"].to_numpy(),
+            recall=results["recall"].to_numpy(),
+            recall_lower_bound=results["recall_lower_bound"].to_numpy(),
+            skip_rate=results["skip_rate"].to_numpy(),
+            threshold=float(_chosen_row(results)["threshold"]),
+            target_recall=target_recall,
+            confidence=confidence,
+            reference=reference,
+            n_samples=n_samples,
+            n_medium_plus=int(results["n_medium_plus"].iloc[0]),
+            name=name,
+        )
+
+    @classmethod
+    def from_estimator(cls, estimator, *, ax=None, name=None, **kwargs):
         """Draw the certificate of a fitted :class:`TunedThresholdRouterCV`.
 
         Parameters
@@ -551,57 +620,161 @@ class ThresholdCertificateDisplay:
             Fitted with ``store_cv_results=True``.
         ax : matplotlib Axes or None, default=None
             Where to draw; a new figure when None.
+        name : str or None, default=None
+            Shown in the title; None: the class name of the tuned router.
+        **kwargs : dict
+            Style keywords of the three curves (see :meth:`plot`).
 
         Returns
         -------
         display : ThresholdCertificateDisplay
         """
+        check_matplotlib_support(f"{cls.__name__}.from_estimator")
         check_is_fitted(estimator, "cv_results_")
         results = estimator.cv_results_
         if results is None:
             raise ValueError("fit the tuner with store_cv_results=True to draw it.")
-        return cls(
-            thresholds=results["threshold"].to_numpy(),
-            recall=results["recall"].to_numpy(),
-            recall_lower_bound=results["recall_lower_bound"].to_numpy(),
-            skip_rate=results["skip_rate"].to_numpy(),
-            threshold=estimator.best_threshold_,
+        display = cls._from_table(
+            results,
+            n_samples=estimator.n_samples_,
+            name=type(estimator.router).__name__ if name is None else name,
+            reference=estimator.reference,
             target_recall=estimator.target_recall,
             confidence=estimator.confidence,
-            reference=estimator.reference,
-        ).plot(ax=ax)
+        )
+        display.threshold = estimator.best_threshold_
+        return display.plot(ax=ax, **kwargs)
 
-    def plot(self, ax=None):
+    @classmethod
+    def from_predictions(
+        cls,
+        y_true,
+        routing_scores,
+        *,
+        target_recall=0.95,
+        confidence=0.9,
+        thresholds="auto",
+        reference="oracle",
+        ax=None,
+        name=None,
+        **kwargs,
+    ):
+        """Certify and draw a threshold from routing scores and MEDIUM+ verdicts.
+
+        The same test as :class:`TunedThresholdRouterCV` (which see), on
+        scores computed beforehand: its ``oof_routing_scores_``, or a
+        prefit router's :meth:`~HybridRouterRegressor.routing_scores` on a
+        held-out calibration set.
+
+        Parameters
+        ----------
+        y_true : array-like of bool, shape (n_samples,)
+            Whether each article is MEDIUM+ (by `reference`).
+        routing_scores : array-like of shape (n_samples,)
+            The router's routing score (0-10) of each article.
+        target_recall, confidence, thresholds, reference
+            As for :class:`TunedThresholdRouterCV`.
+        ax : matplotlib Axes or None, default=None
+            Where to draw; a new figure when None.
+        name : str or None, default=None
+            Shown in the title.
+        **kwargs : dict
+            Style keywords of the three curves (see :meth:`plot`).
+
+        Returns
+        -------
+        display : ThresholdCertificateDisplay
+        """
+        check_matplotlib_support(f"{cls.__name__}.from_predictions")
+        scores = check_array(routing_scores, ensure_2d=False, input_name="routing_scores")
+        medium_plus = check_array(y_true, ensure_2d=False, dtype=None, input_name="y_true")
+        check_consistent_length(medium_plus, scores)
+        if scores.ndim != 1 or medium_plus.ndim != 1:
+            raise ValueError("y_true and routing_scores must be 1-D: one value per article.")
+        if not np.isin(medium_plus, [0, 1]).all():
+            raise ValueError("y_true must say whether each article is MEDIUM+ (bool or 0/1).")
+        results = _certificate_table(
+            scores.astype(float), medium_plus.astype(bool), thresholds, target_recall, confidence
+        )
+        return cls._from_table(
+            results,
+            n_samples=len(scores),
+            name=name,
+            reference=reference,
+            target_recall=target_recall,
+            confidence=confidence,
+        ).plot(ax=ax, **kwargs)
+
+    def _title(self, name):
+        name = self.name if name is None else name
+        against = "Stage 2's tiers" if self.reference == "stage2" else "true tiers"
+        title = (
+            f"threshold {self.threshold:.2f} certified for recall >= {self.target_recall:g} "
+            f"at {self.confidence:.0%} confidence"
+        )
+        if name:
+            title = f"{name}: {title}"
+        counts = []
+        if self.n_samples is not None:
+            counts.append(f"n = {self.n_samples} articles")
+        if self.n_medium_plus is not None:
+            counts.append(f"{self.n_medium_plus} MEDIUM+ ({against})")
+        return title + ("\n" + ", ".join(counts) if counts else "")
+
+    def plot(self, ax=None, *, name=None, **kwargs):
         """Draw on `ax` (a new figure when None).
 
         Parameters
         ----------
         ax : matplotlib Axes or None, default=None
+            Where to draw; a new figure when None.
+        name : str or None, default=None
+            Shown in the title; None keeps the display's `name`.
+        **kwargs : dict
+            Matplotlib style keywords of the three curves (``linewidth``,
+            ``alpha``, ``marker``, ...), validated as scikit-learn's
+            displays validate theirs (``lw`` and ``linewidth`` together are
+            refused).
 
         Returns
         -------
         display : ThresholdCertificateDisplay
             Itself, with `ax_`, `figure_` and `lines_` set.
         """
+        check_matplotlib_support(f"{type(self).__name__}.plot")
         import matplotlib.pyplot as plt
 
-        if ax is None:
-            _, ax = plt.subplots(figsize=(7, 4))
+        created = ax is None
+        if created:
+            _, ax = plt.subplots(figsize=(7, 5))
+        style = _validate_style_kwargs({"linewidth": 1.8}, kwargs)
         against = "Stage 2's" if self.reference == "stage2" else "true"
+        curves = {
+            "recall": f"MEDIUM+ recall ({against} tiers)",
+            "recall_lower_bound": f"recall lower bound ({self.confidence:.0%} confidence)",
+            "skip_rate": "skip rate (share of articles Stage 2 never sees)",
+        }
         self.lines_ = {
-            "recall": ax.plot(self.thresholds, self.recall, label=f"MEDIUM+ recall ({against} tiers)")[0],
-            "recall_lower_bound": ax.plot(
-                self.thresholds,
-                self.recall_lower_bound,
-                label=f"recall lower bound ({self.confidence:.0%} confidence)",
-            )[0],
-            "skip_rate": ax.plot(self.thresholds, self.skip_rate, label="skip rate")[0],
+            key: ax.plot(self.thresholds, getattr(self, key), label=label, **style)[0]
+            for key, label in curves.items()
         }
         ax.axhline(self.target_recall, color="grey", linestyle=":", label="target recall")
-        ax.axvline(self.threshold, color="black", linestyle="--", label=f"chosen threshold {self.threshold:.2f}")
+        ax.axvline(
+            self.threshold,
+            color="black",
+            linestyle="--",
+            label=f"chosen threshold {self.threshold:.2f}",
+        )
         ax.set_xlabel("threshold (routing score)")
         ax.set_ylabel("share of articles")
         ax.set_ylim(-0.02, 1.02)
-        ax.legend(loc="lower left", fontsize="small")
+        ax.set_title(self._title(name), fontsize="medium")
+        # Below the axes, where it hides no curve.
+        ax.legend(
+            loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize="small",
+            frameon=False,
+        )
+        if created:
+            ax.figure.tight_layout()
         self.ax_, self.figure_ = ax, ax.figure
         return self

@@ -33,7 +33,7 @@ Examples
 import numpy as np
 from sklearn.metrics import get_scorer
 
-from .router import measured_seconds_per_row
+from ._cache import measured_seconds_per_row
 from .tiers import apply_gatekeepers, medium_threshold, tier_of, weighted_average
 
 __all__ = [

@@ -3,22 +3,18 @@
 Stage 1 (cheap) scores every article; only articles whose routing score
 (by default Stage 1's weighted average, clipped to 0-10) reaches
 ``threshold`` go on to Stage 2 (expensive). Fitted stages and their
-predictions are kept in bounded process-wide caches keyed by content (the
-unfitted stage's parameters and its training data for a fit; a fingerprint
+predictions are kept in bounded process-wide caches keyed by content
+(:mod:`hybrid_estimators._cache`: the unfitted stage's parameters and its
+training data for a fit, each router getting its own copy; a fingerprint
 of the fitted stage's state and of the row for a prediction), so that
 ``GridSearchCV`` over ``threshold`` neither re-fits nor re-runs a stage for
 each candidate, and a stage refitted in place is always seen.
 """
 
-import hashlib
 import logging
-import time
-import weakref
-from collections import OrderedDict
 from collections.abc import Mapping
 from numbers import Integral, Real
 
-import joblib
 import numpy as np
 import pandas as pd
 from scipy import sparse
@@ -43,6 +39,21 @@ from sklearn.utils.metadata_routing import (
 )
 from sklearn.utils.validation import check_consistent_length, check_is_fitted
 
+from ._cache import (
+    MAX_CACHED_FITS,
+    MAX_CACHED_ROWS,
+    as_2d,
+    cache_info,
+    cached_fit,
+    clear_cache,
+    fingerprints_of,
+    fit_key,
+    fitted_state_fingerprint,
+    measured_seconds_per_row,
+    predict_rows,
+    row_keys,
+    store_fit,
+)
 from .tiers import (
     DEFAULT_TIERS,
     SCORE_MAX,
@@ -54,159 +65,20 @@ from .tiers import (
     weighted_average,
 )
 
-__all__ = ["HybridRouterRegressor", "clear_cache", "cache_info", "unwrap_frozen"]
+__all__ = [
+    "HybridRouterRegressor",
+    "MAX_CACHED_FITS",
+    "MAX_CACHED_ROWS",
+    "cache_info",
+    "clear_cache",
+    "fitted_state_fingerprint",
+    "measured_seconds_per_row",
+    "unwrap_frozen",
+]
 
 logger = logging.getLogger(__name__)
 
-#: Most fitted stages the process keeps (least recently used go first).
-MAX_CACHED_FITS = 16
-#: Most cached prediction rows, all stages together.
-MAX_CACHED_ROWS = 500_000
-
 STAGE_NAMES = ("stage1", "stage2", "routing_score")
-
-
-# --- process-wide caches (module state: never part of a pickled estimator) ----
-
-
-class _Caches:
-    """Fitted stages by (params, training data); predictions by (fitted state, row)."""
-
-    def __init__(self):
-        self.fits = OrderedDict()
-        self.predictions = OrderedDict()
-        self.n_rows = 0
-        # Timings describe an object, not a result: kept per live object.
-        self.seconds_per_row = weakref.WeakKeyDictionary()
-        self.hits = {"fit": 0, "rows": 0}
-
-    def clear(self):
-        self.__init__()
-
-    def get_fit(self, key):
-        if key in self.fits:
-            self.fits.move_to_end(key)
-            self.hits["fit"] += 1
-            return self.fits[key]
-        return None
-
-    def put_fit(self, key, estimator):
-        self.fits[key] = estimator
-        while len(self.fits) > MAX_CACHED_FITS:
-            self.fits.popitem(last=False)
-
-    def rows(self, token, namespace):
-        key = (token, namespace)
-        if key not in self.predictions:
-            self.predictions[key] = {}
-        self.predictions.move_to_end(key)
-        return self.predictions[key]
-
-    def added(self, n_rows):
-        self.n_rows += n_rows
-        while self.n_rows > MAX_CACHED_ROWS and len(self.predictions) > 1:
-            _, evicted = self.predictions.popitem(last=False)
-            self.n_rows -= len(evicted)
-
-
-_CACHES = _Caches()
-
-
-def clear_cache():
-    """Forget every cached fitted stage and prediction of this process."""
-    _CACHES.clear()
-
-
-def cache_info():
-    """Sizes of the process-wide caches: ``{"fits", "rows", "fit_hits", "row_hits"}``."""
-    return {
-        "fits": len(_CACHES.fits),
-        "rows": _CACHES.n_rows,
-        "fit_hits": _CACHES.hits["fit"],
-        "row_hits": _CACHES.hits["rows"],
-    }
-
-
-def fitted_state_fingerprint(estimator):
-    """Hash of a fitted estimator's whole state, None if it cannot be hashed.
-
-    Two objects with the same parameters and fitted attributes share a
-    fingerprint; refitting an object in place changes it. Estimators that
-    hold a loaded model drop it when pickled (``__getstate__``), so only
-    their parameters and learned arrays are hashed.
-    """
-    try:
-        return joblib.hash(estimator)
-    except Exception:  # an unpicklable attribute: never cached
-        logger.debug("cannot fingerprint %r", type(estimator), exc_info=True)
-        return None
-
-
-def measured_seconds_per_row(estimator):
-    """Mean seconds per row of the last real (uncached) predictions of `estimator`."""
-    try:
-        return _CACHES.seconds_per_row.get(estimator)
-    except TypeError:  # not weak-referenceable
-        return None
-
-
-def _record_seconds(estimator, seconds_per_row):
-    try:
-        _CACHES.seconds_per_row[estimator] = seconds_per_row
-    except TypeError:
-        pass
-
-
-def _fit_key(stage, X, y, fit_params):
-    """Hash of the unfitted stage's params and of the training data, or None."""
-    try:
-        return joblib.hash((clone(stage), X, y, fit_params))
-    except Exception:  # an unpicklable parameter or input: fit without caching
-        logger.debug("cannot hash %r for the fit cache", stage, exc_info=True)
-        return None
-
-
-def _hash_bytes(*parts):
-    digest = hashlib.blake2b(digest_size=16)
-    for part in parts:
-        digest.update(part)
-    return digest.digest()
-
-
-def _row_keys(X):
-    """One hashable key per row of `X`, plus a namespace of the input's layout.
-
-    Returns ``(None, None)`` for inputs whose rows cannot be hashed: they are
-    then predicted without the cache.
-    """
-    try:
-        if isinstance(X, pd.DataFrame):
-            namespace = joblib.hash(("DataFrame", [str(c) for c in X.columns]))
-            try:
-                keys = pd.util.hash_pandas_object(X, index=False).to_numpy().tolist()
-            except TypeError:  # unhashable cells such as dicts or lists
-                keys = [joblib.hash(row) for row in X.itertuples(index=False)]
-            return namespace, keys
-        if sparse.issparse(X):
-            X = X.tocsr()
-            namespace = joblib.hash(("sparse", X.dtype.str, X.shape[1]))
-            keys = [
-                _hash_bytes(
-                    X.indices[X.indptr[i] : X.indptr[i + 1]].tobytes(),
-                    X.data[X.indptr[i] : X.indptr[i + 1]].tobytes(),
-                )
-                for i in range(X.shape[0])
-            ]
-            return namespace, keys
-        if isinstance(X, np.ndarray) and X.dtype != object:
-            namespace = joblib.hash(("ndarray", X.dtype.str, X.shape[1:]))
-            rows = np.ascontiguousarray(X).reshape(X.shape[0], -1)
-            return namespace, [_hash_bytes(row.tobytes()) for row in rows]
-        namespace = joblib.hash(type(X).__name__)
-        return namespace, [joblib.hash(row) for row in X]
-    except Exception:
-        logger.debug("cannot hash the rows of %s for the cache", type(X), exc_info=True)
-        return None, None
 
 
 def _indexable_rows(X):
@@ -216,35 +88,6 @@ def _indexable_rows(X):
     if hasattr(X, "iloc") or hasattr(X, "__getitem__"):
         return X
     return np.asarray(X)
-
-
-def _as_2d(predictions):
-    predictions = np.asarray(predictions, dtype=float)
-    return predictions.reshape(-1, 1) if predictions.ndim == 1 else predictions
-
-
-def _predict_rows(predict, estimator, X, keys, namespace, cache):
-    """``predict(X)`` as a 2-D float array, computing only rows not yet cached."""
-    fingerprint = fitted_state_fingerprint(estimator)
-    token = None if fingerprint is None else (fingerprint, getattr(predict, "__name__", ""))
-    if token is None or not cache or keys is None:
-        started = time.perf_counter()
-        predictions = _as_2d(predict(X))
-        if predictions.shape[0]:
-            _record_seconds(estimator, (time.perf_counter() - started) / predictions.shape[0])
-        return predictions
-    stored = _CACHES.rows(token, namespace)
-    missing = [i for i, key in enumerate(keys) if key not in stored]
-    _CACHES.hits["rows"] += len(keys) - len(missing)
-    if missing:
-        started = time.perf_counter()
-        todo = X if len(missing) == len(keys) else _safe_indexing(X, missing)
-        computed = _as_2d(predict(todo))
-        _record_seconds(estimator, (time.perf_counter() - started) / len(missing))
-        for i, row in zip(missing, computed):
-            stored[keys[i]] = row
-        _CACHES.added(len(missing))
-    return np.stack([stored[key] for key in keys])
 
 
 def unwrap_frozen(estimator):
@@ -306,12 +149,19 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
 
     Fitted stages and predictions are cached process-wide (bounded, see
     :data:`MAX_CACHED_FITS` and :data:`MAX_CACHED_ROWS`; never pickled): a
-    stage is fitted once per distinct (parameters, training rows) and run
-    once per distinct (fitted state, row), the fitted state being
-    fingerprinted by content (:func:`fitted_state_fingerprint`), never by
-    object identity, so a stage refitted in place is always run again (and
-    so is one whose state changes as it predicts, such as a k-NN regressor's
-    KD-tree, which counts its queries: such a stage is simply not reused).
+    stage is fitted once per distinct (parameters, training rows), and
+    every router gets its own copy of it (no two routers share a fitted
+    object); it is run once per distinct (fitted state, row), the fitted
+    state being fingerprinted by content (:func:`fitted_state_fingerprint`),
+    never by object identity. The fingerprint is taken once, when the
+    router is fitted (or first predicts, after unpickling), and taken again
+    whenever the stage holds other objects than when it was taken: a stage
+    refitted in place or changed with ``set_params`` (a prefit one, or the
+    estimator inside a ``FrozenEstimator``, included) is always run again.
+    A change written into an object the stage already holds (an array
+    changed in place, ``partial_fit`` updating arrays in place) is not
+    seen: as in scikit-learn, refit the router after changing its stages
+    (``fit`` fingerprints them again), or use ``cache=False``.
     Tuning ``threshold`` with ``GridSearchCV`` therefore fits and runs each
     stage once per fold, whatever the number of candidates. The caches live
     in one process: with ``n_jobs > 1`` give the embedder a persistent
@@ -382,7 +232,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     Attributes
     ----------
     stage1_ : estimator
-        Fitted Stage 1 (shared with other routers fitted identically).
+        Fitted Stage 1 (this router's own: a cached fit is copied).
     stage2_ : estimator or None
         Fitted Stage 2; None for a Stage-1-only router.
     routing_score_ : estimator or None
@@ -517,6 +367,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         self.gatekeepers_ = self._check_gatekeepers()
         self._check_prefit()
 
+        fingerprints_of(self, reset=True)
         self.stage1_ = self._fit_stage("stage1", X, Y, routed)
         self.stage2_ = None if self.stage2 is None else self._fit_stage("stage2", X, Y, routed)
         self.routing_score_ = self._fit_routing_estimator(X, Y)
@@ -600,23 +451,27 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
                 raise NotFittedError(
                     f"{name} is marked prefit (or frozen) but is not fitted: {error}"
                 ) from None
+            if self.cache:
+                fingerprints_of(self).set(stage, fitted_state_fingerprint(stage))
             return stage
         params = {} if routed is None else dict(getattr(routed, name, {}).get("fit", {}))
-        key = _fit_key(stage, X, y, params) if self.cache else None
-        fitted = None if key is None else _CACHES.get_fit(key)
-        if fitted is not None:
-            logger.debug("reusing the cached fit of %s", name)
-            return fitted
-        logger.info("fitting %s (%s) on %d rows", name, type(stage).__name__, len(y))
-        fitted = clone(stage).fit(X, y, **params)
-        if key is not None:
-            _CACHES.put_fit(key, fitted)
+        key = fit_key(stage, X, y, params) if self.cache else None
+        cached = cached_fit(key)
+        if cached is not None:
+            logger.debug("reusing a copy of the cached fit of %s", name)
+            fitted, fingerprint = cached
+        else:
+            logger.info("fitting %s (%s) on %d rows", name, type(stage).__name__, len(y))
+            fitted = clone(stage).fit(X, y, **params)
+            fingerprint = store_fit(key, fitted) if self.cache else None
+        if fingerprint is not None:
+            fingerprints_of(self).set(fitted, fingerprint)
         return fitted
 
     def _fit_routing_estimator(self, X, Y):
         if not hasattr(self.routing_score, "fit"):
             return None
-        averages = weighted_average(_as_2d(Y), self.weights_)
+        averages = weighted_average(as_2d(Y), self.weights_)
         if is_classifier(self.routing_score):
             target = (averages >= medium_threshold(self.tiers_)).astype(int)
         else:
@@ -631,7 +486,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
             width = getattr(stage, "n_outputs_", None)
             if width is None:  # one row, through the cache: later predictions reuse it
                 row = _indexable_rows(_safe_indexing(X, [0]))
-                namespace, keys = _row_keys(row) if self.cache else (None, None)
+                namespace, keys = row_keys(row) if self.cache else (None, None)
                 width = self._predict_stage(stage, row, keys, namespace).shape[1]
             if width != n_dimensions:
                 raise ValueError(
@@ -643,11 +498,16 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
 
     def _predict_stage(self, stage, X, keys=None, namespace=None, predict=None):
         predict = stage.predict if predict is None else predict
-        return _predict_rows(predict, stage, X, keys, namespace, self.cache)
+        fingerprint = self._fingerprint(stage) if self.cache and keys is not None else None
+        return predict_rows(predict, stage, fingerprint, X, keys, namespace)
+
+    def _fingerprint(self, stage):
+        """`stage`'s fingerprint, computed once per fitted state (see :mod:`._cache`)."""
+        return fingerprints_of(self).get(stage)
 
     def _stage1_and_scores(self, X):
         check_is_fitted(self)
-        namespace, keys = _row_keys(X) if self.cache else (None, None)
+        namespace, keys = row_keys(X) if self.cache else (None, None)
         X = _indexable_rows(X)
         stage1 = self._predict_stage(self.stage1_, X, keys, namespace)
         self._check_width("stage1", stage1)

@@ -250,3 +250,110 @@ def test_stage2_reference_guarantee_covers_at_confidence():
         held.append(routed[verdict[test]].mean() >= target)
         assert tuner.best_threshold_ > 0
     assert np.mean(held) >= confidence
+
+
+def test_default_folds_are_stratified_by_the_routers_own_reading_of_dict_weights(monkeypatch):
+    """Dict weights in another order than Y's columns: the strata are the router's MEDIUM+."""
+    from sklearn.model_selection import StratifiedKFold
+
+    rng = np.random.RandomState(0)
+    X = rng.uniform(0, 10, size=(300, 3))
+    Y = pd.DataFrame(
+        np.clip(np.c_[X[:, 0], 10 - X[:, 0], X[:, 1]] + rng.normal(0, 0.5, (300, 3)), 0, 10),
+        columns=["a", "b", "c"],
+    )
+    weights = {"c": 0.1, "a": 0.8, "b": 0.1}  # not the columns' order
+    router = HybridRouterRegressor(Ridge(), KNeighborsRegressor(), weights)
+    strata = []
+    split = StratifiedKFold.split
+
+    def recording(self, X, y=None, groups=None):
+        strata.append(np.asarray(y))
+        return split(self, X, y, groups)
+
+    monkeypatch.setattr(StratifiedKFold, "split", recording)
+    TunedThresholdRouterCV(router, cv=3, random_state=0).fit(X, Y)
+    fitted = clone(router).fit(X, Y)
+    np.testing.assert_allclose(fitted.weights_, [0.8, 0.1, 0.1])
+    expected = is_medium_plus(Y.to_numpy(), fitted.weights_, tiers=fitted.tiers_)
+    assert 0 < expected.sum() < len(Y)
+    (recorded,) = strata
+    np.testing.assert_array_equal(recorded, expected)
+    # weights taken in the dict's order would read other articles as MEDIUM+
+    in_dict_order = is_medium_plus(Y.to_numpy(), [0.1, 0.8, 0.1], tiers=fitted.tiers_)
+    assert (in_dict_order != expected).sum() > 50
+
+
+def _certified_tuner():
+    X, Y = noisy_data(600, 6)
+    tuner = TunedThresholdRouterCV(numeric_router(), cv=3, random_state=0).fit(X, Y)
+    return tuner, is_medium_plus(Y, [0.5, 0.5])
+
+
+def test_display_from_predictions_matches_from_estimator():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    tuner, medium_plus = _certified_tuner()
+    assert medium_plus.sum() == tuner.n_medium_plus_
+    from_estimator = ThresholdCertificateDisplay.from_estimator(tuner, name="demo")
+    from_predictions = ThresholdCertificateDisplay.from_predictions(
+        medium_plus, tuner.oof_routing_scores_, target_recall=tuner.target_recall,
+        confidence=tuner.confidence, name="demo",
+    )
+    for attribute in ("thresholds", "recall", "recall_lower_bound", "skip_rate"):
+        np.testing.assert_allclose(
+            getattr(from_predictions, attribute), getattr(from_estimator, attribute)
+        )
+    assert from_predictions.threshold == from_estimator.threshold == tuner.best_threshold_
+    title = from_estimator.ax_.get_title()
+    assert title == from_predictions.ax_.get_title()
+    assert title.startswith(f"demo: threshold {tuner.best_threshold_:.2f} certified")
+    assert f"n = 600 articles, {tuner.n_medium_plus_} MEDIUM+" in title
+    # the legend sits below the axes: it hides no curve
+    legend_box = from_estimator.ax_.get_legend().get_window_extent()
+    assert legend_box.y1 <= from_estimator.ax_.get_window_extent().y0
+
+    with pytest.raises(ValueError, match="MEDIUM\\+"):
+        ThresholdCertificateDisplay.from_predictions(np.full(10, 3), np.arange(10))
+    with pytest.raises(ValueError, match="inconsistent numbers of samples"):
+        ThresholdCertificateDisplay.from_predictions(medium_plus[:5], np.arange(10))
+
+
+def test_display_honours_ax_name_and_style_keywords():
+    pytest.importorskip("matplotlib")
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    tuner, _ = _certified_tuner()
+    fig, (left, right) = plt.subplots(1, 2)
+    display = ThresholdCertificateDisplay.from_estimator(
+        tuner, ax=right, name="seece_energy_tech/v1", lw=3, alpha=0.5
+    )
+    assert display.ax_ is right and display.figure_ is fig
+    assert not left.get_lines()
+    assert right.get_title().startswith("seece_energy_tech/v1: threshold")
+    assert ThresholdCertificateDisplay.from_estimator(tuner).ax_.get_title().startswith(
+        "HybridRouterRegressor: threshold"
+    )
+    for line in display.lines_.values():
+        assert line.get_linewidth() == 3 and line.get_alpha() == 0.5
+    display.plot(name="renamed")
+    assert display.ax_.get_title().startswith("renamed: threshold")
+    with pytest.raises(TypeError, match="Got both lw and linewidth"):
+        display.plot(lw=1, linewidth=2)
+    plt.close("all")
+
+
+def test_display_says_matplotlib_is_needed(monkeypatch):
+    import sys
+
+    tuner, medium_plus = _certified_tuner()
+    monkeypatch.setitem(sys.modules, "matplotlib", None)
+    with pytest.raises(ImportError, match="from_estimator requires matplotlib"):
+        ThresholdCertificateDisplay.from_estimator(tuner)
+    with pytest.raises(ImportError, match="from_predictions requires matplotlib"):
+        ThresholdCertificateDisplay.from_predictions(medium_plus, tuner.oof_routing_scores_)

@@ -98,3 +98,28 @@ def test_grid_search_with_routing_scorers_and_refit(router_data):
     assert np.all(np.diff(skip) >= 0) and np.all(np.diff(recall) <= 0)
     assert search.best_params_ == {"threshold": 11.0}
     assert search.best_estimator_.threshold == 11.0
+
+
+def test_measured_cost_of_every_candidate_when_its_stages_come_from_the_caches(router_data):
+    """Each candidate's router owns a copy of the cached fit whose rows come from the
+    prediction cache: its cost is the one measured on the same fitted state."""
+    from hybrid_estimators.router import clear_cache, measured_seconds_per_row
+
+    X, Y = router_data
+    clear_cache()
+    router = HybridRouterRegressor(Ridge(), KNeighborsRegressor(), [0.5, 0.5])
+    search = GridSearchCV(
+        router, {"threshold": [0.0, 5.0, 11.0]}, cv=KFold(3), scoring=ROUTING_SCORERS,
+        refit=False,
+    ).fit(X, Y)
+    cost = search.cv_results_["mean_test_neg_expected_cost"]
+    assert np.isfinite(cost).all() and (cost < 0).all()
+    assert cost[0] < cost[-1]  # routing everything costs more than routing nothing
+
+    first = HybridRouterRegressor(Ridge(), KNeighborsRegressor(), [0.5, 0.5]).fit(X, Y)
+    first.predict(X)
+    copy = HybridRouterRegressor(Ridge(), KNeighborsRegressor(), [0.5, 0.5]).fit(X, Y)
+    copy.predict(X)  # served by the cache: its stages never run
+    assert copy.stage2_ is not first.stage2_
+    assert measured_seconds_per_row(copy.stage2_) == measured_seconds_per_row(first.stage2_)
+    assert measured_seconds_per_row(KNeighborsRegressor().fit(X, Y)) is None

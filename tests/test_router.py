@@ -513,3 +513,87 @@ def test_a_frozen_stage2_runs_once_per_row_across_threshold_candidates():
     GridSearchCV(router, {"threshold": [0.0, 2.0, 4.0, 6.0]}, cv=KFold(3), refit=False).fit(X, Y)
     assert set(CountingKNN.predicted_rows.values()) == {1}
     assert len(CountingKNN.predicted_rows) == len(X)  # threshold 0 routes every held-out row
+
+
+# --- no cache shares fitted state; fingerprints taken once per fitted state ------
+
+
+def test_routers_fitted_alike_own_their_stages():
+    """Issue 20: a cached fit is copied, so changing one router's stage leaves the other's."""
+    X, Y = numeric_data()
+    clear_cache()
+    CountingKNN.fits = 0
+    first, second = (
+        HybridRouterRegressor(Ridge(), CountingKNN(algorithm="brute"), threshold=0.0).fit(X, Y)
+        for _ in range(2)
+    )
+    assert CountingKNN.fits == 1  # the second router reused the cached fit
+    assert first.stage1_ is not second.stage1_ and first.stage2_ is not second.stage2_
+    expected = second.predict(X[:10])
+
+    first.stage2_.fit(X, 10 - Y)  # refitted in place
+    first.stage1_.set_params(alpha=1e6).fit(X, Y)
+    np.testing.assert_array_equal(second.predict(X[:10]), expected)
+    np.testing.assert_allclose(
+        first.predict(X[:10]), np.clip(first.stage2_.predict(X[:10]), 0, 10), rtol=1e-12
+    )
+    assert not np.allclose(first.predict(X[:10]), expected)
+    # the cache kept its own copy too: a third router gets the original fit
+    third = HybridRouterRegressor(Ridge(), CountingKNN(algorithm="brute"), threshold=0.0).fit(X, Y)
+    np.testing.assert_array_equal(third.predict(X[:10]), expected)
+    assert CountingKNN.fits == 2  # first.stage2_.fit above; third reused the cache
+
+
+def test_a_stage_is_fingerprinted_once_per_fitted_state(monkeypatch):
+    import hybrid_estimators._cache as cache_module
+
+    X, Y = numeric_data()
+    clear_cache()
+    hashed = []
+    fingerprint = cache_module.fitted_state_fingerprint
+
+    def counting(estimator):
+        hashed.append(type(estimator).__name__)
+        return fingerprint(estimator)
+
+    monkeypatch.setattr(cache_module, "fitted_state_fingerprint", counting)
+    monkeypatch.setattr("hybrid_estimators.router.fitted_state_fingerprint", counting)
+    inner = KNeighborsRegressor(algorithm="brute").fit(X, Y)
+    router = HybridRouterRegressor(Ridge(), FrozenEstimator(inner), threshold=0.0).fit(X, Y)
+    assert sorted(hashed) == ["FrozenEstimator", "Ridge"]
+    for start in range(0, 100, 10):  # new rows each call: the stages run every time
+        router.predict(X[start : start + 10])
+    assert len(hashed) == 2
+
+    # A frozen stage changed by the user is seen: fingerprinted again on its next call.
+    before = router.predict(X[:10])
+    inner.set_params(n_neighbors=1)
+    np.testing.assert_allclose(router.predict(X[:10]), np.clip(inner.predict(X[:10]), 0, 10))
+    assert not np.allclose(router.predict(X[:10]), before)
+    assert hashed[2:] == ["FrozenEstimator"]
+
+    # Kept beside the router, not in it: an unpickled (or copied) router fingerprints
+    # its stages on first use, and predicting leaves the router's __dict__ as it was.
+    loaded = pickle.loads(pickle.dumps(router))
+    attributes = dict(vars(loaded))
+    np.testing.assert_array_equal(loaded.predict(X[:10]), router.predict(X[:10]))
+    assert len(hashed) == 5  # its Ridge and FrozenEstimator, once each
+    loaded.predict(X[10:20])
+    assert len(hashed) == 5
+    assert vars(loaded).keys() == attributes.keys()
+    assert all(vars(loaded)[key] is value for key, value in attributes.items())
+    copy.copy(router).predict(X[:10])
+    assert len(hashed) == 7
+
+
+def test_an_in_place_array_change_is_seen_after_refitting_the_router():
+    """What the cheap check cannot see (documented): refit the router, as scikit-learn asks."""
+    X, Y = numeric_data()
+    stage1 = Ridge().fit(X, Y)
+    router = HybridRouterRegressor(stage1, None, prefit=["stage1"]).fit(X, Y)
+    router.predict(X[:5])
+    stage1.coef_ *= 0  # written into the array it already holds
+    router.fit(X, Y)
+    np.testing.assert_allclose(
+        router.predict(X[:5]), np.clip(np.tile(stage1.intercept_, (5, 1)), 0, 10)
+    )
