@@ -1,5 +1,6 @@
 """Articles in, model-ready strings out: :class:`ArticleText` and :func:`as_texts`."""
 
+import functools
 import hashlib
 import math
 import numbers
@@ -7,6 +8,7 @@ import re
 import unicodedata
 import warnings
 from collections.abc import Mapping
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -267,6 +269,27 @@ def _check_article_columns(frame, text_columns):
         )
 
 
+def _folder_state(folder):
+    """What identifies a tokenizer folder's content cheaply: its files' names, sizes, mtimes."""
+    path = Path(folder)
+    if not path.is_dir():
+        return None
+    return tuple(sorted((entry.name, entry.stat().st_size, entry.stat().st_mtime_ns)
+                        for entry in path.iterdir() if entry.is_file()))
+
+
+def _tokenizer_of(folder):
+    """The tokenizer saved in `folder`, loaded once per process and content of the folder."""
+    return _load_tokenizer_cached(str(folder), _folder_state(folder))
+
+
+@functools.lru_cache(maxsize=8)
+def _load_tokenizer_cached(folder, state):
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(folder)
+
+
 class ArticleText(TransformerMixin, BaseEstimator):
     """Join each article's title and content into one text, optionally head+tail.
 
@@ -374,6 +397,18 @@ class ArticleText(TransformerMixin, BaseEstimator):
         self._tokenizer = self._load_tokenizer()
         return self
 
+    def __getstate__(self):
+        # The tokenizer is reloaded by name or path, never pickled (like
+        # E5Embedder's model): copies, caches and fingerprints stay small.
+        state = self.__dict__.copy()
+        state.pop("_tokenizer", None)
+        return state
+
+    def _token_spans(self, texts):
+        if getattr(self, "_tokenizer", None) is None:
+            self._tokenizer = self._load_tokenizer()
+        return token_spans(texts, self._tokenizer)
+
     def _check_text_columns(self):
         columns = list(self.text_columns)
         if not columns or not all(isinstance(name, str) for name in columns):
@@ -418,18 +453,16 @@ class ArticleText(TransformerMixin, BaseEstimator):
             head, tail = self.head_tail
             texts = [
                 truncate_head_tail(text, head, tail, marker=self.truncation_marker, spans=spans)
-                for text, spans in zip(texts, token_spans(texts, self._tokenizer))
+                for text, spans in zip(texts, self._token_spans(texts))
             ]
         return np.asarray(texts, dtype=object).reshape(-1, 1)
 
     def _load_tokenizer(self):
         if self.head_tail is None or self.tokenizer is None:
             return None
-        from transformers import AutoTokenizer
-
         from .models.resolution import resolve_model
 
-        return AutoTokenizer.from_pretrained(resolve_model(self.tokenizer))
+        return _tokenizer_of(resolve_model(self.tokenizer))
 
     def get_feature_names_out(self, input_features=None):
         """Name of the one output column: ``["text"]``."""

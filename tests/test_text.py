@@ -243,3 +243,17 @@ def test_recorded_articles_match_either_scheme():
     np.testing.assert_array_equal(
         recorded_articles(asked, text_hashes(trained, normalised=False)), [False, True, False]
     )
+
+
+def test_article_text_pickles_without_its_tokenizer(minilm_path):
+    """The tokenizer is reloaded by path after unpickling, never carried in the pickle."""
+    import pickle
+
+    X = [{"title": "Wind farms", "content": "A new offshore wind farm opened today " * 20}]
+    article_text = ArticleText(head_tail=(8, 8), tokenizer=minilm_path).fit(X)
+    before = article_text.transform(X)
+    data = pickle.dumps(article_text)
+    assert b"tokenizer.json" not in data and len(data) < 20_000
+    restored = pickle.loads(data)
+    assert "_tokenizer" not in restored.__dict__
+    np.testing.assert_array_equal(restored.transform(X), before)
