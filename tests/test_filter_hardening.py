@@ -223,7 +223,7 @@ def test_a_probe_that_is_a_folder_is_reported_not_raised(folder, capsys):
 
 
 def test_a_probe_larger_than_the_bound_is_not_read(folder, monkeypatch):
-    monkeypatch.setattr(filters, "MAX_PROBE_BYTES", 100)
+    monkeypatch.setattr(filters._safe_io, "MAX_PROBE_BYTES", 100)
     with pytest.raises(FilterError, match=r"the probe has [\d,]+ bytes, more than the 100 allowed"):
         load_filter(folder)
 
@@ -357,7 +357,7 @@ def test_a_zip_bomb_is_refused_without_expanding_it(folder, capsys, skops_never_
 
 
 def test_the_total_uncompressed_size_is_bounded(folder, monkeypatch, skops_never_reads):
-    monkeypatch.setattr(filters, "MAX_PROBE_UNCOMPRESSED_BYTES", 1 << 20)
+    monkeypatch.setattr(filters._safe_io, "MAX_PROBE_UNCOMPRESSED_BYTES", 1 << 20)
     members = {"schema.json": b"{}", "a.npy": os.urandom(600_000), "b.npy": os.urandom(600_000)}
     _plant_probe(folder, _archive(members, zipfile.ZIP_STORED))
     with pytest.raises(FilterError, match=r"would expand to 1,200,002 bytes, more than the 1,048,576"):
@@ -365,7 +365,7 @@ def test_the_total_uncompressed_size_is_bounded(folder, monkeypatch, skops_never
 
 
 def test_too_many_members_are_refused(folder, monkeypatch, skops_never_reads):
-    monkeypatch.setattr(filters, "MAX_ARCHIVE_MEMBERS", 5)
+    monkeypatch.setattr(filters._safe_io, "MAX_ARCHIVE_MEMBERS", 5)
     _plant_probe(folder, _archive({f"m{i}": b"" for i in range(6)}))
     with pytest.raises(FilterError, match="the archive has 6 members"):
         load_probe(folder / PROBE_FILE, read_metadata(folder))
