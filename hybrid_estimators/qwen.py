@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ._progress import progress_enabled
 from .models import resolve_device, resolve_stage2_base
-from .text import as_frame, as_texts, special_tokens_around
+from .text import as_frame, as_texts, check_head_tail, special_tokens_around
 
 logger = logging.getLogger(__name__)
 
@@ -440,16 +440,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
     # --- validation ----------------------------------------------------------
 
     def _check_truncation(self):
-        if self.head_tail is not None:
-            if (
-                len(self.head_tail) != 2
-                or any(not isinstance(n, Integral) or n < 0 for n in self.head_tail)
-                or sum(self.head_tail) == 0
-            ):
-                raise ValueError(
-                    "head_tail must be two non-negative token counts, not both 0, "
-                    f"or None; got {self.head_tail!r}."
-                )
+        check_head_tail(self.head_tail)
 
     def _check_layers(self):
         """Type check of `layers` (its range needs the model's config)."""

@@ -357,16 +357,21 @@ def probe_types(path_or_data):
 
     Parameters
     ----------
-    path_or_data : str, path-like or bytes
-        The file, or its bytes (then bounded by :func:`check_probe_archive`).
+    path_or_data : str, path-like, bytes or zipfile.ZipFile
+        The file, its bytes (then bounded by :func:`check_probe_archive`),
+        or the archive :func:`check_probe_archive` returned (not checked
+        again).
 
     Returns
     -------
     types : set of str
     """
-    data = path_or_data if isinstance(path_or_data, bytes) else _read_probe_bytes(path_or_data)
-    with check_probe_archive(data) as archive:
-        schema = _load_json(archive.read("schema.json"), "schema.json")
+    if isinstance(path_or_data, zipfile.ZipFile):
+        schema = _load_json(path_or_data.read("schema.json"), "schema.json")
+    else:
+        data = path_or_data if isinstance(path_or_data, bytes) else _read_probe_bytes(path_or_data)
+        with check_probe_archive(data) as archive:
+            schema = _load_json(archive.read("schema.json"), "schema.json")
     found, stack = set(), [schema]
     while stack:
         node = stack.pop()

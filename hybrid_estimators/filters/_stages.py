@@ -6,13 +6,14 @@ what it reads of an article.
 from sklearn.pipeline import Pipeline
 
 from ..embedding import E5Embedder
+from ..router import unwrap_frozen
 from ..text import ArticleText
 from ._safe_io import FilterError
 
 def _stage1_parts(router):
     """The ArticleText, embedder and probe of a router's Stage 1 pipeline."""
     stage1 = getattr(router, "stage1_", router.stage1)
-    stage1 = getattr(stage1, "estimator", stage1)  # FrozenEstimator
+    stage1 = unwrap_frozen(stage1)
     if (
         not isinstance(stage1, Pipeline)
         or len(stage1.steps) != 3
@@ -82,7 +83,7 @@ def _router_threshold(router):
 def _stage2_of(router):
     """The router's (fitted) Stage 2, unwrapped from a FrozenEstimator, or None."""
     stage2 = getattr(router, "stage2_", getattr(router, "stage2", None))
-    return getattr(stage2, "estimator", stage2)
+    return unwrap_frozen(stage2)
 
 
 def embedding_budget(spec):

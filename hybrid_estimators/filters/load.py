@@ -72,9 +72,10 @@ def load_probe(path, metadata):
     path = Path(path)
     data = _read_probe_bytes(path)
     _check_probe_sha256(path, data, metadata)
-    check_probe_archive(data, path)
+    archive = check_probe_archive(data, path)
     try:
-        types = probe_types(data) | set(sio.get_untrusted_types(data=data))
+        with archive:
+            types = probe_types(archive) | set(sio.get_untrusted_types(data=data))
     except FilterError as error:
         raise FilterError(f"{path}: {error}") from None
     except Exception as error:  # a corrupt archive raises several types
@@ -161,11 +162,11 @@ def check_adapter_folder(folder, spec):
     return adapter
 
 
-def _stage2(spec, folder, device=None):
+def _stage2(spec, adapter, device=None):
+    """The config's Stage 2, unloaded; `adapter` is :func:`check_adapter_folder`'s answer."""
     stage2 = spec.hybrid_inference["stage2"]
     if stage2 is None:
         return None
-    adapter = check_adapter_folder(folder, spec)
     return QwenRegressor(
         stage2["base_model"],  # resolved when its weights load, not here: loading runs no stage
         adapter=None if adapter is None else str(adapter),
@@ -195,6 +196,18 @@ def evaluation_staleness(folder, spec, metadata):
     -------
     reasons : list of str
     """
+    stage2 = spec.hybrid_inference["stage2"]
+    current = None
+    if stage2 is not None and stage2.get("adapter"):
+        try:
+            current = adapter_fingerprint(check_adapter_folder(folder, spec))
+        except FilterError:
+            current = None
+    return _staleness(spec, metadata, current)
+
+
+def _staleness(spec, metadata, adapter_sha256):
+    """:func:`evaluation_staleness`, given the current adapter's fingerprint."""
     split = metadata.get("evaluation_split")
     if not metadata.get("evaluation") or not isinstance(split, dict):
         return []
@@ -217,22 +230,18 @@ def evaluation_staleness(folder, spec, metadata):
     recorded = split.get("stage2_adapter_sha256")
     stage2 = spec.hybrid_inference["stage2"]
     if stage2 is not None and stage2.get("adapter"):
-        try:
-            current = adapter_fingerprint(check_adapter_folder(folder, spec))
-        except FilterError:
-            current = None
-        if recorded != current:
+        if recorded != adapter_sha256:
             reasons.append("the Stage 2 adapter changed since")
     elif recorded is not None:
         reasons.append("the filter no longer has the Stage 2 that was evaluated")
     return reasons
 
 
-def _warn_about_stage2(folder, spec, metadata):
+def _warn_about_stage2(spec, metadata, adapter):
     """Log one warning when the filter's own record doubts its Stage 2."""
     name = spec.qualified_name
     try:
-        stale = evaluation_staleness(folder, spec, metadata)
+        stale = _staleness(spec, metadata, adapter_fingerprint(adapter) if adapter else None)
         doubts = [] if stale else stage2_doubts(metadata)
     except FilterError as error:
         logger.warning("filter %s: %s", name, error)
@@ -615,8 +624,8 @@ def load_filter(
     folder = Path(folder)
     spec = FilterSpec.from_yaml(_fixed_file(folder, CONFIG_FILE))
     metadata = read_metadata(folder)
-    if not stage1_only:
-        check_adapter_folder(folder, spec)  # every path checked before any model loads
+    # every path checked once, before any model loads
+    adapter = None if stage1_only else check_adapter_folder(folder, spec)
     probe_path = resolve_in_folder(folder, spec.hybrid_inference["probe"], "hybrid_inference.probe")
     probe = load_probe(probe_path, metadata)
     stage1 = stage1_pipeline(
@@ -626,9 +635,9 @@ def load_filter(
     article_text.fit(_TEMPLATE_ARTICLE)  # records the columns
     embedder.fit(article_text.transform(_embedder_fit_articles(backend, calibration)))
     _check_consistency(spec, metadata, probe, embedder, folder)
-    stage2 = None if stage1_only else _stage2(spec, folder, device)
+    stage2 = None if stage1_only else _stage2(spec, adapter, device)
     if stage2 is not None:
-        _warn_about_stage2(folder, spec, metadata)
+        _warn_about_stage2(spec, metadata, adapter)
     return Filter.from_spec(
         spec,
         FrozenEstimator(stage1),

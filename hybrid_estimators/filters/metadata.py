@@ -10,6 +10,7 @@ from numbers import Integral, Real
 import numpy as np
 import pandas as pd
 
+from .._io import json_safe
 from ..text import text_hashes
 from ._safe_io import (
     MAX_METADATA_BYTES,
@@ -117,7 +118,7 @@ def check_metrics(metrics, dimension_names):
             continue
         elif isinstance(value, bool) or not isinstance(value, Real) or not np.isfinite(value):
             raise FilterError(f"metrics.{key}: expected a finite number, got {value!r}.")
-    return {key: _plain(metrics[key]) for key in allowed if key in metrics}
+    return {key: json_safe(metrics[key]) for key in allowed if key in metrics}
 
 
 def calibration_record(tuner, data=None):
@@ -177,22 +178,7 @@ def check_calibration(calibration):
             f"calibration: keys outside the schema {unknown}, missing {missing} "
             f"(schema: {list(CALIBRATION_KEYS)}; see calibration_record)."
         )
-    return {key: _plain(calibration[key]) for key in CALIBRATION_KEYS if key in calibration}
-
-
-def _plain(value):
-    """JSON-ready built-in types (NaN becomes None)."""
-    if isinstance(value, dict):
-        return {str(key): _plain(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [_plain(item) for item in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, Integral):
-        return int(value)
-    if isinstance(value, Real):
-        return float(value) if np.isfinite(value) else None
-    return value
+    return {key: json_safe(calibration[key]) for key in CALIBRATION_KEYS if key in calibration}
 
 
 def check_evaluation(evaluation, split, dimension_names):
@@ -235,7 +221,7 @@ def check_evaluation(evaluation, split, dimension_names):
             raise FilterError(
                 f"evaluation_split.{stage}: expected one of {list(SPLIT_KINDS)}, got {split[stage]!r}."
             )
-    return _plain(evaluation), _plain(split)
+    return json_safe(evaluation), json_safe(split)
 
 
 def _estimate(entry):

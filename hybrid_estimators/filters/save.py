@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import yaml
 
-from .._io import adapter_fingerprint, atomic_folder, atomic_write
+from .._io import adapter_fingerprint, atomic_folder, atomic_write, json_safe
 from ..models import QWEN25_CODER_GGUF, QWEN25_CODER_NAME, SMOLLM2_GGUF, SMOLLM2_NAME
 from ..qwen import QwenRegressor
 from ._safe_io import (
@@ -30,7 +30,6 @@ from ._stages import _router_threshold, _stage1_parts, _stage2_of, embedding_hea
 from .card import model_card
 from .load import load_probe
 from .metadata import (
-    _plain,
     read_metadata,
     _warn_unless_probe_beats_mean,
     check_calibration,
@@ -300,7 +299,7 @@ def save_filter(
     if evaluation is not None:
         _attach_evaluation(metadata, folder, spec, evaluation, evaluation_split)
     if distillation is not None:
-        metadata["distillation"] = _plain(dict(distillation))
+        metadata["distillation"] = json_safe(dict(distillation))
     _write_metadata_and_card(folder, spec, metadata, probe)
     logger.info("Saved filter %s/%s to %s", spec.name, spec.version, folder)
     return folder

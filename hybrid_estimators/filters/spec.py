@@ -10,6 +10,7 @@ import numpy as np
 
 from ..prefilter import Prefilter
 from ..qwen import POOLINGS
+from ..text import check_head_tail
 from ..tiers import DEFAULT_TIERS
 from ._safe_io import (
     _CONTROL,
@@ -197,12 +198,6 @@ class FilterSpec:
         }
 
 
-def _string(value, where):
-    if not isinstance(value, str) or not value.strip():
-        raise FilterError(f"{where}: expected a non-empty string, got {value!r}.")
-    return value
-
-
 def _name(value, where, *, empty=False):
     """A name: a string without control characters, at most MAX_NAME_LENGTH long."""
     if not isinstance(value, str) or not (empty or value.strip()):
@@ -244,12 +239,10 @@ def _integer(value, where, minimum=0):
 
 
 def _head_tail(value, where):
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise FilterError(f"{where}: expected two token counts, got {value!r}.")
-    head_tail = [_integer(n, where) for n in value]
-    if sum(head_tail) == 0:
-        raise FilterError(f"{where}: head and tail are both 0.")
-    return head_tail
+    try:
+        return list(check_head_tail(value, where))
+    except ValueError as error:
+        raise FilterError(str(error)) from None
 
 
 def _dimensions(dimensions, where):
