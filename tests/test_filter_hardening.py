@@ -422,3 +422,30 @@ def test_names_are_shown_without_terminal_escapes(folder, capsys):
 
 def test_resolve_in_folder_accepts_paths_inside(tmp_path):
     assert resolve_in_folder(tmp_path, "probe/p.skops", "probe") == (tmp_path / "probe" / "p.skops").resolve()
+
+
+# --- the score path reads the metadata through the same bounded reader (issue 21, item 6) ---
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+def test_score_refuses_a_metadata_that_is_a_fifo_or_a_device_fast(folder, tmp_path, capsys, kind):
+    (folder / METADATA_FILE).unlink()
+    if kind == "fifo":
+        os.mkfifo(folder / METADATA_FILE)  # nobody writes: a plain open would hang
+    else:
+        (folder / METADATA_FILE).symlink_to("/dev/zero")  # a plain read grows without end
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "a", "title": "Grid", "content": "A new battery plant."}) + "\n")
+    tracemalloc.start()
+    try:
+        with deadline(20):
+            status = main(["score", "--filter", str(folder), "--stage1-only", "--no-progress",
+                           "-o", str(tmp_path / "out.jsonl"), str(source)])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    err = capsys.readouterr().err
+    assert status != 0
+    assert "metadata.json" in err and ("not a regular file" in err or "links" in err or "leaves" in err)
+    assert peak < 64 << 20
+    assert not (tmp_path / "out.jsonl").exists() or (tmp_path / "out.jsonl").read_text() == ""
