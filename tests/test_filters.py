@@ -26,6 +26,7 @@ from hybrid_estimators.filters import (
     evaluation_staleness,
     load_filter,
     model_card,
+    record_calibration,
     record_evaluation,
     save_filter,
 )
@@ -686,3 +687,52 @@ def test_save_filter_leaves_the_callers_spec_as_it_was(saved, tmp_path):
     save_filter(changed, tmp_path / "from_spec_")  # None: the filter's spec_, at its parameters
     assert load_filter(tmp_path / "from_spec_").threshold == 6.5
     assert load_filter(tmp_path / "again").threshold == 6.5  # the router's threshold is written
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_record_calibration_changes_every_file_or_none(saved, tmp_path, monkeypatch):
+    from hybrid_estimators.filters import save as save_module
+
+    _, folder = saved
+    folder = _copy(folder, tmp_path)
+    before = _files(folder)
+    calibration = {"threshold": 2.25, "target_recall": 0.9, "confidence": 0.9, "reference": "oracle"}
+
+    def broken_card(*args, **kwargs):
+        raise OSError("disk full while writing the card")
+
+    monkeypatch.setattr(save_module, "model_card", broken_card)
+    with pytest.raises(OSError, match="disk full"):
+        record_calibration(folder, calibration)
+    assert _files(folder) == before
+    monkeypatch.undo()
+
+    real_write = save_module.atomic_write
+
+    def failing_on_the_card(path, data, **kwargs):  # config and metadata were already replaced
+        if path.name == "README.md":
+            raise OSError("disk full while writing the card")
+        return real_write(path, data, **kwargs)
+
+    monkeypatch.setattr(save_module, "atomic_write", failing_on_the_card)
+    with pytest.raises(OSError, match="disk full"):
+        record_calibration(folder, calibration)
+    assert _files(folder) == before  # put back, no backup left behind
+    monkeypatch.undo()
+
+    record_calibration(folder, calibration)
+    after = _files(folder)
+    assert set(after) == set(before)
+    assert yaml.safe_load(after["config.yaml"])["hybrid_inference"]["threshold"] == 2.25
+    assert json.loads(after["probe/metadata.json"])["calibration"]["threshold"] == 2.25
+    assert after["README.md"] != before["README.md"]
+
+
+def test_the_card_names_the_folder_it_was_saved_to(saved):
+    _, folder = saved
+    card = (folder / "README.md").read_text()
+    assert f'load_filter("{folder.as_posix()}")' in card
+    assert f"hybrid-estimators info --filter {folder.as_posix()}" in card

@@ -2,14 +2,16 @@
 metadata: plain Markdown, every value escaped.
 """
 
+import json
 import re
+import shlex
 from numbers import Real
 from pathlib import Path
 
 import numpy as np
 from sklearn.pipeline import Pipeline
 
-from ._safe_io import FilterError
+from ._safe_io import _CONTROL, FilterError
 from .metadata import _fmt, evaluation_summary, probe_beats_mean
 
 def _md(text):
@@ -41,7 +43,7 @@ def _number_text(value, digits=3):
     return "n/a" if not isinstance(value, Real) else f"{value:.{digits}f}"
 
 
-def model_card(spec, metadata, probe=None):
+def model_card(spec, metadata, probe=None, *, folder=None):
     """The filter's model card (``README.md``): plain Markdown from its metadata.
 
     Parameters
@@ -51,6 +53,9 @@ def model_card(spec, metadata, probe=None):
         As :func:`save_filter` writes it.
     probe : estimator or None, default=None
         The Stage 1 probe, to name its steps.
+    folder : str, path-like or None, default=None
+        Where the filter is saved, for "How to use it" (None:
+        ``filters/{name}/{version}``).
 
     Returns
     -------
@@ -84,7 +89,7 @@ def model_card(spec, metadata, probe=None):
         _card_evaluation(metadata),
         _card_data(metadata),
         _card_use(spec, metadata),
-        _card_loading(spec),
+        _card_loading(spec, folder),
     ]
     return "\n".join(line for section in sections for line in section + [""]).rstrip() + "\n"
 
@@ -359,21 +364,24 @@ def _card_use(spec, metadata):
     ]
 
 
-def _card_loading(spec):
-    folder = f"filters/{spec.name}/{spec.version}"
+def _card_loading(spec, folder=None):
+    folder = f"filters/{spec.name}/{spec.version}" if folder is None else Path(folder).as_posix()
+    if _CONTROL.search(folder):  # a name that would break the card's code blocks
+        folder = f"filters/{spec.name}/{spec.version}"
+    shell = shlex.quote(folder)
     return [
         "## How to use it",
         "",
         "```python",
         "from hybrid_estimators import load_filter",
         "",
-        f'scorer = load_filter("{folder}")  # checks the probe (sha256, types) before loading',
+        f"scorer = load_filter({json.dumps(folder, ensure_ascii=False)})  # checks the probe (sha256, types) before loading",
         "report = scorer.predict_report(articles)  # a DataFrame with title and content columns",
         "```",
         "",
         "```",
-        f"hybrid-estimators info --filter {folder}",
-        f"hybrid-estimators score --filter {folder} articles.jsonl",
+        f"hybrid-estimators info --filter {shell}",
+        f"hybrid-estimators score --filter {shell} articles.jsonl",
         "```",
     ]
 

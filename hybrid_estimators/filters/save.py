@@ -3,10 +3,12 @@ records added later (:func:`record_evaluation`, :func:`record_calibration`),
 each published atomically.
 """
 
+import contextlib
 import copy
 import hashlib
 import json
 import logging
+import os
 import shutil
 from numbers import Integral
 from pathlib import Path
@@ -305,9 +307,12 @@ def save_filter(
     return folder
 
 
+def _config_text(spec):
+    return yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True)
+
+
 def _write_config(folder, spec):
-    text = yaml.safe_dump(spec.to_dict(), sort_keys=False, allow_unicode=True)
-    atomic_write(_fixed_file(folder, CONFIG_FILE), text)
+    atomic_write(_fixed_file(folder, CONFIG_FILE), _config_text(spec))
 
 def _attach_evaluation(metadata, folder, spec, evaluation, split):
     split = {**split, **_evaluation_fingerprints(folder, spec, metadata["probe_sha256"])}
@@ -319,10 +324,53 @@ def _attach_evaluation(metadata, folder, spec, evaluation, split):
         )
 
 
-def _write_metadata_and_card(folder, spec, metadata, probe=None):
+def _metadata_and_card(folder, spec, metadata, probe=None):
+    """The metadata's and the card's paths and texts, nothing written."""
     text = json.dumps(metadata, indent=1, ensure_ascii=False, allow_nan=False) + "\n"
-    atomic_write(_fixed_file(folder, METADATA_FILE), text)
-    atomic_write(_fixed_file(folder, CARD_FILE), model_card(spec, metadata, probe))
+    return {
+        _fixed_file(folder, METADATA_FILE): text,
+        _fixed_file(folder, CARD_FILE): model_card(spec, metadata, probe, folder=folder),
+    }
+
+
+def _write_metadata_and_card(folder, spec, metadata, probe=None):
+    _publish_together(_metadata_and_card(folder, spec, metadata, probe))
+
+
+def _publish_together(files):
+    """Write every ``{path: text}`` or none: a failure puts back the files already written.
+
+    Every text is computed before this is called; each file is replaced
+    atomically (keeping its permissions), the previous ones kept as hard
+    links until all are in place.
+    """
+    backups, written = {}, []
+    try:
+        for path in files:
+            if os.path.lexists(path):
+                backup = path.with_name(f".{path.name}.{os.getpid()}.previous")
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(backup)
+                try:
+                    os.link(path, backup)
+                except OSError:
+                    shutil.copy2(path, backup)
+                backups[path] = backup
+        for path, text in files.items():
+            written.append(path)
+            atomic_write(path, text)
+    except BaseException:
+        for path in written:
+            with contextlib.suppress(OSError):
+                if path in backups:
+                    os.replace(backups.pop(path), path)
+                else:
+                    os.unlink(path)
+        raise
+    finally:
+        for backup in backups.values():
+            with contextlib.suppress(OSError):
+                os.unlink(backup)
 
 
 def record_evaluation(folder, evaluation, evaluation_split):
@@ -391,7 +439,8 @@ def record_calibration(folder, calibration, *, apply=True):
     others = [c for c in kept if c.get("reference") != calibration["reference"]]
     metadata.update(calibration=in_use, calibrations=others + [calibration])
     probe = load_probe(resolve_in_folder(folder, spec.hybrid_inference["probe"], "hybrid_inference.probe"), metadata)
-    _write_config(folder, spec)
-    _write_metadata_and_card(folder, spec, metadata, probe)
+    files = {_fixed_file(folder, CONFIG_FILE): _config_text(spec)}
+    files.update(_metadata_and_card(folder, spec, metadata, probe))
+    _publish_together(files)  # config, metadata and card change together or not at all
     logger.info("Recorded threshold %.4f of %s/%s in %s", calibration["threshold"], spec.name, spec.version, folder)
     return folder
