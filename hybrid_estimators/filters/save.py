@@ -363,13 +363,13 @@ def _publish_together(files):
         for path in written:
             with contextlib.suppress(OSError):
                 if path in backups:
-                    os.replace(backups.pop(path), path)
+                    os.replace(backups[path], path)  # a no-op where both name one file: unlinked below
                 else:
                     os.unlink(path)
         raise
     finally:
         for backup in backups.values():
-            with contextlib.suppress(OSError):
+            with contextlib.suppress(FileNotFoundError):
                 os.unlink(backup)
 
 
