@@ -736,3 +736,38 @@ def test_the_card_names_the_folder_it_was_saved_to(saved):
     card = (folder / "README.md").read_text()
     assert f'load_filter("{folder.as_posix()}")' in card
     assert f"hybrid-estimators info --filter {folder.as_posix()}" in card
+
+
+def test_a_near_constant_filter_is_flagged_once_on_load_and_by_info_and_card(saved, tmp_path, capsys):
+    from hybrid_estimators.exceptions import FilterQualityWarning
+    from hybrid_estimators.filters import quality_verdicts
+
+    _, folder = saved
+    folder = _copy(folder, tmp_path)
+    metadata = json.loads((folder / METADATA_FILE).read_text())
+    names = metadata["dimension_names"]
+    metadata["metrics"] = {
+        "cv_threshold": 4.5, "cv_mae_weighted_average": 0.619, "cv_mae_weighted_average_baseline": 0.632,
+        "cv_tier_accuracy": 0.968, "cv_tier_accuracy_baseline": 0.968, "cv_routing_score_std": 0.058,
+        "cv_skip_rate_at_threshold": 0.5,
+        **{f"cv_mae_{n}": 1.0 for n in names}, f"cv_mae_{names[0]}_baseline": 0.9,
+        **{f"cv_mae_{n}_baseline": 2.0 for n in names[1:]},
+    }
+    (folder / METADATA_FILE).write_text(json.dumps(metadata))
+    failed = {v.check: v.message for v in quality_verdicts(metadata) if not v.passed}
+    assert set(failed) == {"probe_vs_mean", "dimension_vs_mean", "routing_score_spread", "tier_accuracy_vs_majority"}
+    assert failed["probe_vs_mean"].startswith("Stage 1 barely beats predicting the mean: weighted-average MAE 0.619")
+    assert failed["dimension_vs_mean"] == f"{names[0]}: Stage 1 is no better than predicting the mean (MAE 1.000 against 0.900)."
+    with pytest.warns(FilterQualityWarning) as caught:
+        load_filter(folder)
+    messages = [str(w.message) for w in caught if w.category is FilterQualityWarning]
+    assert len(messages) == 4 and len(set(messages)) == 4  # each verdict once
+    assert any("barely beats predicting the mean" in m for m in messages)
+    assert main(["info", "--filter", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: tier accuracy 96.8% against 96.8% for always predicting the largest tier" in out
+    assert "at an earlier threshold 4.500 (the filter now routes at 3):" in out
+    assert f"cv_mae_{names[1]}" in out and "(predicting the mean: 2.0" in out
+    card = model_card(FilterSpec.from_yaml(folder / "config.yaml"), metadata)
+    assert "tier accuracy | 96.8% (always the largest tier: 96.8%) |" in card
+    assert "**Warning**: the routing score's standard deviation is 0.058" in card

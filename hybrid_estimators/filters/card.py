@@ -12,7 +12,7 @@ import numpy as np
 from sklearn.pipeline import Pipeline
 
 from ._safe_io import _CONTROL, FilterError
-from .metadata import _fmt, evaluation_summary, probe_beats_mean
+from .metadata import _fmt, evaluation_summary, probe_beats_mean, quality_verdicts
 
 def _md(text):
     """Plain text for Markdown: no raw HTML, table pipes escaped, one line."""
@@ -85,6 +85,7 @@ def model_card(spec, metadata, probe=None, *, folder=None):
         _card_dimensions(spec),
         _card_models(spec, metadata, probe),
         _card_metrics(spec, metrics),
+        _card_quality(metadata),
         _card_calibration(spec, metadata.get("calibration"), metadata.get("calibrations")),
         _card_evaluation(metadata),
         _card_data(metadata),
@@ -197,17 +198,35 @@ def _card_metrics(spec, metrics):
     rows = [
         ("MAE of the weighted average", _number_text(metrics.get("cv_mae_weighted_average"))),
         ("MAE of predicting the mean (baseline)", _number_text(metrics.get("cv_mae_weighted_average_baseline"))),
-        ("tier accuracy", _percent(metrics.get("cv_tier_accuracy"))),
+        ("tier accuracy", _beside(_percent(metrics.get("cv_tier_accuracy")), "always the largest tier",
+                                  _percent(metrics.get("cv_tier_accuracy_baseline")), "majority-class baseline")),
         (f"MEDIUM+ recall at threshold {_number_text(threshold)}", _percent(metrics.get("cv_medium_plus_recall_at_threshold"))),
         (f"skip rate at threshold {_number_text(threshold)}", _percent(metrics.get("cv_skip_rate_at_threshold"))),
     ]
     rows += [
-        (f"MAE of {_md(name)}", _number_text(metrics[f"cv_mae_{name}"]))
+        (f"MAE of {_md(name)}", _beside(_number_text(metrics[f"cv_mae_{name}"]), "predicting the mean",
+                                        _number_text(metrics.get(f"cv_mae_{name}_baseline")), "mean baseline"))
         for name in spec.dimension_names if f"cv_mae_{name}" in metrics
     ]
     lines += ["", "| metric | value |", "|---|---|"]
     lines += [f"| {name} | {value} |" for name, value in rows if value != "n/a"]
     return lines
+
+
+def _card_quality(metadata):
+    verdicts = quality_verdicts(metadata)
+    if not verdicts:
+        return []
+    lines = ["## Quality verdicts", ""]
+    lines += [f"- {'ok' if v.passed else '**Warning**'}: {_md(v.message)}" for v in verdicts]
+    return lines
+
+
+def _beside(value, baseline_name, baseline, what):
+    """A metric and its baseline in one cell (saying so when the baseline was not recorded)."""
+    if value == "n/a":
+        return value
+    return f"{value} ({baseline_name}: {baseline})" if baseline != "n/a" else f"{value} ({what} not recorded)"
 
 
 def _card_calibration(spec, calibration, calibrations=None):

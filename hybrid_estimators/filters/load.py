@@ -37,7 +37,7 @@ from ._safe_io import (
     resolve_in_folder,
 )
 from ._stages import embedding_budget, stage1_pipeline
-from .metadata import read_metadata, stage2_doubts
+from .metadata import read_metadata, stage2_doubts, warn_about_quality
 from .spec import FilterSpec
 
 logger = logging.getLogger(__name__)
@@ -638,6 +638,7 @@ def load_filter(
     stage2 = None if stage1_only else _stage2(spec, adapter, device)
     if stage2 is not None:
         _warn_about_stage2(spec, metadata, adapter)
+    warn_about_quality(spec.qualified_name, metadata if stage2 is not None else {**metadata, "evaluation": None})
     return Filter.from_spec(
         spec,
         FrozenEstimator(stage1),

@@ -5,12 +5,15 @@ verdicts read from it.
 
 import hashlib
 import logging
+import warnings
+from dataclasses import dataclass
 from numbers import Integral, Real
 
 import numpy as np
 import pandas as pd
 
 from .._io import json_safe
+from ..exceptions import FilterQualityWarning
 from ..text import text_hashes
 from ._safe_io import (
     MAX_METADATA_BYTES,
@@ -42,6 +45,8 @@ METRIC_KEYS = (
     "cv_mae_weighted_average",
     "cv_mae_weighted_average_baseline",
     "cv_tier_accuracy",
+    "cv_tier_accuracy_baseline",
+    "cv_routing_score_std",
     "cv_medium_plus_recall_at_threshold",
     "cv_skip_rate_at_threshold",
 )
@@ -102,6 +107,7 @@ def check_metrics(metrics, dimension_names):
     """
     metrics = dict(metrics or {})
     extra = [f"cv_mae_{name}" for name in dimension_names]
+    extra += [f"cv_mae_{name}_baseline" for name in dimension_names]
     extra += [f"cv_mae_weighted_average_{kind}" for kind in PROBE_KINDS]
     allowed = list(METRIC_KEYS) + extra
     unknown = sorted(set(metrics) - set(allowed))
@@ -459,6 +465,146 @@ def probe_beats_mean(metrics):
     if not isinstance(mae, Real) or not isinstance(baseline, Real):
         return None
     return bool(mae < baseline)
+
+
+#: A probe whose MAE is not at least this much below the mean's "barely beats" it.
+BARELY_BEATS_MEAN = 0.10
+#: A routing score whose cross-validated standard deviation is below this has no useful spread.
+MIN_ROUTING_SCORE_STD = 0.25
+
+
+@dataclass(frozen=True)
+class QualityVerdict:
+    """One verdict on a filter's quality, read from its metadata.
+
+    Attributes
+    ----------
+    check : str
+        What was checked: ``"probe_vs_mean"``, ``"dimension_vs_mean"``,
+        ``"routing_score_spread"``, ``"tier_accuracy_vs_majority"``,
+        ``"stage2_vs_stage1"`` or ``"calibration_target"``.
+    passed : bool
+        False when the numbers say the filter falls short.
+    message : str
+        The verdict in words, with its numbers (the same in every command).
+    """
+
+    check: str
+    passed: bool
+    message: str
+
+
+def quality_verdicts(metadata):
+    """A filter's quality verdicts, from its metadata: the one place they are computed.
+
+    Each recorded measurement gives one verdict: the probe's weighted-average
+    MAE against predicting the mean (failing when it is not at least
+    :data:`BARELY_BEATS_MEAN` lower), each dimension's MAE against its
+    mean, the routing score's spread, tier accuracy against the
+    majority-class baseline, Stage 2 against Stage 1 (the recorded
+    evaluation) and whether the calibration met its target. Measurements
+    that were not recorded give no verdict.
+
+    Parameters
+    ----------
+    metadata : dict
+        A filter's ``probe/metadata.json``.
+
+    Returns
+    -------
+    verdicts : list of QualityVerdict
+
+    Examples
+    --------
+    >>> verdicts = quality_verdicts({"metrics": {
+    ...     "cv_mae_weighted_average": 0.619, "cv_mae_weighted_average_baseline": 0.632,
+    ...     "cv_tier_accuracy": 0.968, "cv_tier_accuracy_baseline": 0.968}})
+    >>> [(v.check, v.passed) for v in verdicts]
+    [('probe_vs_mean', False), ('tier_accuracy_vs_majority', False)]
+    >>> print(verdicts[0].message)
+    Stage 1 barely beats predicting the mean: weighted-average MAE 0.619 against 0.632 for the mean (2.1% lower; less than 10% is little).
+    """
+    metrics = metadata.get("metrics") or {}
+    verdicts = []
+    mae, baseline = metrics.get("cv_mae_weighted_average"), metrics.get("cv_mae_weighted_average_baseline")
+    if _numbers(mae, baseline) and baseline > 0:
+        gain = 1 - mae / baseline
+        numbers = f"weighted-average MAE {mae:.3f} against {baseline:.3f} for the mean"
+        if gain <= 0:
+            verdicts.append(QualityVerdict("probe_vs_mean", False, f"Stage 1 is no better than predicting the mean: {numbers}."))
+        elif gain < BARELY_BEATS_MEAN:
+            verdicts.append(QualityVerdict(
+                "probe_vs_mean", False,
+                f"Stage 1 barely beats predicting the mean: {numbers} ({gain:.1%} lower; "
+                f"less than {BARELY_BEATS_MEAN:.0%} is little).",
+            ))
+        else:
+            verdicts.append(QualityVerdict("probe_vs_mean", True, f"Stage 1 beats predicting the mean: {numbers} ({gain:.1%} lower)."))
+    for name in metadata.get("dimension_names") or []:
+        mae, baseline = metrics.get(f"cv_mae_{name}"), metrics.get(f"cv_mae_{name}_baseline")
+        if _numbers(mae, baseline) and mae >= baseline:
+            verdicts.append(QualityVerdict(
+                "dimension_vs_mean", False,
+                f"{name}: Stage 1 is no better than predicting the mean (MAE {mae:.3f} against {baseline:.3f}).",
+            ))
+    spread = metrics.get("cv_routing_score_std")
+    if _numbers(spread):
+        passed = spread >= MIN_ROUTING_SCORE_STD
+        verdicts.append(QualityVerdict(
+            "routing_score_spread", passed,
+            f"the routing score's standard deviation is {spread:.3f}"
+            + ("." if passed else f" (below {MIN_ROUTING_SCORE_STD}): it barely varies, so routing "
+               "and its calibration say little about individual articles."),
+        ))
+    accuracy, majority = metrics.get("cv_tier_accuracy"), metrics.get("cv_tier_accuracy_baseline")
+    if _numbers(accuracy, majority):
+        passed = accuracy > majority
+        verdicts.append(QualityVerdict(
+            "tier_accuracy_vs_majority", passed,
+            f"tier accuracy {accuracy:.1%} against {majority:.1%} for always predicting the largest tier"
+            + ("." if passed else ": no better than the majority class."),
+        ))
+    if metadata.get("evaluation"):
+        doubts = stage2_doubts(metadata)
+        verdicts.append(QualityVerdict(
+            "stage2_vs_stage1", not doubts,
+            "Stage 2 " + ("is not shown to be better than Stage 1: " + "; ".join(doubts) if doubts
+                          else "is measured better than Stage 1 in the recorded evaluation."),
+        ))
+    calibration = metadata.get("calibration") or {}
+    if isinstance(calibration.get("target_met"), bool):
+        passed = calibration["target_met"]
+        verdicts.append(QualityVerdict(
+            "calibration_target", passed,
+            f"the calibration at threshold {calibration.get('threshold', float('nan')):.3f} "
+            + ("met" if passed else "did not meet")
+            + f" its target (MEDIUM+ recall {calibration.get('target_recall')} with confidence "
+            f"{calibration.get('confidence')}).",
+        ))
+    return verdicts
+
+
+def _numbers(*values):
+    return all(isinstance(v, Real) and not isinstance(v, bool) and np.isfinite(v) for v in values)
+
+
+def warn_about_quality(name, metadata):
+    """Issue each failed verdict once as a :class:`~hybrid_estimators.exceptions.FilterQualityWarning`.
+
+    Parameters
+    ----------
+    name : str
+        The filter, as the warnings name it.
+    metadata : dict
+
+    Returns
+    -------
+    failed : list of QualityVerdict
+    """
+    failed = [verdict for verdict in quality_verdicts(metadata) if not verdict.passed]
+    for verdict in failed:
+        warnings.warn(f"filter {name}: {verdict.message}", FilterQualityWarning, stacklevel=3)
+    return failed
 
 
 def _warn_unless_probe_beats_mean(spec, metrics):
