@@ -124,3 +124,32 @@ def _checks_filter():
 @parametrize_with_checks([_checks_filter()], expected_failed_checks=lambda estimator: _EXPECTED_FAILED_CHECKS)
 def test_sklearn_compatible(estimator, check):
     check(estimator)
+
+
+# --- text columns on a loaded filter (issue 22, item 3) ------------------------------
+
+
+def test_a_frame_without_the_filters_text_columns_is_refused_naming_both():
+    filter_ = numeric_filter()
+    frame = articles([5.0, 1.0]).rename(columns={"content": "body"})
+    frame["url"] = ["https://example.org/a", "https://example.org/b"]
+    for method in (filter_.predict, filter_.predict_report, filter_.route, filter_.routing_scores):
+        with pytest.raises(ValueError, match=r"no \['content'\] column.*text in \['body'\].*text_columns=\{'body': 'content'\}"):
+            method(frame)
+    mapped = clone(filter_).set_params(text_columns={"body": "content"}).fit()
+    expected = filter_.predict_report(articles([5.0, 1.0]))
+    report = mapped.predict_report(frame)
+    np.testing.assert_allclose(report[["a", "b"]], expected[["a", "b"]])
+    assert report["blocked_by"].tolist() == [None, None]
+
+
+def test_text_columns_maps_onto_the_filters_columns_only():
+    with pytest.raises(ValueError, match="onto the filter's"):
+        clone(numeric_filter()).set_params(text_columns={"body": "text"}).fit()
+
+
+def test_strings_and_title_content_frames_are_scored_as_before():
+    filter_ = numeric_filter()
+    frame = articles([5.0])
+    frame["url"] = ["https://example.org"]
+    assert filter_.predict(frame).shape == (1, 2)

@@ -22,7 +22,7 @@ from ..models import CALIBRATED_BACKENDS
 from ..prefilter import Prefilter
 from ..qwen import QwenRegressor
 from ..router import HybridRouterRegressor, _is_prefit, unwrap_frozen
-from ..text import as_frame
+from ..text import ARTICLE_FIELDS, METADATA_COLUMNS, _holds_text, as_frame
 from ._safe_io import (
     ALLOWED_PROBE_TYPES,
     CONFIG_FILE,
@@ -276,6 +276,33 @@ def _embedder_fit_articles(backend, calibration):
     return calibration
 
 
+def _check_text_columns(text_columns):
+    for source, target in (text_columns or {}).items():
+        if target not in ARTICLE_FIELDS or not isinstance(source, str):
+            raise ValueError(
+                f"text_columns maps the articles' columns onto the filter's {list(ARTICLE_FIELDS)}, "
+                f"e.g. {{'body': 'content'}}; got {source!r}: {target!r}."
+            )
+
+
+def _refuse_partial_text(frame, text_columns):
+    """Refuse articles that lack a filter text column but hold text elsewhere (never score part)."""
+    missing = [name for name in ARTICLE_FIELDS if name not in frame.columns]
+    if not missing:
+        return
+    other = [
+        name for name in frame.columns
+        if isinstance(name, str) and name not in ARTICLE_FIELDS and name not in METADATA_COLUMNS
+        and _holds_text(frame[name])
+    ]
+    if other:
+        raise ValueError(
+            f"The articles have no {missing} column, which the filter reads, but text in "
+            f"{other} (columns: {[str(c) for c in frame.columns]}): map them, e.g. "
+            f"load_filter(folder, text_columns={{{other[0]!r}: {missing[0]!r}}}), or drop them."
+        )
+
+
 class Filter(HybridRouterRegressor):
     """A filter: its spec, prefilter and metadata with its two prefit stages.
 
@@ -318,6 +345,13 @@ class Filter(HybridRouterRegressor):
         each stage must be named here or be a ``FrozenEstimator``.
     metadata : dict or None, default=None
         The filter's ``metadata.json`` (provenance, metrics, evaluation).
+    text_columns : dict or None, default=None
+        Which of the articles' columns hold the filter's text columns
+        (``"title"``, ``"content"``), as for :meth:`pandas.DataFrame.rename`:
+        ``{"headline": "title", "body": "content"}``. None: the articles
+        have ``title`` and/or ``content``. Articles that lack one of the
+        filter's text columns while holding text in other columns are
+        refused, naming both, rather than scored on part of their text.
 
     Attributes
     ----------
@@ -358,6 +392,7 @@ class Filter(HybridRouterRegressor):
         "stage1": [HasMethods(["predict"])],
         "stage2": [HasMethods(["predict"]), None],
         "metadata": [dict, None],
+        "text_columns": [dict, None],
     }
 
     def __init__(
@@ -375,6 +410,7 @@ class Filter(HybridRouterRegressor):
         cache=True,
         stage2_weight=1.0,
         metadata=None,
+        text_columns=None,
     ):
         super().__init__(
             stage1, stage2, weights, threshold=threshold, gatekeepers=gatekeepers,
@@ -383,6 +419,7 @@ class Filter(HybridRouterRegressor):
         )
         self.spec = spec
         self.metadata = metadata
+        self.text_columns = text_columns
 
     @classmethod
     def from_spec(cls, spec, stage1, stage2=None, **params):
@@ -442,6 +479,7 @@ class Filter(HybridRouterRegressor):
         self.stage1_, self.stage2_ = self.stage1, self.stage2
         self.routing_score_ = self.routing_score if hasattr(self.routing_score, "fit") else None
         self.prefilter_ = Prefilter.from_config(self.spec.prefilter)
+        _check_text_columns(self.text_columns)
         self.spec_ = self.spec.with_routing(
             weights=self._spec_weights(), tiers=self.tiers_, gatekeepers=self.gatekeepers_,
             threshold=self.threshold, stage2_weight=self.stage2_weight,
@@ -466,6 +504,30 @@ class Filter(HybridRouterRegressor):
             f"stage2_weight={self.stage2_weight!r})"
         )
 
+    def _articles(self, X):
+        """`X` as a frame with the filter's text columns (mapped from `text_columns`)."""
+        check_is_fitted(self)
+        frame = as_frame(X)
+        if self.text_columns:
+            frame = frame.rename(columns=self.text_columns)
+        _refuse_partial_text(frame, self.text_columns)
+        return frame
+
+    def routing_scores(self, X):
+        return super().routing_scores(self._articles(X))
+
+    routing_scores.__doc__ = HybridRouterRegressor.routing_scores.__doc__
+
+    def predict_stage1(self, X):
+        return super().predict_stage1(self._articles(X))
+
+    predict_stage1.__doc__ = HybridRouterRegressor.predict_stage1.__doc__
+
+    def predict_stage2(self, X):
+        return super().predict_stage2(self._articles(X))
+
+    predict_stage2.__doc__ = HybridRouterRegressor.predict_stage2.__doc__
+
     def blocked_by(self, X):
         """The prefilter's reason for each article, None where it passes.
 
@@ -478,14 +540,12 @@ class Filter(HybridRouterRegressor):
         -------
         reasons : list of str or None
         """
-        check_is_fitted(self)
-        return self.prefilter_.blocked_by(X)
+        return self.prefilter_.blocked_by(self._articles(X))
 
     def _passing(self, X):
         """Articles as a frame, the reasons, and the positions that pass."""
-        check_is_fitted(self)
-        frame = as_frame(X)
-        reasons = self.blocked_by(frame)
+        frame = self._articles(X)
+        reasons = self.prefilter_.blocked_by(frame)
         passing = np.array([reason is None for reason in reasons], dtype=bool)
         return frame, reasons, np.flatnonzero(passing)
 
@@ -578,6 +638,7 @@ def load_filter(
     cache=True,
     device=None,
     show_progress_bar=False,
+    text_columns=None,
 ):
     """Load a filter folder as a ready :class:`Filter`; no stage runs.
 
@@ -603,6 +664,10 @@ def load_filter(
         CPU); an unavailable one is refused when a stage loads.
     show_progress_bar : bool, default=False
         Progress bars of the embedder.
+    text_columns : dict or None, default=None
+        The articles' columns that hold the filter's ``title`` and
+        ``content``, as for :meth:`pandas.DataFrame.rename`, e.g.
+        ``{"headline": "title", "body": "content"}`` (see :class:`Filter`).
 
     Returns
     -------
@@ -644,4 +709,5 @@ def load_filter(
         FrozenEstimator(stage1),
         None if stage2 is None else FrozenEstimator(stage2),
         metadata=metadata,
+        text_columns=text_columns,
     ).fit()
