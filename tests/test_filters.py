@@ -481,7 +481,7 @@ def test_the_model_card_is_plain_markdown_filled_from_the_metadata(two_stage):
         "`org/base-model`", "reading the first 64 and last 64 tokens", "## Stage 1 quality",
         "## Routing threshold", "## Does Stage 2 earn its place?", "## Training data and versions",
         "fitted on 80 labelled articles", "## Intended use and limitations", "## How to use it",
-        'load_filter("filters/demo/v1")',
+        f'load_filter("{folder.as_posix()}")',  # the folder it was saved to (issue 22)
     ):
         assert expected in card, expected
 
