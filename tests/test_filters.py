@@ -604,7 +604,7 @@ def test_train_probe_distils_stage2_and_calibrate_certifies_on_the_held_out_half
     assert main([*calibrate, "--record-only"]) == 0
     assert "recorded threshold" in capsys.readouterr().out
     recorded = load_filter(out)
-    assert recorded.threshold_ == distilled.threshold_ and recorded.metadata["calibration"] is None
+    assert recorded.threshold == distilled.threshold and recorded.metadata["calibration"] is None
     [certificate] = recorded.metadata["calibrations"]
     assert certificate["reference"] == "stage2" and certificate["n"] == 30
     assert "Also certified against Stage 2's verdicts, not in use" in (out / "README.md").read_text()
@@ -613,7 +613,7 @@ def test_train_probe_distils_stage2_and_calibrate_certifies_on_the_held_out_half
     assert "calibrated demo/v1 on 30 articles, against Stage 2's verdicts" in capsys.readouterr().out
     calibrated = load_filter(out)
     assert calibrated.metadata["calibration"]["n"] == 30
-    assert calibrated.threshold_ == pytest.approx(certificate["threshold"])
+    assert calibrated.threshold == pytest.approx(certificate["threshold"])
 
 
 def test_train_probe_refuses_half_a_distillation(two_stage, tmp_path, capsys):
