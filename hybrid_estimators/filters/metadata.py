@@ -565,7 +565,10 @@ def quality_verdicts(metadata):
             + ("." if passed else ": no better than the majority class."),
         ))
     if metadata.get("evaluation"):
-        doubts = stage2_doubts(metadata)
+        try:
+            doubts = stage2_doubts(metadata)
+        except FilterError as error:
+            doubts = [f"its recorded evaluation cannot be read ({error})"]
         verdicts.append(QualityVerdict(
             "stage2_vs_stage1", not doubts,
             "Stage 2 " + ("is not shown to be better than Stage 1: " + "; ".join(doubts) if doubts
