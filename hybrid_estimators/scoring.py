@@ -460,9 +460,12 @@ def _share_time(scorer, rows, seconds):
 def audit_chunk(audit, rows):
     """Send the audited share of a scored chunk's skipped rows through Stage 2 too.
 
-    Scores are never changed: a skipped row gets ``audited`` (True or
-    False) and, when audited, ``audit_tier`` (Stage 2's tier); the counts
-    go to `audit` (:class:`~hybrid_estimators.audit.RecallAudit`).
+    The rows' counterpart of :meth:`RecallAudit.audit
+    <hybrid_estimators.audit.RecallAudit.audit>`, which it calls: scores
+    are never changed; a skipped row gets ``audited`` (True or False) and,
+    when audited, ``audit_tier`` (Stage 2's tier); the chunk's counts are
+    added to `audit`. When Stage 2 fails on the audited articles, they are
+    counted as not audited and the rows keep their scores.
 
     Parameters
     ----------
@@ -474,21 +477,23 @@ def audit_chunk(audit, rows):
     -------
     rows : list of ScoredLine
     """
-    skipped = [row for row in rows if row.stage_used == "stage1"]
-    chosen = audit.select(articles_frame(skipped)) if skipped else []
-    for row, audited in zip(skipped, chosen):
-        row.audited = bool(audited)
-    picked = [row for row in skipped if row.audited]
-    if picked:
-        try:
-            tiers, _ = audit.stage2_tiers(articles_frame(picked))
-        except Exception as error:  # an audit must never cost a row its scores
-            logger.warning("Stage 2 failed on audited articles (%s): not audited", error)
-            for row in picked:
-                row.audited = False
-        else:
-            for row, tier in zip(picked, tiers):
-                row.audit_tier = str(tier)
+    scored = [row for row in rows if row.stage_used is not None]
+    if not scored:
+        return rows
+    report = pd.DataFrame(
+        {"stage_used": [row.stage_used for row in scored], "tier": [row.tier for row in scored]},
+        dtype=object,
+    )
+    try:
+        columns = audit.audit(articles_frame(scored), report)
+    except Exception as error:  # an audit must never cost a row its scores
+        logger.warning("Stage 2 failed on audited articles (%s): not audited", _safe_str(str(error)))
+        audit.update(report["stage_used"], report["tier"], [False] * len(scored), [None] * len(scored))
+        columns = pd.DataFrame({"audited": False, "audit_tier": None}, index=report.index)
+    for row, audited, tier in zip(scored, columns["audited"], columns["audit_tier"]):
+        if row.stage_used == "stage1":
+            row.audited = bool(audited)
+            row.audit_tier = str(tier) if audited else None
     return rows
 
 

@@ -2,16 +2,18 @@
 
 import contextlib
 import logging
+import os
+import stat
 import sys
 import time
-from pathlib import Path
 
 from ..scoring import count_lines
 from ._common import CommandError
 from ._score_resume import (
     _check_output_path,
-    _open_output,
     _InputLines,
+    _open_output,
+    _output_is_regular,
     _output_lock,
     _sidecar_path,
     _write_sidecar,
@@ -29,14 +31,18 @@ def _check_ray_arguments(args, folders):
         )
     if str(args.input) == "-":
         raise CommandError("--ray reads a file, not stdin: save the input to a file first")
-    if not Path(args.input).is_file():
-        raise CommandError(f"cannot read {args.input}: no such file")
+    try:
+        input_stat = os.stat(args.input)
+    except OSError as error:
+        raise CommandError(f"cannot read {args.input}: {error.strerror or error}") from None
+    if not stat.S_ISREG(input_stat.st_mode):
+        raise CommandError(f"--ray reads a regular file, and {args.input} is not one: save it to a file first")
     if args.backend != "torch":
         raise CommandError(
             "--backend works without --ray; on Ray, pass score_dataset a router loaded "
             "with load_filter(folder, backend=...)"
         )
-    _check_output_path(args.output, args.input)
+    _check_output_path(args.output, args.input, input_stat)
     dimensions = []
     for folder in folders:
         info = filter_info(folder)  # checks config and probe without loading a model
@@ -115,7 +121,7 @@ def _run_on_ray(args, identity, scored, row_of, format_row, header=None):
     progress = _progress_bar(count_lines(args.input), 0, args)
     with _output_lock(args.output), _ray_session(args.address, args.verbose), progress:
         sink = _open_output(args.output, append=False)
-        if sink is not None:  # a sidecar of an earlier run must not vouch for these rows
+        if sink is not None and _output_is_regular(args.output):  # an earlier run's sidecar must not vouch
             _sidecar_path(args.output).unlink(missing_ok=True)
         if stdout_format == "table" and header is not None:
             _emit(header, progress)
@@ -135,7 +141,7 @@ def _run_on_ray(args, identity, scored, row_of, format_row, header=None):
             if sink is not None:
                 sink.close()
         seconds = time.perf_counter() - started
-        if args.output is not None:
+        if args.output is not None and _output_is_regular(args.output):
             _write_ray_sidecar(args, identity)
     return seconds
 

@@ -2,39 +2,65 @@
 as files, the lock, the sidecar and ``--resume``."""
 
 import contextlib
+import dataclasses
 import hashlib
+import io
 import json
 import logging
 import os
+import stat
 import sys
 from collections import deque
 from pathlib import Path
 
-from .._io import atomic_write
+from .. import __version__
+from .._io import atomic_write, json_safe
 from ..scoring import ScoredLine, iter_lines, parse_line
 from ._common import CommandError, check_filter_folder
 from ._score_table import printable
 
 logger = logging.getLogger("hybrid_estimators.cli")
 
-SIDECAR_FORMAT = "hybrid-estimators-score/1"
+#: Version 2: the filter's whole config, its adapter's hash, every option that changes a row.
+SIDECAR_FORMAT = "hybrid-estimators-score/2"
 
 
 def _filter_identity(folder):
-    """Name, version, probe sha256 and dimensions of a filter, read without a model."""
-    from ..filters import METADATA_FILE, FilterSpec
+    """What a filter scores with, read without a model: the resume identity.
+
+    Name, version, dimensions, the probe's and the Stage 2 adapter's sha256,
+    and ``config``: the config as parsed (every field that changes an
+    output: tiers, weights, gatekeepers, threshold, ``stage2_weight``,
+    prefilter, head-tail, models; the description aside).
+    """
+    from ..filters import (
+        MAX_METADATA_BYTES,
+        METADATA_FILE,
+        FilterSpec,
+        adapter_fingerprint,
+        read_regular_file,
+        resolve_in_folder,
+    )
 
     folder = check_filter_folder(folder)
     try:
         spec = FilterSpec.from_yaml(folder / "config.yaml")
-        metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+        metadata = json.loads(read_regular_file(folder / METADATA_FILE, MAX_METADATA_BYTES, "the metadata"))
+        stage2 = spec.hybrid_inference.get("stage2") or {}
+        adapter = stage2.get("adapter") if isinstance(stage2, dict) else None
+        if adapter:
+            adapter = adapter_fingerprint(resolve_in_folder(folder, adapter, "hybrid_inference.stage2.adapter"))
     except (ValueError, OSError) as error:  # FilterError is a ValueError
         raise CommandError(f"cannot load filter {folder}: {error}") from None
+    config = dataclasses.asdict(spec)
+    config.pop("description")
     return {
         "name": spec.name,
         "version": spec.version,
         "probe_sha256": metadata.get("probe_sha256") if isinstance(metadata, dict) else None,
+        "adapter_sha256": adapter,
         "dimensions": list(spec.dimension_names),
+        "config": json_safe(config),
     }
 
 
@@ -53,49 +79,77 @@ def _short_name(identity):
     return f"{identity.get('name')}/{identity.get('version')}"
 
 
+def _real(output):
+    """The file `output` names, symbolic links resolved: what its lock and sidecar are keyed on."""
+    return os.path.realpath(output)
+
+
 def _sidecar_path(output):
-    return Path(f"{output}.meta.json")
+    return Path(f"{_real(output)}.meta.json")
+
+
+def _audit_path(output):
+    return Path(f"{_real(output)}.audit.json")
 
 
 def _lock_path(output):
-    return Path(f"{output}.lock")
+    return Path(f"{_real(output)}.lock")
 
 
-def _same_file(a, b):
+def _output_is_regular(output):
+    """Whether `output` is (or will be created as) a regular file: only then a lock and sidecar."""
     try:
-        return os.path.samefile(a, b)
-    except OSError:  # one of them does not exist
+        return stat.S_ISREG(os.stat(output).st_mode)
+    except FileNotFoundError:
+        return True
+    except OSError:
         return False
 
 
-def _check_output_path(output, input_path):
-    """Refuse an output that would overwrite the input or cannot be written."""
+def _input_name(input_path):
+    return "standard input" if str(input_path) == "-" else str(input_path)
+
+
+def _check_output_path(output, input_path, input_stat):
+    """Refuse an output that would overwrite the input or cannot be written.
+
+    `input_stat` is the ``os.fstat`` of the opened input (standard input
+    included; None when it has no file): the output, its sidecar, lock and
+    audit files are compared with it as files, symbolic and hard links
+    resolved, before anything is read or truncated.
+    """
     if output is None:
         return
     output = Path(output)
-    folder = output.parent
+    folder = Path(_real(output)).parent
     if not folder.is_dir():
         reason = "does not exist" if not folder.exists() else "is not a folder"
         raise CommandError(f"cannot write {output}: {folder} {reason}")
     if output.is_dir():
         raise CommandError(f"cannot write {output}: it is a folder")
+    if not _output_is_regular(output):
+        return  # a device or a pipe: writing it destroys no file, and nothing is kept beside it
     if not os.access(folder, os.W_OK | os.X_OK):
         raise CommandError(f"cannot write {output}: folder {folder} is not writable")
     if output.exists() and not os.access(output, os.W_OK):
         raise CommandError(f"cannot write {output}: it is not writable")
-    if str(input_path) == "-":
+    if input_stat is None:
         return
-    for path in (output, _sidecar_path(output), _lock_path(output)):
-        if _same_file(path, input_path):
+    for path in (output, _sidecar_path(output), _lock_path(output), _audit_path(output)):
+        try:
+            found = os.stat(path)
+        except OSError:  # does not exist (yet)
+            continue
+        if (found.st_dev, found.st_ino) == (input_stat.st_dev, input_stat.st_ino):
             raise CommandError(
-                f"the output file must not be the input file: {path} is {input_path}"
+                f"the output file must not be the input file: {path} is {_input_name(input_path)}"
             )
 
 
 @contextlib.contextmanager
 def _output_lock(output):
     """Hold ``OUT.lock`` while this run writes `output`; refuse if another run does."""
-    if output is None:
+    if output is None or not _output_is_regular(output):
         yield
         return
     try:
@@ -143,12 +197,37 @@ def _acquire(path, fcntl):
 
 
 def _open_input(path):
+    """The input as a binary file, and its ``os.fstat`` (None when it has no file).
+
+    An input that is not a regular file (standard input, a pipe, a process
+    substitution) is read once: nothing opens it again.
+    """
     if str(path) == "-":
-        return sys.stdin.buffer
+        source = sys.stdin.buffer
+        try:
+            return source, os.fstat(source.fileno())
+        except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+            return source, None
     try:
-        return open(path, "rb")
+        source = open(path, "rb")
     except OSError as error:
         raise CommandError(f"cannot read {path}: {error.strerror or error}") from None
+    return source, os.fstat(source.fileno())
+
+
+def _is_regular(input_stat):
+    return input_stat is not None and stat.S_ISREG(input_stat.st_mode)
+
+
+def _check_resumable(args, input_stat):
+    """``--resume`` reads the input twice over (the rows written, then the rest): only a regular file."""
+    if not _is_regular(input_stat):
+        raise CommandError(
+            f"--resume needs an input that is a regular file: {_input_name(args.input)} is not "
+            "(a pipe or a stream is read once and cannot be checked against the output)"
+        )
+    if not _output_is_regular(args.output):
+        raise CommandError(f"--resume needs an output that is a regular file: {args.output} is not")
 
 
 class _InputLines:
@@ -228,7 +307,10 @@ def _read_sidecar(output):
         return None
     except (OSError, ValueError) as error:
         _refuse(output, f"its sidecar {path} is unreadable ({error})")
-    if not isinstance(sidecar, dict) or sidecar.get("format") != SIDECAR_FORMAT:
+    written = sidecar.get("format") if isinstance(sidecar, dict) else None
+    if isinstance(written, str) and written.startswith("hybrid-estimators-score/") and written != SIDECAR_FORMAT:
+        _refuse(output, f"{path} is of format {written}, written by another version of this command")
+    if written != SIDECAR_FORMAT:
         _refuse(output, f"{path} is not a sidecar of this command")
     return sidecar
 
@@ -240,8 +322,35 @@ def _filter_name(identity):
     return f"{_short_name(identity)} (probe {probe}…)"
 
 
+def _differences(written, current, where=""):
+    """The first field that differs between two JSON values, as ``(path, written, current)``."""
+    if isinstance(written, dict) and isinstance(current, dict):
+        for key in [*written, *(key for key in current if key not in written)]:
+            found = _differences(written.get(key), current.get(key), f"{where}.{key}" if where else key)
+            if found is not None:
+                return found
+        return None
+    if isinstance(written, list) and isinstance(current, list) and len(written) == len(current):
+        for index, (a, b) in enumerate(zip(written, current)):
+            found = _differences(a, b, f"{where}[{index}]")
+            if found is not None:
+                return found
+        return None
+    return None if written == current else (where, written, current)
+
+
+def _run_options(args):
+    """The options of a run that change its rows' bytes (the sidecar's ``options``)."""
+    return {
+        "stage1_only": args.stage1_only, "backend": args.backend,
+        "batch_size": args.batch_size, "all_stage2": args.all_stage2,
+        "audit": getattr(args, "audit", None), "audit_seed": getattr(args, "audit_seed", 0),
+        "package_version": __version__,
+    }
+
+
 def _check_sidecar(sidecar, identity, args, n_done):
-    """Refuse a sidecar of another filter or options; return the lines it covers."""
+    """Refuse a sidecar of another filter, config or options, naming the field; the lines it covers."""
     output = args.output
     try:
         written, options = sidecar["filter"], sidecar["options"]
@@ -250,27 +359,32 @@ def _check_sidecar(sidecar, identity, args, n_done):
         _refuse(output, f"its sidecar {_sidecar_path(output)} lacks what it should hold")
     if written != identity:
         if "filters" in written or "filters" in identity:
-            what = f"{_filter_name(written)}, not {_filter_name(identity)}"
+            if _filter_names(written) != _filter_names(identity):
+                _refuse(output, f"it was written with {_filter_name(written)}, not {_filter_name(identity)}")
         elif written.get("dimensions") != identity["dimensions"]:
-            what = f"dimensions {written.get('dimensions')}, not {identity['dimensions']}"
-        else:
-            what = f"filter {_filter_name(written)}, not {_filter_name(identity)}"
-        _refuse(output, f"it was written with {what}")
-    for option in ("stage1_only", "backend", "all_stage2"):
-        if options.get(option, False if option == "all_stage2" else None) != getattr(args, option):
-            _refuse(
-                output,
-                f"it was written with --{option.replace('_', '-')} {options.get(option)}, "
-                f"this run has {getattr(args, option)}",
-            )
-    if options.get("batch_size") != args.batch_size:
-        logger.warning(
-            "%s was written with --batch-size %s: with %d the resumed rows' scores may "
-            "differ in the last decimals", output, options.get("batch_size"), args.batch_size,
-        )
+            _refuse(output, f"it was written with dimensions {written.get('dimensions')}, "
+                            f"not {identity['dimensions']}")
+        elif _short_name(written) != _short_name(identity):
+            _refuse(output, f"it was written with filter {_filter_name(written)}, not {_filter_name(identity)}")
+        field, before, now = _differences(written, identity)
+        _refuse(output, f"the filter differs from the one it was written with: {field} was "
+                        f"{_shown(before)}, is {_shown(now)}")
+    difference = _differences(options, _run_options(args))
+    if difference is not None:
+        option, before, now = difference
+        _refuse(output, f"it was written with --{option.replace('_', '-')} {_shown(before)}, "
+                        f"this run has {_shown(now)}")
     if n_lines < n_done:
         _refuse(output, f"it has {n_done} rows but its sidecar covers {n_lines} input lines")
     return n_lines
+
+
+def _filter_names(identity):
+    return [_short_name(one) for one in identity.get("filters", [identity])]
+
+
+def _shown(value):
+    return printable(json.dumps(value))[:80]
 
 
 def _output_rows(path):
@@ -357,14 +471,13 @@ def _resume(args, identity, lines):
 
 
 def _write_sidecar(args, identity, lines):
+    if not _output_is_regular(args.output):
+        return  # no sidecar beside a device or a pipe
     sidecar = {
         "format": SIDECAR_FORMAT,
         "input": {"path": str(args.input), "lines": lines.n_read, "sha256": lines.digest()},
         "filter": identity,
-        "options": {
-            "stage1_only": args.stage1_only, "backend": args.backend,
-            "batch_size": args.batch_size, "all_stage2": args.all_stage2,
-        },
+        "options": _run_options(args),
     }
     try:
         atomic_write(_sidecar_path(args.output), json.dumps(sidecar, indent=1) + "\n")

@@ -5,12 +5,18 @@ With ``-o OUT`` the command also keeps two files beside ``OUT``:
 ``OUT.meta.json`` (the sidecar, rewritten atomically before every chunk's rows; with ``--ray``, once all are written)
     What ``--resume`` checks before it appends anything::
 
-        {"format": "hybrid-estimators-score/1",
+        {"format": "hybrid-estimators-score/2",
          "input": {"path": ..., "lines": N, "sha256": ...},
          "filter": {"name": ..., "version": ..., "probe_sha256": ...,
-                    "dimensions": [...]},
-         "options": {"stage1_only": ..., "backend": ..., "batch_size": ...}}
+                    "adapter_sha256": ..., "dimensions": [...],
+                    "config": {the config as parsed: tiers, dimensions and
+                               their gatekeepers, prefilter, hybrid_inference}},
+         "options": {"stage1_only": ..., "backend": ..., "batch_size": ...,
+                     "all_stage2": ..., "audit": ..., "audit_seed": ...,
+                     "package_version": ...}}
 
+    ``--resume`` refuses any difference in ``filter`` or ``options``, naming
+    the field (``config.tiers.medium``, ``--batch-size``, ...).
     ``input.sha256`` is the sha256 of the first ``input.lines`` input
     lines, each without its line ending and followed by ``\\n``; it covers
     at least every row of ``OUT``.
@@ -23,9 +29,11 @@ import json
 import logging
 import sys
 import time
+import warnings
 from pathlib import Path
 
-from .._io import atomic_write
+from .._io import atomic_write, json_safe
+from ..exceptions import FilterQualityWarning
 from ..models import CALIBRATED_BACKENDS, STAGE1_BACKENDS
 from ..scoring import (
     MultiScoredLine,
@@ -49,11 +57,15 @@ from ._common import (
 )
 from ._score_ray import _check_ray_arguments, _run_on_ray, _write_ray_sidecar  # noqa: F401
 from ._score_resume import (  # noqa: F401 (_write_ray_sidecar, _filter_identity: tests use them from here)
+    _audit_path,
     _check_output_path,
+    _check_resumable,
     _filter_identity,
     _filters_identity,
     _InputLines,
+    _is_regular,
     _open_input,
+    _output_is_regular,
     _open_output,
     _output_lock,
     _resume,
@@ -179,20 +191,30 @@ def _recall_audit(router, args):
 
 def _report_audit(audit, args):
     """Log the audit's summary, write its JSON beside -o; 1 if it fails and must fail."""
-    summary = audit.summary()  # warns, naming the filter, when the bound is under target
+    with warnings.catch_warnings():  # RecallAudit logs it too: said once on stderr
+        warnings.simplefilter("ignore", FilterQualityWarning)
+        summary = audit.summary()  # logs, naming the filter, when the bound is under target
     logger.info(
         "audit: %d of %d skipped articles audited, %d Stage-2 MEDIUM+; recall vs Stage 2 "
-        "%.3f, lower bound %.3f at confidence %.2f",
+        "%s, lower bound %s at confidence %.2f: %s",
         summary["n_audited"], summary["n_skipped"], summary["audited_medium_plus"],
-        summary["recall"], summary["recall_lower_bound"], summary["confidence"],
+        _shown(summary["recall"]), _shown(summary["recall_lower_bound"]), summary["confidence"],
+        summary["verdict"] if summary["undetermined"] is None
+        else f"{summary['verdict']} ({summary['undetermined']})",
     )
-    if args.output is not None:
-        path = Path(f"{args.output}.audit.json")
+    if args.output is not None and _output_is_regular(args.output):
+        path = _audit_path(args.output)
         try:
-            atomic_write(path, json.dumps(summary, indent=2) + "\n")
+            atomic_write(path, json.dumps(json_safe(summary), indent=2, allow_nan=False) + "\n")
         except OSError as error:
             raise CommandError(f"cannot write {path}: {error}") from None
+    if args.fail_on_audit and summary["verdict"] == "undetermined":
+        logger.warning("--fail-on-audit: not failing, the audit is undetermined: %s", summary["undetermined"])
     return 1 if args.fail_on_audit and summary["below_target"] else 0
+
+
+def _shown(value):
+    return "n/a" if value is None else f"{value:.3f}"
 
 
 def _load_filter(args):
@@ -286,13 +308,16 @@ def _run_scoring(args, identity, load, stream):
     ``load`` returned, the number of lines resumed past and what ``stream``
     returned.
     """
-    _check_output_path(args.output, args.input)
-    source = _open_input(args.input)
+    source, input_stat = _open_input(args.input)
     try:
+        _check_output_path(args.output, args.input, input_stat)
+        if args.resume:
+            _check_resumable(args, input_stat)
         with _output_lock(args.output):
             lines = _InputLines(source)
             n_done = _resume(args, identity, lines) if args.resume else 0
-            n_total = None if source is sys.stdin.buffer else count_lines(args.input)
+            # Only a regular file is read twice (counted, then scored): a pipe is read once.
+            n_total = count_lines(args.input) if _is_regular(input_stat) and str(args.input) != "-" else None
             loaded = load()
             sink = _open_output(args.output, append=args.resume)
             try:
@@ -346,8 +371,8 @@ def _score_stream(router, lines, sink, n_done, n_total, args, identity, dimensio
 
     def score_chunk(chunk):
         rows = score_lines(router, chunk)
-        if audit is not None:
-            audit_chunk(audit, rows)
+        if audit is not None:  # the rows this run writes: those of a resumed chunk are not
+            audit_chunk(audit, [row for row in rows if row.line > n_done])
         for row in rows:
             if teacher is not None and row.stage_used == "stage2":
                 row.teacher = teacher
@@ -358,8 +383,6 @@ def _score_stream(router, lines, sink, n_done, n_total, args, identity, dimensio
         score_chunk, lines, sink, n_done, n_total, args, identity,
         lambda row: table_line(row, dimensions=dimensions), table_header(dimensions),
     ):
-        if audit is not None and rows:
-            audit.update(*zip(*[(r.stage_used, r.tier, r.audited, r.audit_tier) for r in rows]))
         for row in rows:
             counts.add(row)
     counts.seconds = time.perf_counter() - started
