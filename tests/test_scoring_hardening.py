@@ -243,11 +243,13 @@ def test_every_reader_splits_lines_alike(tmp_path_factory, data, block):
     assert list(iter_lines(_Reader(data, block))) == expected
     assert count_lines(path) == len(expected)
     pa = pytest.importorskip("pyarrow")
-    from hybrid_estimators.distributed import RAW, _jsonl_lines
+    from hybrid_estimators.distributed import RAW, _jsonl_chunks
 
-    (table,) = _jsonl_lines(pa.table({"bytes": pa.array([data], pa.binary())}))
-    assert table[RAW].to_pylist() == expected
-    assert table["line"].to_pylist() == list(range(1, len(expected) + 1))
+    # Ray reads a file in the chunks of the plain path: the same lines, numbered alike.
+    (table,) = _jsonl_chunks(pa.table({"bytes": pa.array([data], pa.binary())}), batch_size=block)
+    assert [line for chunk in table[RAW].to_pylist() for line in chunk] == expected
+    assert table["line"].to_pylist() == list(range(1, len(expected) + 1, block))
+    assert all(len(chunk) <= block for chunk in table[RAW].to_pylist())
 
 
 def test_cr_only_line_endings_keep_articles_apart(filter_dir, tmp_path):
@@ -671,3 +673,40 @@ def test_an_article_of_zero_width_characters_is_blocked(filter_dir, tmp_path):
 
 def test_load_filter_reads_the_same_dimensions_as_the_sidecar(filter_dir):
     assert load_filter(filter_dir).dimension_names_ == DIMENSIONS
+
+
+# --- memory of a line bounded by what the stages read (issue 21, item 7) ---------------
+
+
+def test_a_huge_text_keeps_only_what_a_stage_can_read():
+    from hybrid_estimators.scoring import CUT_MARK, KEEP_CHARS, MAX_TOKENS_READ
+
+    head, middle, tail = "h" * KEEP_CHARS, "m" * (3 * KEEP_CHARS), "t" * KEEP_CHARS
+    row = parse_line(1, _line({"id": "big", "title": "Grid", "content": head + middle + tail}))
+    assert row.error is None and row.article["title"] == "Grid"
+    assert row.article["content"] == head + CUT_MARK + tail
+    # The bound is generous: every token a stage may read from either end fits in what is kept.
+    assert KEEP_CHARS >= MAX_TOKENS_READ * 50 >= 4 * 512 * 50
+
+
+def test_a_line_over_the_maximum_is_an_error_row(monkeypatch, filter_dir, tmp_path):
+    import hybrid_estimators.scoring
+
+    monkeypatch.setattr(hybrid_estimators.scoring, "MAX_LINE_BYTES", 1000)
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(_line({**GOOD, "content": "x" * 2000}) + b"\n" + _line(GOOD) + b"\n")
+    out = tmp_path / "out.jsonl"
+    assert score(filter_dir, path, "-o", out, "-q") == 0
+    rows = rows_of(out)
+    assert len(rows) == 2 and "longer than the 1000 a line may have" in rows[0]["error"]
+    assert rows[1]["error"] is None and rows[1]["weighted_average"] is not None
+
+
+def test_scores_of_a_cut_text_do_not_depend_on_its_middle(filter_dir):
+    from hybrid_estimators.scoring import KEEP_CHARS, score_chunk
+
+    words = ("solar grid battery storage wind " * (KEEP_CHARS // 10))[: 3 * KEEP_CHARS]
+    rows = [parse_line(i, _line({"title": "Grid", "content": words[:KEEP_CHARS] + middle + words[-KEEP_CHARS:]}))
+            for i, middle in enumerate(["policy " * 40000, "energy " * 30000], 1)]
+    scored = score_chunk(load_filter(filter_dir), rows)
+    assert scored[0].scores == scored[1].scores and scored[0].blocked_by is None

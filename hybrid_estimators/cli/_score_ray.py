@@ -113,8 +113,9 @@ def _ray_failure(error):
 def _run_on_ray(args, identity, scored, row_of, format_row, header=None):
     """Write the rows of ``scored()`` (a Ray dataset) in line order, as a run without Ray does.
 
-    ``row_of(record)`` makes a Ray row an output row; ``format_row(row,
-    ms_per_article)`` its ``--format table`` line. Returns the seconds the
+    ``row_of(record)`` makes a Ray row an output row; ``format_row(row)``
+    its ``--format table`` line (``ms/art``: the row's own share of its
+    batch's time, measured by the actor). Returns the seconds the
     scoring took. The sidecar is written once the whole input is scored.
     """
     stdout_format = None if args.output is not None and args.quiet else args.format
@@ -125,14 +126,12 @@ def _run_on_ray(args, identity, scored, row_of, format_row, header=None):
             _sidecar_path(args.output).unlink(missing_ok=True)
         if stdout_format == "table" and header is not None:
             _emit(header, progress)
-        started, n_rows = time.perf_counter(), 0
+        started = time.perf_counter()
         try:
             batches = scored().iter_batches(batch_size=None, batch_format="pyarrow")
             for record in _in_line_order(batches):
                 row = row_of(record)
-                n_rows += 1
-                ms_per_article = 1000 * (time.perf_counter() - started) / n_rows
-                _write_ray_row(row, sink, stdout_format, format_row(row, ms_per_article), progress, args)
+                _write_ray_row(row, sink, stdout_format, format_row(row), progress, args)
         except CommandError:
             raise
         except Exception as error:  # a failure inside Ray: an actor, a task, the cluster

@@ -492,3 +492,36 @@ def _open_output(path, append):
         return open(path, "ab" if append else "wb")
     except OSError as error:
         raise CommandError(f"cannot write {path}: {error.strerror or error}") from None
+
+
+def _skip_record(folder):
+    """The skip rate a filter's calibration expects at the threshold it routes at, and whether it routes.
+
+    Read without a model, as :func:`_filter_identity` reads the filter
+    (that checked it): ``(None, False)`` for a filter without Stage 2.
+    """
+    from ..filters import MAX_METADATA_BYTES, METADATA_FILE, FilterSpec, read_regular_file
+    from ..scoring import recorded_skip_rate
+
+    try:
+        spec = FilterSpec.from_yaml(Path(folder) / "config.yaml")
+        metadata = json.loads(read_regular_file(Path(folder) / METADATA_FILE, MAX_METADATA_BYTES, "the metadata"))
+    except (ValueError, OSError):
+        return None, False
+    hybrid = spec.hybrid_inference
+    return recorded_skip_rate(metadata, hybrid["threshold"]), hybrid.get("stage2") is not None
+
+
+def _add_to_sidecar(output, **values):
+    """Add `values` to the sidecar of a finished run (nothing without one)."""
+    if output is None or not _output_is_regular(output):
+        return
+    path = _sidecar_path(output)
+    try:
+        sidecar = json.loads(path.read_bytes())
+        sidecar.update(json_safe(values))
+        atomic_write(path, json.dumps(sidecar, indent=1, allow_nan=False) + "\n")
+    except FileNotFoundError:
+        return
+    except (OSError, ValueError) as error:
+        raise CommandError(f"cannot write {path}: {error}") from None

@@ -104,27 +104,46 @@ def _table_dimensions(columns, dimensions):
 
 
 
-def _multi_table_line(row):
+#: Width of one filter's cell in the several-filter table: "tier stage w.avg".
+FILTER_CELL = 22
+
+
+def _filter_cell(result):
+    if result is None:
+        return _cell(None, FILTER_CELL, "<")
+    if result.stage_used is None:
+        outcome = f"blocked: {result.blocked_by}" if result.blocked_by else f"error: {result.error}"
+        return _cell(outcome, FILTER_CELL, "<")
+    stage = result.stage_used.replace("stage", "")
+    return f"{result.tier or '-':<8}  {stage:<5}  {result.weighted_average:>5.2f}".ljust(FILTER_CELL)
+
+
+def multi_table_header(names):
+    """The several-filter table's header: ``line``, ``id``, then a cell per filter."""
+    cells = [_cell("line", 6, ">"), _cell("id", 28, "<")]
+    cells += [_cell(f"{name}: tier stage w.avg", FILTER_CELL, "<") for name in names]
+    return "  ".join(cells + ["error"]).rstrip()
+
+
+def _multi_table_line(row, names=None):
+    """One line of the several-filter table (the line's error, if any, in the last cell)."""
+    names = list(row.results) if names is None else names
     cells = [_cell(row.line, 6, ">"), _cell(printable(describe_id(row.id)) if row.id is not None else None, 28, "<")]
-    if row.error is not None:
-        return "  ".join(cells + [_cell(row.error, 0, "<")]).rstrip()
-    for name, result in row.results.items():
-        if result.stage_used is None:
-            outcome = f"blocked:{result.blocked_by}" if result.blocked_by else "error"
-        else:
-            outcome = f"{result.tier}/{result.stage_used[-1]}/{result.weighted_average:.2f}"
-        cells.append(f"{name}={outcome}")
-    return "  ".join(cells)
+    cells += [_filter_cell(row.results.get(name)) for name in names]
+    return "  ".join(cells + [_cell(row.error or "", 0, "<")]).rstrip()
 
 
 
 class _Counts:
+    """What ``score``'s summary line counts: lines, scored, Stage 2, blocked, errors."""
+
     def __init__(self):
-        self.lines = self.scored = self.stage2 = self.blocked = self.errors = 0
+        self.lines = self.scored = self.stage2 = self.skipped = self.blocked = self.errors = 0
         self.seconds = 0.0
 
     def add(self, row):
         self.lines += 1
+        self.skipped += row.stage_used == "stage1"
         self.errors += row.error is not None
         self.blocked += row.blocked_by is not None and row.error is None
         self.scored += row.weighted_average is not None
@@ -173,3 +192,28 @@ def _progress_bar(n_total, n_done, args):
         file=sys.stderr,
         disable=True if args.no_progress else None,  # None: only on a terminal
     )
+
+
+class _MultiCounts:
+    """The summary counts of a several-filter run: the lines, and each filter's as for one filter."""
+
+    def __init__(self, names):
+        self.lines = self.errors = 0
+        self.seconds = 0.0
+        self.filters = {name: _Counts() for name in names}
+
+    def add(self, row):
+        self.lines += 1
+        self.errors += row.error is not None
+        if row.error is not None:
+            return
+        for name, counts in self.filters.items():
+            counts.add(row.results[name])
+
+    def describe(self, where=""):
+        """``lines=N filters=K{where} errors=E; name/version: scored=... stage2=... blocked=... errors=...; ...``"""
+        per_filter = "; ".join(
+            f"{name}: scored={c.scored} stage2={c.stage2} blocked={c.blocked} errors={c.errors}"
+            for name, c in self.filters.items()
+        )
+        return f"lines={self.lines} filters={len(self.filters)}{where} errors={self.errors}; {per_filter}"

@@ -44,6 +44,8 @@ from ..scoring import (
     read_chunks,
     score_lines,
     score_lines_multi,
+    skip_rate_message,
+    skip_rate_summary,
 )
 from ._common import (
     CommandError,
@@ -57,6 +59,7 @@ from ._common import (
 )
 from ._score_ray import _check_ray_arguments, _run_on_ray, _write_ray_sidecar  # noqa: F401
 from ._score_resume import (  # noqa: F401 (_write_ray_sidecar, _filter_identity: tests use them from here)
+    _add_to_sidecar,
     _audit_path,
     _check_output_path,
     _check_resumable,
@@ -69,6 +72,8 @@ from ._score_resume import (  # noqa: F401 (_write_ray_sidecar, _filter_identity
     _open_output,
     _output_lock,
     _resume,
+    _short_name,
+    _skip_record,
     _write_sidecar,
 )
 from ._score_table import (  # noqa: F401 (printable, table_line: the public names of the table)
@@ -76,6 +81,8 @@ from ._score_table import (  # noqa: F401 (printable, table_line: the public nam
     _emit,
     _is_utf8,
     _multi_table_line,
+    _MultiCounts,
+    multi_table_header,
     _progress_bar,
     _table_dimensions,
     printable,
@@ -103,19 +110,23 @@ def _score_multi_command(args):
         return _score_multi_on_ray_command(args)
     _check_options_without_ray(args)
     identity = _filters_identity(args.filter)
+    names = list(identity["dimensions"])
 
     def stream(scorers, lines, sink, n_done, n_total):
-        started, n_lines = time.perf_counter(), 0
+        counts, started = _MultiCounts(names), time.perf_counter()
         for rows in _stream_rows(
             lambda chunk: score_lines_multi(scorers, chunk), lines, sink, n_done, n_total, args, identity,
-            _multi_table_line,
+            lambda row: _multi_table_line(row, names), multi_table_header(names),
         ):
-            n_lines += len(rows)
-        return n_lines, time.perf_counter() - started
+            for row in rows:
+                counts.add(row)
+        counts.seconds = time.perf_counter() - started
+        return counts
 
-    scorers, n_done, (n_lines, seconds) = _run_scoring(args, identity, lambda: _load_filters(args), stream)
+    _, n_done, counts = _run_scoring(args, identity, lambda: _load_filters(args), stream)
     resumed = f" (resumed after line {n_done})" if n_done else ""
-    logger.info("lines=%d filters=%d%s; %.2f s", n_lines, len(scorers), resumed, seconds)
+    skip = _report_skip_rate(args, dict(zip(names, args.filter)), counts.filters)
+    logger.info("%s; %.2f s%s", counts.describe(resumed), counts.seconds, _skip_text(skip))
     return 0
 
 
@@ -175,8 +186,44 @@ def _score_command(args):
 
     (_, audit), n_done, counts = _run_scoring(args, identity, load, stream)
     resumed = f" (resumed after line {n_done})" if n_done else ""
-    logger.info("%s%s; %s", counts, resumed, counts.timing())
+    skip = _report_skip_rate(args, {_short_name(identity): args.filter}, {_short_name(identity): counts})
+    logger.info("%s%s; %s%s", counts, resumed, counts.timing(), _skip_text(skip))
     return 0 if audit is None else _report_audit(audit, args)
+
+
+def _report_skip_rate(args, folders, counts):
+    """Each filter's observed skip rate beside its record, warned once and added to the sidecar.
+
+    `folders` and `counts` map a filter's ``name/version`` to its folder and
+    its :class:`_Counts`. Returns ``{name: summary}`` (see
+    :func:`~hybrid_estimators.scoring.skip_rate_summary`); empty when the
+    run does not route (``--stage1-only``, ``--all-stage2``, no Stage 2).
+    """
+    if args.stage1_only or args.all_stage2:
+        return {}
+    summaries = {}
+    for name, folder in folders.items():
+        expected, routes = _skip_record(folder)
+        if not routes:
+            continue
+        one = counts[name]
+        summaries[name] = summary = skip_rate_summary(one.skipped, one.skipped + one.stage2, expected)
+        if summary["outside"]:
+            logger.warning("%s", skip_rate_message(name, summary))
+    if summaries:
+        _add_to_sidecar(args.output, skip_rate=summaries)
+    return summaries
+
+
+def _skip_text(summaries):
+    texts = []
+    for name, summary in summaries.items():
+        if summary["observed"] is None:
+            continue
+        expected = "no record" if summary["expected"] is None else f"expected {summary['expected']:.1%}"
+        who = f"{name} " if len(summaries) > 1 else ""
+        texts.append(f"{who}skip rate {summary['observed']:.1%} ({expected})")
+    return "".join(f"; {text}" for text in texts)
 
 
 def _recall_audit(router, args):
@@ -427,22 +474,24 @@ def _score_on_ray_command(args):
             str(args.filter), str(args.input), batch_size=args.batch_size,
             concurrency=args.concurrency or 2, address=args.address,
             stage1_only=args.stage1_only, all_stage2=args.all_stage2,
-            audit_rate=args.audit, audit_seed=args.audit_seed,
+            audit_rate=args.audit, audit_seed=args.audit_seed, timings=True,
         )
 
     def row_of(record):
         columns = (*OUTPUT_COLUMNS, *(name for name in OPTIONAL_COLUMNS if name in record))
-        row = ScoredLine(**{name: record[name] for name in columns})
+        row = ScoredLine(**{name: record[name] for name in columns}, seconds=record.get("seconds"))
         if audit is not None:
             audit.update([row.stage_used], [row.tier], [row.audited], [row.audit_tier])
         counts.add(row)
         return row
 
+    identity = _filter_identity(args.filter)
     counts.seconds = _run_on_ray(
-        args, _filter_identity(args.filter), scored, row_of,
-        lambda row, ms_per_article: table_line(row, ms_per_article, dimensions), table_header(dimensions),
+        args, identity, scored, row_of,
+        lambda row: table_line(row, dimensions=dimensions), table_header(dimensions),
     )
-    logger.info("%s; %s", counts, counts.timing())
+    skip = _report_skip_rate(args, {_short_name(identity): args.filter}, {_short_name(identity): counts})
+    logger.info("%s; %s%s", counts, counts.timing(), _skip_text(skip))
     return 0 if audit is None else _report_audit(audit, args)
 
 
@@ -450,7 +499,9 @@ def _score_multi_on_ray_command(args):
     from ..distributed import score_dataset
 
     _check_ray_arguments(args, args.filter)
-    n_lines = 0
+    identity = _filters_identity(args.filter)
+    names = list(identity["dimensions"])
+    counts = _MultiCounts(names)
 
     def scored():
         return score_dataset(
@@ -459,14 +510,15 @@ def _score_multi_on_ray_command(args):
         )
 
     def row_of(record):
-        nonlocal n_lines
-        n_lines += 1
-        return MultiScoredLine.from_record(record)
+        row = MultiScoredLine.from_record(record)
+        counts.add(row)
+        return row
 
-    seconds = _run_on_ray(
-        args, _filters_identity(args.filter), scored, row_of, lambda row, _: _multi_table_line(row)
+    counts.seconds = _run_on_ray(
+        args, identity, scored, row_of, lambda row: _multi_table_line(row, names), multi_table_header(names)
     )
-    logger.info("lines=%d filters=%d on Ray; %.2f s", n_lines, len(args.filter), seconds)
+    skip = _report_skip_rate(args, dict(zip(names, args.filter)), counts.filters)
+    logger.info("%s; %.2f s%s", counts.describe(" on Ray"), counts.seconds, _skip_text(skip))
     return 0
 
 
