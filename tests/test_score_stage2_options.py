@@ -212,3 +212,26 @@ def test_an_input_named_like_the_audit_file_is_never_overwritten(two_stage, arti
                    "-o", str(out), "--audit", "1"])
     assert status == 2 and "must not be the input" in capsys.readouterr().err
     assert source.read_bytes() == articles_file.read_bytes()
+
+
+def test_the_summary_and_sidecar_compare_the_skip_rate_with_the_record(two_stage, articles_file, tmp_path, caplog):
+    import logging
+
+    folder = tmp_path / "f"
+    shutil.copytree(two_stage, folder)
+    # Threshold 0 routes every article; the record says 90% skip at that threshold.
+    config = (folder / "config.yaml").read_text().replace("threshold: ", "threshold: 0.0 #", 1)
+    (folder / "config.yaml").write_text(config)
+    metadata_path = folder / "probe" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata["calibration"] = {"threshold": 0.0, "expected_skip_rate": 0.9}
+    metadata_path.write_text(json.dumps(metadata))
+    out = tmp_path / "out.jsonl"
+    with caplog.at_level(logging.INFO, logger="hybrid_estimators"):
+        assert main(["score", "--filter", str(folder), str(articles_file), "-q", "--no-progress",
+                     "-o", str(out)]) == 0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "skipped Stage 2" in r.getMessage()]
+    assert len(warnings) == 1 and "0.0% of 8 scored articles" in warnings[0].getMessage()
+    assert "skip rate 0.0% (expected 90.0%)" in caplog.text
+    skip = _strict_json(f"{out}.meta.json")["skip_rate"]["seece_energy_tech/v1"]
+    assert (skip["n_scored"], skip["n_skipped"], skip["expected"], skip["outside"]) == (8, 0, 0.9, True)
