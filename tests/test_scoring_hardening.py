@@ -710,3 +710,11 @@ def test_scores_of_a_cut_text_do_not_depend_on_its_middle(filter_dir):
             for i, middle in enumerate(["policy " * 40000, "energy " * 30000], 1)]
     scored = score_chunk(load_filter(filter_dir), rows)
     assert scored[0].scores == scored[1].scores and scored[0].blocked_by is None
+
+
+def test_a_number_wider_than_its_column_is_never_cut():
+    from hybrid_estimators.cli.score import table_line
+
+    row = ScoredLine(1234567, id="a", weighted_average=5.0, tier="medium", stage_used="stage2", seconds=117.128)
+    line = table_line(row)
+    assert line.split()[0] == "1234567" and "117128.0" in line and "…" not in line

@@ -46,9 +46,10 @@ def printable(text):
 
 
 def _cell(value, width, align, limit=MAX_NOTE):
+    """`value` in a cell of `width`; text is cut with "…", a number (right-aligned) never."""
     width_or_limit = width or limit
     text = "-" if value is None else printable(str(value)[: 4 * width_or_limit + 16])
-    if len(text) > width_or_limit:
+    if len(text) > width_or_limit and align != ">":
         text = text[: width_or_limit - 1] + "…"
     return f"{text:{align}{width}}" if width else text
 
