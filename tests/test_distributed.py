@@ -359,9 +359,19 @@ def test_ray_writes_the_plain_paths_bytes_whatever_the_batch_size(
         argv = ["score", *(f"--filter={folder}" for folder in filters), str(input_file), "--quiet",
                 "--stage1-only", "--no-progress", "--batch-size", str(batch_size)]
         plain, on_ray = tmp_path / "plain.jsonl", tmp_path / "ray.jsonl"
+        # As a fresh process: this one's in-memory caches hold embeddings of other batch sizes.
+        _forget_embeddings()
         assert main([*argv, "-o", str(plain)]) == 0
         assert main([*argv, "-o", str(on_ray), "--ray", "--concurrency", "2"]) == 0
         assert on_ray.read_bytes() == plain.read_bytes()
+
+
+def _forget_embeddings():
+    import hybrid_estimators.embedding
+    from hybrid_estimators.router import clear_cache
+
+    hybrid_estimators.embedding._MEMORY_CACHE._items.clear()
+    clear_cache()
 
 
 def test_the_ray_table_gives_each_rows_own_share_and_a_whole_first_cell(
