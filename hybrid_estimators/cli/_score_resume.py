@@ -33,19 +33,12 @@ def _filter_identity(folder):
     output: tiers, weights, gatekeepers, threshold, ``stage2_weight``,
     prefilter, head-tail, models; the description aside).
     """
-    from ..filters import (
-        MAX_METADATA_BYTES,
-        METADATA_FILE,
-        FilterSpec,
-        adapter_fingerprint,
-        read_regular_file,
-        resolve_in_folder,
-    )
+    from ..filters import FilterSpec, adapter_fingerprint, read_metadata, resolve_in_folder
 
     folder = check_filter_folder(folder)
     try:
         spec = FilterSpec.from_yaml(folder / "config.yaml")
-        metadata = json.loads(read_regular_file(folder / METADATA_FILE, MAX_METADATA_BYTES, "the metadata"))
+        metadata = read_metadata(folder)
         stage2 = spec.hybrid_inference.get("stage2") or {}
         adapter = stage2.get("adapter") if isinstance(stage2, dict) else None
         if adapter:
@@ -500,12 +493,12 @@ def _skip_record(folder):
     Read without a model, as :func:`_filter_identity` reads the filter
     (that checked it): ``(None, False)`` for a filter without Stage 2.
     """
-    from ..filters import MAX_METADATA_BYTES, METADATA_FILE, FilterSpec, read_regular_file
+    from ..filters import FilterSpec, read_metadata
     from ..scoring import recorded_skip_rate
 
     try:
         spec = FilterSpec.from_yaml(Path(folder) / "config.yaml")
-        metadata = json.loads(read_regular_file(Path(folder) / METADATA_FILE, MAX_METADATA_BYTES, "the metadata"))
+        metadata = read_metadata(folder)
     except (ValueError, OSError):
         return None, False
     hybrid = spec.hybrid_inference
