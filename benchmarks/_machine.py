@@ -6,8 +6,10 @@ table of int8 timings means little without this line. The flags are read
 by :mod:`hybrid_estimators.models.cpu`, the parser ``backend="auto"`` uses.
 """
 
+import json
 import os
 import platform
+from pathlib import Path
 
 from hybrid_estimators.models.cpu import ISA_FLAGS, cpu_kind, cpu_model  # noqa: F401 (re-exported)
 from hybrid_estimators.models.cpu import cpu_flags as _cpu_flags
@@ -41,3 +43,21 @@ def describe_machine(auto=None):
         configuration, reason = auto
         line += f"; Stage 1 backend='auto' -> {configuration['backend']} ({reason})"
     return line
+
+
+def stage1_auto_choice(filter_dir, flags=None):
+    """What ``E5Embedder(backend="auto")`` picks here for a filter, and why.
+
+    The configurations the filter's ``probe/metadata.json`` records as
+    qualified per CPU kind (``qualified_configurations``; none recorded:
+    the reference, torch fp32), among the backends installed here.
+    """
+    from hybrid_estimators.models import choose_stage1_configuration, installed_backends
+
+    metadata = Path(filter_dir) / "probe" / "metadata.json"
+    try:
+        qualified = json.loads(metadata.read_text(encoding="utf-8")).get("qualified_configurations")
+    except (OSError, ValueError):
+        qualified = None
+    flags = cpu_flags() if flags is None else flags
+    return choose_stage1_configuration(flags, qualified, available_backends=installed_backends())
