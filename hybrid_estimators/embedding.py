@@ -172,7 +172,7 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         precision. ``"auto"`` reads the CPU's instruction sets and picks the
         fastest of the configurations `qualified_configurations` records for
         its kind (see
-        :func:`hybrid_estimators.models.cpu.choose_stage1_configuration`);
+        ``hybrid_estimators.models.choose_stage1_configuration``);
         the reference, ``"torch"``, where none is recorded, where the
         recorded ones are not installed, on a GPU, or with
         ``long_text="windows"``. The choice and why are logged once and kept

