@@ -174,8 +174,10 @@ def _loaded_filters(filters, stage1_only):
     return loaded
 
 
-def _plain(value):
-    """A JSON-ready Python value: NumPy scalars unboxed, NaN (pandas' missing) None."""
+def _missing_as_none(value):
+    """An input cell as the plain path's JSON parser gives it: NumPy scalars unboxed,
+    pandas' missing value (NaN) as None. (Input, not output: rows are written by
+    :meth:`~hybrid_estimators.scoring.ScoredLine.to_json`.)"""
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and math.isnan(value):
@@ -193,7 +195,7 @@ def _parsed_rows(batch, from_lines):
         ]
     records = batch.drop(columns="line").to_dict("records")
     return [
-        parse_article(line, {key: _plain(value) for key, value in record.items()})
+        parse_article(line, {key: _missing_as_none(value) for key, value in record.items()})
         for line, record in zip(lines, records)
     ]
 
@@ -203,7 +205,7 @@ def _rows_frame(rows, optional=(), columns=OUTPUT_COLUMNS):
     # beside a missing one stays 1, where pandas would make it 1.0), and a
     # column of mixed ids falls back to Ray's Python-object type.
     columns = {name: [getattr(row, name) for row in rows] for name in (*columns, *optional)}
-    columns["id"] = [_plain(value) for value in columns["id"]]
+    columns["id"] = [_missing_as_none(value) for value in columns["id"]]
     return pd.DataFrame(
         {name: pd.Series(values, dtype=object) for name, values in columns.items()}
     )

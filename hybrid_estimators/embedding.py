@@ -1,10 +1,12 @@
 """Stage 1 embeddings: :class:`E5Embedder`, a sentence-transformers transformer."""
 
+import contextlib
 import hashlib
 import io
 import logging
 import os
 import stat
+import threading
 from collections import OrderedDict
 from numbers import Integral
 from pathlib import Path
@@ -18,11 +20,7 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import (
-    _check_feature_names,
-    _check_n_features,
-    check_is_fitted,
-)
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._io import atomic_write
 from .models import (
@@ -71,6 +69,22 @@ def load_sentence_transformer(model_name_or_path, *, device=None, backend="torch
             _LOADED_MODELS.popitem(last=False)
     _LOADED_MODELS.move_to_end(key)
     return _LOADED_MODELS[key]
+
+
+_MODEL_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _sequence_length(model, max_length):
+    """`model` (shared by every estimator of the process) at `max_length` tokens,
+    set back as it was afterwards: an estimator never changes what another one reads."""
+    with _MODEL_LOCK:
+        before = model.max_seq_length
+        model.max_seq_length = max_length
+        try:
+            yield model
+        finally:
+            model.max_seq_length = before
 
 
 class _MemoryCache:
@@ -358,8 +372,7 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         self : object
         """
         frame = as_frame(X)
-        _check_n_features(self, frame, reset=True)
-        _check_feature_names(self, frame, reset=True)
+        validate_data(self, frame, reset=True, skip_check_array=True)
         texts = as_texts(frame)  # refuse bad rows at fit time, not only at transform
         if self.long_text == "windows" and self.backend not in ("torch", "auto"):
             raise ValueError("long_text='windows' runs the torch model; use backend='torch'.")
@@ -383,8 +396,7 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         """
         check_is_fitted(self)
         frame = as_frame(X)
-        _check_n_features(self, frame, reset=False)
-        _check_feature_names(self, frame, reset=False)
+        validate_data(self, frame, reset=False, skip_check_array=True)
         return self.embed(as_texts(frame))
 
     def embed(self, texts):
@@ -482,8 +494,10 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     def _encode(self, texts):
         model = self._model()
         max_length = self._max_length(model)
-        model.max_seq_length = max_length
-        texts = [self.prefix + _encodable(text) for text in texts]
+        with _sequence_length(model, max_length):
+            return self._encode_at(model, [self.prefix + _encodable(text) for text in texts], max_length)
+
+    def _encode_at(self, model, texts, max_length):
         if self.long_text == "windows":
             return self._encode_windows(model, texts, max_length)
         # Batches of equal token counts waste no padding; sentence-transformers

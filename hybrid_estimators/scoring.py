@@ -46,6 +46,8 @@ from itertools import islice
 import numpy as np
 import pandas as pd
 
+from ._io import _safe_str, json_safe
+
 logger = logging.getLogger(__name__)
 
 #: Decimals of the scores written to JSONL: enough for any use, few enough
@@ -76,54 +78,22 @@ KEEP_CHARS = MAX_TOKENS_READ * CHARS_PER_TOKEN
 CUT_MARK = "\n…\n"
 
 
-def _safe_str(text):
-    """`text`, with what UTF-8 cannot encode (lone surrogates) as ``\\udXXX`` escapes."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
+def _writable_id(value):
+    """An id as given, made writable: its non-finite numbers as text, the rest :func:`json_safe`.
 
-
-def json_safe(value):
-    """`value` as ``json.dumps(allow_nan=False)`` writes it and UTF-8 encodes it.
-
-    Strings keep their text, lone surrogates becoming ``\\udXXX`` escapes;
-    non-finite numbers become the strings ``"inf"``, ``"-inf"`` and
-    ``"nan"``; NumPy scalars and arrays become Python values; mapping keys
-    become strings; anything else becomes its ``str``.
-
-    Raises
-    ------
-    RecursionError
-        For values nested about as deeply as the recursion limit.
+    JSON input may carry the tokens ``NaN`` and ``Infinity``; as an id they
+    stay recognisable (``"nan"``, ``"inf"``, ``"-inf"``) instead of the
+    ``null`` that :func:`~hybrid_estimators._io.json_safe` writes for a
+    missing number.
 
     Examples
     --------
-    >>> json_safe({"id": float("inf"), "tags": ["a\\ud800", 1]})
-    {'id': 'inf', 'tags': ['a\\\\ud800', 1]}
+    >>> _writable_id(float("inf")), _writable_id({"k": "a\\ud800"})
+    ('inf', {'k': 'a\\\\ud800'})
     """
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        return _safe_str(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        value = float(value)
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, Mapping):
-        return {
-            _safe_str(key if isinstance(key, str) else str(json_safe(key))): json_safe(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [json_safe(item) for item in value]
-    return _safe_str(str(value))
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not math.isfinite(value):
+        return str(float(value))
+    return json_safe(value)
 
 
 #: Characters that ``str.splitlines`` and other readers take for line breaks:
@@ -162,13 +132,15 @@ class ScoredLine:
     def to_record(self):
         """The output row as a dict of JSON-safe values (see the module's docstring).
 
-        Never fails: every value goes through :func:`json_safe`, and an id
+        Never fails: every value goes through :func:`~hybrid_estimators._io.json_safe`
+        (the id through :func:`_writable_id`), and an id
         nested too deeply for that is replaced by :data:`UNWRITABLE_ID`.
         """
         record = {}
         for name in OUTPUT_COLUMNS:
             try:
-                record[name] = json_safe(getattr(self, name))
+                value = getattr(self, name)
+                record[name] = _writable_id(value) if name == "id" else json_safe(value)
             except RecursionError:
                 record[name] = UNWRITABLE_ID if name == "id" else None
         for name in OPTIONAL_COLUMNS:
@@ -187,7 +159,7 @@ class ScoredLine:
         record = self.to_record()
         try:
             return _dumps(record, ensure_ascii)
-        except RecursionError:  # json_safe went through; the encoder ran out of stack
+        except RecursionError:  # the conversion went through; the encoder ran out of stack
             record["id"] = UNWRITABLE_ID
             return _dumps(record, ensure_ascii)
 
@@ -203,7 +175,7 @@ OUTPUT_COLUMNS = tuple(
 def describe_id(row_id):
     """`row_id` for a message: its repr, JSON-safe and cut to :data:`MAX_ID_IN_MESSAGE`."""
     try:
-        text = repr(json_safe(row_id))
+        text = repr(_writable_id(row_id))
     except RecursionError:
         return UNWRITABLE_ID
     if len(text) > MAX_ID_IN_MESSAGE:

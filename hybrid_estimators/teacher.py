@@ -37,6 +37,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from ._io import adapter_fingerprint
+from .router import unwrap_frozen
 from .text import as_frame, text_hashes
 
 __all__ = [
@@ -60,10 +61,6 @@ logger = logging.getLogger(__name__)
 
 class TeacherScoresError(ValueError):
     """A teacher-scores file does not fit the filter or the articles."""
-
-
-def _unwrap(stage):
-    return getattr(stage, "estimator", stage)  # FrozenEstimator
 
 
 def _stable_repr(value):
@@ -93,7 +90,7 @@ def teacher_identity(filter_):
         covers Stage 2's parameters, its adapter folder's files and the
         filter's ``stage2_weight``.
     """
-    stage2 = _unwrap(filter_.stage2_)
+    stage2 = unwrap_frozen(filter_.stage2_)
     if stage2 is None:
         raise ValueError("teacher scores need a filter with a Stage 2.")
     params = {
