@@ -76,7 +76,7 @@ def test_stage1_budget_part_has_a_row_per_budget_and_truncation(minilm_path, tmp
     command = [
         sys.executable, "-m", "benchmarks", "--parts", "stage1-budget", "--datasets", str(folder),
         "--model", minilm_path, "--budgets", "64", "32", "--seeds", "0", "--repeats", "1", "--bootstrap", "50",
-        "--budget-out", str(out), "--budget-plot", str(plot),
+        "--budget-out", str(out), "--budget-plot", str(plot), "--backends", "torch",
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
