@@ -78,7 +78,7 @@ KEEP_CHARS = MAX_TOKENS_READ * CHARS_PER_TOKEN
 CUT_MARK = "\n…\n"
 
 
-def _writable_id(value):
+def writable_id(value):
     """An id as given, made writable: its non-finite numbers as text, the rest :func:`json_safe`.
 
     JSON input may carry the tokens ``NaN`` and ``Infinity``; as an id they
@@ -88,7 +88,7 @@ def _writable_id(value):
 
     Examples
     --------
-    >>> _writable_id(float("inf")), _writable_id({"k": "a\\ud800"})
+    >>> writable_id(float("inf")), writable_id({"k": "a\\ud800"})
     ('inf', {'k': 'a\\\\ud800'})
     """
     if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not math.isfinite(value):
@@ -133,14 +133,14 @@ class ScoredLine:
         """The output row as a dict of JSON-safe values (see the module's docstring).
 
         Never fails: every value goes through :func:`~hybrid_estimators._io.json_safe`
-        (the id through :func:`_writable_id`), and an id
+        (the id through :func:`writable_id`), and an id
         nested too deeply for that is replaced by :data:`UNWRITABLE_ID`.
         """
         record = {}
         for name in OUTPUT_COLUMNS:
             try:
                 value = getattr(self, name)
-                record[name] = _writable_id(value) if name == "id" else json_safe(value)
+                record[name] = writable_id(value) if name == "id" else json_safe(value)
             except RecursionError:
                 record[name] = UNWRITABLE_ID if name == "id" else None
         for name in OPTIONAL_COLUMNS:
@@ -175,7 +175,7 @@ OUTPUT_COLUMNS = tuple(
 def describe_id(row_id):
     """`row_id` for a message: its repr, JSON-safe and cut to :data:`MAX_ID_IN_MESSAGE`."""
     try:
-        text = repr(_writable_id(row_id))
+        text = repr(writable_id(row_id))
     except RecursionError:
         return UNWRITABLE_ID
     if len(text) > MAX_ID_IN_MESSAGE:

@@ -36,11 +36,11 @@ from hybrid_estimators.scoring import (
     ScoredLine,
     count_lines,
     iter_lines,
-    json_safe,
     parse_line,
     read_chunks,
     score_lines,
     split_lines,
+    writable_id,
 )
 from hybrid_estimators.text import ArticleText
 
@@ -144,7 +144,7 @@ def test_to_json_is_total(value, note):
     text = row.to_json()
     decoded = json.loads(text.encode("utf-8"), parse_constant=pytest.fail)
     assert list(decoded) == list(row.to_record())
-    assert decoded["id"] == json_safe(value)
+    assert decoded["id"] == writable_id(value)
     assert json.loads(row.to_json(ensure_ascii=True)) == decoded
 
 
@@ -221,7 +221,7 @@ def test_score_writes_one_row_per_line_for_any_input(
     rows = rows_of(out)
     assert [row["line"] for row in rows] == list(range(1, n_lines + 1))
     for row, raw in zip(rows, split_lines(path.read_bytes())):
-        assert row["id"] == json_safe(parse_line(row["line"], raw).id)
+        assert row["id"] == writable_id(parse_line(row["line"], raw).id)
 
 
 # --- line endings ---------------------------------------------------------------
