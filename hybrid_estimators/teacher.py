@@ -136,6 +136,37 @@ def teacher_scores(filter_, X):
     scores : DataFrame
         One column per dimension, Stage 2's clipped scores (NaN for
         articles the prefilter blocks), X's index.
+
+    See Also
+    --------
+    read_teacher_scores : Read the same scores back from a
+        ``score --all-stage2`` file, checked against the filter.
+    make_distillation_set : Turn them into a training set for Stage 1.
+    hybrid_estimators.filters.Filter : The filter whose Stage 2 scores.
+
+    Examples
+    --------
+    Every article goes to Stage 2, whatever Stage 1 says (here Stage 1
+    scores 2 and Stage 2 scores 6):
+
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyRegressor
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from hybrid_estimators import ArticleText, Filter, FilterSpec, make_articles
+    >>> X, _ = make_articles(4, random_state=0)
+    >>> def constant_stage(value):  # a prefit stage that scores every article `value`
+    ...     model = make_pipeline(ArticleText(), "passthrough",
+    ...                           DummyRegressor(strategy="constant", constant=[value]))
+    ...     return FrozenEstimator(model.fit(X, np.zeros((len(X), 1))))
+    >>> spec = FilterSpec.from_dict({"name": "demo", "version": "v1", "dimensions": {"impact": 1.0}})
+    >>> demo = Filter(spec, constant_stage(2.0), constant_stage(6.0)).fit()
+    >>> teacher_scores(demo, X)
+       impact
+    0     6.0
+    1     6.0
+    2     6.0
+    3     6.0
     """
     frame = as_frame(X)
     routes_all = routing_every_article(filter_)
@@ -186,6 +217,44 @@ def read_teacher_scores(path, filter_, articles=None, *, unlabelled=None):
         Naming the file and the line: another filter or Stage 2, other
         dimensions, a row that is not from Stage 2, missing articles, rows
         out of order, duplicated or of other articles, another input.
+
+    See Also
+    --------
+    teacher_scores : The same scores computed in Python.
+    teacher_identity : The filter and Stage 2 each row must name.
+    make_distillation_set : Turn the scores into a training set for Stage 1.
+
+    Examples
+    --------
+    A file as ``score --all-stage2`` writes it (one row per article, each
+    naming the filter and Stage 2 that scored it):
+
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyRegressor
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from hybrid_estimators import ArticleText, Filter, FilterSpec, make_articles
+    >>> X, _ = make_articles(4, random_state=0)
+    >>> def constant_stage(value):  # a prefit stage that scores every article `value`
+    ...     model = make_pipeline(ArticleText(), "passthrough",
+    ...                           DummyRegressor(strategy="constant", constant=[value]))
+    ...     return FrozenEstimator(model.fit(X, np.zeros((len(X), 1))))
+    >>> spec = FilterSpec.from_dict({"name": "demo", "version": "v1", "dimensions": {"impact": 1.0}})
+    >>> demo = Filter(spec, constant_stage(2.0), constant_stage(6.0)).fit()
+    >>> import json, os, tempfile
+    >>> from hybrid_estimators.teacher import teacher_identity
+    >>> path = os.path.join(tempfile.mkdtemp(), "teacher.jsonl")
+    >>> with open(path, "w") as file:
+    ...     for line, article in enumerate(X["id"], start=1):
+    ...         row = {"id": article, "line": line, "scores": {"impact": 6.0},
+    ...                "stage_used": "stage2", "teacher": teacher_identity(demo)}
+    ...         _ = file.write(json.dumps(row) + "\\n")
+    >>> read_teacher_scores(path, demo, X)["impact"].tolist()
+    [6.0, 6.0, 6.0, 6.0]
+    >>> read_teacher_scores(path, demo, X.iloc[::-1])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    hybrid_estimators.teacher.TeacherScoresError: ...teacher.jsonl: line 1 scores article ..., expected ...
     """
     path = Path(path)
     identity = teacher_identity(filter_)
@@ -442,6 +511,13 @@ def disjoint_split(X, *, certify_size=0.5, random_state=0):
     train, certify : ndarray of int
         Positions of the two parts.
 
+    See Also
+    --------
+    check_disjoint : Refuse articles in both parts, by id or text.
+    make_distillation_set : The training part's set of Stage 2's scores.
+    hybrid_estimators.calibration.TunedThresholdRouterCV : Certifies the
+        threshold on the other part.
+
     Examples
     --------
     >>> articles = [{"title": f"t{i % 50}", "content": ""} for i in range(100)]
@@ -483,6 +559,25 @@ def make_distillation_set(
     source : ndarray of {"teacher", "oracle"}
         Pass ``sample_weight`` to the probe's fit, e.g.
         ``stage1.fit(X, Y, probe__sample_weight=sample_weight)``.
+
+    See Also
+    --------
+    teacher_scores : Stage 2's scores of unlabelled articles.
+    read_teacher_scores : The same, read from a ``score --all-stage2`` file.
+    disjoint_split : Keep the certification articles out of training.
+    sample_weight_params : The fit parameters that pass ``sample_weight``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from hybrid_estimators import make_articles
+    >>> X, _ = make_articles(4, random_state=0)
+    >>> Y_teacher = pd.DataFrame({"impact": [6.0, float("nan"), 5.0, 7.0]})  # row 1 was blocked
+    >>> Y_oracle = pd.DataFrame({"impact": [1.0]})
+    >>> X_train, Y_train, sample_weight, source = make_distillation_set(
+    ...     X, Y_teacher, X.iloc[:1], Y_oracle, oracle_weight=3.0)
+    >>> Y_train["impact"].tolist(), sample_weight.tolist(), source.tolist()
+    ([6.0, 5.0, 7.0, 1.0], [1.0, 1.0, 1.0, 3.0], ['teacher', 'teacher', 'teacher', 'oracle'])
     """
     keep = Y_teacher.notna().all(axis=1).to_numpy()
     parts = [(as_frame(X_teacher).iloc[keep], Y_teacher.iloc[keep], teacher_weight, "teacher")]
