@@ -147,6 +147,11 @@ def as_texts(X, *, fields=ARTICLE_FIELDS, separator="\n\n"):
     ValueError
         Naming the row (position, and ``id`` when X has one) and the field.
 
+    See Also
+    --------
+    ArticleText : The same join as a scikit-learn transformer, with head+tail.
+    text_hashes : Hashes of the same texts, to compare articles.
+
     Examples
     --------
     >>> as_texts([{"title": "Solar record", "content": "Output doubled."}])
@@ -203,6 +208,10 @@ def truncate_head_tail(text, head, tail, *, marker=" [...] ", tokenizer=None, sp
     Tokens are whitespace-separated words, or a Hugging Face fast tokenizer's
     tokens when one is given (or their `spans`, from :func:`token_spans`).
     The text between kept tokens is kept verbatim.
+
+    See Also
+    --------
+    ArticleText : Applies it to every article (``head``, ``tail``).
 
     Examples
     --------
@@ -331,6 +340,13 @@ class ArticleText(TransformerMixin, BaseEstimator):
         Number of columns seen in ``fit``.
     feature_names_in_ : ndarray of str
         Column names seen in ``fit``, when they are all strings.
+
+    See Also
+    --------
+    as_texts : The plain join, as a function.
+    truncate_head_tail : The head+tail cut it applies.
+    hybrid_estimators.embedding.E5Embedder : Embeds the texts it returns.
+    hybrid_estimators.probe.make_probe : Regresses the scores on the embeddings.
 
     Examples
     --------
@@ -487,6 +503,10 @@ def normalised_text(text):
     edits (a trailing space, a re-cased title) are one article to
     :func:`text_hashes`.
 
+    See Also
+    --------
+    text_hashes : Hashes of the normalised texts.
+
     Examples
     --------
     >>> normalised_text("  Solar\\u00a0RECORD\\u200b \\n\\n ｆｕｌｌ  ")
@@ -521,6 +541,13 @@ def text_hashes(X, *, normalised=True):
     Returns
     -------
     hashes : ndarray of str, shape (n_samples,)
+
+    See Also
+    --------
+    normalised_text : The normalisation hashed.
+    recorded_articles : Which articles a recorded hash list holds.
+    hybrid_estimators.teacher.check_disjoint : Refuses articles both trained
+        and certified on.
 
     Examples
     --------
@@ -558,6 +585,12 @@ def recorded_articles(X, recorded):
     Returns
     -------
     mask : ndarray of bool, shape (n_samples,)
+
+    See Also
+    --------
+    text_hashes : The hashes compared.
+    hybrid_estimators.evaluation.in_sample_articles : The articles a fitted
+        router was trained on.
 
     Examples
     --------

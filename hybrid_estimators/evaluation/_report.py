@@ -271,6 +271,11 @@ def verdict_of(comparison):
         interval of Stage 2's MAE minus Stage 1's includes zero.
     reason : str
 
+    See Also
+    --------
+    cascade_report : Compares the systems.
+    format_report : Prints the verdicts.
+
     Examples
     --------
     >>> entry = {"n": 40, "difference": {"value": -0.2, "low": -0.3, "high": 0.05}}

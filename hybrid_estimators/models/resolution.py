@@ -74,6 +74,12 @@ def resolve_model(model_name_or_path, gguf_file=None):
     ValueError
         When no source has the model; the message lists what was tried.
 
+    See Also
+    --------
+    offline_e5_small : The offline copy of multilingual-e5-small.
+    hybrid_estimators.models.smollm2_gguf : An offline Stage 2 base.
+    hybrid_estimators.embedding.E5Embedder : Loads its model through it.
+
     Examples
     --------
     >>> from sentence_transformers import SentenceTransformer
@@ -225,6 +231,10 @@ def resolve_device(device=None):
     ValueError
         When `device` is not a torch device or this machine or torch build
         does not have it, naming what is available.
+
+    See Also
+    --------
+    resolve_model : Where a model loads from.
 
     Examples
     --------
