@@ -49,6 +49,19 @@ def as_frame(X):
     strings (one text a row, column ``text``) or a 2-D array (one text cell a
     column). A 1-D sequence that is not all strings raises a ValueError, as
     scikit-learn estimators do for 1-D ``X``; so do empty and sparse input.
+
+    See Also
+    --------
+    as_texts : One text per row of the same input.
+
+    Examples
+    --------
+    >>> as_frame(["first text", "second text"])
+              text
+    0   first text
+    1  second text
+    >>> as_frame([{"title": "A title", "content": "Its body."}]).columns.tolist()
+    ['title', 'content']
     """
     if isinstance(X, pd.Series):
         X = X.to_list()
@@ -176,7 +189,20 @@ def as_texts(X, *, fields=ARTICLE_FIELDS, separator="\n\n"):
 
 
 def special_tokens_around(tokenizer):
-    """The special token ids a tokenizer puts before and after a text's own."""
+    """The special token ids a tokenizer puts before and after a text's own.
+
+See Also
+--------
+truncate_head_tail : Leaves room for these tokens in its budget.
+
+Examples
+--------
+>>> from transformers import AutoTokenizer
+>>> from hybrid_estimators.models import offline_e5_small
+>>> tokenizer = AutoTokenizer.from_pretrained(offline_e5_small())
+>>> special_tokens_around(tokenizer)  # <s> ... </s>
+([0], [2])
+"""
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]
     full = tokenizer("a")["input_ids"]
     start = next(i for i in range(len(full)) if full[i : i + len(plain)] == plain)
@@ -192,6 +218,15 @@ def token_spans(texts, tokenizer=None):
     Tokens are whitespace-separated words, or a Hugging Face fast
     tokenizer's tokens. A lone surrogate, which no tokenizer accepts, is
     read as U+FFFD: one character for one, so the spans still index `texts`.
+
+    See Also
+    --------
+    truncate_head_tail : Cuts a text at these spans.
+
+    Examples
+    --------
+    >>> token_spans(["Solar  power grows"])
+    [[(0, 5), (7, 12), (13, 18)]]
     """
     if tokenizer is None:
         return [[match.span() for match in _WORD.finditer(text)] for text in texts]

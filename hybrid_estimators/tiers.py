@@ -38,6 +38,19 @@ def normalize_weights(weights, n_dimensions=None):
     Returns
     -------
     weights : ndarray of shape (n_dimensions,)
+
+    See Also
+    --------
+    weighted_average : Averages scores with these weights.
+
+    Examples
+    --------
+    >>> normalize_weights({"impact": 2.0, "novelty": 6.0}).tolist()
+    [0.25, 0.75]
+    >>> normalize_weights([1.0, -1.0])
+    Traceback (most recent call last):
+    ...
+    ValueError: weights must be finite and non-negative; got array([ 1., -1.]).
     """
     if isinstance(weights, dict):
         weights = list(weights.values())
