@@ -17,20 +17,20 @@ __all__ = ["HybridEstimatorsWarning", "FilterQualityWarning", "InSampleWarning"]
 class HybridEstimatorsWarning(UserWarning):
     """Base class of every warning this package issues.
 
-See Also
---------
-FilterQualityWarning : A filter's numbers say little.
-InSampleWarning : A number measured on training articles.
+    See Also
+    --------
+    FilterQualityWarning : A filter's numbers say little.
+    InSampleWarning : A number measured on training articles.
 
-Examples
---------
->>> import warnings
->>> with warnings.catch_warnings():
-...     warnings.simplefilter("ignore", HybridEstimatorsWarning)  # silences every subclass
-...     warnings.warn("routing scores without spread", FilterQualityWarning)
->>> issubclass(InSampleWarning, HybridEstimatorsWarning)
-True
-"""
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore", HybridEstimatorsWarning)  # silences every subclass
+    ...     warnings.warn("routing scores without spread", FilterQualityWarning)
+    >>> issubclass(InSampleWarning, HybridEstimatorsWarning)
+    True
+    """
 
 
 class FilterQualityWarning(HybridEstimatorsWarning):
@@ -41,8 +41,7 @@ class FilterQualityWarning(HybridEstimatorsWarning):
     See Also
     --------
     HybridEstimatorsWarning : The base class of the package's warnings.
-    hybrid_estimators.evaluation.cascade_report : Warns when Stage 2 is no
-        better than Stage 1.
+    InSampleWarning : Numbers measured on training articles.
 
     Examples
     --------
@@ -59,16 +58,20 @@ class FilterQualityWarning(HybridEstimatorsWarning):
 class InSampleWarning(HybridEstimatorsWarning):
     """A number was measured on articles a stage was trained on.
 
-See Also
---------
-hybrid_estimators.evaluation.in_sample_articles : The training articles
-    found among the ones measured.
-hybrid_estimators.evaluation.cascade_report : Leaves those articles out,
-    with this warning.
+    See Also
+    --------
+    hybrid_estimators.evaluation.in_sample_articles : The training articles
+        found among the ones measured.
+    hybrid_estimators.evaluation.cascade_report : Leaves those articles out,
+        with this warning.
 
-Examples
---------
->>> import warnings
->>> warnings.simplefilter("error", InSampleWarning)  # refuse in-sample numbers
->>> warnings.resetwarnings()
-"""
+    Examples
+    --------
+    >>> import warnings
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("error", InSampleWarning)  # refuse in-sample numbers
+    ...     warnings.warn("12 articles were trained on", InSampleWarning)
+    Traceback (most recent call last):
+    ...
+    hybrid_estimators.exceptions.InSampleWarning: 12 articles were trained on
+    """

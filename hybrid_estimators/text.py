@@ -191,18 +191,18 @@ def as_texts(X, *, fields=ARTICLE_FIELDS, separator="\n\n"):
 def special_tokens_around(tokenizer):
     """The special token ids a tokenizer puts before and after a text's own.
 
-See Also
---------
-truncate_head_tail : Leaves room for these tokens in its budget.
+    See Also
+    --------
+    truncate_head_tail : Leaves room for these tokens in its budget.
 
-Examples
---------
->>> from transformers import AutoTokenizer
->>> from hybrid_estimators.models import offline_e5_small
->>> tokenizer = AutoTokenizer.from_pretrained(offline_e5_small())
->>> special_tokens_around(tokenizer)  # <s> ... </s>
-([0], [2])
-"""
+    Examples
+    --------
+    >>> from transformers import AutoTokenizer
+    >>> from hybrid_estimators.models import offline_e5_small
+    >>> tokenizer = AutoTokenizer.from_pretrained(offline_e5_small())
+    >>> special_tokens_around(tokenizer)  # <s> ... </s>
+    ([0], [2])
+    """
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]
     full = tokenizer("a")["input_ids"]
     start = next(i for i in range(len(full)) if full[i : i + len(plain)] == plain)
