@@ -58,7 +58,17 @@ logger = logging.getLogger(__name__)
 
 
 class TeacherScoresError(ValueError):
-    """A teacher-scores file does not fit the filter or the articles."""
+    """A teacher-scores file does not fit the filter or the articles.
+
+    See Also
+    --------
+    read_teacher_scores : Raises it, naming the file and the line.
+
+    Examples
+    --------
+    >>> issubclass(TeacherScoresError, ValueError)  # caught as any bad input
+    True
+    """
 
 
 def _unwrap(stage):
@@ -100,6 +110,33 @@ def teacher_identity(filter_):
         ``{"filter": "name/version", "stage2_sha256": ...}``: the hash
         covers Stage 2's parameters, its adapter folder's files and the
         filter's ``stage2_weight``.
+
+    See Also
+    --------
+    read_teacher_scores : Refuses rows with another identity.
+    teacher_scores : The scores this identity vouches for.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyRegressor
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from hybrid_estimators import ArticleText, Filter, FilterSpec, make_articles
+    >>> X, _ = make_articles(4, random_state=0)
+    >>> def constant_stage(value):  # a prefit stage that scores every article `value`
+    ...     model = make_pipeline(ArticleText(), "passthrough",
+    ...                           DummyRegressor(strategy="constant", constant=[value]))
+    ...     return FrozenEstimator(model.fit(X, np.zeros((len(X), 1))))
+    >>> spec = FilterSpec.from_dict({"name": "demo", "version": "v1", "dimensions": {"impact": 1.0}})
+    >>> demo = Filter(spec, constant_stage(2.0), constant_stage(6.0)).fit()
+
+    >>> identity = teacher_identity(demo)
+    >>> identity["filter"], len(identity["stage2_sha256"])
+    ('demo/v1', 64)
+    >>> other = Filter(spec, constant_stage(2.0), constant_stage(5.0)).fit()
+    >>> teacher_identity(other)["stage2_sha256"] == identity["stage2_sha256"]  # another Stage 2
+    False
     """
     stage2 = _unwrap(filter_.stage2_)
     if stage2 is None:
@@ -182,6 +219,28 @@ def routing_every_article(filter_):
     ------
     ValueError
         For a filter without Stage 2.
+
+    See Also
+    --------
+    teacher_scores : Scores with it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyRegressor
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from hybrid_estimators import ArticleText, Filter, FilterSpec, make_articles
+    >>> X, _ = make_articles(4, random_state=0)
+    >>> def constant_stage(value):  # a prefit stage that scores every article `value`
+    ...     model = make_pipeline(ArticleText(), "passthrough",
+    ...                           DummyRegressor(strategy="constant", constant=[value]))
+    ...     return FrozenEstimator(model.fit(X, np.zeros((len(X), 1))))
+    >>> spec = FilterSpec.from_dict({"name": "demo", "version": "v1", "dimensions": {"impact": 1.0}})
+    >>> demo = Filter(spec, constant_stage(2.0), constant_stage(6.0)).fit()
+
+    >>> demo.route(X).tolist(), routing_every_article(demo).route(X).tolist()
+    ([False, False, False, False], [True, True, True, True])
     """
     if filter_.stage2_ is None:
         raise ValueError("teacher scores need a filter with a Stage 2.")
@@ -373,6 +432,20 @@ def read_teacher_sidecar(path):
     TeacherScoresError
         When the sidecar is missing, not a regular file, not JSON or not
         one of ``score``'s, or lacks the input it covers.
+
+    See Also
+    --------
+    read_teacher_scores : Checks a teacher file against its sidecar.
+    input_digest : The ``input`` a sidecar records.
+
+    Examples
+    --------
+    >>> import json, os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "teacher.jsonl")
+    >>> sidecar = {"format": "hybrid-estimators-score/1", "input": {"lines": 2, "sha256": "ab12"}}
+    >>> _ = open(path + ".meta.json", "w").write(json.dumps(sidecar))
+    >>> read_teacher_sidecar(path)["input"]
+    {'lines': 2, 'sha256': 'ab12'}
     """
     for candidate in _sidecar_candidates(path):
         try:
@@ -411,6 +484,11 @@ def input_digest(path):
     n_lines : int
     sha256 : str
 
+    See Also
+    --------
+    read_teacher_sidecar : The sidecar that records it.
+    check_teacher_lines : Compares it with a teacher file's sidecar.
+
     Examples
     --------
     >>> import hashlib, os, tempfile
@@ -446,6 +524,27 @@ def check_teacher_lines(path, rows, unlabelled):
     ------
     TeacherScoresError
         Naming the file and the first line that does not fit.
+
+    See Also
+    --------
+    read_teacher_scores : Runs it when given ``unlabelled=``.
+    input_digest : The lines and sha256 compared.
+
+    Examples
+    --------
+    >>> import json, os, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> unlabelled = os.path.join(folder, "in.jsonl")
+    >>> _ = open(unlabelled, "w").write('{"id": "a", "title": "A"}\\n{"id": "b", "title": "B"}\\n')
+    >>> lines, sha256 = input_digest(unlabelled)
+    >>> teacher = os.path.join(folder, "teacher.jsonl")
+    >>> sidecar = {"format": "hybrid-estimators-score/1", "input": {"lines": lines, "sha256": sha256}}
+    >>> _ = open(teacher + ".meta.json", "w").write(json.dumps(sidecar))
+    >>> check_teacher_lines(teacher, [{"line": 1, "id": "a"}, {"line": 2, "id": "b"}], unlabelled)
+    >>> check_teacher_lines(teacher, [{"line": 2, "id": "b"}, {"line": 1, "id": "a"}], unlabelled)
+    Traceback (most recent call last):
+    ...
+    hybrid_estimators.teacher.TeacherScoresError: ...teacher.jsonl: line 1: is the row of input line 2, not 1: rows reordered, duplicated, missing or renumbered
     """
     sidecar = read_teacher_sidecar(path)
     n_lines, digest, ids = _input_lines(unlabelled)
@@ -485,6 +584,20 @@ def check_disjoint(X_train, X_certify):
     ------
     ValueError
         Naming how many articles overlap and one of them.
+
+    See Also
+    --------
+    disjoint_split : A split that passes this check.
+    hybrid_estimators.text.text_hashes : The normalised text hashes compared.
+
+    Examples
+    --------
+    >>> train = [{"id": "a", "title": "Solar", "content": "Panels."}]
+    >>> check_disjoint(train, [{"id": "b", "title": "Wind", "content": "Turbines."}])
+    >>> check_disjoint(train, [{"id": "c", "title": "solar ", "content": "Panels."}])
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 articles are both in the training and the certification set (e.g. ...): a threshold certified on articles its probe was trained on carries no guarantee
     """
     train, certify = as_frame(X_train), as_frame(X_certify)
     shared = set(text_hashes(train)) & set(text_hashes(certify))
@@ -597,6 +710,21 @@ def sample_weight_params(pipeline, sample_weight):
     ``{"probe__sample_weight": w}`` for ``Pipeline([..., ("probe", ...)])``,
     the step names joined down nested pipelines; ``{}`` when every weight
     is 1, so that an estimator without ``sample_weight`` still fits.
+
+    See Also
+    --------
+    make_distillation_set : Returns the sample weights to pass.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import Ridge
+    >>> from sklearn.pipeline import Pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> stage1 = Pipeline([("scale", StandardScaler()), ("probe", Ridge())])
+    >>> list(sample_weight_params(stage1, [1.0, 3.0]))
+    ['probe__sample_weight']
+    >>> sample_weight_params(stage1, [1.0, 1.0])
+    {}
     """
     if np.all(np.asarray(sample_weight) == 1):
         return {}

@@ -35,7 +35,20 @@ _resolutions_logged = set()  # (name, path) pairs already logged
 
 def home_dir():
     """Cache folder of converted models: ``$HYBRID_ESTIMATORS_HOME``, else
-    ``$XDG_CACHE_HOME/hybrid_estimators`` (``~/.cache/hybrid_estimators``)."""
+    ``$XDG_CACHE_HOME/hybrid_estimators`` (``~/.cache/hybrid_estimators``).
+
+    See Also
+    --------
+    offline_e5_small : Converts a model into this folder.
+
+    Examples
+    --------
+    >>> import os
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"HYBRID_ESTIMATORS_HOME": "/tmp/models"}):
+    ...     home_dir().as_posix()
+    '/tmp/models'
+    """
     configured = os.environ.get("HYBRID_ESTIMATORS_HOME")
     if configured:
         return Path(configured).expanduser()
@@ -163,7 +176,20 @@ def _on_hub(name):
 
 
 def file_sha256(path):
-    """Hex sha256 of a file's bytes, read in 16 MiB chunks."""
+    """Hex sha256 of a file's bytes, read in 16 MiB chunks.
+
+    See Also
+    --------
+    hybrid_estimators.models.dequantized_gguf : Keys its folders by it.
+
+    Examples
+    --------
+    >>> import hashlib, os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "weights.bin")
+    >>> _ = open(path, "wb").write(b"weights")
+    >>> file_sha256(path) == hashlib.sha256(b"weights").hexdigest()
+    True
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(1 << 24), b""):

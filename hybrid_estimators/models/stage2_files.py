@@ -319,5 +319,11 @@ def resolve_stage2_base(model_name_or_path, gguf_file=None):
     ------
     ValueError
         When no source has the model; the message lists what was tried.
+
+    See Also
+    --------
+    hybrid_estimators.models.resolve_model : The ladder it follows.
+    smollm2_gguf : The offline SmolLM2 base.
+    hybrid_estimators.qwen.QwenRegressor : Loads its base through it.
     """
     return resolve_model(model_name_or_path, gguf_file)
