@@ -181,7 +181,7 @@ def cascade(filter_dir, backend, data, batch_size):
     stage2 = shipped.stage2
     stage2.estimator.set_params(show_progress_bar=False)
     router = HybridRouterRegressor(
-        stage1, stage2, spec.weights, threshold=shipped.threshold_, tiers=spec.tiers,
+        stage1, stage2, spec.weights, threshold=shipped.threshold, tiers=spec.tiers,
         gatekeepers=spec.gatekeepers or None, prefit=("stage1", "stage2"), cache=False,
         stage2_weight=shipped.stage2_weight,
     ).fit(X_train, Y_train)
@@ -200,7 +200,7 @@ def cascade(filter_dir, backend, data, batch_size):
     result = {
         "backend": backend,
         "n_articles": len(X_test),
-        "threshold": float(shipped.threshold_),
+        "threshold": float(shipped.threshold),
         "stage2_weight": float(weight),
         "stage1_ms": 1000 * timings["stage1"],
         "stage2_ms": 1000 * timings["standard"],

@@ -10,6 +10,7 @@ behind.
 """
 
 import contextlib
+import hashlib
 import math
 import numbers
 import os
@@ -21,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["atomic_write", "atomic_folder", "json_safe"]
+__all__ = ["adapter_fingerprint", "atomic_write", "atomic_folder", "json_safe"]
 
 
 def _safe_str(text):
@@ -247,3 +248,31 @@ def _swap_in(staging, path):
         os.rename(old, path)
         raise
     shutil.rmtree(old, ignore_errors=True)
+
+
+def adapter_fingerprint(folder):
+    """sha256 over the names and contents of a folder's files (a Stage 2 adapter).
+
+    The package's one fingerprint of an adapter folder: recorded with an
+    evaluation (is the Stage 2 in the filter still the one evaluated?) and
+    in teacher identities.
+
+    Parameters
+    ----------
+    folder : str or path-like
+
+    Returns
+    -------
+    fingerprint : str or None
+        None when `folder` is not a folder.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return None
+    digest = hashlib.sha256()
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        digest.update(path.relative_to(folder).as_posix().encode("utf-8") + b"\0")
+        with open(path, "rb") as file:
+            for chunk in iter(lambda: file.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()

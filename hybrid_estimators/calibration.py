@@ -74,6 +74,22 @@ def _candidate_thresholds(thresholds, medium_plus_scores):
     return np.unique(np.concatenate([[SCORE_MIN], candidates]))
 
 
+def _prefit_at_threshold(router, threshold):
+    """The prefit `router` itself at `threshold`, nothing fitted left at another value.
+
+    As scikit-learn's prefit tuners use the estimator itself: a shallow copy
+    (the fitted stages are the router's, nothing is trained) with the
+    parameter set. A router whose ``fit`` needs no data (its tags say no
+    target is required, e.g. a ``Filter``) derives its fitted attributes
+    from its parameters alone, so it is fitted again; a
+    ``HybridRouterRegressor`` reads `threshold` when it routes.
+    """
+    best = copy.copy(router).set_params(threshold=threshold)
+    if not get_tags(best).target_tags.required:
+        best.fit()
+    return best
+
+
 class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     """Choose a router's threshold so that Stage 2 sees enough MEDIUM+ articles.
 
@@ -302,9 +318,7 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         self._choose_threshold(results)
         self.cv_results_ = results if self.store_cv_results else None
         if self.cv == "prefit":
-            self.best_estimator_ = copy.copy(self.router).set_params(
-                threshold=self.threshold_
-            )
+            self.best_estimator_ = _prefit_at_threshold(self.router, self.threshold_)
         elif self.refit:
             self.best_estimator_ = (
                 clone(self.router).set_params(threshold=self.threshold_).fit(X, Y)

@@ -6,10 +6,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 from sklearn.utils import check_random_state
 
 from .tiers import DEFAULT_TIERS
+
+#: Largest ``filter.yaml`` of a labelled folder, in bytes.
+MAX_LABELLED_CONFIG_BYTES = 1 << 20
+#: Largest ``articles.jsonl`` of a labelled folder, in bytes.
+MAX_LABELLED_ARTICLES_BYTES = 4 << 30
 
 #: Dimension -> the words whose presence raises its score in `make_articles`.
 SYNTHETIC_SIGNALS = {
@@ -133,32 +137,65 @@ def load_articles(folder):
     >>> if folder is not None:
     ...     X, Y, spec = load_articles(folder / "seece_energy_tech")
     """
+    from .filters._safe_io import FilterError, _load_yaml, read_regular_file
+
     folder = Path(folder)
-    spec = yaml.safe_load((folder / "filter.yaml").read_text(encoding="utf-8"))
+    config = folder / "filter.yaml"
+    try:
+        spec = _load_yaml(read_regular_file(config, MAX_LABELLED_CONFIG_BYTES, "filter.yaml"), str(config))
+    except (FilterError, OSError) as error:
+        raise ValueError(f"{config}: {error}" if str(config) not in str(error) else str(error)) from None
+    dimensions = _labelled_dimensions(spec, config)
     spec.setdefault("tiers", dict(DEFAULT_TIERS))
-    dimensions = list(spec["dimensions"])
     rows, scores = [], []
     path = folder / "articles.jsonl"
-    with path.open(encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
+    try:
+        data = read_regular_file(path, MAX_LABELLED_ARTICLES_BYTES, "articles.jsonl")
+    except (FilterError, OSError) as error:
+        raise ValueError(f"{path}: {error}" if str(path) not in str(error) else str(error)) from None
+    for line_number, line in enumerate(data.decode("utf-8", errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        where = f"{path}:{line_number}"
+        try:
             article = json.loads(line)
-            missing = [d for d in dimensions if d not in article.get("scores", {})]
-            if missing:
-                raise ValueError(
-                    f"{path}:{line_number} (id={article.get('id')!r}) has no score "
-                    f"for {missing}."
-                )
-            rows.append(
-                {
-                    "id": article.get("id", f"line-{line_number}"),
-                    "title": article.get("title", ""),
-                    "content": article.get("content", ""),
-                    "language": article.get("language"),
-                }
-            )
-            scores.append([float(article["scores"][d]) for d in dimensions])
+        except ValueError as error:
+            raise ValueError(f"{where}: not a JSON object: {error}") from None
+        if not isinstance(article, dict):
+            raise ValueError(f"{where}: expected a JSON object, got {type(article).__name__}.")
+        where = f"{where} (id={article.get('id')!r})"
+        given = article.get("scores", {})
+        if not isinstance(given, dict):
+            raise ValueError(f"{where}: scores must be an object of dimension -> 0-10, got {given!r}.")
+        missing = [d for d in dimensions if d not in given]
+        if missing:
+            raise ValueError(f"{where} has no score for {missing}.")
+        try:
+            scores.append([float(given[d]) for d in dimensions])
+        except (TypeError, ValueError):
+            raise ValueError(f"{where}: scores must be numbers, got {given!r}.") from None
+        rows.append(
+            {
+                "id": article.get("id", f"line-{line_number}"),
+                "title": article.get("title", ""),
+                "content": article.get("content", ""),
+                "language": article.get("language"),
+            }
+        )
     X = pd.DataFrame(rows, columns=["id", "title", "content", "language"])
-    Y = pd.DataFrame(np.array(scores, dtype=float), columns=dimensions)
+    Y = pd.DataFrame(np.array(scores, dtype=float).reshape(-1, len(dimensions)), columns=dimensions)
     return X, Y, spec
+
+
+def _labelled_dimensions(spec, config):
+    """The dimension names of a labelled folder's ``filter.yaml``, or an error naming it."""
+    if not isinstance(spec, dict):
+        what = "empty" if spec is None else f"a {type(spec).__name__}, not a mapping"
+        raise ValueError(f"{config}: is {what}; expected name, dimensions and tiers.")
+    dimensions = spec.get("dimensions")
+    if not isinstance(dimensions, dict) or not dimensions:
+        raise ValueError(f"{config}: dimensions must be a non-empty mapping of name -> weight, got {dimensions!r}.")
+    tiers = spec.get("tiers")
+    if tiers is not None and not isinstance(tiers, dict):
+        raise ValueError(f"{config}: tiers must be a mapping of tier -> lowest score, got {tiers!r}.")
+    return [str(name) for name in dimensions]

@@ -177,6 +177,12 @@ def tier_accuracy(Y_true, Y_pred, weights, *, tiers=None, gatekeepers=None):
     return float(np.mean(true_tiers == predicted))
 
 
+def _majority_tier_share(Y_true, weights, tiers=None, gatekeepers=None):
+    """Tier accuracy of always predicting the largest true tier (the majority-class baseline)."""
+    _, counts = np.unique(tier_of(_true_averages(Y_true, weights, gatekeepers), tiers), return_counts=True)
+    return float(counts.max() / counts.sum())
+
+
 def expected_cost(skip, stage1_cost, stage2_cost):
     """Expected cost per article of the cascade: ``T1 + (1 - skip) * T2``.
 
@@ -498,6 +504,8 @@ def cross_validated_stage1_metrics(
         "cv_tier_accuracy": tier_accuracy(
             Y_true, Y_pred, weights, tiers=tiers, gatekeepers=gatekeepers
         ),
+        "cv_tier_accuracy_baseline": _majority_tier_share(Y_true, weights, tiers, gatekeepers),
+        "cv_routing_score_std": float(np.std(np.clip(_true_averages(Y_pred, weights), 0.0, 10.0))),
         "cv_medium_plus_recall_at_threshold": medium_plus_recall(
             Y_true, routed, weights, tiers=tiers, gatekeepers=gatekeepers
         ),
@@ -505,6 +513,7 @@ def cross_validated_stage1_metrics(
     }
     for j, name in enumerate(names):
         metrics[f"cv_mae_{name}"] = float(np.mean(np.abs(Y_true[:, j] - Y_pred[:, j])))
+        metrics[f"cv_mae_{name}_baseline"] = float(np.mean(np.abs(Y_true[:, j] - baseline[:, j])))
     if len(candidates) > 1:
         for name, value in maes.items():
             metrics[f"cv_mae_weighted_average_{name}"] = value

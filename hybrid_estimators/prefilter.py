@@ -4,8 +4,6 @@ import re
 import unicodedata
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from .text import as_frame
 
 #: Unicode categories that draw nothing: controls, format characters
@@ -171,7 +169,3 @@ class Prefilter:
             if reason:
                 return str(reason)
         return None
-
-    def mask(self, X):
-        """Boolean mask of the articles that pass."""
-        return np.array([reason is None for reason in self.blocked_by(X)], dtype=bool)

@@ -40,7 +40,7 @@ from ._lm_training import (
     fine_tune,
     validate_targets,
 )
-from .text import as_frame, as_texts
+from .text import as_frame, as_texts, check_head_tail
 
 __all__ = ["QwenRegressor", "fit_ridge_head", "truncate_ids", "LAYOUT_FILE", "POOLINGS"]
 
@@ -459,16 +459,7 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
     # --- validation ----------------------------------------------------------
 
     def _check_truncation(self):
-        if self.head_tail is not None:
-            if (
-                len(self.head_tail) != 2
-                or any(not isinstance(n, Integral) or n < 0 for n in self.head_tail)
-                or sum(self.head_tail) == 0
-            ):
-                raise ValueError(
-                    "head_tail must be two non-negative token counts, not both 0, "
-                    f"or None; got {self.head_tail!r}."
-                )
+        check_head_tail(self.head_tail)
 
     def _check_layers(self):
         """Type check of `layers` (its range needs the model's config)."""

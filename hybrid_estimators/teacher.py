@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from sklearn.base import clone
 
+from ._io import adapter_fingerprint
 from .text import as_frame, text_hashes
 
 __all__ = [
@@ -73,15 +74,6 @@ class TeacherScoresError(ValueError):
 
 def _unwrap(stage):
     return getattr(stage, "estimator", stage)  # FrozenEstimator
-
-
-def _folder_sha256(folder):
-    digest = hashlib.sha256()
-    for path in sorted(Path(folder).rglob("*")):
-        if path.is_file():
-            digest.update(path.relative_to(folder).as_posix().encode())
-            digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
 
 
 def _stable_repr(value):
@@ -151,7 +143,7 @@ def teacher_identity(filter_):
     digest.update(Path(base).name.encode())
     adapter = stage2.get_params().get("adapter")
     if adapter is not None:
-        digest.update(_folder_sha256(adapter).encode())
+        digest.update(adapter_fingerprint(adapter).encode())
     if filter_.stage2_weight != 1:  # the teacher's scores are the blend the filter returns
         digest.update(f"stage2_weight={float(filter_.stage2_weight)!r}".encode())
     spec = filter_.spec

@@ -237,6 +237,49 @@ def token_spans(texts, tokenizer=None):
     return encoding["offset_mapping"]
 
 
+def check_head_tail(head_tail, where="head_tail"):
+    """The package's one check of a head+tail token budget.
+
+    Parameters
+    ----------
+    head_tail : pair of int or None
+        Tokens kept from the start and from the end of a text.
+    where : str, default="head_tail"
+        How the error names the value.
+
+    Returns
+    -------
+    head_tail : tuple of (int, int) or None
+
+    Raises
+    ------
+    ValueError
+        Unless `head_tail` is None or two non-negative integers, not both 0.
+
+    Examples
+    --------
+    >>> check_head_tail([256, 256])
+    (256, 256)
+    >>> check_head_tail((0, 0))
+    Traceback (most recent call last):
+    ...
+    ValueError: head_tail must be two non-negative token counts, not both 0, or None; got (0, 0).
+    """
+    if head_tail is None:
+        return None
+    if (
+        isinstance(head_tail, (str, bytes))
+        or not hasattr(head_tail, "__len__")
+        or len(head_tail) != 2
+        or any(isinstance(n, bool) or not isinstance(n, numbers.Integral) or n < 0 for n in head_tail)
+        or sum(head_tail) == 0
+    ):
+        raise ValueError(
+            f"{where} must be two non-negative token counts, not both 0, or None; got {head_tail!r}."
+        )
+    return int(head_tail[0]), int(head_tail[1])
+
+
 def truncate_head_tail(text, head, tail, *, marker=" [...] ", tokenizer=None, spans=None):
     """Keep the first `head` and last `tail` tokens of `text`, joined by `marker`.
 
@@ -434,13 +477,7 @@ class ArticleText(TransformerMixin, BaseEstimator):
         self : object
         """
         self._check_text_columns()
-        if self.head_tail is not None:
-            head, tail = self.head_tail
-            if head < 0 or tail < 0 or head + tail == 0:
-                raise ValueError(
-                    f"head_tail must be two non-negative token counts, not both 0; "
-                    f"got {self.head_tail!r}."
-                )
+        check_head_tail(self.head_tail)
         frame = as_frame(X)
         _check_n_features(self, frame, reset=True)
         _check_feature_names(self, frame, reset=True)

@@ -87,7 +87,7 @@ def _probe_filter(filter_, X, Y, sample_weight=None):
     stage1 = clone(filter_.stage1.estimator)
     params = {} if sample_weight is None else sample_weight_params(stage1, sample_weight)
     stage1.fit(X, Y, **params)
-    return Filter(filter_.spec, FrozenEstimator(stage1), filter_.stage2, metadata={}).fit()
+    return Filter.from_spec(filter_.spec, FrozenEstimator(stage1), filter_.stage2, metadata={}).fit()
 
 
 def _certify(router, X, Y, reference, target, confidence):

@@ -279,7 +279,7 @@ def evaluate(name, data_root, cache, args, oof=None):
         oof = None
     if oof is None:
         oof = np.stack([
-            stage1_cv(scorer.spec, X, Y, cache, scorer.threshold_, kinds=(metrics["probe"],),
+            stage1_cv(scorer.spec, X, Y, cache, scorer.threshold, kinds=(metrics["probe"],),
                       cv=folds, random_state=seed)[1]
             for seed in seeds
         ])

@@ -47,4 +47,4 @@ def numeric_filter(noise=1.0, threshold=4.0, random_state=0, min_length=10, stag
                                  "stage2_weight": stage2_weight},
         }
     )
-    return Filter(spec, FrozenEstimator(stage1), FrozenEstimator(stage2), metadata={}).fit()
+    return Filter.from_spec(spec, FrozenEstimator(stage1), FrozenEstimator(stage2), metadata={}).fit()

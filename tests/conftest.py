@@ -59,7 +59,7 @@ def seece_with_tiny_stage2(tiny_qwen2_path, tmp_path_factory):
         early_stopping=False, random_state=0, show_progress_bar=False,
     ).fit(X, Y)
     spec = shipped.spec  # stage2_weight 0.5, as shipped
-    complete = Filter(spec, shipped.stage1, FrozenEstimator(stage2), threshold=shipped.threshold_).fit()
+    complete = Filter.from_spec(spec, shipped.stage1, FrozenEstimator(stage2), threshold=shipped.threshold).fit()
     return save_filter(complete, tmp_path_factory.mktemp("two_stage") / "seece_energy_tech" / "v1", spec)
 
 

@@ -1,4 +1,5 @@
 import json
+import os
 
 import numpy as np
 import pytest
@@ -37,6 +38,44 @@ def test_load_articles_names_a_line_without_a_score(tmp_path):
     (tmp_path / "filter.yaml").write_text("name: t\ndimensions:\n  a: 1.0\n")
     (tmp_path / "articles.jsonl").write_text(json.dumps({"id": "q", "scores": {}}) + "\n")
     with pytest.raises(ValueError, match=r"articles.jsonl:1 \(id='q'\) has no score for \['a'\]"):
+        load_articles(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "config, message",
+    [
+        ("", r"filter.yaml: is empty"),
+        ("- a\n- b\n", r"filter.yaml: is a list, not a mapping"),
+        ("name: t\ndimensions: abc\n", r"filter.yaml: dimensions must be a non-empty mapping"),
+        ("name: t\ndimensions: &d {a: 1}\nother: *d\n", r"filter.yaml.*alias"),
+    ],
+)
+def test_a_bad_filter_yaml_is_an_error_naming_it(tmp_path, config, message):
+    (tmp_path / "filter.yaml").write_text(config)
+    (tmp_path / "articles.jsonl").write_text(json.dumps({"id": "q", "scores": {"a": 1}}) + "\n")
+    with pytest.raises(ValueError, match=message):
+        load_articles(tmp_path)
+
+
+@pytest.mark.parametrize("scores", ["high", {"a": "high"}, [1]])
+def test_a_score_that_is_not_a_number_names_the_line(tmp_path, scores):
+    (tmp_path / "filter.yaml").write_text("name: t\ndimensions:\n  a: 1.0\n")
+    (tmp_path / "articles.jsonl").write_text(json.dumps({"id": "q", "scores": scores}) + "\n")
+    with pytest.raises(ValueError, match=r"articles.jsonl:1 \(id='q'\).*scores"):
+        load_articles(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["filter.yaml", "articles.jsonl"])
+def test_a_labelled_file_that_is_a_fifo_or_a_device_is_refused(tmp_path, name):
+    (tmp_path / "filter.yaml").write_text("name: t\ndimensions:\n  a: 1.0\n")
+    (tmp_path / "articles.jsonl").write_text(json.dumps({"id": "q", "scores": {"a": 1}}) + "\n")
+    (tmp_path / name).unlink()
+    os.mkfifo(tmp_path / name)  # nobody writes: a plain open would hang
+    with pytest.raises(ValueError, match=rf"{name}.*FIFO, not a regular file"):
+        load_articles(tmp_path)
+    (tmp_path / name).unlink()
+    (tmp_path / name).symlink_to("/dev/zero")
+    with pytest.raises(ValueError, match=rf"{name}.*not a regular file"):
         load_articles(tmp_path)
 
 

@@ -223,7 +223,7 @@ def test_a_probe_that_is_a_folder_is_reported_not_raised(folder, capsys):
 
 
 def test_a_probe_larger_than_the_bound_is_not_read(folder, monkeypatch):
-    monkeypatch.setattr(filters, "MAX_PROBE_BYTES", 100)
+    monkeypatch.setattr(filters._safe_io, "MAX_PROBE_BYTES", 100)
     with pytest.raises(FilterError, match=r"the probe has [\d,]+ bytes, more than the 100 allowed"):
         load_filter(folder)
 
@@ -357,7 +357,7 @@ def test_a_zip_bomb_is_refused_without_expanding_it(folder, capsys, skops_never_
 
 
 def test_the_total_uncompressed_size_is_bounded(folder, monkeypatch, skops_never_reads):
-    monkeypatch.setattr(filters, "MAX_PROBE_UNCOMPRESSED_BYTES", 1 << 20)
+    monkeypatch.setattr(filters._safe_io, "MAX_PROBE_UNCOMPRESSED_BYTES", 1 << 20)
     members = {"schema.json": b"{}", "a.npy": os.urandom(600_000), "b.npy": os.urandom(600_000)}
     _plant_probe(folder, _archive(members, zipfile.ZIP_STORED))
     with pytest.raises(FilterError, match=r"would expand to 1,200,002 bytes, more than the 1,048,576"):
@@ -365,7 +365,7 @@ def test_the_total_uncompressed_size_is_bounded(folder, monkeypatch, skops_never
 
 
 def test_too_many_members_are_refused(folder, monkeypatch, skops_never_reads):
-    monkeypatch.setattr(filters, "MAX_ARCHIVE_MEMBERS", 5)
+    monkeypatch.setattr(filters._safe_io, "MAX_ARCHIVE_MEMBERS", 5)
     _plant_probe(folder, _archive({f"m{i}": b"" for i in range(6)}))
     with pytest.raises(FilterError, match="the archive has 6 members"):
         load_probe(folder / PROBE_FILE, read_metadata(folder))
@@ -422,3 +422,30 @@ def test_names_are_shown_without_terminal_escapes(folder, capsys):
 
 def test_resolve_in_folder_accepts_paths_inside(tmp_path):
     assert resolve_in_folder(tmp_path, "probe/p.skops", "probe") == (tmp_path / "probe" / "p.skops").resolve()
+
+
+# --- the score path reads the metadata through the same bounded reader (issue 21, item 6) ---
+
+
+@pytest.mark.parametrize("kind", ["fifo", "dev_zero"])
+def test_score_refuses_a_metadata_that_is_a_fifo_or_a_device_fast(folder, tmp_path, capsys, kind):
+    (folder / METADATA_FILE).unlink()
+    if kind == "fifo":
+        os.mkfifo(folder / METADATA_FILE)  # nobody writes: a plain open would hang
+    else:
+        (folder / METADATA_FILE).symlink_to("/dev/zero")  # a plain read grows without end
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "a", "title": "Grid", "content": "A new battery plant."}) + "\n")
+    tracemalloc.start()
+    try:
+        with deadline(20):
+            status = main(["score", "--filter", str(folder), "--stage1-only", "--no-progress",
+                           "-o", str(tmp_path / "out.jsonl"), str(source)])
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    err = capsys.readouterr().err
+    assert status != 0
+    assert "metadata.json" in err and ("not a regular file" in err or "links" in err or "leaves" in err)
+    assert peak < 64 << 20
+    assert not (tmp_path / "out.jsonl").exists() or (tmp_path / "out.jsonl").read_text() == ""

@@ -26,6 +26,7 @@ from hybrid_estimators.filters import (
     evaluation_staleness,
     load_filter,
     model_card,
+    record_calibration,
     record_evaluation,
     save_filter,
 )
@@ -170,9 +171,9 @@ def test_config_naming_another_embedder_is_refused(saved, tmp_path):
         ({"hybrid_inference": {"stage2": {"adapter": "model"}}}, r"hybrid_inference.stage2: expected a mapping with 'base_model'"),
         ({"prefilter": {"block_patterns": {"bad": "("}}}, r"prefilter: prefilter.block_patterns\['bad'\]: invalid regular expression"),
         ({"colour": "blue"}, r"unknown keys \['colour'\]"),
-        ({"hybrid_inference": {"embedding_head_tail": [60]}}, r"hybrid_inference.embedding_head_tail: expected two token counts"),
-        ({"hybrid_inference": {"embedding_head_tail": [0, 0]}}, r"hybrid_inference.embedding_head_tail: head and tail are both 0"),
-        ({"hybrid_inference": {"embedding_head_tail": [-1, 5]}}, r"hybrid_inference.embedding_head_tail: expected an integer >= 0, got -1"),
+        ({"hybrid_inference": {"embedding_head_tail": [60]}}, r"hybrid_inference.embedding_head_tail must be two non-negative token counts.*\[60\]"),
+        ({"hybrid_inference": {"embedding_head_tail": [0, 0]}}, r"hybrid_inference.embedding_head_tail must be two non-negative token counts, not both 0.*\[0, 0\]"),
+        ({"hybrid_inference": {"embedding_head_tail": [-1, 5]}}, r"hybrid_inference.embedding_head_tail must be two non-negative token counts.*got \[-1, 5\]"),
     ],
 )
 def test_spec_errors_name_the_key(change, message):
@@ -205,7 +206,7 @@ def test_prefilter_reports_reasons_in_order():
     assert prefilter.blocked_by(articles) == [
         "keyword:sports", "pattern:ad", None, "language:de", "min_length:12", "no-digits"
     ]
-    assert prefilter.mask(articles).tolist() == [False, False, True, False, False, False]
+    assert [reason is None for reason in prefilter.blocked_by(articles)] == [False, False, True, False, False, False]
 
 
 # --- one metadata schema ---------------------------------------------------------------
@@ -330,7 +331,7 @@ def two_stage(saved, data, tmp_path_factory):
                            max_length=128, num_labels=3)
     spec = FilterSpec.from_yaml(folder / "config.yaml")
     # A Filter runs no stage when fitted (a router would load Stage 2 to check its width).
-    complete = Filter(spec, FrozenEstimator(router.stage1_), FrozenEstimator(stage2)).fit()
+    complete = Filter.from_spec(spec, FrozenEstimator(router.stage1_), FrozenEstimator(stage2)).fit()
     out = save_filter(complete, root / "demo" / "v1", spec, training_data=(X, Y))
     return out, adapter
 
@@ -357,7 +358,7 @@ def test_saving_again_replaces_the_adapter_whole(saved, data, tmp_path):
         (adapter / extra).write_text(extra)
         stage2 = QwenRegressor("org/base", adapter=str(adapter), num_labels=3)
         spec = FilterSpec.from_yaml(folder / "config.yaml")
-        complete = Filter(spec, FrozenEstimator(router.stage1_), FrozenEstimator(stage2)).fit()
+        complete = Filter.from_spec(spec, FrozenEstimator(router.stage1_), FrozenEstimator(stage2)).fit()
         save_filter(complete, target, spec)
     assert sorted(p.name for p in (target / "model").iterdir()) == [
         "adapter_config.json", "adapter_model.safetensors", "second.txt"]
@@ -369,7 +370,7 @@ def test_an_adapter_for_other_dimensions_is_refused(saved, data, tmp_path):
     X, Y = data
     stage2 = QwenRegressor("org/base", adapter=str(fake_adapter(tmp_path / "a", n_labels=2)))
     spec = FilterSpec.from_yaml(folder / "config.yaml")
-    complete = Filter(spec, FrozenEstimator(router.stage1_), FrozenEstimator(stage2)).fit()
+    complete = Filter.from_spec(spec, FrozenEstimator(router.stage1_), FrozenEstimator(stage2)).fit()
     with pytest.raises(FilterError, match="has 2 labels|gives 2 labels"):
         save_filter(complete, tmp_path / "f", spec)
 
@@ -383,7 +384,7 @@ def test_a_stage2_fitted_in_memory_is_saved_into_the_filter(saved, data, tiny_qw
         max_epochs=1, early_stopping=False, random_state=0, show_progress_bar=False,
     ).fit(X[:24], Y[:24])
     spec = FilterSpec.from_yaml(folder / "config.yaml")
-    complete = Filter(spec, FrozenEstimator(router.stage1_), FrozenEstimator(stage2), threshold=0.0).fit()
+    complete = Filter.from_spec(spec, FrozenEstimator(router.stage1_), FrozenEstimator(stage2), threshold=0.0).fit()
     out = save_filter(complete, tmp_path / "filter", spec)
 
     assert (out / "model" / "adapter_config.json").is_file()
@@ -407,7 +408,7 @@ SPLIT = {"description": "20 synthetic articles neither stage saw", "n_articles":
 
 
 def _warnings(caplog):
-    return [r for r in caplog.records if r.levelname == "WARNING" and r.name == "hybrid_estimators.filters"]
+    return [r for r in caplog.records if r.levelname == "WARNING" and r.name.startswith("hybrid_estimators.filters")]
 
 
 def test_a_filter_whose_record_doubts_stage2_warns_once_on_load(saved, two_stage, caplog, capsys):
@@ -480,7 +481,7 @@ def test_the_model_card_is_plain_markdown_filled_from_the_metadata(two_stage):
         "`org/base-model`", "reading the first 64 and last 64 tokens", "## Stage 1 quality",
         "## Routing threshold", "## Does Stage 2 earn its place?", "## Training data and versions",
         "fitted on 80 labelled articles", "## Intended use and limitations", "## How to use it",
-        'load_filter("filters/demo/v1")',
+        f'load_filter("{folder.as_posix()}")',  # the folder it was saved to (issue 22)
     ):
         assert expected in card, expected
 
@@ -599,7 +600,7 @@ def test_train_probe_distils_stage2_and_calibrate_certifies_on_the_held_out_half
     assert main([*calibrate, "--record-only"]) == 0
     assert "recorded threshold" in capsys.readouterr().out
     recorded = load_filter(out)
-    assert recorded.threshold_ == distilled.threshold_ and recorded.metadata["calibration"] is None
+    assert recorded.threshold == distilled.threshold and recorded.metadata["calibration"] is None
     [certificate] = recorded.metadata["calibrations"]
     assert certificate["reference"] == "stage2" and certificate["n"] == 30
     assert "Also certified against Stage 2's verdicts, not in use" in (out / "README.md").read_text()
@@ -608,7 +609,7 @@ def test_train_probe_distils_stage2_and_calibrate_certifies_on_the_held_out_half
     assert "calibrated demo/v1 on 30 articles, against Stage 2's verdicts" in capsys.readouterr().out
     calibrated = load_filter(out)
     assert calibrated.metadata["calibration"]["n"] == 30
-    assert calibrated.threshold_ == pytest.approx(certificate["threshold"])
+    assert calibrated.threshold == pytest.approx(certificate["threshold"])
 
 
 def test_train_probe_refuses_half_a_distillation(two_stage, tmp_path, capsys):
@@ -668,3 +669,101 @@ def test_a_config_whose_budget_changed_after_training_is_refused(minilm_path, da
 def test_a_head_tail_a_config_cannot_say_is_refused(minilm_path, data, tmp_path, article_text):
     with pytest.raises(FilterError, match="cannot be written in a config"):
         _budget_filter(minilm_path, data, tmp_path / "f", article_text)
+
+
+def test_save_filter_leaves_the_callers_spec_as_it_was(saved, tmp_path):
+    router, folder = saved
+    loaded = load_filter(folder)
+    spec = loaded.spec
+    before = json.dumps(spec.to_dict(), sort_keys=True)
+    assert spec.hybrid_inference["threshold"] == 3.0
+    changed = loaded.set_params(threshold=6.5).fit()
+    save_filter(changed, tmp_path / "again", spec)
+    assert json.dumps(spec.to_dict(), sort_keys=True) == before
+    save_filter(changed, tmp_path / "from_spec_")  # None: the filter's spec_, at its parameters
+    assert load_filter(tmp_path / "from_spec_").threshold == 6.5
+    assert load_filter(tmp_path / "again").threshold == 6.5  # the router's threshold is written
+
+
+def _files(folder):
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_record_calibration_changes_every_file_or_none(saved, tmp_path, monkeypatch):
+    from hybrid_estimators.filters import save as save_module
+
+    _, folder = saved
+    folder = _copy(folder, tmp_path)
+    before = _files(folder)
+    calibration = {"threshold": 2.25, "target_recall": 0.9, "confidence": 0.9, "reference": "oracle"}
+
+    def broken_card(*args, **kwargs):
+        raise OSError("disk full while writing the card")
+
+    monkeypatch.setattr(save_module, "model_card", broken_card)
+    with pytest.raises(OSError, match="disk full"):
+        record_calibration(folder, calibration)
+    assert _files(folder) == before
+    monkeypatch.undo()
+
+    real_write = save_module.atomic_write
+
+    def failing_on_the_card(path, data, **kwargs):  # config and metadata were already replaced
+        if path.name == "README.md":
+            raise OSError("disk full while writing the card")
+        return real_write(path, data, **kwargs)
+
+    monkeypatch.setattr(save_module, "atomic_write", failing_on_the_card)
+    with pytest.raises(OSError, match="disk full"):
+        record_calibration(folder, calibration)
+    assert _files(folder) == before  # put back, no backup left behind
+    monkeypatch.undo()
+
+    record_calibration(folder, calibration)
+    after = _files(folder)
+    assert set(after) == set(before)
+    assert yaml.safe_load(after["config.yaml"])["hybrid_inference"]["threshold"] == 2.25
+    assert json.loads(after["probe/metadata.json"])["calibration"]["threshold"] == 2.25
+    assert after["README.md"] != before["README.md"]
+
+
+def test_the_card_names_the_folder_it_was_saved_to(saved):
+    _, folder = saved
+    card = (folder / "README.md").read_text()
+    assert f'load_filter("{folder.as_posix()}")' in card
+    assert f"hybrid-estimators info --filter {folder.as_posix()}" in card
+
+
+def test_a_near_constant_filter_is_flagged_once_on_load_and_by_info_and_card(saved, tmp_path, capsys):
+    from hybrid_estimators.exceptions import FilterQualityWarning
+    from hybrid_estimators.filters import quality_verdicts
+
+    _, folder = saved
+    folder = _copy(folder, tmp_path)
+    metadata = json.loads((folder / METADATA_FILE).read_text())
+    names = metadata["dimension_names"]
+    metadata["metrics"] = {
+        "cv_threshold": 4.5, "cv_mae_weighted_average": 0.619, "cv_mae_weighted_average_baseline": 0.632,
+        "cv_tier_accuracy": 0.968, "cv_tier_accuracy_baseline": 0.968, "cv_routing_score_std": 0.058,
+        "cv_skip_rate_at_threshold": 0.5,
+        **{f"cv_mae_{n}": 1.0 for n in names}, f"cv_mae_{names[0]}_baseline": 0.9,
+        **{f"cv_mae_{n}_baseline": 2.0 for n in names[1:]},
+    }
+    (folder / METADATA_FILE).write_text(json.dumps(metadata))
+    failed = {v.check: v.message for v in quality_verdicts(metadata) if not v.passed}
+    assert set(failed) == {"probe_vs_mean", "dimension_vs_mean", "routing_score_spread", "tier_accuracy_vs_majority"}
+    assert failed["probe_vs_mean"].startswith("Stage 1 barely beats predicting the mean: weighted-average MAE 0.619")
+    assert failed["dimension_vs_mean"] == f"{names[0]}: Stage 1 is no better than predicting the mean (MAE 1.000 against 0.900)."
+    with pytest.warns(FilterQualityWarning) as caught:
+        load_filter(folder)
+    messages = [str(w.message) for w in caught if w.category is FilterQualityWarning]
+    assert len(messages) == 4 and len(set(messages)) == 4  # each verdict once
+    assert any("barely beats predicting the mean" in m for m in messages)
+    assert main(["info", "--filter", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert "WARNING: tier accuracy 96.8% against 96.8% for always predicting the largest tier" in out
+    assert "at an earlier threshold 4.500 (the filter now routes at 3):" in out
+    assert f"cv_mae_{names[1]}" in out and "(predicting the mean: 2.0" in out
+    card = model_card(FilterSpec.from_yaml(folder / "config.yaml"), metadata)
+    assert "tier accuracy | 96.8% (always the largest tier: 96.8%) |" in card
+    assert "**Warning**: the routing score's standard deviation is 0.058" in card

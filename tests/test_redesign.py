@@ -98,7 +98,7 @@ def test_loading_a_filter_runs_no_stage():
     filter_ = load_filter(FILTERS / "seece_energy_tech" / "v1")
     stage2 = filter_.stage2_.estimator
     assert not hasattr(stage2, "_model")  # Stage 2's weights are not even loaded yet
-    assert filter_.threshold_ == filter_.spec.hybrid_inference["threshold"]
+    assert filter_.threshold == filter_.spec.hybrid_inference["threshold"]  # the parameter; no fitted twin
 
 
 def _modes(folder):

@@ -31,7 +31,7 @@ def test_teacher_scores_are_stage2_on_every_article_and_nan_where_blocked(filter
     assert scores.columns.tolist() == ["a", "b"]
     np.testing.assert_allclose(scores.iloc[[0, 2]].to_numpy(), [[1, 1], [9, 9]], atol=1e-6)
     assert scores.iloc[1].isna().all()
-    assert filter_.threshold is None  # the filter itself is left as it was
+    assert filter_.threshold == 4.0  # the filter itself is left as it was
 
 
 def _write(path, rows):

@@ -177,6 +177,9 @@ def test_head_tail_loads_its_tokenizer_once_in_fit(minilm_path, monkeypatch):
         return real(*args, **kwargs)
 
     monkeypatch.setattr(AutoTokenizer, "from_pretrained", counting)
+    from hybrid_estimators import text
+
+    text._load_tokenizer_cached.cache_clear()  # loaded once per process: start from none
     step = ArticleText(head_tail=(3, 2), tokenizer=minilm_path).fit(["x"])
     texts = [step.transform(["one two three four five six seven eight"])[0, 0] for _ in range(3)]
     assert loads == [minilm_path]

@@ -75,7 +75,7 @@ def _config_info(folder, spec):
 
 
 def _metadata_info(folder, info):
-    from ..filters import FilterError, probe_beats_mean, read_metadata
+    from ..filters import FilterError, probe_beats_mean, quality_verdicts, read_metadata
 
     try:
         metadata, info["metadata_error"] = read_metadata(folder), None
@@ -90,6 +90,7 @@ def _metadata_info(folder, info):
         metrics=metadata.get("metrics") or {},
         probe_beats_mean=probe_beats_mean(metadata.get("metrics") or {}),
         calibration=metadata.get("calibration"),
+        quality=[vars(verdict) for verdict in quality_verdicts(metadata)],
     )
     return metadata
 
@@ -247,24 +248,50 @@ def _provenance_lines(info):
     return lines
 
 
+#: Metrics measured at ``cv_threshold``: shown as such when the filter now routes elsewhere.
+_AT_THRESHOLD = ("cv_medium_plus_recall_at_threshold", "cv_skip_rate_at_threshold")
+
+
 def _metrics_lines(info):
+    """Metrics beside their baselines; those of an earlier threshold labelled as such."""
     metrics = info["metrics"]
     lines = ["metrics" + ("" if metrics else "     none recorded")]
-    width = max(map(len, metrics), default=0)
-    for name, value in metrics.items():
-        lines.append(f"  {_shown(name):<{width}}  {_shown(value)}")
+    in_use = info["hybrid_inference"]["threshold"]
+    measured_at = metrics.get("cv_threshold")
+    earlier = isinstance(measured_at, (int, float)) and abs(measured_at - in_use) > 1e-9
+    shown = [name for name in metrics if not str(name).endswith("_baseline") and name != "cv_tier_accuracy"]
+    if earlier:
+        shown = [name for name in shown if name not in _AT_THRESHOLD]
+    width = max(map(len, map(str, shown)), default=0)
+    for name in shown:
+        lines.append(f"  {_shown(name):<{width}}  {_shown(metrics[name])}{_baseline_text(metrics, name)}")
+    if "cv_tier_accuracy" in metrics:
+        majority = metrics.get("cv_tier_accuracy_baseline")
+        beside = "majority-class baseline not recorded" if majority is None else f"always the largest tier: {_shown(majority)}"
+        lines.append(f"  {'cv_tier_accuracy':<{width}}  {_shown(metrics['cv_tier_accuracy'])}  ({beside})")
+    if earlier:
+        lines.append(f"  at an earlier threshold {measured_at:.3f} (the filter now routes at {in_use:g}):")
+        for name in _AT_THRESHOLD:
+            if name in metrics:
+                lines.append(f"    {_shown(name)}  {_shown(metrics[name])}")
     if info["probe_beats_mean"] is False:
         lines.append(
             f"  WARNING: the probe does not beat predicting the mean (CV MAE "
             f"{metrics['cv_mae_weighted_average']:.3f} vs the mean's "
             f"{metrics['cv_mae_weighted_average_baseline']:.3f})"
         )
-    elif info["probe_beats_mean"] and (
-        metrics["cv_mae_weighted_average"] > 0.9 * metrics["cv_mae_weighted_average_baseline"]
-    ):
-        ratio = metrics["cv_mae_weighted_average"] / metrics["cv_mae_weighted_average_baseline"]
-        lines.append(f"  NOTE: the probe barely beats predicting the mean (CV MAE {ratio:.0%} of the mean's)")
+    for verdict in info.get("quality", []):
+        lines.append(f"  {'ok' if verdict['passed'] else 'WARNING'}: {_shown(verdict['message'])}")
     return lines
+
+
+def _baseline_text(metrics, name):
+    baseline = metrics.get(f"{name}_baseline")
+    if baseline is not None:
+        return f"  (predicting the mean: {_shown(baseline)})"
+    if str(name).startswith("cv_mae_") and not str(name).startswith("cv_mae_weighted_average_"):
+        return "  (mean baseline not recorded)"
+    return ""
 
 
 def _calibration_lines(info):

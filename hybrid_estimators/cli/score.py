@@ -165,12 +165,12 @@ def _table_dimensions(columns, dimensions):
 
 def _filter_identity(folder):
     """Name, version, probe sha256 and dimensions of a filter, read without a model."""
-    from ..filters import METADATA_FILE, FilterSpec
+    from ..filters import FilterSpec, read_metadata
 
     folder = check_filter_folder(folder)
     try:
         spec = FilterSpec.from_yaml(folder / "config.yaml")
-        metadata = json.loads((folder / METADATA_FILE).read_text(encoding="utf-8"))
+        metadata = read_metadata(folder)  # bounded, regular file only
     except (ValueError, OSError) as error:  # FilterError is a ValueError
         raise CommandError(f"cannot load filter {folder}: {error}") from None
     return {

@@ -220,7 +220,7 @@ def _train_probe_command(args):
     from sklearn.frozen import FrozenEstimator
 
     from .._io import atomic_folder
-    from ..filters import Filter, FilterError, save_filter
+    from ..filters import Filter, FilterError, FilterSpec, save_filter
     from ..metrics import cross_validated_stage1_metrics
     from ..teacher import sample_weight_params
 
@@ -245,7 +245,7 @@ def _train_probe_command(args):
     # A Filter runs no stage when fitted: Stage 2 is copied, never loaded.
     if stage2 is not None and not isinstance(stage2, FrozenEstimator):
         stage2 = FrozenEstimator(stage2)
-    scorer = Filter(spec, fitted, stage2, threshold=args.threshold).fit()
+    scorer = Filter.from_spec(spec, fitted, stage2, threshold=args.threshold).fit()
     try:
         # Built aside and published whole: a failed run leaves -o as it was, and
         # --force leaves nothing of the folder it replaces (no orphan model/).
@@ -255,7 +255,8 @@ def _train_probe_command(args):
         raise CommandError(str(error)) from None
     except OSError as error:
         raise CommandError(f"cannot write {args.output}: {error}") from None
-    folder = args.output
+    folder = Path(args.output)
+    spec = FilterSpec.from_yaml(folder / "config.yaml")  # as saved (save_filter leaves its argument)
     print(f"saved filter {spec.qualified_name} to {folder}")
     print(f"probe {metrics['probe']} (chosen by {args.cv}-fold CV MAE)" if args.probe == "auto"
           else f"probe {metrics['probe']}")
