@@ -224,6 +224,13 @@ def save_filter(
         For metrics, a calibration or an evaluation outside the schema, or
         an evaluation without its split.
 
+    See Also
+    --------
+    hybrid_estimators.filters.load_filter : Reads the folder back as a ready filter.
+    FilterSpec : The configuration written as ``config.yaml``.
+    hybrid_estimators.metrics.cross_validated_stage1_metrics : The metrics
+        recorded in the metadata.
+
     Examples
     --------
     >>> import tempfile
