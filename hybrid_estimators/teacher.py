@@ -536,7 +536,7 @@ def check_teacher_lines(path, rows, unlabelled):
     >>> check_teacher_lines(teacher, [{"line": 2, "id": "b"}, {"line": 1, "id": "a"}], unlabelled)
     Traceback (most recent call last):
     ...
-    hybrid_estimators.teacher.TeacherScoresError: ...teacher.jsonl: line 1: is the row of input line 2, not 1: rows reordered, duplicated, missing or renumbered
+    hybrid_estimators.teacher.TeacherScoresError: ...teacher.jsonl: line 1: is the row of input line 2, not 1: rows reordered, ...
     """
     sidecar = read_teacher_sidecar(path)
     n_lines, digest, ids = _input_lines(unlabelled)
@@ -589,7 +589,7 @@ def check_disjoint(X_train, X_certify):
     >>> check_disjoint(train, [{"id": "c", "title": "solar ", "content": "Panels."}])
     Traceback (most recent call last):
     ...
-    ValueError: 1 articles are both in the training and the certification set (e.g. ...): a threshold certified on articles its probe was trained on carries no guarantee
+    ValueError: 1 articles are both in the training and the certification set (e.g. ...): ...
     """
     train, certify = as_frame(X_train), as_frame(X_certify)
     shared = set(text_hashes(train)) & set(text_hashes(certify))

@@ -66,6 +66,11 @@ def load_probe(path, metadata):
     ------
     FilterError
         Naming the file and what is wrong.
+
+    See Also
+    --------
+    hybrid_estimators.filters.check_probe_archive : Its checks before skops reads the archive.
+    hybrid_estimators.filters.load_filter : Loads the probe with the rest of the folder.
     """
     import skops.io as sio
 
@@ -137,6 +142,10 @@ def check_adapter_folder(folder, spec):
     Returns
     -------
     adapter : Path or None
+
+    See Also
+    --------
+    hybrid_estimators.filters.load_filter : Runs it on a filter's Stage 2 adapter.
     """
     stage2 = spec.hybrid_inference["stage2"]
     if stage2 is None or not stage2.get("adapter"):
@@ -195,6 +204,11 @@ def evaluation_staleness(folder, spec, metadata):
     Returns
     -------
     reasons : list of str
+
+    See Also
+    --------
+    hybrid_estimators.filters.record_evaluation : Records a fresh evaluation.
+    hybrid_estimators.filters.stage2_doubts : Doubts about Stage 2 from the recorded evaluation.
     """
     stage2 = spec.hybrid_inference["stage2"]
     current = None
