@@ -60,7 +60,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._machine import describe_machine
+from benchmarks._machine import describe_machine, stage1_auto_choice
 
 ROOT = Path(__file__).resolve().parents[1]
 FOOTNOTE = (
@@ -71,7 +71,7 @@ SEED = {
     "stage1_ms": 1.3, "stage2_ms": 37.9, "threshold": 4.5, "skip_rate": 0.56, "medium_plus_recall": 0.723,
     "hybrid_ms": 18.1, "speedup": 2.09, "ideal": 2.27,
 }
-BACKENDS = ("torch", "openvino", "openvino-int8", "onnx", "onnx-int8")
+BACKENDS = ("torch", "openvino", "openvino-fp32", "openvino-bf16", "openvino-int8", "onnx", "onnx-int8")
 PARTS = ("stage1-budget", "stage1", "multi-filter", "stage2", "cascade", "overhead")
 MAX_LENGTH = 512
 E5_SMALL = "intfloat/multilingual-e5-small"
@@ -568,10 +568,12 @@ def main(argv=None):
     if n is not None:
         X, Y = X.iloc[:n], None if Y is None else Y.iloc[:n]
     backends = args.backends or available_backends()
-    machine = describe_machine()
+    auto = stage1_auto_choice(args.filter)
+    machine = describe_machine(auto)
     results = {
         "title": f"hybrid_estimators benchmark: {len(X)} real articles, {machine}",
         "machine": machine,
+        "stage1_auto": {"configuration": auto[0], "reason": auto[1]},
         "n_articles": len(X),
         "backends": backends,
         "seed": SEED,

@@ -18,16 +18,18 @@ Which articles are audited depends only on their text and `random_state`
 
 import hashlib
 import logging
+import warnings
 
 import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_is_fitted
 
 from .calibration import clopper_pearson_upper
+from .exceptions import FilterQualityWarning
 from .text import as_frame
 from .tiers import apply_gatekeepers, medium_threshold, tier_of, weighted_average
 
-__all__ = ["RecallAudit", "audit_selection", "audit_summary"]
+__all__ = ["RecallAudit", "audit_selection", "audit_summary", "count_audited", "summary_of_counts"]
 
 logger = logging.getLogger(__name__)
 
@@ -96,7 +98,8 @@ def audit_summary(stage_used, tier, audited, audit_tier, *, tiers=None, confiden
         ``n_scored``, ``n_routed``, ``n_skipped``, ``n_audited``,
         ``routed_medium_plus``, ``audited_medium_plus``, ``recall``
         (estimate), ``recall_lower_bound``, ``confidence``,
-        ``target_recall``, ``below_target``.
+        ``target_recall``, ``verdict`` and ``below_target`` (see
+        :func:`summary_of_counts`).
 
     Examples
     --------
@@ -106,37 +109,92 @@ def audit_summary(stage_used, tier, audited, audit_tier, *, tiers=None, confiden
     >>> summary["recall"], round(summary["recall_lower_bound"], 3)
     (1.0, 0.9)
     """
+    counts = count_audited(stage_used, tier, audited, audit_tier, tiers=tiers)
+    return summary_of_counts(counts, confidence=confidence, target_recall=target_recall)
+
+
+#: The counts a recall audit keeps (all it needs, whatever the stream's length).
+COUNTS = ("n_routed", "n_skipped", "n_audited", "routed_medium_plus", "audited_medium_plus")
+
+
+def count_audited(stage_used, tier, audited, audit_tier, *, tiers=None):
+    """The audit's counts (:data:`COUNTS`) of some scored rows; add them to a running total.
+
+    Examples
+    --------
+    >>> count_audited(["stage2", "stage1", None], ["high", "low", None], [False, True, True],
+    ...               [None, "medium", None])
+    {'n_routed': 1, 'n_skipped': 1, 'n_audited': 1, 'routed_medium_plus': 1, 'audited_medium_plus': 1}
+    """
     medium_plus = _medium_plus_tiers(tiers)
-    stage_used = np.asarray(stage_used, dtype=object)
-    tier = np.asarray(tier, dtype=object)
-    audited = np.asarray([bool(a) for a in audited])
-    audit_tier = np.asarray(audit_tier, dtype=object)
+    stage_used = np.asarray(list(stage_used), dtype=object)
+    tier = np.asarray(list(tier), dtype=object)
+    audit_tier = np.asarray(list(audit_tier), dtype=object)
     routed, skipped = stage_used == "stage2", stage_used == "stage1"
-    audited = audited & skipped
-    hits = int(np.isin(tier[routed], medium_plus).sum())
-    n_audited = int(audited.sum())
-    audited_medium_plus = int(np.isin(audit_tier[audited], medium_plus).sum())
-    n_skipped = int(skipped.sum())
-    recall, bound = np.nan, np.nan
-    if n_audited:
-        miss_share = audited_medium_plus / n_audited
-        miss_upper = float(clopper_pearson_upper(audited_medium_plus, n_audited, confidence))
-        expected = hits + miss_share * n_skipped
-        recall = hits / expected if expected > 0 else np.nan
-        worst = hits + miss_upper * n_skipped
-        bound = hits / worst if worst > 0 else np.nan
+    audited = np.asarray([bool(a) for a in audited], dtype=bool).reshape(-1) & skipped
     return {
-        "n_scored": int(routed.sum() + n_skipped),
         "n_routed": int(routed.sum()),
-        "n_skipped": n_skipped,
-        "n_audited": n_audited,
-        "routed_medium_plus": hits,
-        "audited_medium_plus": audited_medium_plus,
-        "recall": float(recall),
-        "recall_lower_bound": float(bound),
+        "n_skipped": int(skipped.sum()),
+        "n_audited": int(audited.sum()),
+        "routed_medium_plus": int(np.isin(tier[routed], medium_plus).sum()),
+        "audited_medium_plus": int(np.isin(audit_tier[audited], medium_plus).sum()),
+    }
+
+
+def summary_of_counts(counts, *, confidence=0.9, target_recall=None):
+    """Recall relative to Stage 2 and its lower bound, from the audit's counts.
+
+    The summary is strict JSON: a number that cannot be computed is None,
+    with ``undetermined`` saying why. ``verdict`` is one of:
+
+    - ``"pass"``: the lower bound reaches `target_recall`;
+    - ``"fail"``: it falls under it (``below_target`` True);
+    - ``"undetermined"``: no bound can be computed, because no skipped
+      article was audited, or because Stage 2 called no routed or audited
+      article MEDIUM+ (there is then nothing recall could have missed, nor
+      any evidence of it): neither pass nor fail, ``below_target`` None;
+    - ``"no target"``: no `target_recall` to compare with.
+
+    Examples
+    --------
+    >>> summary = summary_of_counts({"n_routed": 0, "n_skipped": 5, "n_audited": 5,
+    ...                              "routed_medium_plus": 0, "audited_medium_plus": 0},
+    ...                             target_recall=0.9)
+    >>> summary["verdict"], summary["below_target"], summary["recall_lower_bound"]
+    ('undetermined', None, None)
+    """
+    hits, n_skipped = counts["routed_medium_plus"], counts["n_skipped"]
+    n_audited, misses = counts["n_audited"], counts["audited_medium_plus"]
+    recall = bound = undetermined = None
+    if n_skipped and not n_audited:
+        undetermined = f"none of the {n_skipped} skipped articles was audited"
+    elif not hits and not misses:
+        undetermined = (
+            f"Stage 2 called none of the {counts['n_routed']} routed and {n_audited} audited "
+            "articles MEDIUM+: there is no reference MEDIUM+ article to measure recall on"
+        )
+    else:
+        miss_share = misses / n_audited if n_audited else 0.0
+        miss_upper = float(clopper_pearson_upper(misses, n_audited, confidence)) if n_audited else 0.0
+        recall = hits / (hits + miss_share * n_skipped)
+        bound = hits / (hits + miss_upper * n_skipped)
+    if target_recall is None:
+        verdict, below = "no target", False
+    elif bound is None:
+        verdict, below = "undetermined", None
+    else:
+        below = bound < target_recall
+        verdict = "fail" if below else "pass"
+    return {
+        "n_scored": counts["n_routed"] + n_skipped,
+        **counts,
+        "recall": recall,
+        "recall_lower_bound": bound,
         "confidence": float(confidence),
         "target_recall": None if target_recall is None else float(target_recall),
-        "below_target": bool(target_recall is not None and np.isfinite(bound) and bound < target_recall),
+        "verdict": verdict,
+        "below_target": below,
+        "undetermined": undetermined,
     }
 
 
@@ -171,9 +229,9 @@ class RecallAudit:
 
     Attributes
     ----------
-    rows_ : DataFrame
-        ``stage_used``, ``tier``, ``audited``, ``audit_tier`` of every
-        article seen so far.
+    counts_ : dict
+        The running counts (:data:`COUNTS`) of every article seen so far:
+        constant memory and work per batch, however long the stream.
 
     Examples
     --------
@@ -225,12 +283,11 @@ class RecallAudit:
 
     def update(self, stage_used, tier, audited, audit_tier):
         """Add scored articles to the counts (one value per article in each argument)."""
-        seen = pd.DataFrame(
-            {"stage_used": list(stage_used), "tier": list(tier), "audited": list(audited),
-             "audit_tier": list(audit_tier)},
-            dtype=object,
+        counts = count_audited(
+            stage_used, tier, audited, audit_tier, tiers=getattr(self.scorer, "tiers_", None)
         )
-        self.rows_ = seen if not hasattr(self, "rows_") else pd.concat([self.rows_, seen], ignore_index=True)
+        total = getattr(self, "counts_", dict.fromkeys(COUNTS, 0))
+        self.counts_ = {name: total[name] + counts[name] for name in COUNTS}
         return self
 
     def audit(self, X, report, *, articles=None):
@@ -266,15 +323,21 @@ class RecallAudit:
         return columns
 
     def summary(self):
-        """Recall relative to Stage 2 over every audited batch (see :func:`audit_summary`)."""
+        """Recall relative to Stage 2 over every audited batch (see :func:`summary_of_counts`)."""
         confidence, target = self._settings()
-        rows = getattr(self, "rows_", pd.DataFrame(columns=["stage_used", "tier", "audited", "audit_tier"]))
-        summary = audit_summary(
-            rows["stage_used"], rows["tier"], rows["audited"], rows["audit_tier"],
-            tiers=getattr(self.scorer, "tiers_", None), confidence=confidence, target_recall=target,
+        summary = summary_of_counts(
+            getattr(self, "counts_", dict.fromkeys(COUNTS, 0)), confidence=confidence, target_recall=target
         )
         summary.update(rate=float(self.rate), random_state=self.random_state)
         if summary["below_target"]:
+            warnings.warn(
+                f"recall audit{_filter_name(self.scorer)}: recall relative to Stage 2 may be below "
+                f"the target: lower bound {summary['recall_lower_bound']:.3f} < {target:.3f} (estimate "
+                f"{summary['recall']:.3f}; {summary['audited_medium_plus']} of {summary['n_audited']} "
+                "audited skipped articles are Stage-2 MEDIUM+)",
+                FilterQualityWarning,
+                stacklevel=2,
+            )
             logger.warning(
                 "recall audit%s: recall relative to Stage 2 may be below the target: lower bound "
                 "%.3f < %.3f (estimate %.3f; %d of %d audited skipped articles are Stage-2 MEDIUM+)",

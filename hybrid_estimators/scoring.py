@@ -46,6 +46,8 @@ from itertools import islice
 import numpy as np
 import pandas as pd
 
+from ._io import _safe_str, json_safe
+
 logger = logging.getLogger(__name__)
 
 #: Decimals of the scores written to JSONL: enough for any use, few enough
@@ -56,56 +58,42 @@ ARTICLE_FIELDS = ("title", "content")
 MAX_ID_IN_MESSAGE = 80
 #: What a row says instead of an id nested too deeply to write.
 UNWRITABLE_ID = "<id nested too deeply to write>"
+#: Longest input line scored, in bytes: a longer one is an error row (it is
+#: held once, as bytes, and never decoded).
+MAX_LINE_BYTES = 64 << 20
+#: Most tokens a stage reads from either end of an article's text: Stage 1's
+#: ``max_seq_length`` or ``embedding_head_tail``, Stage 2's ``max_length`` or
+#: ``head_tail`` (512 at most in the shipped filters), with room to spare.
+MAX_TOKENS_READ = 2048
+#: Characters one token spans at most, generously: a token is a run of the
+#: text's characters (a subword, a number, a punctuation run), and what lies
+#: between two tokens is a little whitespace.
+CHARS_PER_TOKEN = 50
+#: Characters kept from each end of a longer title or content
+#: (:data:`MAX_TOKENS_READ` x :data:`CHARS_PER_TOKEN`): no stage reads the
+#: middle of a text that long, so it is cut before anything copies the text;
+#: the prefilter, too, sees the kept text.
+KEEP_CHARS = MAX_TOKENS_READ * CHARS_PER_TOKEN
+#: What replaces the cut middle.
+CUT_MARK = "\n…\n"
 
 
-def _safe_str(text):
-    """`text`, with what UTF-8 cannot encode (lone surrogates) as ``\\udXXX`` escapes."""
-    if text.isascii():
-        return text
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return text.encode("utf-8", "backslashreplace").decode("utf-8")
-    return text
+def _writable_id(value):
+    """An id as given, made writable: its non-finite numbers as text, the rest :func:`json_safe`.
 
-
-def json_safe(value):
-    """`value` as ``json.dumps(allow_nan=False)`` writes it and UTF-8 encodes it.
-
-    Strings keep their text, lone surrogates becoming ``\\udXXX`` escapes;
-    non-finite numbers become the strings ``"inf"``, ``"-inf"`` and
-    ``"nan"``; NumPy scalars and arrays become Python values; mapping keys
-    become strings; anything else becomes its ``str``.
-
-    Raises
-    ------
-    RecursionError
-        For values nested about as deeply as the recursion limit.
+    JSON input may carry the tokens ``NaN`` and ``Infinity``; as an id they
+    stay recognisable (``"nan"``, ``"inf"``, ``"-inf"``) instead of the
+    ``null`` that :func:`~hybrid_estimators._io.json_safe` writes for a
+    missing number.
 
     Examples
     --------
-    >>> json_safe({"id": float("inf"), "tags": ["a\\ud800", 1]})
-    {'id': 'inf', 'tags': ['a\\\\ud800', 1]}
+    >>> _writable_id(float("inf")), _writable_id({"k": "a\\ud800"})
+    ('inf', {'k': 'a\\\\ud800'})
     """
-    if isinstance(value, np.generic):
-        value = value.item()
-    if value is None or isinstance(value, bool):
-        return value
-    if isinstance(value, str):
-        return _safe_str(value)
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        value = float(value)
-        return value if math.isfinite(value) else str(value)
-    if isinstance(value, Mapping):
-        return {
-            _safe_str(key if isinstance(key, str) else str(json_safe(key))): json_safe(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, (list, tuple, np.ndarray)):
-        return [json_safe(item) for item in value]
-    return _safe_str(str(value))
+    if isinstance(value, numbers.Real) and not isinstance(value, numbers.Integral) and not math.isfinite(value):
+        return str(float(value))
+    return json_safe(value)
 
 
 #: Characters that ``str.splitlines`` and other readers take for line breaks:
@@ -144,13 +132,15 @@ class ScoredLine:
     def to_record(self):
         """The output row as a dict of JSON-safe values (see the module's docstring).
 
-        Never fails: every value goes through :func:`json_safe`, and an id
+        Never fails: every value goes through :func:`~hybrid_estimators._io.json_safe`
+        (the id through :func:`_writable_id`), and an id
         nested too deeply for that is replaced by :data:`UNWRITABLE_ID`.
         """
         record = {}
         for name in OUTPUT_COLUMNS:
             try:
-                record[name] = json_safe(getattr(self, name))
+                value = getattr(self, name)
+                record[name] = _writable_id(value) if name == "id" else json_safe(value)
             except RecursionError:
                 record[name] = UNWRITABLE_ID if name == "id" else None
         for name in OPTIONAL_COLUMNS:
@@ -169,7 +159,7 @@ class ScoredLine:
         record = self.to_record()
         try:
             return _dumps(record, ensure_ascii)
-        except RecursionError:  # json_safe went through; the encoder ran out of stack
+        except RecursionError:  # the conversion went through; the encoder ran out of stack
             record["id"] = UNWRITABLE_ID
             return _dumps(record, ensure_ascii)
 
@@ -185,7 +175,7 @@ OUTPUT_COLUMNS = tuple(
 def describe_id(row_id):
     """`row_id` for a message: its repr, JSON-safe and cut to :data:`MAX_ID_IN_MESSAGE`."""
     try:
-        text = repr(json_safe(row_id))
+        text = repr(_writable_id(row_id))
     except RecursionError:
         return UNWRITABLE_ID
     if len(text) > MAX_ID_IN_MESSAGE:
@@ -202,7 +192,17 @@ def _refuse_constant(name):
 
 
 def parse_line(line_number, raw):
-    """Turn one raw input line into a :class:`ScoredLine`, valid or with its error."""
+    """Turn one raw input line into a :class:`ScoredLine`, valid or with its error.
+
+    A line longer than :data:`MAX_LINE_BYTES` is an error row; a title or
+    content longer than twice :data:`KEEP_CHARS` keeps only what a stage
+    can read (see :func:`kept_text`).
+    """
+    if len(raw) > MAX_LINE_BYTES:
+        return ScoredLine(
+            line_number,
+            error=f"line {line_number}: {len(raw)} bytes, longer than the {MAX_LINE_BYTES} a line may have",
+        )
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -218,6 +218,21 @@ def parse_line(line_number, raw):
     return parse_article(line_number, article)
 
 
+def kept_text(value):
+    """`value` cut to what a stage can read: :data:`KEEP_CHARS` from each end.
+
+    Examples
+    --------
+    >>> len(kept_text("x" * 10**6)) == 2 * KEEP_CHARS + len(CUT_MARK)
+    True
+    >>> kept_text("short")
+    'short'
+    """
+    if not isinstance(value, str) or len(value) <= 2 * KEEP_CHARS + len(CUT_MARK):
+        return value
+    return value[:KEEP_CHARS] + CUT_MARK + value[-KEEP_CHARS:]
+
+
 def parse_article(line_number, article):
     """Validate one decoded article (a JSON object) of line `line_number`."""
     from .text import as_texts
@@ -229,7 +244,7 @@ def parse_article(line_number, article):
             f"{type(article).__name__}",
         )
     row_id = article.get("id")
-    fields_ = {name: article[name] for name in ARTICLE_FIELDS if name in article}
+    fields_ = {name: kept_text(article[name]) for name in ARTICLE_FIELDS if name in article}
     where = f"line {line_number}{_id_suffix(row_id)}"
     if not fields_:
         return ScoredLine(
@@ -429,6 +444,17 @@ def score_lines(scorer, chunk):
         row = parse_line(number, raw)
         row.seconds = time.perf_counter() - started
         rows.append(row)
+    return score_timed(scorer, rows)
+
+
+def score_timed(scorer, rows):
+    """:func:`score_chunk`, adding to each row's ``seconds`` its share of the chunk's time.
+
+    See :func:`score_lines` for how the time is shared; a row's
+    ``seconds`` (its parsing time) is taken as 0 when None.
+    """
+    for row in rows:
+        row.seconds = row.seconds or 0.0
     started = time.perf_counter()
     score_chunk(scorer, rows)
     _share_time(scorer, rows, time.perf_counter() - started)
@@ -460,9 +486,12 @@ def _share_time(scorer, rows, seconds):
 def audit_chunk(audit, rows):
     """Send the audited share of a scored chunk's skipped rows through Stage 2 too.
 
-    Scores are never changed: a skipped row gets ``audited`` (True or
-    False) and, when audited, ``audit_tier`` (Stage 2's tier); the counts
-    go to `audit` (:class:`~hybrid_estimators.audit.RecallAudit`).
+    The rows' counterpart of :meth:`RecallAudit.audit
+    <hybrid_estimators.audit.RecallAudit.audit>`, which it calls: scores
+    are never changed; a skipped row gets ``audited`` (True or False) and,
+    when audited, ``audit_tier`` (Stage 2's tier); the chunk's counts are
+    added to `audit`. When Stage 2 fails on the audited articles, they are
+    counted as not audited and the rows keep their scores.
 
     Parameters
     ----------
@@ -474,21 +503,23 @@ def audit_chunk(audit, rows):
     -------
     rows : list of ScoredLine
     """
-    skipped = [row for row in rows if row.stage_used == "stage1"]
-    chosen = audit.select(articles_frame(skipped)) if skipped else []
-    for row, audited in zip(skipped, chosen):
-        row.audited = bool(audited)
-    picked = [row for row in skipped if row.audited]
-    if picked:
-        try:
-            tiers, _ = audit.stage2_tiers(articles_frame(picked))
-        except Exception as error:  # an audit must never cost a row its scores
-            logger.warning("Stage 2 failed on audited articles (%s): not audited", error)
-            for row in picked:
-                row.audited = False
-        else:
-            for row, tier in zip(picked, tiers):
-                row.audit_tier = str(tier)
+    scored = [row for row in rows if row.stage_used is not None]
+    if not scored:
+        return rows
+    report = pd.DataFrame(
+        {"stage_used": [row.stage_used for row in scored], "tier": [row.tier for row in scored]},
+        dtype=object,
+    )
+    try:
+        columns = audit.audit(articles_frame(scored), report)
+    except Exception as error:  # an audit must never cost a row its scores
+        logger.warning("Stage 2 failed on audited articles (%s): not audited", _safe_str(str(error)))
+        audit.update(report["stage_used"], report["tier"], [False] * len(scored), [None] * len(scored))
+        columns = pd.DataFrame({"audited": False, "audit_tier": None}, index=report.index)
+    for row, audited, tier in zip(scored, columns["audited"], columns["audit_tier"]):
+        if row.stage_used == "stage1":
+            row.audited = bool(audited)
+            row.audit_tier = str(tier) if audited else None
     return rows
 
 
@@ -588,3 +619,93 @@ def score_lines_multi(scorers, chunk):
         One per line, in order.
     """
     return score_chunk_multi(scorers, [parse_line(number, raw) for number, raw in chunk])
+
+
+# --- the run compared with the filter's record -------------------------------------
+
+#: Of the binomial interval the observed skip rate is checked against.
+SKIP_RATE_CONFIDENCE = 0.99
+
+
+def recorded_skip_rate(metadata, threshold):
+    """The skip rate the filter's calibration expects at `threshold`, or None.
+
+    Parameters
+    ----------
+    metadata : dict or None
+        The filter's metadata (``probe/metadata.json``).
+    threshold : float
+        The threshold the filter routes at: a calibration recorded for
+        another threshold says nothing about this one.
+
+    Returns
+    -------
+    rate : float or None
+
+    Examples
+    --------
+    >>> recorded_skip_rate({"calibration": {"threshold": 2.5, "expected_skip_rate": 0.31}}, 2.5)
+    0.31
+    >>> recorded_skip_rate({"calibration": {"threshold": 2.5, "expected_skip_rate": 0.31}}, 4.0) is None
+    True
+    """
+    calibration = (metadata or {}).get("calibration") if isinstance(metadata, dict) else None
+    if not isinstance(calibration, dict):
+        return None
+    rate, recorded = calibration.get("expected_skip_rate"), calibration.get("threshold")
+    if not isinstance(rate, numbers.Real) or not isinstance(recorded, numbers.Real):
+        return None
+    if not math.isclose(float(recorded), float(threshold), rel_tol=1e-9, abs_tol=1e-9):
+        return None
+    return float(rate)
+
+
+def skip_rate_summary(n_skipped, n_scored, expected, confidence=SKIP_RATE_CONFIDENCE):
+    """The run's observed skip rate beside the expected one, and whether it is far from it.
+
+    ``outside`` is True when `n_skipped` falls outside the central
+    `confidence` interval of a binomial draw of `n_scored` articles with
+    probability `expected` (None without an expectation or an article).
+
+    Examples
+    --------
+    >>> summary = skip_rate_summary(0, 20, 0.31)
+    >>> summary["observed"], summary["expected"], summary["outside"]
+    (0.0, 0.31, True)
+    >>> skip_rate_summary(6, 20, 0.31)["outside"]
+    False
+    """
+    from scipy.stats import binom
+
+    observed = n_skipped / n_scored if n_scored else None
+    interval = outside = None
+    if expected is not None and n_scored:
+        tail = (1 - confidence) / 2
+        low, high = binom.ppf(tail, n_scored, expected), binom.ppf(1 - tail, n_scored, expected)
+        interval = [float(low) / n_scored, float(high) / n_scored]
+        outside = bool(n_skipped < low or n_skipped > high)
+    return {
+        "n_scored": int(n_scored), "n_skipped": int(n_skipped), "observed": observed,
+        "expected": expected, "interval": interval, "confidence": float(confidence), "outside": outside,
+    }
+
+
+def skip_rate_message(name, summary):
+    """The warning of a run whose skip rate is far from the filter's record."""
+    low, high = summary["interval"]
+    return (
+        f"filter {name}: this run skipped Stage 2 for {summary['observed']:.1%} of {summary['n_scored']} "
+        f"scored articles, where its calibration expects {summary['expected']:.1%} ({summary['confidence']:.0%} "
+        f"binomial interval {low:.1%}-{high:.1%}): these articles may not be like the ones it was "
+        "calibrated on"
+    )
+
+
+def warn_skip_rate(name, summary):
+    """Warn (:class:`~hybrid_estimators.exceptions.FilterQualityWarning`) when `summary` is outside."""
+    if summary["outside"]:
+        import warnings
+
+        from .exceptions import FilterQualityWarning
+
+        warnings.warn(skip_rate_message(name, summary), FilterQualityWarning, stacklevel=2)

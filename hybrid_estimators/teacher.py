@@ -37,6 +37,7 @@ import pandas as pd
 from sklearn.base import clone
 
 from ._io import adapter_fingerprint
+from .router import unwrap_frozen
 from .text import as_frame, text_hashes
 
 __all__ = [
@@ -70,10 +71,6 @@ class TeacherScoresError(ValueError):
     >>> issubclass(TeacherScoresError, ValueError)  # caught as any bad input
     True
     """
-
-
-def _unwrap(stage):
-    return getattr(stage, "estimator", stage)  # FrozenEstimator
 
 
 def _stable_repr(value):
@@ -130,7 +127,7 @@ def teacher_identity(filter_):
     >>> teacher_identity(other)["stage2_sha256"] == identity["stage2_sha256"]  # another Stage 2
     False
     """
-    stage2 = _unwrap(filter_.stage2_)
+    stage2 = unwrap_frozen(filter_.stage2_)
     if stage2 is None:
         raise ValueError("teacher scores need a filter with a Stage 2.")
     params = {

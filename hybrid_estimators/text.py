@@ -13,12 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, TransformerMixin, _fit_context
-from sklearn.utils.validation import (
-    _check_feature_names,
-    _check_n_features,
-    check_array,
-    check_is_fitted,
-)
+from sklearn.utils.validation import check_array, check_is_fitted, validate_data
 
 ARTICLE_FIELDS = ("title", "content")
 #: Article columns that are not text to embed: :class:`ArticleText` never
@@ -479,8 +474,7 @@ class ArticleText(TransformerMixin, BaseEstimator):
         self._check_text_columns()
         check_head_tail(self.head_tail)
         frame = as_frame(X)
-        _check_n_features(self, frame, reset=True)
-        _check_feature_names(self, frame, reset=True)
+        validate_data(self, frame, reset=True, skip_check_array=True)
         self._texts(X, frame)
         self._tokenizer = self._load_tokenizer()
         return self
@@ -534,8 +528,7 @@ class ArticleText(TransformerMixin, BaseEstimator):
             # checked against what fit saw.
             if _is_articles(X):
                 _check_article_columns(frame, tuple(self.text_columns))
-            _check_n_features(self, frame, reset=False)
-            _check_feature_names(self, frame, reset=False)
+            validate_data(self, frame, reset=False, skip_check_array=True)
         texts = self._texts(X, frame)
         if self.head_tail is not None:
             head, tail = self.head_tail

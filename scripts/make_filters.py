@@ -30,7 +30,7 @@ these articles: ``out_of_fold`` with ``--stage2-oof NPZ`` (the recipe's
 out-of-fold predictions on the same folds as Stage 1, written by
 ``scripts/stage2_candidates.py --save-oof``), or a
 ``train_test_split(test_size=0.2, random_state=0)`` of them, as
-``scripts/train_stage2_adapter.py`` does (partly in sample, and the
+the earlier LoRA recipe split them (partly in sample, and the
 held-back articles are evaluated on their own too).
 
 Embedding 642 articles with e5-small takes minutes on a busy CPU: pass
@@ -325,7 +325,7 @@ def parse_args():
         "--stage2-split", choices=("out_of_fold", "train_test_split", "none", "all"),
         default="train_test_split",
         help="how Stage 2's scores relate to the articles: out of fold (--stage2-oof), a "
-        "train_test_split of them (as scripts/train_stage2_adapter.py), none, or all",
+        "train_test_split of them (as the earlier LoRA recipe), none, or all",
     )
     parser.add_argument("--stage2-oof", type=Path, metavar="NPZ",
                         help="Stage 2's out-of-fold predictions (scripts/stage2_candidates.py --save-oof)")

@@ -71,3 +71,48 @@ def test_audit_summary_of_rows_counts_blocked_rows_out():
     assert (summary["n_scored"], summary["n_routed"], summary["n_skipped"]) == (3, 1, 2)
     assert summary["audited_medium_plus"] == 1
     assert summary["recall"] == pytest.approx(1 / (1 + 1 * 2))
+
+
+# --- one audit, linear in the stream; strict JSON; a defined verdict without MEDIUM+ -----
+
+
+def test_audit_chunk_and_audit_are_one_implementation_with_constant_state():
+    from hybrid_estimators.scoring import audit_chunk, parse_article, score_chunk
+
+    filter_ = numeric_filter(noise=2.5, threshold=5.0)
+    X = articles(np.random.RandomState(4).uniform(0, 10, 200), start=9000)
+    by_batch, by_rows = RecallAudit(filter_, rate=0.5), RecallAudit(filter_, rate=0.5)
+    for start in range(0, len(X), 50):
+        batch = X.iloc[start : start + 50]
+        columns = by_batch.audit(batch, filter_.predict_report(batch))
+        rows = score_chunk(filter_, [parse_article(i, a) for i, a in enumerate(batch.to_dict("records"))])
+        audit_chunk(by_rows, rows)
+        skipped = [row for row in rows if row.stage_used == "stage1"]
+        assert [row.audited for row in skipped] == columns["audited"][columns.index[
+            (filter_.predict_report(batch)["stage_used"] == "stage1").to_numpy()]].tolist()
+    assert by_batch.summary() == by_rows.summary()
+    # The state is the counts, not the rows: the same size after 12 batches as after one.
+    assert set(vars(by_rows)) == {"scorer", "rate", "random_state", "confidence", "target_recall", "counts_"}
+    assert sum(by_rows.counts_.values()) < 4 * len(X)
+
+
+@pytest.mark.parametrize("audited", [0, 5])
+def test_no_medium_plus_reference_is_undetermined_not_a_failure(audited):
+    summary = audit_summary(
+        ["stage1"] * 5 + ["stage2"], ["low"] * 6, [True] * audited + [False] * (6 - audited),
+        ["low"] * audited + [None] * (6 - audited), target_recall=0.95,
+    )
+    assert summary["verdict"] == "undetermined" and summary["below_target"] is None
+    assert summary["recall"] is None and summary["recall_lower_bound"] is None
+    assert summary["undetermined"]
+    import json
+
+    json.loads(json.dumps(summary, allow_nan=False))  # strict JSON: no NaN
+
+
+def test_a_failing_bound_is_a_fail_and_a_passing_one_a_pass():
+    fail = audit_summary(["stage2", "stage1"], ["medium", "low"], [False, True], [None, "medium"],
+                         target_recall=0.9)
+    assert (fail["verdict"], fail["below_target"]) == ("fail", True)
+    passing = audit_summary(["stage2"] * 50, ["medium"] * 50, [False] * 50, [None] * 50, target_recall=0.9)
+    assert (passing["verdict"], passing["below_target"], passing["recall"]) == ("pass", False, 1.0)

@@ -116,3 +116,71 @@ def test_embedding_cache_keeps_backends_apart(minilm_path, texts, tmp_path):
     b = openvino_cached.transform(texts[:3])
     assert not np.array_equal(a, b)  # a hit across backends would return the torch vectors
     np.testing.assert_array_equal(b, openvino_cached.transform(texts[:3]))
+
+
+def test_auto_without_qualified_configurations_runs_the_reference(minilm_path, texts, caplog, monkeypatch):
+    import hybrid_estimators.embedding as embedding
+
+    monkeypatch.setattr(embedding, "_LOGGED_CHOICES", set())
+    monkeypatch.setattr(embedding, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_vnni", "avx512_bf16"])
+    caplog.set_level(logging.INFO, logger="hybrid_estimators.embedding")
+    first = _embedder(minilm_path, "auto", device="cpu").fit(texts)
+    _embedder(minilm_path, "auto", device="cpu").fit(texts)
+
+    assert first.backend == "auto" and first.backend_ == "torch"
+    assert "avx512_bf16" in first.backend_reason_ and "reference" in first.backend_reason_
+    logged = [r for r in caplog.records if "backend='auto'" in r.message]
+    assert len(logged) == 1  # once per process, not per fit
+    assert first.backend_reason_ in logged[0].message
+
+
+def test_auto_says_when_a_qualified_backend_is_not_installed(minilm_path, texts, torch_embeddings, monkeypatch):
+    import hybrid_estimators.embedding as embedding
+
+    monkeypatch.setattr(embedding, "cpu_flags", lambda: ["avx2"])
+    monkeypatch.setattr(embedding, "installed_backends", lambda: ["torch"])
+    qualified = {"avx2": [{"backend": "openvino-fp32"}, {"backend": "torch"}]}
+    embedder = _embedder(minilm_path, "auto", device="cpu", qualified_configurations=qualified).fit(texts)
+    assert embedder.backend_ == "torch"
+    assert "not installed" in embedder.backend_reason_ and "openvino is not installed" in embedder.backend_reason_
+    np.testing.assert_allclose(embedder.transform(texts), torch_embeddings, atol=1e-6)
+
+
+def test_auto_with_windows_runs_torch(minilm_path, texts):
+    qualified = {kind: [{"backend": "openvino-fp32"}] for kind in ("avx2", "avx512_bf16", "generic")}
+    embedder = _embedder(minilm_path, "auto", long_text="windows", qualified_configurations=qualified).fit(texts)
+    assert embedder.backend_ == "torch" and "windows" in embedder.backend_reason_
+
+
+def test_explicit_backend_is_kept_and_said_so(minilm_path, texts):
+    embedder = _embedder(minilm_path, "torch").fit(texts)
+    assert (embedder.backend_, embedder.backend_reason_) == ("torch", "chosen explicitly")
+
+
+def test_openvino_precision_backends_share_one_export_with_their_own_hint():
+    from hybrid_estimators.models import backend_load_kwargs
+
+    fp32, bf16, default = (backend_load_kwargs(b) for b in ("openvino-fp32", "openvino-bf16", "openvino"))
+    assert fp32["backend"] == bf16["backend"] == "openvino"
+    assert fp32["model_kwargs"]["file_name"] == bf16["model_kwargs"]["file_name"] == default["model_kwargs"]["file_name"]
+    assert fp32["model_kwargs"]["ov_config"] == {"INFERENCE_PRECISION_HINT": "f32"}
+    assert bf16["model_kwargs"]["ov_config"] == {"INFERENCE_PRECISION_HINT": "bf16"}
+    assert "ov_config" not in default["model_kwargs"]
+
+
+@needs_openvino
+def test_auto_picks_the_qualified_openvino_configuration(minilm_path, texts, torch_embeddings, tmp_path, monkeypatch):
+    import hybrid_estimators.embedding as embedding
+
+    monkeypatch.setenv("HYBRID_ESTIMATORS_HOME", str(tmp_path))
+    monkeypatch.setattr(embedding, "cpu_flags", lambda: ["avx2"])
+    qualified = {"avx2": [{"backend": "torch"}, {"backend": "openvino-fp32"}, {"backend": "openvino-int8"}]}
+    cache = str(tmp_path / "cache")
+    auto = _embedder(minilm_path, "auto", device="cpu", qualified_configurations=qualified, cache=cache).fit(texts)
+    assert auto.backend_ == "openvino-fp32"  # int8 is never picked without VNNI, even when recorded
+    assert auto.backend_path_ == export_model(minilm_path, "openvino")
+    embeddings = auto.transform(texts)
+    assert (embeddings * torch_embeddings).sum(axis=1).min() > 0.999  # fp32: as close as torch's
+    # The cache keys the backend that ran, not "auto": a bf16 run does not see fp32 vectors.
+    bf16 = _embedder(minilm_path, "openvino-bf16", device="cpu", cache=cache).fit(texts)
+    assert bf16._cache_key(texts[0]) != auto._cache_key(texts[0])

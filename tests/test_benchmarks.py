@@ -76,7 +76,7 @@ def test_stage1_budget_part_has_a_row_per_budget_and_truncation(minilm_path, tmp
     command = [
         sys.executable, "-m", "benchmarks", "--parts", "stage1-budget", "--datasets", str(folder),
         "--model", minilm_path, "--budgets", "64", "32", "--seeds", "0", "--repeats", "1", "--bootstrap", "50",
-        "--budget-out", str(out), "--budget-plot", str(plot),
+        "--budget-out", str(out), "--budget-plot", str(plot), "--backends", "torch",
     ]
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -175,3 +175,22 @@ def test_the_machine_line_names_the_instruction_sets_int8_needs(tmp_path, monkey
     assert _machine.cpu_flags(tmp_path / "missing") is None
     monkeypatch.setattr(_machine, "cpu_flags", lambda: expected)
     assert ("no VNNI" in _machine.describe_machine()) == says_no_vnni
+
+
+def test_the_machine_line_says_what_auto_chose_and_why(tmp_path, monkeypatch):
+    import json
+
+    from benchmarks import _machine
+
+    (tmp_path / "probe").mkdir()
+    qualified = {"avx512_vnni": [{"backend": "torch"}, {"backend": "openvino-int8"}]}
+    (tmp_path / "probe" / "metadata.json").write_text(json.dumps({"qualified_configurations": qualified}))
+    monkeypatch.setattr(_machine, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_vnni"])
+    monkeypatch.setattr("hybrid_estimators.models.installed_backends", lambda: ["torch", "openvino-int8"])
+
+    line = _machine.describe_machine(_machine.stage1_auto_choice(tmp_path))
+    assert "kind avx512_vnni" in line
+    assert "backend='auto' -> openvino-int8" in line and "qualified" in line
+    # No metadata: the reference, said so; an AVX2 CPU never gets the int8 row.
+    assert _machine.stage1_auto_choice(tmp_path / "missing")[0]["backend"] == "torch"
+    assert _machine.stage1_auto_choice(tmp_path, ["avx2"])[0] == {"backend": "torch", "precision": "fp32"}

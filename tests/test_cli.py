@@ -17,7 +17,6 @@ from sklearn.frozen import FrozenEstimator
 from sklearn.pipeline import make_pipeline
 
 from hybrid_estimators.cli import main
-from hybrid_estimators.cli.score import prepare_resume
 from hybrid_estimators.scoring import (
     ScoredLine,
     count_lines,
@@ -310,17 +309,18 @@ def test_resume_refuses_an_output_of_another_input(filter_dir, input_file, tmp_p
     assert out.read_text() == '{"line": 1}\n{"line": 7}\n'
 
 
-@settings(max_examples=60, deadline=None)
-@given(n_rows=st.integers(0, 6), cut=st.floats(0, 1))
-def test_prepare_resume_keeps_exactly_the_complete_lines(tmp_path_factory, n_rows, cut):
-    text = "".join(ScoredLine(i, id=f"é-{i}").to_json() + "\n" for i in range(1, n_rows + 1))
-    data = text.encode()
-    cut_at = int(cut * len(data))
-    path = tmp_path_factory.mktemp("resume") / "out.jsonl"
-    path.write_bytes(data[:cut_at])
-    n_done = prepare_resume(path)
-    assert n_done == data[:cut_at].count(b"\n")
-    assert path.read_bytes() == b"".join(data.splitlines(keepends=True)[:n_done])
+@settings(max_examples=12, deadline=None)
+@given(cut=st.floats(0, 1))
+def test_resume_keeps_exactly_the_complete_lines(filter_dir, input_file, clean_output, tmp_path_factory, cut):
+    # Through the public path (score --resume): the complete lines of an
+    # interrupted output are kept, a partial last one dropped, none doubled.
+    cut_at = int(cut * len(clean_output))
+    out = tmp_path_factory.mktemp("resume") / "out.jsonl"
+    out.write_bytes(clean_output[:cut_at])
+    status = main(["score", "--filter", str(filter_dir), str(input_file), "-o", str(out),
+                   "--resume", "--batch-size", str(BATCH), "--quiet", "--no-progress"])
+    assert status == 0
+    assert out.read_bytes() == clean_output
 
 
 @settings(max_examples=100, deadline=None)

@@ -2,6 +2,7 @@
 
 import json
 import pickle
+import re
 import sys
 from pathlib import Path
 
@@ -345,3 +346,78 @@ def test_score_on_ray_refuses_teacher_scores_without_a_stage2(filter_dir, input_
     for extra in (["--all-stage2"], ["--audit", "0.1"]):
         assert main(["score", "--filter", str(filter_dir), str(input_file), "--ray", *extra]) == 2
         assert "needs a filter with a Stage 2" in capsys.readouterr().err
+
+
+# --- --ray gives the plain path's bytes whatever the batch size (issue 21, item 12) -------
+
+
+@pytest.mark.parametrize("batch_size", [1, 4, 64])
+def test_ray_writes_the_plain_paths_bytes_whatever_the_batch_size(
+    local_ray, filter_dir, second_filter_dir, input_file, tmp_path, batch_size
+):
+    for filters in ([filter_dir], [filter_dir, second_filter_dir]):
+        argv = ["score", *(f"--filter={folder}" for folder in filters), str(input_file), "--quiet",
+                "--stage1-only", "--no-progress", "--batch-size", str(batch_size)]
+        plain, on_ray = tmp_path / "plain.jsonl", tmp_path / "ray.jsonl"
+        # As a fresh process: this one's in-memory caches hold embeddings of other batch sizes.
+        _forget_embeddings()
+        assert main([*argv, "-o", str(plain)]) == 0
+        assert main([*argv, "-o", str(on_ray), "--ray", "--concurrency", "2"]) == 0
+        assert on_ray.read_bytes() == plain.read_bytes()
+
+
+def _forget_embeddings():
+    import hybrid_estimators.embedding
+    from hybrid_estimators.router import clear_cache
+
+    hybrid_estimators.embedding._MEMORY_CACHE._items.clear()
+    clear_cache()
+
+
+def test_the_ray_table_gives_each_rows_own_share_and_a_whole_first_cell(
+    local_ray, filter_dir, input_file, capsys
+):
+    argv = ["score", "--filter", str(filter_dir), str(input_file), "--no-progress", "--batch-size", str(BATCH)]
+    assert main([*argv, "--ray", "--concurrency", "1"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].split()[:2] == ["line", "id"]
+    cells = {int(line[:6]): line for line in lines[1:]}
+    assert sorted(cells) == list(range(1, 16))
+    ms = {number: float(line[64:71]) for number, line in cells.items() if line[64:71].strip() not in ("", "-")}
+    # An error row costs only its parsing, far less than a scored row's share of the embedding;
+    # a total divided by the line number would make it the largest.
+    assert max(ms[line] for line in ERROR_LINES) < min(ms[line] for line in (1, 3, 7))
+
+
+def test_the_several_filter_table_has_a_header_and_the_one_filter_counts(
+    filter_dir, second_filter_dir, input_file, capsys
+):
+    argv = ["score", "--filter", str(filter_dir), "--filter", str(second_filter_dir), str(input_file),
+            "--no-progress", "--batch-size", str(BATCH)]
+    assert main(argv) == 0
+    captured = capsys.readouterr()
+    header, *rows = captured.out.splitlines()
+    assert header.split()[:2] == ["line", "id"] and "demo/v1:" in header and "other/v2:" in header
+    assert len(rows) == 15 and not any(re.search(r"[a-z]+/[12]/\d", row) for row in rows)  # no medium/1/5.34
+    assert "lines=15 filters=2 errors=5; demo/v1: scored=9 stage2=0 blocked=1 errors=0; " \
+           "other/v2: scored=10 stage2=0 blocked=0 errors=0" in captured.err
+
+
+def test_skip_rate_of_rows_is_compared_with_the_filters_record():
+    import warnings
+
+    from hybrid_estimators.distributed import skip_rate
+    from hybrid_estimators.exceptions import FilterQualityWarning
+
+    from _numeric_filter import numeric_filter
+
+    filter_ = numeric_filter(threshold=4.0)
+    filter_.metadata = {"calibration": {"threshold": 4.0, "expected_skip_rate": 0.31}}
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary = skip_rate(filter_, [{"stage_used": "stage2"}] * 40 + [{"stage_used": None}])
+        near = skip_rate(filter_, [{"stage_used": "stage2"}] * 28 + [{"stage_used": "stage1"}] * 12)
+    assert (summary["observed"], summary["expected"], summary["outside"]) == (0.0, 0.31, True)
+    assert near["outside"] is False and near["observed"] == 0.3
+    assert [w.category for w in caught] == [FilterQualityWarning]
+    assert "skipped Stage 2 for 0.0% of 40" in str(caught[0].message)

@@ -210,3 +210,14 @@ def test_a_world_writable_cache_folder_is_named_in_a_warning(minilm_path, tmp_pa
     with caplog.at_level("WARNING", logger="hybrid_estimators.embedding"):
         _cached_run(minilm_path, shared, ["Solar output doubled."])
     assert f"The embedding cache {shared} is writable by others" in caplog.text
+
+
+def test_embedding_leaves_the_shared_model_as_it_was(minilm_path):
+    """E5Embedder sets its sequence length only while it encodes: the process-wide model
+    (shared with every other estimator of the same model) is left as loaded."""
+    from hybrid_estimators.embedding import load_sentence_transformer
+
+    model = load_sentence_transformer(minilm_path)
+    before = model.max_seq_length
+    E5Embedder(minilm_path, prefix="", max_seq_length=16, cache=False).fit(["x"]).transform(["a b c"])
+    assert model.max_seq_length == before != 16

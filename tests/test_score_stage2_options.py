@@ -172,3 +172,66 @@ def test_several_filters_resume_an_interrupted_output_byte_for_byte(articles_fil
              "--no-progress", str(articles_file), "-o", str(cut), "--resume"]
     assert main(other) == 2
     assert "it was written with filters seece_energy_tech/v1" in capsys.readouterr().err
+
+
+def _strict_json(path):
+    def refuse(constant):
+        raise ValueError(f"{constant} is not strict JSON")
+
+    return json.loads(Path(path).read_text(), parse_constant=refuse)
+
+
+def test_audit_without_a_medium_plus_article_is_undetermined_and_does_not_fail(
+    two_stage, articles_file, tmp_path, caplog
+):
+    import logging
+
+    folder = tmp_path / "f"
+    shutil.copytree(two_stage, folder)
+    # Tiers no article reaches: no reference MEDIUM+ article anywhere.
+    config = (folder / "config.yaml").read_text()
+    config = config.replace("threshold: ", "threshold: 9 #", 1)
+    config = config.replace("medium: ", "medium: 9.98 #", 1).replace("high: ", "high: 9.99 #", 1)
+    (folder / "config.yaml").write_text(config)
+    out = tmp_path / "audited.jsonl"
+    with caplog.at_level(logging.INFO, logger="hybrid_estimators"):
+        status = main(["score", "--filter", str(folder), str(articles_file), "-q", "--no-progress",
+                       "-o", str(out), "--audit", "1", "--fail-on-audit"])
+    summary = _strict_json(f"{out}.audit.json")
+    assert status == 0
+    assert summary["verdict"] == "undetermined" and summary["below_target"] is None
+    assert summary["recall"] is None and "no reference MEDIUM+" in summary["undetermined"]
+    assert "--fail-on-audit: not failing" in caplog.text
+
+
+def test_an_input_named_like_the_audit_file_is_never_overwritten(two_stage, articles_file, tmp_path, capsys):
+    out = tmp_path / "audited.jsonl"
+    source = tmp_path / "audited.jsonl.audit.json"
+    source.write_bytes(articles_file.read_bytes())
+    status = main(["score", "--filter", str(two_stage), str(source), "-q", "--no-progress",
+                   "-o", str(out), "--audit", "1"])
+    assert status == 2 and "must not be the input" in capsys.readouterr().err
+    assert source.read_bytes() == articles_file.read_bytes()
+
+
+def test_the_summary_and_sidecar_compare_the_skip_rate_with_the_record(two_stage, articles_file, tmp_path, caplog):
+    import logging
+
+    folder = tmp_path / "f"
+    shutil.copytree(two_stage, folder)
+    # Threshold 0 routes every article; the record says 90% skip at that threshold.
+    config = (folder / "config.yaml").read_text().replace("threshold: ", "threshold: 0.0 #", 1)
+    (folder / "config.yaml").write_text(config)
+    metadata_path = folder / "probe" / "metadata.json"
+    metadata = json.loads(metadata_path.read_text())
+    metadata["calibration"] = {"threshold": 0.0, "expected_skip_rate": 0.9}
+    metadata_path.write_text(json.dumps(metadata))
+    out = tmp_path / "out.jsonl"
+    with caplog.at_level(logging.INFO, logger="hybrid_estimators"):
+        assert main(["score", "--filter", str(folder), str(articles_file), "-q", "--no-progress",
+                     "-o", str(out)]) == 0
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING and "skipped Stage 2" in r.getMessage()]
+    assert len(warnings) == 1 and "0.0% of 8 scored articles" in warnings[0].getMessage()
+    assert "skip rate 0.0% (expected 90.0%)" in caplog.text
+    skip = _strict_json(f"{out}.meta.json")["skip_rate"]["seece_energy_tech/v1"]
+    assert (skip["n_scored"], skip["n_skipped"], skip["expected"], skip["outside"]) == (8, 0, 0.9, True)

@@ -243,11 +243,13 @@ def test_every_reader_splits_lines_alike(tmp_path_factory, data, block):
     assert list(iter_lines(_Reader(data, block))) == expected
     assert count_lines(path) == len(expected)
     pa = pytest.importorskip("pyarrow")
-    from hybrid_estimators.distributed import RAW, _jsonl_lines
+    from hybrid_estimators.distributed import RAW, _jsonl_chunks
 
-    (table,) = _jsonl_lines(pa.table({"bytes": pa.array([data], pa.binary())}))
-    assert table[RAW].to_pylist() == expected
-    assert table["line"].to_pylist() == list(range(1, len(expected) + 1))
+    # Ray reads a file in the chunks of the plain path: the same lines, numbered alike.
+    (table,) = _jsonl_chunks(pa.table({"bytes": pa.array([data], pa.binary())}), batch_size=block)
+    assert [line for chunk in table[RAW].to_pylist() for line in chunk] == expected
+    assert table["line"].to_pylist() == list(range(1, len(expected) + 1, block))
+    assert all(len(chunk) <= block for chunk in table[RAW].to_pylist())
 
 
 def test_cr_only_line_endings_keep_articles_apart(filter_dir, tmp_path):
@@ -322,9 +324,42 @@ def test_resume_refuses_another_filter_or_options(filter_dir, articles_file, sco
     extra = ["--stage1-only"] if change == "stage1-only" else []
     folder = filter_dir if change == "stage1-only" else other
     assert score(folder, articles_file, "-o", out, "-q", "--resume", *extra) == 2
-    expected = {"version": "demo/v2", "probe": "probe 000000000000", "dimensions": "dimensions",
+    expected = {"version": "demo/v2", "probe": "probe_sha256", "dimensions": "dimensions",
                 "stage1-only": "--stage1-only"}[change]
     _refused(capsys, "cannot resume", expected)
+
+
+@pytest.mark.parametrize("field, value, named", [
+    (("tiers", "medium"), 2.0, "config.tiers.medium"),
+    (("hybrid_inference", "threshold"), 3.0, "config.hybrid_inference.threshold"),
+    (("prefilter", "min_length"), 12, "config.prefilter.min_length"),
+    (("dimensions", "energy_progress"), 0.6, "config.dimensions.energy_progress"),
+])
+def test_resume_refuses_a_filter_whose_config_changed(
+    filter_dir, articles_file, scored, tmp_path, capsys, monkeypatch, field, value, named
+):
+    # Issue 21 item 1: a copy of the filter with tiers.medium 4.0 -> 2.0 (or any field that
+    # changes an output) mixed rows scored under two configs; the field is named.
+    out, _ = scored
+    kept = out.read_bytes()
+    other = tmp_path / "other"
+    shutil.copytree(filter_dir, other)
+    config = yaml.safe_load((other / "config.yaml").read_text())
+    section, key = field
+    config[section][key] = value
+    (other / "config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    no_model_loads(monkeypatch)
+    assert score(other, articles_file, "-o", out, "-q", "--resume") == 2
+    _refused(capsys, "cannot resume", named)
+    assert out.read_bytes() == kept
+
+
+def test_resume_refuses_another_batch_size(filter_dir, articles_file, scored, capsys, monkeypatch):
+    out, _ = scored
+    no_model_loads(monkeypatch)
+    assert main(["score", "--filter", str(filter_dir), str(articles_file), "-o", str(out), "-q",
+                 "--resume", "--batch-size", str(BATCH + 1), "--no-progress"]) == 2
+    _refused(capsys, "cannot resume", "--batch-size 3, this run has 4")
 
 
 def test_resume_refuses_an_output_without_sidecar_of_another_filter(
@@ -368,13 +403,19 @@ def test_the_sidecar_says_what_the_output_was_scored_from(filter_dir, articles_f
     import hashlib
 
     digest = hashlib.sha256(b"".join(line + b"\n" for line in split_lines(articles_file.read_bytes())))
-    assert sidecar["format"] == "hybrid-estimators-score/1"
+    assert sidecar["format"] == "hybrid-estimators-score/2"
     assert sidecar["input"] == {"path": str(articles_file), "lines": 7, "sha256": digest.hexdigest()}
     metadata = json.loads((filter_dir / "probe" / "metadata.json").read_text())
+    config = sidecar["filter"].pop("config")
     assert sidecar["filter"] == {"name": "demo", "version": "v1", "probe_sha256": metadata["probe_sha256"],
-                                 "dimensions": DIMENSIONS}
+                                 "adapter_sha256": None, "dimensions": DIMENSIONS}
+    assert config["tiers"] == {"high": 7.0, "medium": 4.0, "low": 0.0}
+    assert config["hybrid_inference"]["threshold"] == 4.5 and config["prefilter"]["min_length"] == 10
+    from hybrid_estimators import __version__
+
     assert sidecar["options"] == {
         "stage1_only": False, "backend": "torch", "batch_size": BATCH, "all_stage2": False,
+        "audit": None, "audit_seed": 0, "package_version": __version__,
     }
 
 
@@ -390,6 +431,90 @@ def test_a_ray_run_writes_the_sidecar_of_the_whole_input(filter_dir, articles_fi
                               backend="torch", batch_size=BATCH, all_stage2=False)
     score_module._write_ray_sidecar(args, score_module._filter_identity(filter_dir))
     assert sidecar.read_bytes() == expected
+
+
+# --- input and output compared as files (issue 21, items 2, 3, 10) ------------------
+
+
+def _feed_fifo(path, data):
+    import threading
+
+    def write():
+        with open(path, "wb") as fifo:
+            fifo.write(data)
+
+    writer = threading.Thread(target=write, daemon=True)
+    writer.start()
+    return writer
+
+
+def test_a_named_pipe_input_is_read_once_and_every_line_scored(filter_dir, articles_file, tmp_path):
+    # `score ... <(cat in.jsonl)` used to count the lines by re-opening the pipe, draining it.
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    writer = _feed_fifo(fifo, articles_file.read_bytes())
+    out = tmp_path / "out.jsonl"
+    assert score(filter_dir, fifo, "-o", out, "-q") == 0
+    writer.join(5)
+    reference = tmp_path / "reference.jsonl"
+    assert score(filter_dir, articles_file, "-o", reference, "-q") == 0
+    assert len(rows_of(out)) == 7 and out.read_bytes() == reference.read_bytes()
+
+
+def test_resume_with_a_pipe_input_is_refused(filter_dir, articles_file, tmp_path, monkeypatch, capsys):
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+    writer = _feed_fifo(fifo, articles_file.read_bytes())
+    no_model_loads(monkeypatch)
+    assert score(filter_dir, fifo, "-o", tmp_path / "out.jsonl", "-q", "--resume") == 2
+    _refused(capsys, "--resume needs an input that is a regular file")
+    writer.join(5)
+
+
+class _Stdin:
+    def __init__(self, file):
+        self.buffer = file
+
+
+def test_stdin_read_from_the_output_file_is_refused_before_truncating(
+    filter_dir, articles_file, tmp_path, monkeypatch, capsys
+):
+    out = tmp_path / "v.jsonl"
+    out.write_bytes(articles_file.read_bytes())
+    no_model_loads(monkeypatch)
+    with open(out, "rb") as stdin:
+        monkeypatch.setattr("sys.stdin", _Stdin(stdin))
+        assert score(filter_dir, "-", "-o", out, "-q") == 2
+    _refused(capsys, "must not be the input", "standard input")
+    assert out.read_bytes() == articles_file.read_bytes()
+
+
+def test_a_device_output_gets_no_sidecar_beside_it(filter_dir, articles_file):
+    assert score(filter_dir, articles_file, "-o", os.devnull, "-q", "--stage1-only") == 0
+    assert not os.path.exists(f"{os.devnull}.meta.json") and not os.path.exists(f"{os.devnull}.lock")
+
+
+def test_a_symlink_to_the_output_shares_its_lock_and_sidecar(
+    filter_dir, articles_file, tmp_path, monkeypatch, capsys
+):
+    out, link = tmp_path / "real.jsonl", tmp_path / "link.jsonl"
+    link.symlink_to(out)
+    assert score(filter_dir, articles_file, "-o", link, "-q") == 0
+    assert (tmp_path / "real.jsonl.meta.json").exists() and not (tmp_path / "link.jsonl.meta.json").exists()
+    full = out.read_bytes()
+    capsys.readouterr()
+    lock = os.open(f"{out}.lock", os.O_RDWR | os.O_CREAT)
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        no_model_loads(monkeypatch)
+        assert score(filter_dir, articles_file, "-o", link, "-q", "--resume") == 2
+        _refused(capsys, "being written by another run")
+    finally:
+        os.close(lock)
+    monkeypatch.undo()
+    out.write_bytes(b"".join(full.splitlines(keepends=True)[:2]))
+    assert score(filter_dir, articles_file, "-o", link, "-q", "--resume") == 0
+    assert out.read_bytes() == full and "no sidecar" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("link", ["hard", "symbolic"])
@@ -548,3 +673,48 @@ def test_an_article_of_zero_width_characters_is_blocked(filter_dir, tmp_path):
 
 def test_load_filter_reads_the_same_dimensions_as_the_sidecar(filter_dir):
     assert load_filter(filter_dir).dimension_names_ == DIMENSIONS
+
+
+# --- memory of a line bounded by what the stages read (issue 21, item 7) ---------------
+
+
+def test_a_huge_text_keeps_only_what_a_stage_can_read():
+    from hybrid_estimators.scoring import CUT_MARK, KEEP_CHARS, MAX_TOKENS_READ
+
+    head, middle, tail = "h" * KEEP_CHARS, "m" * (3 * KEEP_CHARS), "t" * KEEP_CHARS
+    row = parse_line(1, _line({"id": "big", "title": "Grid", "content": head + middle + tail}))
+    assert row.error is None and row.article["title"] == "Grid"
+    assert row.article["content"] == head + CUT_MARK + tail
+    # The bound is generous: every token a stage may read from either end fits in what is kept.
+    assert KEEP_CHARS >= MAX_TOKENS_READ * 50 >= 4 * 512 * 50
+
+
+def test_a_line_over_the_maximum_is_an_error_row(monkeypatch, filter_dir, tmp_path):
+    import hybrid_estimators.scoring
+
+    monkeypatch.setattr(hybrid_estimators.scoring, "MAX_LINE_BYTES", 1000)
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(_line({**GOOD, "content": "x" * 2000}) + b"\n" + _line(GOOD) + b"\n")
+    out = tmp_path / "out.jsonl"
+    assert score(filter_dir, path, "-o", out, "-q") == 0
+    rows = rows_of(out)
+    assert len(rows) == 2 and "longer than the 1000 a line may have" in rows[0]["error"]
+    assert rows[1]["error"] is None and rows[1]["weighted_average"] is not None
+
+
+def test_scores_of_a_cut_text_do_not_depend_on_its_middle(filter_dir):
+    from hybrid_estimators.scoring import KEEP_CHARS, score_chunk
+
+    words = ("solar grid battery storage wind " * (KEEP_CHARS // 10))[: 3 * KEEP_CHARS]
+    rows = [parse_line(i, _line({"title": "Grid", "content": words[:KEEP_CHARS] + middle + words[-KEEP_CHARS:]}))
+            for i, middle in enumerate(["policy " * 40000, "energy " * 30000], 1)]
+    scored = score_chunk(load_filter(filter_dir), rows)
+    assert scored[0].scores == scored[1].scores and scored[0].blocked_by is None
+
+
+def test_a_number_wider_than_its_column_is_never_cut():
+    from hybrid_estimators.cli.score import table_line
+
+    row = ScoredLine(1234567, id="a", weighted_average=5.0, tier="medium", stage_used="stage2", seconds=117.128)
+    line = table_line(row)
+    assert line.split()[0] == "1234567" and "117128.0" in line and "…" not in line

