@@ -240,7 +240,7 @@ def test_roles_extension_resolves_names_like_python():
         return roles._resolve(name, package[where], collection, packages)
 
     # Imported by the module: the object's own path.
-    assert resolve("Prefilter", "filters") == "hybrid_estimators.prefilter.Prefilter"
+    assert resolve("Prefilter", "filters.load") == "hybrid_estimators.prefilter.Prefilter"
     # A method, from the class's docstring.
     assert resolve("predict_report", "router.HybridRouterRegressor") == (
         "hybrid_estimators.router.HybridRouterRegressor.predict_report"
