@@ -52,6 +52,10 @@ def audit_selection(X, rate, random_state=0):
     -------
     selected : ndarray of bool, shape (n_samples,)
 
+    See Also
+    --------
+    RecallAudit : Audits a filter's skipped articles.
+
     Examples
     --------
     >>> articles = [{"title": f"t{i}", "content": "c"} for i in range(1000)]
@@ -100,6 +104,11 @@ def audit_summary(stage_used, tier, audited, audit_tier, *, tiers=None, confiden
         (estimate), ``recall_lower_bound``, ``confidence``,
         ``target_recall``, ``verdict`` and ``below_target`` (see
         :func:`summary_of_counts`).
+
+    See Also
+    --------
+    RecallAudit : Audits a filter's skipped articles.
+    hybrid_estimators.calibration.clopper_pearson_upper : The bound used.
 
     Examples
     --------
@@ -232,6 +241,13 @@ class RecallAudit:
     counts_ : dict
         The running counts (:data:`COUNTS`) of every article seen so far:
         constant memory and work per batch, however long the stream.
+
+    See Also
+    --------
+    audit_selection : Which skipped articles to audit.
+    audit_summary : The recall bound from audited articles.
+    hybrid_estimators.calibration.TunedThresholdRouterCV : Certifies the
+        threshold before deployment; the audit checks it after.
 
     Examples
     --------

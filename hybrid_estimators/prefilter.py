@@ -89,6 +89,12 @@ class Prefilter:
     rules : list of callable
         Each takes an article dict and returns a reason (str) or None.
 
+    See Also
+    --------
+    hybrid_estimators.filters.Filter : Applies it before any stage.
+    hybrid_estimators.filters.FilterSpec : Builds it from a config's
+        ``prefilter`` section.
+
     Examples
     --------
     >>> prefilter = Prefilter(block_keywords={"sports": ["football"]}, min_length=10)

@@ -408,6 +408,40 @@ def score_chunk(scorer, rows):
     -------
     rows : list of ScoredLine
         The same objects, filled in.
+
+    See Also
+    --------
+    score_lines : Parses and scores a chunk of raw lines, timing each row.
+    parse_line : One raw line as a :class:`ScoredLine`.
+    hybrid_estimators.distributed.score_dataset : The same rows on Ray Data.
+    hybrid_estimators.filters.load_filter : A filter to score with.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyRegressor
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from hybrid_estimators import ArticleText, Filter, FilterSpec, make_articles
+    >>> X, _ = make_articles(4, random_state=0)
+    >>> def constant_stage(value):  # a prefit stage that scores every article `value`
+    ...     model = make_pipeline(ArticleText(), "passthrough",
+    ...                           DummyRegressor(strategy="constant", constant=[value]))
+    ...     return FrozenEstimator(model.fit(X, np.zeros((len(X), 1))))
+    >>> spec = FilterSpec.from_dict({"name": "demo", "version": "v1", "dimensions": {"impact": 1.0},
+    ...     "prefilter": {"min_length": 20}, "hybrid_inference": {"threshold": 4.0}})
+    >>> demo = Filter(spec, constant_stage(5.0), constant_stage(6.0)).fit()
+    >>> lines = [b'{"id": "a", "title": "Solar", "content": "A solar farm with storage opened."}',
+    ...          b'{"id": "b", "title": "Short", "content": ""}',
+    ...          b'not json']
+    >>> rows = score_chunk(demo, [parse_line(number, raw) for number, raw in enumerate(lines, start=1)])
+    >>> [(row.id, row.stage_used, row.blocked_by) for row in rows]
+    [('a', 'stage2', None), ('b', None, 'min_length:20'), (None, None, None)]
+    >>> record = rows[0].to_record()  # the output line, as a dict
+    >>> record["scores"], record["tier"], record["stage1_estimate"]
+    ({'impact': 6.0}, 'medium', 5.0)
+    >>> rows[2].error
+    'line 3: not JSON: Expecting value: line 1 column 1 (char 0)'
     """
     to_score = [row for row in rows if row.article is not None and row.error is None]
     if to_score:

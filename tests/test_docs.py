@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from hybrid_estimators import _EXPORTS  # public name -> module (the modules load lazily)
+
 ROOT = Path(__file__).resolve().parents[1]
 API_PAGES = {  # page -> names its rendered HTML must show
     "router": ["HybridRouterRegressor", "HybridRouterRegressor.predict_report", "clear_cache",
@@ -258,11 +260,6 @@ def test_roles_extension_resolves_names_like_python():
     assert ":func:" not in metric_keys
 
 
-# Modules whose docstrings other branches are still rewriting: their public
-# names are checked once those branches are merged (then empty this set).
-EXAMPLES_PENDING_MODULES = {"audit", "datasets", "embedding", "prefilter", "scoring"}
-
-
 def _object_section(html, identifier):
     """The HTML of one top-level object: its heading up to the next top-level heading."""
     start = html.index(f'<h2 id="{identifier}"')
@@ -270,22 +267,10 @@ def _object_section(html, identifier):
     return html[start : following.start() if following else len(html)]
 
 
-def _public_names():
-    import hybrid_estimators
-
-    return [
-        pytest.param(name, marks=pytest.mark.skip(reason=f"{module} docstrings are being rewritten"))
-        if module in EXAMPLES_PENDING_MODULES
-        else name
-        for name, module in sorted(hybrid_estimators._EXPORTS.items())
-    ]
-
-
-@pytest.mark.parametrize("name", _public_names())
+@pytest.mark.parametrize("name", sorted(_EXPORTS))
 def test_every_public_name_shows_examples_and_see_also(site, name):
-    import hybrid_estimators
-
-    module = hybrid_estimators._EXPORTS[name]
+    """As on scikit-learn's reference pages: how to use it, and its neighbours."""
+    module = _EXPORTS[name]
     html = (site / "api" / module / "index.html").read_text(encoding="utf-8")
     section = _object_section(html, f"hybrid_estimators.{module}.{name}")
     assert '<details class="example"' in section, f"{name}: no Examples box on api/{module}"
