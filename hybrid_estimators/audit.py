@@ -129,6 +129,11 @@ COUNTS = ("n_routed", "n_skipped", "n_audited", "routed_medium_plus", "audited_m
 def count_audited(stage_used, tier, audited, audit_tier, *, tiers=None):
     """The audit's counts (:data:`COUNTS`) of some scored rows; add them to a running total.
 
+    See Also
+    --------
+    summary_of_counts : The recall bound from these counts.
+    audit_summary : Both in one call.
+
     Examples
     --------
     >>> count_audited(["stage2", "stage1", None], ["high", "low", None], [False, True, True],
@@ -163,6 +168,11 @@ def summary_of_counts(counts, *, confidence=0.9, target_recall=None):
       article MEDIUM+ (there is then nothing recall could have missed, nor
       any evidence of it): neither pass nor fail, ``below_target`` None;
     - ``"no target"``: no `target_recall` to compare with.
+
+    See Also
+    --------
+    count_audited : The counts it summarises.
+    audit_summary : Both in one call.
 
     Examples
     --------

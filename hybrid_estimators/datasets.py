@@ -105,6 +105,10 @@ def shared_data_dir():
 
     ``$HYBRID_ESTIMATORS_SHARED_DATA`` when set, else ``../shared/data``
     beside the project checkout.
+
+    See Also
+    --------
+    load_articles : Reads a labelled folder of it.
     """
     configured = os.environ.get("HYBRID_ESTIMATORS_SHARED_DATA")
     folder = (

@@ -49,6 +49,10 @@ def visible_length(text, stop=None):
     -------
     n_visible : int
 
+    See Also
+    --------
+    Prefilter : Blocks articles shorter than ``min_length`` by this length.
+
     Examples
     --------
     >>> visible_length("Grid\\u200b\\u200b battery\\n")
