@@ -238,13 +238,14 @@ print(comparison.round(3).to_string())
 # %% [markdown]
 # ## The trade-off, plotted
 #
-# Left: GridSearchCV's mean (± one standard deviation over the folds)
-# recall and skip rate per candidate. Right: `ThresholdCertificateDisplay.from_estimator(tuner)`,
+# Top: GridSearchCV's mean (± one standard deviation over the folds)
+# recall and skip rate per candidate. Bottom: `ThresholdCertificateDisplay.from_estimator(tuner)`,
 # the out-of-fold recall, its lower confidence bound and the skip rate.
 # The dashed vertical lines mark each method's choice.
 
 # %%
-fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.3), sharey=True)
+# One panel above the other: each keeps the docs' full width, legible.
+fig, (left, right) = plt.subplots(2, 1, figsize=(7.5, 8.6))
 for column, label, colour in (
     ("medium_plus_recall", "MEDIUM+ recall (mean CV)", "C0"),
     ("skip_rate", "skip rate (mean CV)", "C2"),
@@ -265,7 +266,8 @@ left.set_xlim(0, 10)
 left.set_xlabel("threshold (routing score)")
 left.set_ylabel("share of articles")
 left.set_title("GridSearchCV: mean recall ≥ target", fontsize="medium")
-left.legend(loc="lower left", fontsize="small")
+left.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2, fontsize="small",
+            frameon=False)  # below the axes, where it hides no curve
 ThresholdCertificateDisplay.from_estimator(tuner, ax=right)
 right.set_xlim(0, 10)
 right.set_title(

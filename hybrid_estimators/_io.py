@@ -62,6 +62,10 @@ def json_safe(value):
     RecursionError
         For values nested about as deeply as the recursion limit.
 
+    See Also
+    --------
+    atomic_write : Writes the JSON text it makes safe.
+
     Examples
     --------
     >>> import numpy as np
@@ -133,6 +137,11 @@ def atomic_write(path, data, *, mode=None):
     -------
     path : Path
 
+    See Also
+    --------
+    atomic_folder : The same for a whole folder.
+    json_safe : Makes a value safe to write as JSON.
+
     Examples
     --------
     >>> import os, tempfile
@@ -190,6 +199,12 @@ def atomic_folder(path, *, mode=0o755, replace=False):
     Yields
     ------
     staging : Path
+
+    See Also
+    --------
+    atomic_write : The same for one file.
+    hybrid_estimators.models.offline_e5_small : Writes its converted model
+        with it.
 
     Examples
     --------

@@ -52,6 +52,10 @@ def audit_selection(X, rate, random_state=0):
     -------
     selected : ndarray of bool, shape (n_samples,)
 
+    See Also
+    --------
+    RecallAudit : Audits a filter's skipped articles.
+
     Examples
     --------
     >>> articles = [{"title": f"t{i}", "content": "c"} for i in range(1000)]
@@ -101,6 +105,11 @@ def audit_summary(stage_used, tier, audited, audit_tier, *, tiers=None, confiden
         ``target_recall``, ``verdict`` and ``below_target`` (see
         :func:`summary_of_counts`).
 
+    See Also
+    --------
+    RecallAudit : Audits a filter's skipped articles.
+    hybrid_estimators.calibration.clopper_pearson_upper : The bound used.
+
     Examples
     --------
     >>> summary = audit_summary(
@@ -119,6 +128,11 @@ COUNTS = ("n_routed", "n_skipped", "n_audited", "routed_medium_plus", "audited_m
 
 def count_audited(stage_used, tier, audited, audit_tier, *, tiers=None):
     """The audit's counts (:data:`COUNTS`) of some scored rows; add them to a running total.
+
+    See Also
+    --------
+    summary_of_counts : The recall bound from these counts.
+    audit_summary : Both in one call.
 
     Examples
     --------
@@ -154,6 +168,11 @@ def summary_of_counts(counts, *, confidence=0.9, target_recall=None):
       article MEDIUM+ (there is then nothing recall could have missed, nor
       any evidence of it): neither pass nor fail, ``below_target`` None;
     - ``"no target"``: no `target_recall` to compare with.
+
+    See Also
+    --------
+    count_audited : The counts it summarises.
+    audit_summary : Both in one call.
 
     Examples
     --------
@@ -232,6 +251,13 @@ class RecallAudit:
     counts_ : dict
         The running counts (:data:`COUNTS`) of every article seen so far:
         constant memory and work per batch, however long the stream.
+
+    See Also
+    --------
+    audit_selection : Which skipped articles to audit.
+    audit_summary : The recall bound from audited articles.
+    hybrid_estimators.calibration.TunedThresholdRouterCV : Certifies the
+        threshold before deployment; the audit checks it after.
 
     Examples
     --------

@@ -44,6 +44,11 @@ def clopper_pearson_upper(n_missed, n_total, confidence):
     -------
     upper : float or ndarray
 
+    See Also
+    --------
+    TunedThresholdRouterCV : Uses it to bound the missed MEDIUM+ share.
+    ThresholdCertificateDisplay : Plots the bound against the threshold.
+
     Examples
     --------
     >>> round(float(clopper_pearson_upper(0, 45, 0.9)), 4)  # 1 - 0.1 ** (1 / 45)
@@ -213,6 +218,12 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         analogue, which optimises a score instead of guaranteeing one.
     ThresholdCertificateDisplay : Recall, its bound and the skip rate
         against the threshold.
+    hybrid_estimators.router.HybridRouterRegressor : The router whose
+        threshold it tunes.
+    hybrid_estimators.metrics.ROUTING_SCORERS : Mean cross-validated scores,
+        for ``GridSearchCV`` over the threshold instead.
+    hybrid_estimators.evaluation.cascade_report : Measures the tuned cascade
+        on held-out articles.
 
     Examples
     --------
@@ -553,6 +564,8 @@ class ThresholdCertificateDisplay:
     TunedThresholdRouterCV : Chooses the threshold this display certifies.
     hybrid_estimators.evaluation.CascadeFrontierDisplay : Cost against
         quality over every threshold.
+    hybrid_estimators.router.HybridRouterRegressor : The router it plots
+        ``from_estimator`` when not tuned.
 
     Examples
     --------

@@ -63,6 +63,11 @@ def make_articles(n_samples=100, *, random_state=None):
     Y : DataFrame of shape (n_samples, 3)
         One column of scores (0-10) per dimension.
 
+    See Also
+    --------
+    load_articles : Real labelled articles, in the same layout.
+    hybrid_estimators.router.HybridRouterRegressor : A cascade to fit on them.
+
     Examples
     --------
     >>> X, Y = make_articles(5, random_state=0)
@@ -100,6 +105,10 @@ def shared_data_dir():
 
     ``$HYBRID_ESTIMATORS_SHARED_DATA`` when set, else ``../shared/data``
     beside the project checkout.
+
+    See Also
+    --------
+    load_articles : Reads a labelled folder of it.
     """
     configured = os.environ.get("HYBRID_ESTIMATORS_SHARED_DATA")
     folder = (
@@ -129,6 +138,12 @@ def load_articles(folder):
         One column per dimension, in the order of ``filter.yaml``.
     spec : dict
         ``name``, ``dimensions`` (name -> weight) and ``tiers``.
+
+    See Also
+    --------
+    make_articles : Generated articles, in the same layout.
+    hybrid_estimators.filters.FilterSpec : The configuration of a filter
+        trained on them.
 
     Examples
     --------

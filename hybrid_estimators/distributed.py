@@ -435,6 +435,11 @@ def skip_rate(filter_, scored):
         ``n_scored``, ``n_skipped``, ``observed``, ``expected``,
         ``interval``, ``confidence``, ``outside`` (see
         :func:`~hybrid_estimators.scoring.skip_rate_summary`).
+
+    See Also
+    --------
+    score_dataset : Scores the rows whose skip rate it measures.
+    hybrid_estimators.scoring.recorded_skip_rate : The skip rate expected.
     """
     from .scoring import recorded_skip_rate, skip_rate_summary, warn_skip_rate
 

@@ -305,7 +305,10 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
 
     See Also
     --------
-    ArticleText : Turns articles into the texts this embeds.
+    hybrid_estimators.text.ArticleText : Turns articles into the texts this embeds.
+    hybrid_estimators.probe.make_probe : Regresses the scores on these embeddings.
+    hybrid_estimators.models.offline_e5_small : Its default model, offline.
+    hybrid_estimators.models.resolve_model : Where its model loads from.
 
     Examples
     --------

@@ -75,6 +75,8 @@ class IsotonicCalibrator(OneToOneFeatureMixin, TransformerMixin, BaseEstimator):
     --------
     fit_out_of_fold_calibration : Fit it on a stage's out-of-fold predictions.
     sklearn.isotonic.IsotonicRegression : The map fitted per column.
+    hybrid_estimators.percentile_normalizer.PercentileNormalizer : Puts
+        calibrated scores of several filters on one scale.
 
     Examples
     --------
@@ -317,6 +319,12 @@ def fit_out_of_fold_calibration(
         Fitted.
     predictions : ndarray of shape (n_samples, n_dimensions)
         Only with `return_predictions`.
+
+    See Also
+    --------
+    IsotonicCalibrator : The calibrator it fits.
+    hybrid_estimators.metrics.cross_validated_stage1_metrics : Stage 1's
+        out-of-fold errors.
 
     Examples
     --------

@@ -70,6 +70,11 @@ def is_medium_plus(Y_true, weights, *, tiers=None, gatekeepers=None):
     -------
     medium_plus : ndarray of bool, shape (n_samples,)
 
+    See Also
+    --------
+    medium_plus_recall : The share of these articles Stage 2 sees.
+    hybrid_estimators.tiers.medium_threshold : Where MEDIUM starts.
+
     Examples
     --------
     >>> is_medium_plus([[3.0, 6.0], [1.0, 2.0]], [0.5, 0.5]).tolist()
@@ -100,6 +105,13 @@ def medium_plus_recall(
     -------
     recall : float
 
+    See Also
+    --------
+    ROUTING_SCORERS : Its scorer, ``"medium_plus_recall"``.
+    skip_rate : The cost side of the trade-off.
+    hybrid_estimators.calibration.TunedThresholdRouterCV : Chooses the
+        threshold with a lower confidence bound on this recall.
+
     Examples
     --------
     >>> medium_plus_recall([[5.0], [6.0], [1.0]], [True, False, False], [1.0])
@@ -114,6 +126,12 @@ def medium_plus_recall(
 def skip_rate(routed):
     """Share of articles that skip Stage 2.
 
+    See Also
+    --------
+    ROUTING_SCORERS : Its scorer, ``"skip_rate"``.
+    medium_plus_recall : The quality side of the trade-off.
+    expected_cost : The cost per article at a skip rate.
+
     Examples
     --------
     >>> skip_rate([True, False, False, False])
@@ -125,6 +143,11 @@ def skip_rate(routed):
 
 def weighted_average_mae(Y_true, Y_pred, weights):
     """Mean absolute error of the weighted averages.
+
+    See Also
+    --------
+    ROUTING_SCORERS : Its negated scorer, ``"neg_mae"``.
+    hybrid_estimators.tiers.weighted_average : The averages compared.
 
     Examples
     --------
@@ -138,6 +161,11 @@ def weighted_average_mae(Y_true, Y_pred, weights):
 
 def tier_accuracy(Y_true, Y_pred, weights, *, tiers=None, gatekeepers=None):
     """Share of articles whose predicted tier equals their true tier.
+
+    See Also
+    --------
+    ROUTING_SCORERS : Its scorer, ``"tier_accuracy"``.
+    hybrid_estimators.tiers.tier_of : The tier of a weighted average.
 
     Examples
     --------
@@ -157,6 +185,11 @@ def _majority_tier_share(Y_true, weights, tiers=None, gatekeepers=None):
 
 def expected_cost(skip, stage1_cost, stage2_cost):
     """Expected cost per article of the cascade: ``T1 + (1 - skip) * T2``.
+
+    See Also
+    --------
+    make_expected_cost_scorer : Its negated scorer.
+    skip_rate : The share of articles that skip Stage 2.
 
     Examples
     --------
@@ -231,9 +264,27 @@ def make_expected_cost_scorer(stage1_cost=None, stage2_cost=None):
     -------
     scorer : callable ``(estimator, X, Y) -> float``
 
+    See Also
+    --------
+    ROUTING_SCORERS : Holds it with measured costs, ``"neg_expected_cost"``.
+    expected_cost : The cost it negates.
+
     Examples
     --------
-    >>> scorer = make_expected_cost_scorer(1.3, 37.9)
+    >>> import numpy as np
+    >>> from sklearn.linear_model import Ridge
+    >>> from sklearn.neighbors import KNeighborsRegressor
+    >>> from hybrid_estimators.router import HybridRouterRegressor
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.uniform(0, 10, size=(90, 2))
+    >>> Y = np.c_[X[:, 0], X.mean(axis=1)]
+    >>> router = HybridRouterRegressor(Ridge(), KNeighborsRegressor(), [0.5, 0.5],
+    ...                                threshold=4.0).fit(X, Y)
+    >>> scorer = make_expected_cost_scorer(1.3, 37.9)  # ms per article of each stage
+    >>> round(ROUTING_SCORERS["skip_rate"](router, X, Y), 2)
+    0.31
+    >>> round(scorer(router, X, Y), 2)  # -(1.3 + (1 - 0.31) * 37.9)
+    -27.41
     """
 
     def neg_expected_cost(estimator, X, Y):
@@ -249,7 +300,6 @@ def make_expected_cost_scorer(stage1_cost=None, stage2_cost=None):
     return neg_expected_cost
 
 
-#: Routing scorers by name, for ``GridSearchCV(scoring=ROUTING_SCORERS)``.
 ROUTING_SCORERS = {
     "medium_plus_recall": _medium_plus_recall_scorer,
     "skip_rate": _skip_rate_scorer,
@@ -257,6 +307,41 @@ ROUTING_SCORERS = {
     "tier_accuracy": _tier_accuracy_scorer,
     "neg_expected_cost": make_expected_cost_scorer(),
 }
+"""Routing scorers by name, for ``GridSearchCV(scoring=ROUTING_SCORERS)``.
+
+Each is a callable ``(estimator, X, Y) -> float``, greater is better, on a
+fitted router (or a tuner: its best router): ``medium_plus_recall`` (the
+share of truly MEDIUM+ articles sent to Stage 2), ``skip_rate``,
+``neg_mae`` (of the weighted averages), ``tier_accuracy`` and
+``neg_expected_cost`` (seconds per article measured on the router's
+stages).
+
+See Also
+--------
+get_routing_scorer : One of them by name, else scikit-learn's.
+medium_plus_recall : The metric behind ``"medium_plus_recall"``.
+make_expected_cost_scorer : ``"neg_expected_cost"`` with given costs.
+hybrid_estimators.calibration.TunedThresholdRouterCV : Chooses the
+    threshold with a guarantee on MEDIUM+ recall instead of a mean score.
+hybrid_estimators.router.HybridRouterRegressor : The router they score.
+
+Examples
+--------
+>>> import numpy as np
+>>> from sklearn.linear_model import Ridge
+>>> from sklearn.neighbors import KNeighborsRegressor
+>>> from hybrid_estimators.router import HybridRouterRegressor
+>>> rng = np.random.RandomState(0)
+>>> X = rng.uniform(0, 10, size=(90, 2))
+>>> Y = np.c_[X[:, 0], X.mean(axis=1)]
+>>> router = HybridRouterRegressor(Ridge(), KNeighborsRegressor(), [0.5, 0.5],
+...                                threshold=4.0).fit(X, Y)
+>>> sorted(ROUTING_SCORERS)
+['medium_plus_recall', 'neg_expected_cost', 'neg_mae', 'skip_rate', 'tier_accuracy']
+>>> scores = {name: scorer(router, X, Y) for name, scorer in ROUTING_SCORERS.items()}
+>>> round(scores["medium_plus_recall"], 2), round(scores["skip_rate"], 2)
+(1.0, 0.31)
+"""
 
 
 def get_routing_scorer(scoring):
@@ -271,6 +356,11 @@ def get_routing_scorer(scoring):
     Returns
     -------
     scorer : callable ``(estimator, X, Y) -> float``
+
+    See Also
+    --------
+    ROUTING_SCORERS : The routing scorers by name.
+    sklearn.metrics.get_scorer : Its fallback for scikit-learn's names.
 
     Examples
     --------
@@ -347,6 +437,12 @@ def cross_validated_stage1_metrics(
         ``cv_mae_weighted_average_<candidate>`` for each.
     predictions : ndarray of shape (n_samples, n_dimensions)
         Only with `return_predictions`: out of fold, clipped to 0-10.
+
+    See Also
+    --------
+    hybrid_estimators.filters.save_filter : Records these metrics in a
+        filter's metadata.
+    weighted_average_mae : The metric cross-validated.
 
     Examples
     --------

@@ -65,6 +65,8 @@ class PercentileNormalizer(OneToOneFeatureMixin, TransformerMixin, BaseEstimator
     best_filter : The filter with the highest normalised score, per article.
     sklearn.preprocessing.QuantileTransformer : Also a rank transform; this
         one is kept as a plain, exactly reproducible breakpoint table.
+    hybrid_estimators.isotonic_calibrator.IsotonicCalibrator : Calibrates a
+        filter's scores before they are normalised.
 
     Examples
     --------
@@ -233,6 +235,10 @@ def best_filter(normalised_by_filter, blocked=None):
         Per article, the filter with the highest normalised score; on a
         tie, the first such filter in the given order; None when every
         filter is excluded for that article.
+
+    See Also
+    --------
+    PercentileNormalizer : Puts each filter's scores on the scale compared.
 
     Examples
     --------

@@ -49,6 +49,10 @@ def visible_length(text, stop=None):
     -------
     n_visible : int
 
+    See Also
+    --------
+    Prefilter : Blocks articles shorter than ``min_length`` by this length.
+
     Examples
     --------
     >>> visible_length("Grid\\u200b\\u200b battery\\n")
@@ -88,6 +92,12 @@ class Prefilter:
         characters do not count).
     rules : list of callable
         Each takes an article dict and returns a reason (str) or None.
+
+    See Also
+    --------
+    hybrid_estimators.filters.Filter : Applies it before any stage.
+    hybrid_estimators.filters.FilterSpec : Builds it from a config's
+        ``prefilter`` section.
 
     Examples
     --------

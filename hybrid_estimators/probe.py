@@ -50,6 +50,12 @@ def make_probe(
     probe : Pipeline
         ``make_pipeline(StandardScaler(), MLPRegressor(...))``.
 
+    See Also
+    --------
+    make_ridge_probe : A linear probe, faster to fit.
+    hybrid_estimators.embedding.E5Embedder : The embeddings it regresses on.
+    hybrid_estimators.text.ArticleText : The texts that are embedded.
+
     Examples
     --------
     >>> import numpy as np
@@ -96,6 +102,11 @@ def make_ridge_probe(alphas=np.logspace(0, 5, 11)):
     -------
     probe : Pipeline
         ``make_pipeline(StandardScaler(), RidgeCV(alphas=alphas))``.
+
+    See Also
+    --------
+    make_probe : The MLP probe.
+    hybrid_estimators.embedding.E5Embedder : The embeddings it regresses on.
 
     Examples
     --------

@@ -203,6 +203,11 @@ class QwenRegressor(RegressorMixin, BaseEstimator):
     --------
     sklearn.frozen.FrozenEstimator : Keeps a prefit regressor as is in a
         meta-estimator's ``fit``.
+    hybrid_estimators.router.HybridRouterRegressor : Sends it the articles
+        Stage 1 finds promising.
+    hybrid_estimators.models.smollm2_gguf : A small offline base model.
+    hybrid_estimators.teacher.teacher_scores : Its scores of every article,
+        to teach Stage 1.
 
     Examples
     --------

@@ -95,6 +95,10 @@ def unwrap_frozen(estimator):
 
     The package's one way to reach a prefit stage through its wrapper.
 
+    See Also
+    --------
+    HybridRouterRegressor : Keeps prefit stages in ``FrozenEstimator``.
+
     Examples
     --------
     >>> from sklearn.dummy import DummyRegressor
@@ -256,6 +260,11 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
     hybrid_estimators.calibration.TunedThresholdRouterCV : Chooses
         `threshold` with a finite-sample guarantee on MEDIUM+ recall.
     hybrid_estimators.metrics.ROUTING_SCORERS : Scorers for ``GridSearchCV``.
+    hybrid_estimators.evaluation.cascade_report : Stage 1, Stage 2 and the
+        cascade measured on labelled articles.
+    hybrid_estimators.filters.load_filter : A saved router (a filter), ready
+        to score.
+    hybrid_estimators.qwen.QwenRegressor : The usual Stage 2.
 
     Examples
     --------

@@ -110,7 +110,14 @@ def _dumps(record, ensure_ascii):
 
 @dataclass
 class ScoredLine:
-    """One input line and everything reported about it."""
+    """One input line and everything reported about it.
+
+    See Also
+    --------
+    parse_line : Makes one from a raw line.
+    score_chunk : Fills in its scores.
+    MultiScoredLine : The row of several filters.
+    """
 
     line: int
     id: object = None
@@ -173,7 +180,12 @@ OUTPUT_COLUMNS = tuple(
 
 
 def describe_id(row_id):
-    """`row_id` for a message: its repr, JSON-safe and cut to :data:`MAX_ID_IN_MESSAGE`."""
+    """`row_id` for a message: its repr, JSON-safe and cut to :data:`MAX_ID_IN_MESSAGE`.
+
+    See Also
+    --------
+    ScoredLine : The row whose id it describes.
+    """
     try:
         text = repr(writable_id(row_id))
     except RecursionError:
@@ -197,6 +209,12 @@ def parse_line(line_number, raw):
     A line longer than :data:`MAX_LINE_BYTES` is an error row; a title or
     content longer than twice :data:`KEEP_CHARS` keeps only what a stage
     can read (see :func:`kept_text`).
+
+    See Also
+    --------
+    parse_article : The same, from a parsed JSON object.
+    score_chunk : Scores the rows it makes.
+    ScoredLine : The row it returns.
     """
     if len(raw) > MAX_LINE_BYTES:
         return ScoredLine(
@@ -221,6 +239,10 @@ def parse_line(line_number, raw):
 def kept_text(value):
     """`value` cut to what a stage can read: :data:`KEEP_CHARS` from each end.
 
+    See Also
+    --------
+    parse_line : Keeps only this much of each field.
+
     Examples
     --------
     >>> len(kept_text("x" * 10**6)) == 2 * KEEP_CHARS + len(CUT_MARK)
@@ -234,7 +256,12 @@ def kept_text(value):
 
 
 def parse_article(line_number, article):
-    """Validate one decoded article (a JSON object) of line `line_number`."""
+    """Validate one decoded article (a JSON object) of line `line_number`.
+
+    See Also
+    --------
+    parse_line : The same, from a raw line.
+    """
     from .text import as_texts
 
     if not isinstance(article, dict):
@@ -274,6 +301,10 @@ def split_lines(data):
     A line ends at ``\\n``, ``\\r\\n`` or a lone ``\\r``; a last line may
     lack its line ending, and a final line ending starts no new line.
 
+    See Also
+    --------
+    iter_lines : The same, over a file read in blocks.
+
     Examples
     --------
     >>> split_lines(b"a\\rb\\r\\nc\\n\\nd")
@@ -288,6 +319,11 @@ def iter_lines(file, block_size=1 << 20):
     Reads `block_size` bytes at a time (``read1`` when the file has it, so
     that a pipe's lines come as soon as they arrive); a ``\\r\\n`` split
     between two blocks is one line ending.
+
+    See Also
+    --------
+    split_lines : The same, over bytes in memory.
+    read_chunks : Numbered lines, in chunks.
     """
     read = getattr(file, "read1", file.read)
     pieces, after_cr = [], False
@@ -323,6 +359,11 @@ def read_chunks(source, batch_size, first_line=1):
         Lines per chunk.
     first_line : int, default=1
         Number of the first line.
+
+    See Also
+    --------
+    iter_lines : The lines it numbers.
+    score_lines : Scores one chunk.
     """
     if hasattr(source, "read"):
         lines = iter_lines(source)
@@ -334,7 +375,12 @@ def read_chunks(source, batch_size, first_line=1):
 
 
 def count_lines(path):
-    """Lines of a file as :func:`iter_lines` and :func:`read_chunks` see them."""
+    """Lines of a file as :func:`iter_lines` and :func:`read_chunks` see them.
+
+    See Also
+    --------
+    read_chunks : Reads the lines counted.
+    """
     n_endings, after_cr, last = 0, False, b""
     with open(path, "rb") as file:
         while block := file.read(1 << 20):
@@ -364,7 +410,12 @@ def _apply_report(row, report, dimension_names):
 
 
 def articles_frame(rows):
-    """The valid articles of parsed lines as a DataFrame (object columns)."""
+    """The valid articles of parsed lines as a DataFrame (object columns).
+
+    See Also
+    --------
+    score_chunk : Scores the frame's articles.
+    """
     return pd.DataFrame(
         {name: [row.article[name] for row in rows] for name in (*ARTICLE_FIELDS, "language")},
         dtype=object,
@@ -408,6 +459,40 @@ def score_chunk(scorer, rows):
     -------
     rows : list of ScoredLine
         The same objects, filled in.
+
+    See Also
+    --------
+    score_lines : Parses and scores a chunk of raw lines, timing each row.
+    parse_line : One raw line as a :class:`ScoredLine`.
+    hybrid_estimators.distributed.score_dataset : The same rows on Ray Data.
+    hybrid_estimators.filters.load_filter : A filter to score with.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyRegressor
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from hybrid_estimators import ArticleText, Filter, FilterSpec, make_articles
+    >>> X, _ = make_articles(4, random_state=0)
+    >>> def constant_stage(value):  # a prefit stage that scores every article `value`
+    ...     model = make_pipeline(ArticleText(), "passthrough",
+    ...                           DummyRegressor(strategy="constant", constant=[value]))
+    ...     return FrozenEstimator(model.fit(X, np.zeros((len(X), 1))))
+    >>> spec = FilterSpec.from_dict({"name": "demo", "version": "v1", "dimensions": {"impact": 1.0},
+    ...     "prefilter": {"min_length": 20}, "hybrid_inference": {"threshold": 4.0}})
+    >>> demo = Filter(spec, constant_stage(5.0), constant_stage(6.0)).fit()
+    >>> lines = [b'{"id": "a", "title": "Solar", "content": "A solar farm with storage opened."}',
+    ...          b'{"id": "b", "title": "Short", "content": ""}',
+    ...          b'not json']
+    >>> rows = score_chunk(demo, [parse_line(number, raw) for number, raw in enumerate(lines, start=1)])
+    >>> [(row.id, row.stage_used, row.blocked_by) for row in rows]
+    [('a', 'stage2', None), ('b', None, 'min_length:20'), (None, None, None)]
+    >>> record = rows[0].to_record()  # the output line, as a dict
+    >>> record["scores"], record["tier"], record["stage1_estimate"]
+    ({'impact': 6.0}, 'medium', 5.0)
+    >>> rows[2].error
+    'line 3: not JSON: Expecting value: line 1 column 1 (char 0)'
     """
     to_score = [row for row in rows if row.article is not None and row.error is None]
     if to_score:
@@ -437,6 +522,12 @@ def score_lines(scorer, chunk):
     -------
     rows : list of ScoredLine
         One per line, in order, with ``seconds`` set.
+
+    See Also
+    --------
+    score_chunk : Scores parsed rows, untimed.
+    read_chunks : The chunks it takes.
+    hybrid_estimators.distributed.score_dataset : The same on Ray Data.
     """
     rows = []
     for number, raw in chunk:
@@ -452,6 +543,11 @@ def score_timed(scorer, rows):
 
     See :func:`score_lines` for how the time is shared; a row's
     ``seconds`` (its parsing time) is taken as 0 when None.
+
+    See Also
+    --------
+    score_lines : Parses, then scores with it.
+    score_chunk : The same rows, untimed.
     """
     for row in rows:
         row.seconds = row.seconds or 0.0
@@ -502,6 +598,11 @@ def audit_chunk(audit, rows):
     Returns
     -------
     rows : list of ScoredLine
+
+    See Also
+    --------
+    hybrid_estimators.audit.RecallAudit : The audit it applies.
+    score_chunk : Scores the rows first.
     """
     scored = [row for row in rows if row.stage_used is not None]
     if not scored:
@@ -540,6 +641,11 @@ class MultiScoredLine:
         filters            {"name/version": {scores, weighted_average, tier,
                            stage_used, stage1_estimate, gatekeeper_applied,
                            blocked_by, error}} for every filter, in the order given
+
+    See Also
+    --------
+    ScoredLine : The row of one filter.
+    score_chunk_multi : Fills it in.
     """
 
     line: int
@@ -586,6 +692,12 @@ def score_chunk_multi(scorers, rows):
     -------
     rows : list of MultiScoredLine
         One per parsed line, in order.
+
+    See Also
+    --------
+    score_chunk : The same with one filter.
+    hybrid_estimators.percentile_normalizer.best_filter : The filter with
+        the highest normalised score.
     """
     multi = [MultiScoredLine(row.line, row.id, row.error) for row in rows]
     for name, scorer in scorers.items():
@@ -617,6 +729,11 @@ def score_lines_multi(scorers, chunk):
     -------
     rows : list of MultiScoredLine
         One per line, in order.
+
+    See Also
+    --------
+    score_lines : The same with one filter.
+    score_chunk_multi : Scores parsed rows.
     """
     return score_chunk_multi(scorers, [parse_line(number, raw) for number, raw in chunk])
 
@@ -641,6 +758,10 @@ def recorded_skip_rate(metadata, threshold):
     Returns
     -------
     rate : float or None
+
+    See Also
+    --------
+    skip_rate_summary : Compares a run's skip rate with it.
 
     Examples
     --------
@@ -667,6 +788,11 @@ def skip_rate_summary(n_skipped, n_scored, expected, confidence=SKIP_RATE_CONFID
     `confidence` interval of a binomial draw of `n_scored` articles with
     probability `expected` (None without an expectation or an article).
 
+    See Also
+    --------
+    recorded_skip_rate : The expected skip rate.
+    warn_skip_rate : Warns when the run is far from it.
+
     Examples
     --------
     >>> summary = skip_rate_summary(0, 20, 0.31)
@@ -691,7 +817,12 @@ def skip_rate_summary(n_skipped, n_scored, expected, confidence=SKIP_RATE_CONFID
 
 
 def skip_rate_message(name, summary):
-    """The warning of a run whose skip rate is far from the filter's record."""
+    """The warning of a run whose skip rate is far from the filter's record.
+
+    See Also
+    --------
+    skip_rate_summary : The summary it describes.
+    """
     low, high = summary["interval"]
     return (
         f"filter {name}: this run skipped Stage 2 for {summary['observed']:.1%} of {summary['n_scored']} "
@@ -702,7 +833,13 @@ def skip_rate_message(name, summary):
 
 
 def warn_skip_rate(name, summary):
-    """Warn (:class:`~hybrid_estimators.exceptions.FilterQualityWarning`) when `summary` is outside."""
+    """Warn (:class:`~hybrid_estimators.exceptions.FilterQualityWarning`) when `summary` is outside.
+
+    See Also
+    --------
+    skip_rate_summary : The summary it warns about.
+    hybrid_estimators.exceptions.FilterQualityWarning : Its category.
+    """
     if summary["outside"]:
         import warnings
 

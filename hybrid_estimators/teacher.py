@@ -60,7 +60,17 @@ logger = logging.getLogger(__name__)
 
 
 class TeacherScoresError(ValueError):
-    """A teacher-scores file does not fit the filter or the articles."""
+    """A teacher-scores file does not fit the filter or the articles.
+
+    See Also
+    --------
+    read_teacher_scores : Raises it, naming the file and the line.
+
+    Examples
+    --------
+    >>> issubclass(TeacherScoresError, ValueError)  # caught as any bad input
+    True
+    """
 
 
 def _stable_repr(value):
@@ -89,6 +99,33 @@ def teacher_identity(filter_):
         ``{"filter": "name/version", "stage2_sha256": ...}``: the hash
         covers Stage 2's parameters, its adapter folder's files and the
         filter's ``stage2_weight``.
+
+    See Also
+    --------
+    read_teacher_scores : Refuses rows with another identity.
+    teacher_scores : The scores this identity vouches for.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyRegressor
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from hybrid_estimators import ArticleText, Filter, FilterSpec, make_articles
+    >>> X, _ = make_articles(4, random_state=0)
+    >>> def constant_stage(value):  # a prefit stage that scores every article `value`
+    ...     model = make_pipeline(ArticleText(), "passthrough",
+    ...                           DummyRegressor(strategy="constant", constant=[value]))
+    ...     return FrozenEstimator(model.fit(X, np.zeros((len(X), 1))))
+    >>> spec = FilterSpec.from_dict({"name": "demo", "version": "v1", "dimensions": {"impact": 1.0}})
+    >>> demo = Filter(spec, constant_stage(2.0), constant_stage(6.0)).fit()
+
+    >>> identity = teacher_identity(demo)
+    >>> identity["filter"], len(identity["stage2_sha256"])
+    ('demo/v1', 64)
+    >>> other = Filter(spec, constant_stage(2.0), constant_stage(5.0)).fit()
+    >>> teacher_identity(other)["stage2_sha256"] == identity["stage2_sha256"]  # another Stage 2
+    False
     """
     stage2 = unwrap_frozen(filter_.stage2_)
     if stage2 is None:
@@ -125,6 +162,37 @@ def teacher_scores(filter_, X):
     scores : DataFrame
         One column per dimension, Stage 2's clipped scores (NaN for
         articles the prefilter blocks), X's index.
+
+    See Also
+    --------
+    read_teacher_scores : Read the same scores back from a
+        ``score --all-stage2`` file, checked against the filter.
+    make_distillation_set : Turn them into a training set for Stage 1.
+    hybrid_estimators.filters.Filter : The filter whose Stage 2 scores.
+
+    Examples
+    --------
+    Every article goes to Stage 2, whatever Stage 1 says (here Stage 1
+    scores 2 and Stage 2 scores 6):
+
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyRegressor
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from hybrid_estimators import ArticleText, Filter, FilterSpec, make_articles
+    >>> X, _ = make_articles(4, random_state=0)
+    >>> def constant_stage(value):  # a prefit stage that scores every article `value`
+    ...     model = make_pipeline(ArticleText(), "passthrough",
+    ...                           DummyRegressor(strategy="constant", constant=[value]))
+    ...     return FrozenEstimator(model.fit(X, np.zeros((len(X), 1))))
+    >>> spec = FilterSpec.from_dict({"name": "demo", "version": "v1", "dimensions": {"impact": 1.0}})
+    >>> demo = Filter(spec, constant_stage(2.0), constant_stage(6.0)).fit()
+    >>> teacher_scores(demo, X)
+       impact
+    0     6.0
+    1     6.0
+    2     6.0
+    3     6.0
     """
     frame = as_frame(X)
     routes_all = routing_every_article(filter_)
@@ -140,6 +208,28 @@ def routing_every_article(filter_):
     ------
     ValueError
         For a filter without Stage 2.
+
+    See Also
+    --------
+    teacher_scores : Scores with it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyRegressor
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from hybrid_estimators import ArticleText, Filter, FilterSpec, make_articles
+    >>> X, _ = make_articles(4, random_state=0)
+    >>> def constant_stage(value):  # a prefit stage that scores every article `value`
+    ...     model = make_pipeline(ArticleText(), "passthrough",
+    ...                           DummyRegressor(strategy="constant", constant=[value]))
+    ...     return FrozenEstimator(model.fit(X, np.zeros((len(X), 1))))
+    >>> spec = FilterSpec.from_dict({"name": "demo", "version": "v1", "dimensions": {"impact": 1.0}})
+    >>> demo = Filter(spec, constant_stage(2.0), constant_stage(6.0)).fit()
+
+    >>> demo.route(X).tolist(), routing_every_article(demo).route(X).tolist()
+    ([False, False, False, False], [True, True, True, True])
     """
     if filter_.stage2_ is None:
         raise ValueError("teacher scores need a filter with a Stage 2.")
@@ -175,6 +265,44 @@ def read_teacher_scores(path, filter_, articles=None, *, unlabelled=None):
         Naming the file and the line: another filter or Stage 2, other
         dimensions, a row that is not from Stage 2, missing articles, rows
         out of order, duplicated or of other articles, another input.
+
+    See Also
+    --------
+    teacher_scores : The same scores computed in Python.
+    teacher_identity : The filter and Stage 2 each row must name.
+    make_distillation_set : Turn the scores into a training set for Stage 1.
+
+    Examples
+    --------
+    A file as ``score --all-stage2`` writes it (one row per article, each
+    naming the filter and Stage 2 that scored it):
+
+    >>> import numpy as np
+    >>> from sklearn.dummy import DummyRegressor
+    >>> from sklearn.frozen import FrozenEstimator
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from hybrid_estimators import ArticleText, Filter, FilterSpec, make_articles
+    >>> X, _ = make_articles(4, random_state=0)
+    >>> def constant_stage(value):  # a prefit stage that scores every article `value`
+    ...     model = make_pipeline(ArticleText(), "passthrough",
+    ...                           DummyRegressor(strategy="constant", constant=[value]))
+    ...     return FrozenEstimator(model.fit(X, np.zeros((len(X), 1))))
+    >>> spec = FilterSpec.from_dict({"name": "demo", "version": "v1", "dimensions": {"impact": 1.0}})
+    >>> demo = Filter(spec, constant_stage(2.0), constant_stage(6.0)).fit()
+    >>> import json, os, tempfile
+    >>> from hybrid_estimators.teacher import teacher_identity
+    >>> path = os.path.join(tempfile.mkdtemp(), "teacher.jsonl")
+    >>> with open(path, "w") as file:
+    ...     for line, article in enumerate(X["id"], start=1):
+    ...         row = {"id": article, "line": line, "scores": {"impact": 6.0},
+    ...                "stage_used": "stage2", "teacher": teacher_identity(demo)}
+    ...         _ = file.write(json.dumps(row) + "\\n")
+    >>> read_teacher_scores(path, demo, X)["impact"].tolist()
+    [6.0, 6.0, 6.0, 6.0]
+    >>> read_teacher_scores(path, demo, X.iloc[::-1])  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    hybrid_estimators.teacher.TeacherScoresError: ...teacher.jsonl: line 1 scores article ..., expected ...
     """
     path = Path(path)
     identity = teacher_identity(filter_)
@@ -293,6 +421,20 @@ def read_teacher_sidecar(path):
     TeacherScoresError
         When the sidecar is missing, not a regular file, not JSON or not
         one of ``score``'s, or lacks the input it covers.
+
+    See Also
+    --------
+    read_teacher_scores : Checks a teacher file against its sidecar.
+    input_digest : The ``input`` a sidecar records.
+
+    Examples
+    --------
+    >>> import json, os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "teacher.jsonl")
+    >>> sidecar = {"format": "hybrid-estimators-score/1", "input": {"lines": 2, "sha256": "ab12"}}
+    >>> _ = open(path + ".meta.json", "w").write(json.dumps(sidecar))
+    >>> read_teacher_sidecar(path)["input"]
+    {'lines': 2, 'sha256': 'ab12'}
     """
     for candidate in _sidecar_candidates(path):
         try:
@@ -331,6 +473,11 @@ def input_digest(path):
     n_lines : int
     sha256 : str
 
+    See Also
+    --------
+    read_teacher_sidecar : The sidecar that records it.
+    check_teacher_lines : Compares it with a teacher file's sidecar.
+
     Examples
     --------
     >>> import hashlib, os, tempfile
@@ -366,6 +513,27 @@ def check_teacher_lines(path, rows, unlabelled):
     ------
     TeacherScoresError
         Naming the file and the first line that does not fit.
+
+    See Also
+    --------
+    read_teacher_scores : Runs it when given ``unlabelled=``.
+    input_digest : The lines and sha256 compared.
+
+    Examples
+    --------
+    >>> import json, os, tempfile
+    >>> folder = tempfile.mkdtemp()
+    >>> unlabelled = os.path.join(folder, "in.jsonl")
+    >>> _ = open(unlabelled, "w").write('{"id": "a", "title": "A"}\\n{"id": "b", "title": "B"}\\n')
+    >>> lines, sha256 = input_digest(unlabelled)
+    >>> teacher = os.path.join(folder, "teacher.jsonl")
+    >>> sidecar = {"format": "hybrid-estimators-score/1", "input": {"lines": lines, "sha256": sha256}}
+    >>> _ = open(teacher + ".meta.json", "w").write(json.dumps(sidecar))
+    >>> check_teacher_lines(teacher, [{"line": 1, "id": "a"}, {"line": 2, "id": "b"}], unlabelled)
+    >>> check_teacher_lines(teacher, [{"line": 2, "id": "b"}, {"line": 1, "id": "a"}], unlabelled)
+    Traceback (most recent call last):
+    ...
+    hybrid_estimators.teacher.TeacherScoresError: ...teacher.jsonl: line 1: is the row of input line 2, not 1: rows reordered, ...
     """
     sidecar = read_teacher_sidecar(path)
     n_lines, digest, ids = _input_lines(unlabelled)
@@ -405,6 +573,20 @@ def check_disjoint(X_train, X_certify):
     ------
     ValueError
         Naming how many articles overlap and one of them.
+
+    See Also
+    --------
+    disjoint_split : A split that passes this check.
+    hybrid_estimators.text.text_hashes : The normalised text hashes compared.
+
+    Examples
+    --------
+    >>> train = [{"id": "a", "title": "Solar", "content": "Panels."}]
+    >>> check_disjoint(train, [{"id": "b", "title": "Wind", "content": "Turbines."}])
+    >>> check_disjoint(train, [{"id": "c", "title": "solar ", "content": "Panels."}])
+    Traceback (most recent call last):
+    ...
+    ValueError: 1 articles are both in the training and the certification set (e.g. ...): ...
     """
     train, certify = as_frame(X_train), as_frame(X_certify)
     shared = set(text_hashes(train)) & set(text_hashes(certify))
@@ -430,6 +612,13 @@ def disjoint_split(X, *, certify_size=0.5, random_state=0):
     -------
     train, certify : ndarray of int
         Positions of the two parts.
+
+    See Also
+    --------
+    check_disjoint : Refuse articles in both parts, by id or text.
+    make_distillation_set : The training part's set of Stage 2's scores.
+    hybrid_estimators.calibration.TunedThresholdRouterCV : Certifies the
+        threshold on the other part.
 
     Examples
     --------
@@ -472,6 +661,25 @@ def make_distillation_set(
     source : ndarray of {"teacher", "oracle"}
         Pass ``sample_weight`` to the probe's fit, e.g.
         ``stage1.fit(X, Y, probe__sample_weight=sample_weight)``.
+
+    See Also
+    --------
+    teacher_scores : Stage 2's scores of unlabelled articles.
+    read_teacher_scores : The same, read from a ``score --all-stage2`` file.
+    disjoint_split : Keep the certification articles out of training.
+    sample_weight_params : The fit parameters that pass ``sample_weight``.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from hybrid_estimators import make_articles
+    >>> X, _ = make_articles(4, random_state=0)
+    >>> Y_teacher = pd.DataFrame({"impact": [6.0, float("nan"), 5.0, 7.0]})  # row 1 was blocked
+    >>> Y_oracle = pd.DataFrame({"impact": [1.0]})
+    >>> X_train, Y_train, sample_weight, source = make_distillation_set(
+    ...     X, Y_teacher, X.iloc[:1], Y_oracle, oracle_weight=3.0)
+    >>> Y_train["impact"].tolist(), sample_weight.tolist(), source.tolist()
+    ([6.0, 5.0, 7.0, 1.0], [1.0, 1.0, 1.0, 3.0], ['teacher', 'teacher', 'teacher', 'oracle'])
     """
     keep = Y_teacher.notna().all(axis=1).to_numpy()
     parts = [(as_frame(X_teacher).iloc[keep], Y_teacher.iloc[keep], teacher_weight, "teacher")]
@@ -491,6 +699,21 @@ def sample_weight_params(pipeline, sample_weight):
     ``{"probe__sample_weight": w}`` for ``Pipeline([..., ("probe", ...)])``,
     the step names joined down nested pipelines; ``{}`` when every weight
     is 1, so that an estimator without ``sample_weight`` still fits.
+
+    See Also
+    --------
+    make_distillation_set : Returns the sample weights to pass.
+
+    Examples
+    --------
+    >>> from sklearn.linear_model import Ridge
+    >>> from sklearn.pipeline import Pipeline
+    >>> from sklearn.preprocessing import StandardScaler
+    >>> stage1 = Pipeline([("scale", StandardScaler()), ("probe", Ridge())])
+    >>> list(sample_weight_params(stage1, [1.0, 3.0]))
+    ['probe__sample_weight']
+    >>> sample_weight_params(stage1, [1.0, 1.0])
+    {}
     """
     if np.all(np.asarray(sample_weight) == 1):
         return {}

@@ -44,6 +44,19 @@ def as_frame(X):
     strings (one text a row, column ``text``) or a 2-D array (one text cell a
     column). A 1-D sequence that is not all strings raises a ValueError, as
     scikit-learn estimators do for 1-D ``X``; so do empty and sparse input.
+
+    See Also
+    --------
+    as_texts : One text per row of the same input.
+
+    Examples
+    --------
+    >>> as_frame(["first text", "second text"])
+              text
+    0   first text
+    1  second text
+    >>> as_frame([{"title": "A title", "content": "Its body."}]).columns.tolist()
+    ['title', 'content']
     """
     if isinstance(X, pd.Series):
         X = X.to_list()
@@ -142,6 +155,11 @@ def as_texts(X, *, fields=ARTICLE_FIELDS, separator="\n\n"):
     ValueError
         Naming the row (position, and ``id`` when X has one) and the field.
 
+    See Also
+    --------
+    ArticleText : The same join as a scikit-learn transformer, with head+tail.
+    text_hashes : Hashes of the same texts, to compare articles.
+
     Examples
     --------
     >>> as_texts([{"title": "Solar record", "content": "Output doubled."}])
@@ -166,7 +184,20 @@ def as_texts(X, *, fields=ARTICLE_FIELDS, separator="\n\n"):
 
 
 def special_tokens_around(tokenizer):
-    """The special token ids a tokenizer puts before and after a text's own."""
+    """The special token ids a tokenizer puts before and after a text's own.
+
+    See Also
+    --------
+    truncate_head_tail : Leaves room for these tokens in its budget.
+
+    Examples
+    --------
+    >>> from transformers import AutoTokenizer
+    >>> from hybrid_estimators.models import offline_e5_small
+    >>> tokenizer = AutoTokenizer.from_pretrained(offline_e5_small())
+    >>> special_tokens_around(tokenizer)  # <s> ... </s>
+    ([0], [2])
+    """
     plain = tokenizer("a", add_special_tokens=False)["input_ids"]
     full = tokenizer("a")["input_ids"]
     start = next(i for i in range(len(full)) if full[i : i + len(plain)] == plain)
@@ -182,6 +213,15 @@ def token_spans(texts, tokenizer=None):
     Tokens are whitespace-separated words, or a Hugging Face fast
     tokenizer's tokens. A lone surrogate, which no tokenizer accepts, is
     read as U+FFFD: one character for one, so the spans still index `texts`.
+
+    See Also
+    --------
+    truncate_head_tail : Cuts a text at these spans.
+
+    Examples
+    --------
+    >>> token_spans(["Solar  power grows"])
+    [[(0, 5), (7, 12), (13, 18)]]
     """
     if tokenizer is None:
         return [[match.span() for match in _WORD.finditer(text)] for text in texts]
@@ -241,6 +281,10 @@ def truncate_head_tail(text, head, tail, *, marker=" [...] ", tokenizer=None, sp
     Tokens are whitespace-separated words, or a Hugging Face fast tokenizer's
     tokens when one is given (or their `spans`, from :func:`token_spans`).
     The text between kept tokens is kept verbatim.
+
+    See Also
+    --------
+    ArticleText : Applies it to every article (``head``, ``tail``).
 
     Examples
     --------
@@ -369,6 +413,13 @@ class ArticleText(TransformerMixin, BaseEstimator):
         Number of columns seen in ``fit``.
     feature_names_in_ : ndarray of str
         Column names seen in ``fit``, when they are all strings.
+
+    See Also
+    --------
+    as_texts : The plain join, as a function.
+    truncate_head_tail : The head+tail cut it applies.
+    hybrid_estimators.embedding.E5Embedder : Embeds the texts it returns.
+    hybrid_estimators.probe.make_probe : Regresses the scores on the embeddings.
 
     Examples
     --------
@@ -517,6 +568,10 @@ def normalised_text(text):
     edits (a trailing space, a re-cased title) are one article to
     :func:`text_hashes`.
 
+    See Also
+    --------
+    text_hashes : Hashes of the normalised texts.
+
     Examples
     --------
     >>> normalised_text("  Solar\\u00a0RECORD\\u200b \\n\\n ｆｕｌｌ  ")
@@ -551,6 +606,13 @@ def text_hashes(X, *, normalised=True):
     Returns
     -------
     hashes : ndarray of str, shape (n_samples,)
+
+    See Also
+    --------
+    normalised_text : The normalisation hashed.
+    recorded_articles : Which articles a recorded hash list holds.
+    hybrid_estimators.teacher.check_disjoint : Refuses articles both trained
+        and certified on.
 
     Examples
     --------
@@ -588,6 +650,12 @@ def recorded_articles(X, recorded):
     Returns
     -------
     mask : ndarray of bool, shape (n_samples,)
+
+    See Also
+    --------
+    text_hashes : The hashes compared.
+    hybrid_estimators.evaluation.in_sample_articles : The articles a fitted
+        router was trained on.
 
     Examples
     --------

@@ -38,6 +38,19 @@ def normalize_weights(weights, n_dimensions=None):
     Returns
     -------
     weights : ndarray of shape (n_dimensions,)
+
+    See Also
+    --------
+    weighted_average : Averages scores with these weights.
+
+    Examples
+    --------
+    >>> normalize_weights({"impact": 2.0, "novelty": 6.0}).tolist()
+    [0.25, 0.75]
+    >>> normalize_weights([1.0, -1.0])
+    Traceback (most recent call last):
+    ...
+    ValueError: weights must be finite and non-negative; got array([ 1., -1.]).
     """
     if isinstance(weights, dict):
         weights = list(weights.values())
@@ -70,6 +83,12 @@ def weighted_average(scores, weights):
     -------
     averages : ndarray of shape (n_articles,)
 
+    See Also
+    --------
+    tier_of : The tier of each average.
+    apply_gatekeepers : Caps averages where a gatekeeper scores too low.
+    normalize_weights : How the weights are checked and normalised.
+
     Examples
     --------
     >>> weighted_average([[2.0, 6.0]], [0.25, 0.75])
@@ -94,6 +113,12 @@ def tier_of(averages, tiers=None):
     -------
     tiers : ndarray of str, shape (n_articles,)
 
+    See Also
+    --------
+    weighted_average : The averages it names.
+    medium_threshold : Where the MEDIUM tier starts.
+    DEFAULT_TIERS : The tiers used when none are given.
+
     Examples
     --------
     >>> tier_of([1.0, 4.0, 6.99, 7.0]).tolist()
@@ -110,6 +135,12 @@ def tier_of(averages, tiers=None):
 
 def medium_threshold(tiers=None):
     """Lower bound of the MEDIUM tier (the second-lowest tier).
+
+    See Also
+    --------
+    tier_of : The tier of each weighted average.
+    hybrid_estimators.metrics.medium_plus_recall : The share of MEDIUM+
+        articles Stage 2 sees.
 
     Examples
     --------
@@ -142,6 +173,11 @@ def apply_gatekeepers(scores, averages, gatekeepers):
     capped : ndarray of shape (n_articles,)
     applied : ndarray of bool, shape (n_articles,)
         Whether a gatekeeper lowered the article's average.
+
+    See Also
+    --------
+    weighted_average : The averages it caps.
+    tier_of : The tier of the capped averages.
 
     Examples
     --------

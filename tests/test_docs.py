@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from hybrid_estimators import _EXPORTS  # public name -> module (the modules load lazily)
+
 ROOT = Path(__file__).resolve().parents[1]
 API_PAGES = {  # page -> names its rendered HTML must show
     "router": ["HybridRouterRegressor", "HybridRouterRegressor.predict_report", "clear_cache",
@@ -240,7 +242,7 @@ def test_roles_extension_resolves_names_like_python():
         return roles._resolve(name, package[where], collection, packages)
 
     # Imported by the module: the object's own path.
-    assert resolve("Prefilter", "filters") == "hybrid_estimators.prefilter.Prefilter"
+    assert resolve("Prefilter", "filters.load") == "hybrid_estimators.prefilter.Prefilter"
     # A method, from the class's docstring.
     assert resolve("predict_report", "router.HybridRouterRegressor") == (
         "hybrid_estimators.router.HybridRouterRegressor.predict_report"
@@ -256,3 +258,60 @@ def test_roles_extension_resolves_names_like_python():
     metric_keys = package["filters.METRIC_KEYS"].docstring.value
     assert "Keys of" in metric_keys
     assert ":func:" not in metric_keys
+
+
+def _object_section(html, identifier):
+    """The HTML of one top-level object: its heading up to the next top-level heading."""
+    start = html.index(f'<h2 id="{identifier}"')
+    following = re.compile(r'<h2 id="hybrid_estimators\.').search(html, start + 1)
+    return html[start : following.start() if following else len(html)]
+
+
+@pytest.mark.parametrize("name", sorted(_EXPORTS))
+def test_every_public_name_shows_examples_and_see_also(site, name):
+    """As on scikit-learn's reference pages: how to use it, and its neighbours."""
+    module = _EXPORTS[name]
+    html = (site / "api" / module / "index.html").read_text(encoding="utf-8")
+    section = _object_section(html, f"hybrid_estimators.{module}.{name}")
+    assert '<details class="example"' in section, f"{name}: no Examples box on api/{module}"
+    see_also = re.search(r'<details class="see-also".*?</details>', section, flags=re.S)
+    assert see_also is not None, f"{name}: no See Also box on api/{module}"
+    assert "autorefs-internal" in see_also.group(0), f"{name}: its See Also links to no page"
+
+
+def _attribute_docstrings_with_examples():
+    pytest.importorskip("griffe")
+    roles = _roles_extension()  # also gives `#:` commented constants their docstring
+    import griffe
+
+    package = griffe.load(
+        "hybrid_estimators",
+        search_paths=[str(ROOT)],
+        extensions=griffe.Extensions(roles.SphinxRoles()),
+        docstring_parser="numpy",
+    )
+    found, stack = [], [package]
+    while stack:
+        obj = stack.pop()
+        if obj.is_alias:
+            continue
+        if obj.is_attribute and obj.docstring is not None and ">>>" in obj.docstring.value:
+            found.append(obj)
+        stack.extend(member for member in obj.members.values() if not member.is_alias)
+    return found
+
+
+def test_constants_examples_run():
+    """Doctest does not collect a constant's docstring: run those examples here."""
+    import doctest
+    import importlib
+
+    constants = _attribute_docstrings_with_examples()
+    assert "hybrid_estimators.metrics.ROUTING_SCORERS" in {obj.path for obj in constants}
+    parser, runner = doctest.DocTestParser(), doctest.DocTestRunner(optionflags=doctest.ELLIPSIS)
+    for obj in constants:
+        module = importlib.import_module(obj.module.path)
+        test = parser.get_doctest(obj.docstring.value, dict(vars(module)), obj.path, str(obj.filepath),
+                                  obj.docstring.lineno)
+        runner.run(test)
+    assert runner.failures == 0, f"{runner.failures} failing examples in constants' docstrings (see above)"

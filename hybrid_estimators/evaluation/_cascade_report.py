@@ -345,6 +345,10 @@ def cascade_report(
     CascadeFrontierDisplay : MAE and time per article against the threshold.
     hybrid_estimators.calibration.TunedThresholdRouterCV : Chooses the
         threshold with a recall guarantee.
+    CascadeReport : What it returns.
+    format_report : The report as the text ``evaluate`` prints.
+    hybrid_estimators.router.HybridRouterRegressor : The cascade it measures.
+    hybrid_estimators.filters.load_filter : A saved cascade to measure.
 
     Examples
     --------

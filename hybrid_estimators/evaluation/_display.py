@@ -63,6 +63,13 @@ class CascadeFrontierDisplay:
     legend_ : matplotlib Legend
         Below the axes.
 
+    See Also
+    --------
+    cascade_report : The numbers behind the plot.
+    hybrid_estimators.calibration.ThresholdCertificateDisplay : Recall and its
+        certified bound against the threshold.
+    hybrid_estimators.router.HybridRouterRegressor : The cascade it plots.
+
     Examples
     --------
     >>> import numpy as np

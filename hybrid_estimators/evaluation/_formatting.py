@@ -82,6 +82,11 @@ def format_report(report):
     -------
     text : str
 
+    See Also
+    --------
+    cascade_report : Computes the report.
+    verdict_of : The one-line verdict of a comparison.
+
     Examples
     --------
     >>> import numpy as np

@@ -124,6 +124,32 @@ class CascadeReport:
     verdict : {"stage2_better", "stage2_worse", "inconclusive", "unavailable"}
         :func:`verdict_of` the comparison; `verdict_reason` says why.
     verdict_reason : str
+
+    See Also
+    --------
+    cascade_report : Measures it.
+    format_report : The report as text.
+    CascadeFrontierDisplay : The report's grid, plotted.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from sklearn.linear_model import Ridge
+    >>> from sklearn.neighbors import KNeighborsRegressor
+    >>> from hybrid_estimators.evaluation import cascade_report
+    >>> from hybrid_estimators.router import HybridRouterRegressor
+    >>> rng = np.random.RandomState(0)
+    >>> X = rng.uniform(0, 10, size=(80, 2))
+    >>> Y = np.c_[X[:, 0], np.sqrt(10 * X[:, 1])]
+    >>> router = HybridRouterRegressor(Ridge().fit(X, Y), KNeighborsRegressor(n_neighbors=1).fit(X, Y),
+    ...                                [0.5, 0.5], threshold=4.0, prefit=["stage1", "stage2"]).fit(X, Y)
+    >>> report = cascade_report(router, X, Y, n_bootstraps=100, random_state=0)
+    >>> report.n, report.threshold, report.verdict
+    (80, 4.0, 'stage2_better')
+    >>> CascadeReport.from_dict(report.to_dict()).to_dict() == report.to_dict()  # JSON round trip
+    True
+    >>> report.to_frame().columns[:4].tolist()
+    ['section', 'group', 'system', 'threshold']
     """
 
     n: int
@@ -270,6 +296,11 @@ def verdict_of(comparison):
         articles are routed, when there is no interval, or when the
         interval of Stage 2's MAE minus Stage 1's includes zero.
     reason : str
+
+    See Also
+    --------
+    cascade_report : Compares the systems.
+    format_report : Prints the verdicts.
 
     Examples
     --------

@@ -92,6 +92,11 @@ def in_sample_articles(router, X, *, stages=("stage1", "stage2")):
         True for an article one of `stages` was trained on; None when none
         of the stages that score here records its training articles.
 
+    See Also
+    --------
+    cascade_report : Leaves these articles out, with an ``InSampleWarning``.
+    hybrid_estimators.exceptions.InSampleWarning : The warning it raises.
+
     Examples
     --------
     >>> from types import SimpleNamespace

@@ -79,7 +79,12 @@ ALLOWED_PROBE_TYPES = frozenset(
 
 
 class FilterError(ValueError):
-    """A filter folder is invalid, tampered with or inconsistent."""
+    """A filter folder is invalid, tampered with or inconsistent.
+
+    See Also
+    --------
+    hybrid_estimators.filters.load_filter : Raises it, naming the file and the problem.
+    """
 
     __module__ = "hybrid_estimators.filters"  # its public path, in tracebacks and pickles
 
@@ -137,6 +142,11 @@ def read_regular_file(path, limit, what="file"):
     ------
     FilterError
         Naming the path: missing, not a regular file, too large or unreadable.
+
+    See Also
+    --------
+    hybrid_estimators.filters.resolve_in_folder : Keeps a path a config names inside the folder.
+    hybrid_estimators.filters.load_filter : Reads every file of a filter through it.
 
     Examples
     --------
@@ -210,6 +220,11 @@ def resolve_in_folder(folder, relative, where):
     -------
     path : Path
         Resolved (symbolic links followed).
+
+    See Also
+    --------
+    hybrid_estimators.filters.read_regular_file : Reads the resolved file, bounded.
+    hybrid_estimators.filters.load_filter : Resolves every path of a config through it.
 
     Examples
     --------
@@ -310,6 +325,12 @@ def check_probe_archive(data, path="probe"):
     -------
     archive : zipfile.ZipFile
 
+    See Also
+    --------
+    hybrid_estimators.filters.probe_types : The types the archive holds.
+    hybrid_estimators.filters.ALLOWED_PROBE_TYPES : The types it may hold.
+    hybrid_estimators.filters.load_probe : Checks the archive before skops reads it.
+
     Examples
     --------
     >>> import io, zipfile
@@ -365,6 +386,11 @@ def probe_types(path_or_data):
     Returns
     -------
     types : set of str
+
+    See Also
+    --------
+    hybrid_estimators.filters.ALLOWED_PROBE_TYPES : The types a probe may hold.
+    hybrid_estimators.filters.check_probe_archive : The checks before skops reads an archive.
     """
     if isinstance(path_or_data, zipfile.ZipFile):
         schema = _load_json(path_or_data.read("schema.json"), "schema.json")

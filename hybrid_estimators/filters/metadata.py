@@ -96,6 +96,11 @@ def check_metrics(metrics, dimension_names):
         For keys outside the schema (e.g. the old ``cv5_*`` names) or values
         that are not numbers.
 
+    See Also
+    --------
+    hybrid_estimators.filters.METRIC_KEYS : The keys it checks.
+    hybrid_estimators.filters.filter_metadata : Records the metrics it checks.
+
     Examples
     --------
     >>> check_metrics({"n_articles": 60, "cv_mae_a": 0.5}, ["a"])
@@ -145,6 +150,12 @@ def calibration_record(tuner, data=None):
         (``cv``: folds or ``"prefit"``, ``random_state``), on how many
         articles (``n``, ``n_medium_plus``), the recall's lower confidence
         bound, the expected skip rate and, if given, ``data``.
+
+    See Also
+    --------
+    hybrid_estimators.filters.check_calibration : The checks the record passes.
+    hybrid_estimators.filters.record_calibration : Writes it into a filter's metadata.
+    hybrid_estimators.calibration.TunedThresholdRouterCV : The tuner it records.
     """
     cv = tuner.cv
     cv = cv if isinstance(cv, (str, Integral)) else getattr(cv, "n_splits", repr(cv))
@@ -167,6 +178,11 @@ def calibration_record(tuner, data=None):
 
 def check_calibration(calibration):
     """Validate a ``calibration`` block (None: not calibrated); returns it in schema order.
+
+    See Also
+    --------
+    hybrid_estimators.filters.CALIBRATION_KEYS : The keys it checks.
+    hybrid_estimators.filters.calibration_record : Builds a record that passes it.
 
     Examples
     --------
@@ -204,6 +220,11 @@ def check_evaluation(evaluation, split, dimension_names):
     Returns
     -------
     evaluation, split : dict, dict
+
+    See Also
+    --------
+    hybrid_estimators.filters.EVALUATION_SPLIT_KEYS : The keys of the split it checks.
+    hybrid_estimators.filters.record_evaluation : Writes a checked evaluation into a filter.
     """
     evaluation = evaluation.to_dict() if hasattr(evaluation, "to_dict") else evaluation
     if not isinstance(evaluation, dict) or "systems" not in evaluation or "comparison" not in evaluation:
@@ -260,6 +281,11 @@ def evaluation_summary(metadata):
     ------
     FilterError
         When the recorded evaluation is malformed.
+
+    See Also
+    --------
+    hybrid_estimators.filters.report_summary : The summary of a fresh report.
+    hybrid_estimators.filters.stage2_doubts : Reads the same evaluation for doubts about Stage 2.
     """
     evaluation = metadata.get("evaluation") if isinstance(metadata, dict) else None
     if evaluation is None:
@@ -289,6 +315,11 @@ def report_summary(report):
     ------
     FilterError
         When `report` is malformed.
+
+    See Also
+    --------
+    hybrid_estimators.evaluation.cascade_report : The report it summarises.
+    hybrid_estimators.filters.evaluation_summary : The same summary, from a filter's metadata.
     """
     evaluation = report.to_dict() if hasattr(report, "to_dict") else report
     try:
@@ -331,6 +362,12 @@ def stage2_doubts(metadata):
     Returns
     -------
     reasons : list of str
+
+    See Also
+    --------
+    hybrid_estimators.filters.quality_verdicts : Every verdict on a filter's numbers.
+    hybrid_estimators.evaluation.cascade_report : Measures Stage 2 against
+        Stage 1.
 
     Examples
     --------
@@ -388,7 +425,12 @@ def _verdict_text(routed, mae, confidence, where):
 
 
 def data_hash(X, Y):
-    """sha256 of training articles and scores, to tell what a probe saw."""
+    """sha256 of training articles and scores, to tell what a probe saw.
+
+    See Also
+    --------
+    hybrid_estimators.filters.filter_metadata : Records it as the training data's fingerprint.
+    """
     frame = pd.concat([pd.DataFrame(X).reset_index(drop=True), pd.DataFrame(Y).reset_index(drop=True)], axis=1)
     return hashlib.sha256(pd.util.hash_pandas_object(frame, index=False).to_numpy().tobytes()).hexdigest()
 
@@ -420,6 +462,11 @@ def filter_metadata(spec, embedder, *, probe_sha256, training_data=None, metrics
         refuses to certify on them), ``versions``, ``metrics``,
         ``calibration``, ``evaluation`` and ``evaluation_split`` (None
         until one is recorded).
+
+    See Also
+    --------
+    hybrid_estimators.filters.save_filter : Writes it as ``metadata.json``.
+    hybrid_estimators.filters.read_metadata : Reads it back, checked.
     """
     import sklearn
     import skops
@@ -452,6 +499,10 @@ def filter_metadata(spec, embedder, *, probe_sha256, training_data=None, metrics
 
 def probe_beats_mean(metrics):
     """Whether the cross-validated MAE is below the mean baseline's (None: not recorded).
+
+    See Also
+    --------
+    hybrid_estimators.filters.quality_verdicts : Every verdict on a filter's numbers.
 
     Examples
     --------
@@ -487,6 +538,10 @@ class QualityVerdict:
         False when the numbers say the filter falls short.
     message : str
         The verdict in words, with its numbers (the same in every command).
+
+    See Also
+    --------
+    hybrid_estimators.filters.quality_verdicts : Returns them.
     """
 
     check: str
@@ -513,6 +568,12 @@ def quality_verdicts(metadata):
     Returns
     -------
     verdicts : list of QualityVerdict
+
+    See Also
+    --------
+    hybrid_estimators.filters.QualityVerdict : One verdict.
+    hybrid_estimators.filters.probe_beats_mean : The probe's verdict.
+    hybrid_estimators.filters.stage2_doubts : The verdicts on Stage 2.
 
     Examples
     --------
@@ -634,6 +695,11 @@ def read_metadata(folder):
     Returns
     -------
     metadata : dict
+
+    See Also
+    --------
+    hybrid_estimators.filters.filter_metadata : Builds the metadata it reads.
+    hybrid_estimators.filters.load_filter : Reads it with the rest of the folder.
     """
     path = _fixed_file(folder, METADATA_FILE)
     metadata = _load_json(read_regular_file(path, MAX_METADATA_BYTES, "the metadata"), str(path))

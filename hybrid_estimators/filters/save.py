@@ -52,6 +52,10 @@ def portable_base_name(model_name_or_path, gguf_file=None):
     named by its hub name, so that the filter loads on any machine; anything
     else is returned unchanged.
 
+    See Also
+    --------
+    hybrid_estimators.filters.save_filter : Records a Stage 2 base by this name.
+
     Examples
     --------
     >>> portable_base_name("HuggingFaceTB/SmolLM2-135M-Instruct", "SmolLM2-135M-Instruct.Q4_1.gguf")
@@ -224,6 +228,13 @@ def save_filter(
         For metrics, a calibration or an evaluation outside the schema, or
         an evaluation without its split.
 
+    See Also
+    --------
+    hybrid_estimators.filters.load_filter : Reads the folder back as a ready filter.
+    FilterSpec : The configuration written as ``config.yaml``.
+    hybrid_estimators.metrics.cross_validated_stage1_metrics : The metrics
+        recorded in the metadata.
+
     Examples
     --------
     >>> import tempfile
@@ -389,6 +400,11 @@ def record_evaluation(folder, evaluation, evaluation_split):
     Returns
     -------
     folder : Path
+
+    See Also
+    --------
+    hybrid_estimators.evaluation.cascade_report : The evaluation recorded.
+    hybrid_estimators.filters.evaluation_staleness : Whether a recorded evaluation still fits.
     """
     folder = Path(folder)
     spec = FilterSpec.from_yaml(_fixed_file(folder, CONFIG_FILE))
@@ -422,6 +438,12 @@ def record_calibration(folder, calibration, *, apply=True):
     Returns
     -------
     folder : Path
+
+    See Also
+    --------
+    hybrid_estimators.filters.calibration_record : Builds the record it writes.
+    hybrid_estimators.calibration.TunedThresholdRouterCV : Certifies the
+        threshold recorded.
     """
     folder = Path(folder)
     spec = FilterSpec.from_yaml(_fixed_file(folder, CONFIG_FILE))

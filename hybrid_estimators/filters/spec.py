@@ -55,6 +55,12 @@ class FilterSpec:
         ``stage2_weight`` (default 1: see :class:`HybridRouterRegressor`).
     description : str
 
+    See Also
+    --------
+    hybrid_estimators.filters.Filter : The filter it configures.
+    hybrid_estimators.filters.load_filter : Reads it from ``config.yaml``, with the rest of the folder.
+    hybrid_estimators.prefilter.Prefilter : Built from its ``prefilter`` section.
+
     Examples
     --------
     >>> spec = FilterSpec.from_dict({

@@ -85,6 +85,11 @@ def export_model(model_path, backend, calibration_texts=None):
         When the backend's optional packages are missing; the message says
         what to install.
 
+    See Also
+    --------
+    backend_load_kwargs : How to load the exported model.
+    hybrid_estimators.embedding.E5Embedder : Uses it for its ``backend``.
+
     Examples
     --------
     >>> from sentence_transformers import SentenceTransformer

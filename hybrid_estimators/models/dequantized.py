@@ -47,6 +47,11 @@ def dequantized_gguf(gguf_path):
     folder : Path
         A folder that ``AutoModel*.from_pretrained`` and
         ``AutoTokenizer.from_pretrained`` load without ``gguf_file``.
+
+    See Also
+    --------
+    hybrid_estimators.models.smollm2_gguf : A GGUF base to de-quantise.
+    hybrid_estimators.qwen.QwenRegressor : Loads GGUF bases through it.
     """
     gguf_path = Path(gguf_path)
     sha256 = file_sha256(gguf_path)

