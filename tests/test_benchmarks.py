@@ -12,6 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
 
+@pytest.mark.heavy
 def test_benchmark_runs_end_to_end_and_writes_its_table(seece, seece_with_tiny_stage2, tmp_path):
     """Every part but the budget one (tested below); the cascade runs the shipped seece filter with a
     tiny Qwen2 Stage 2, as the real one costs minutes here."""
@@ -69,6 +70,7 @@ def _write_labelled_folder(folder, n_articles):
     )
 
 
+@pytest.mark.heavy
 def test_stage1_budget_part_has_a_row_per_budget_and_truncation(minilm_path, tmp_path):
     folder = tmp_path / "synthetic"
     _write_labelled_folder(folder, 40)

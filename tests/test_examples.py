@@ -45,6 +45,7 @@ def assert_plot(path):
     assert 5_000 < len(data) < MAX_PLOT_BYTES
 
 
+@pytest.mark.heavy
 def test_quickstart(run_example, tmp_path, capsys):
     result = run_example("quickstart")
 
@@ -59,6 +60,7 @@ def test_quickstart(run_example, tmp_path, capsys):
     assert f"weighted-average MAE      {result['mae']:.3f}" in printed
 
 
+@pytest.mark.heavy
 def test_tune_threshold(run_example, tmp_path, capsys):
     result = run_example("tune_threshold")
 
@@ -84,6 +86,7 @@ def test_tune_threshold(run_example, tmp_path, capsys):
     assert f"recall >= {tuner.recall_lower_bound_:.3f} at 90% confidence" in printed
 
 
+@pytest.mark.heavy
 def test_build_filter(run_example, tmp_path, capsys):
     result = run_example("build_filter")
 
@@ -114,6 +117,7 @@ def test_build_filter(run_example, tmp_path, capsys):
 
 
 @pytest.mark.slow
+@pytest.mark.heavy
 def test_score_on_ray():
     pytest.importorskip("ray.data")
     result = subprocess.run(

@@ -115,6 +115,7 @@ def test_shipped_seece_probe_cross_validates_well_below_the_mean():
     assert metadata["calibration"]["recall_lower_bound"] >= 0.95  # the target it was calibrated for
 
 
+@pytest.mark.heavy
 def test_shipped_seece_filter_blends_its_stage2_into_the_articles_it_routes(seece):
     X, Y, spec = seece
     rows = np.arange(0, len(X), 30)  # ten articles, low and high
