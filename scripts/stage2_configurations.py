@@ -311,7 +311,7 @@ def markdown_table(output):
 
 
 TIMED = [(dtype, head_tail, last) for dtype in ("float32", "bfloat16")
-         for head_tail in ((256, 256), (128, 128), (64, 64)) for last in (24, 12)]
+         for head_tail in ((256, 256), (64, 64)) for last in (24, 12)]
 
 
 def time_configurations(args, X):
