@@ -186,6 +186,8 @@ def _stage2(spec, adapter, device=None):
         pooling=stage2.get("pooling", "last"),
         layers=stage2.get("layers"),
         device=device,
+        # bfloat16 where it was measured at iso-quality and the machine has it
+        dtype="auto" if "bfloat16" in stage2.get("qualified_dtypes", ()) else None,
     )
 
 

@@ -323,13 +323,20 @@ def _hybrid(section, where):
     return merged
 
 
+#: Stage 2 precisions a filter may record as measured at iso-quality
+#: (``stage2.qualified_dtypes``); ``dtype="auto"`` picks bfloat16 only where
+#: it is listed and the machine has bf16 instructions.
+STAGE2_DTYPES = ("float32", "bfloat16")
+
+
 def _stage2_section(stage2, where):
     if stage2 is None:
         return None
     if not isinstance(stage2, dict) or "base_model" not in stage2:
         raise FilterError(f"{where}: expected a mapping with 'base_model', or null.")
     unknown = set(stage2) - {
-        "base_model", "gguf_file", "adapter", "head_tail", "max_length", "pooling", "layers"
+        "base_model", "gguf_file", "adapter", "head_tail", "max_length", "pooling", "layers",
+        "qualified_dtypes",
     }
     if unknown:
         raise FilterError(f"{where}: unknown keys {sorted(map(str, unknown))}.")
@@ -352,4 +359,9 @@ def _stage2_section(stage2, where):
         if not isinstance(layers, (list, tuple)) or not layers:
             raise FilterError(f"{where}.layers: expected a list of layer indices or 'all', got {layers!r}.")
         stage2["layers"] = [_integer(layer, f"{where}.layers", minimum=None) for layer in layers]
+    if "qualified_dtypes" in stage2:
+        dtypes = stage2["qualified_dtypes"]
+        if not isinstance(dtypes, (list, tuple)) or not set(dtypes) <= set(STAGE2_DTYPES):
+            raise FilterError(f"{where}.qualified_dtypes: expected a list of {list(STAGE2_DTYPES)}, got {dtypes!r}.")
+        stage2["qualified_dtypes"] = list(dtypes)
     return stage2
