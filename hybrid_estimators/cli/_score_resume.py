@@ -29,11 +29,13 @@ def _filter_identity(folder):
     """What a filter scores with, read without a model: the resume identity.
 
     Name, version, dimensions, the probe's and the Stage 2 adapter's sha256,
-    and ``config``: the config as parsed (every field that changes an
+    the sha256 of each score-map table (calibration, normalisation) as read
+    from the folder, and ``config``: the config as parsed (every field that changes an
     output: tiers, weights, gatekeepers, threshold, ``stage2_weight``,
     prefilter, head-tail, models; the description aside).
     """
-    from ..filters import FilterSpec, adapter_fingerprint, read_metadata, resolve_in_folder
+    from .._io import adapter_fingerprint
+    from ..filters import FilterSpec, read_metadata, resolve_in_folder, score_map_hashes
 
     folder = check_filter_folder(folder)
     try:
@@ -43,6 +45,7 @@ def _filter_identity(folder):
         adapter = stage2.get("adapter") if isinstance(stage2, dict) else None
         if adapter:
             adapter = adapter_fingerprint(resolve_in_folder(folder, adapter, "hybrid_inference.stage2.adapter"))
+        score_maps = score_map_hashes(folder, spec)
     except (ValueError, OSError) as error:  # FilterError is a ValueError
         raise CommandError(f"cannot load filter {folder}: {error}") from None
     config = dataclasses.asdict(spec)
@@ -52,6 +55,7 @@ def _filter_identity(folder):
         "version": spec.version,
         "probe_sha256": metadata.get("probe_sha256") if isinstance(metadata, dict) else None,
         "adapter_sha256": adapter,
+        "score_maps_sha256": score_maps,
         "dimensions": list(spec.dimension_names),
         "config": json_safe(config),
     }
