@@ -16,6 +16,8 @@ refitting (``from_table``): the numbers a filter applies are the table's.
 import hashlib
 import json
 
+import numpy as np
+
 from sklearn.frozen import FrozenEstimator
 
 from .._io import json_safe
@@ -146,9 +148,11 @@ def score_map_files(*, stage1_calibrator=None, stage2_calibrator=None, normalise
         files[relative] = text
         entry = {"file": relative, "sha256": hashlib.sha256(text.encode("utf-8")).hexdigest()}
         if key == "normalisation":
+            column = table["columns"][0]
             entry.update(
-                n_samples=int(table["columns"][0]["n_samples"]), sample_sha256=table["sample_sha256"],
+                n_samples=int(column["n_samples"]), sample_sha256=table["sample_sha256"],
                 traffic=traffic,
+                reference_p10_p50_p90=[float(v) for v in np.interp([1.0, 5.0, 9.0], column["y"], column["x"])],
             )
         else:
             entry["breakpoints"] = [len(column["x"]) for column in table["columns"]]
@@ -164,3 +168,78 @@ def config_paths(record):
     }
     normalisation = record.get("normalisation", {}).get("file")
     return {"score_calibration": calibration or None, "normalisation": normalisation}
+
+
+def _metric(values, digits=3):
+    if values is None or values[0] is None:
+        return "n/a"
+    mean, low, high = values
+    return f"{mean:.{digits}f} [{low:.{digits}f}, {high:.{digits}f}]"
+
+
+def _comparison_lines(name, comparison):
+    without, with_, difference = comparison["without"], comparison["with"], comparison["difference"]
+    return [
+        f"{name}: MAE {_metric(with_['mae'])} with, {_metric(without['mae'])} without "
+        f"(difference {_metric(difference['mae'])}); std ratio {_metric(with_['std_ratio'])} with, "
+        f"{_metric(without['std_ratio'])} without; KS {_metric(with_['ks'])} with, "
+        f"{_metric(without['ks'])} without; tier accuracy {_metric(with_['tier_accuracy'])} with, "
+        f"{_metric(without['tier_accuracy'])} without; HIGH recall {_metric(with_['high_recall'])} with, "
+        f"{_metric(without['high_recall'])} without"
+    ]
+
+
+def score_maps_summary(metadata):
+    """Lines of text saying which score maps a filter applies and their evidence (``info``, the card).
+
+    Parameters
+    ----------
+    metadata : dict
+        The filter's metadata (its ``score_maps`` record, ``metrics``).
+
+    Returns
+    -------
+    lines : list of str
+    """
+    record = (metadata or {}).get("score_maps") or {}
+    evidence = record.get("evidence") or {}
+    stages = [stage for stage in ("stage1", "stage2") if f"{stage}_calibration" in record]
+    lines = []
+    if stages:
+        lines.append(
+            f"calibration applied to {' and '.join(stages)} (per-dimension isotonic maps, "
+            f"distribution_weight {evidence.get('distribution_weight', 0):g}, fitted out of fold: "
+            f"{evidence.get('folds', '?')} folds x seeds {evidence.get('seeds', '?')}); routing uses "
+            "the uncalibrated Stage 1 score"
+        )
+    elif evidence:
+        lines.append("calibration not applied: it does not qualify (MAE worse beyond the interval)")
+    else:
+        lines.append("calibration none")
+    if evidence:
+        confidence = evidence.get("confidence")
+        lines.append(
+            f"evidence ({evidence.get('source')}, out of fold, paired {confidence:g} intervals):"
+            if confidence is not None else f"evidence ({evidence.get('source')}):"
+        )
+        for key in ("stage1", "cascade"):
+            if key in evidence:
+                lines += ["  " + line for line in _comparison_lines(key, evidence[key])]
+    normalisation = record.get("normalisation")
+    if normalisation is None:
+        lines.append("normalisation none (score writes normalised: null)")
+        return lines
+    traffic = normalisation.get("traffic") or {}
+    p10, p50, p90 = normalisation.get("reference_p10_p50_p90") or (np.nan,) * 3
+    lines.append(
+        f"normalisation 10 x percentile of the {traffic.get('scores', '?')} weighted average among "
+        f"{normalisation['n_samples']} articles of {traffic.get('file', '?')} (sha256 "
+        f"{str(traffic.get('sha256'))[:16]}…); their 10/50/90th percentiles {p10:.2f} / {p50:.2f} / {p90:.2f}"
+    )
+    mae = ((metadata or {}).get("metrics") or {}).get("cv_mae_weighted_average")
+    if mae is not None and p90 - p10 < mae:
+        lines.append(
+            f"  the reference scores' 10-90th percentile range ({p90 - p10:.2f}) is below the filter's "
+            f"cross-validated MAE ({mae:.2f}): its normalised scale mostly reflects noise"
+        )
+    return lines
