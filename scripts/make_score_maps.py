@@ -32,6 +32,7 @@ and the model card.
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -165,7 +166,7 @@ def normaliser_of(folder, traffic_path, cache):
 
 
 def make(name, args):
-    folder = ROOT / "filters" / name / "v1"
+    folder = Path("filters") / name / "v1"  # relative (run from the root): the card shows this path
     document = json.loads(EVIDENCE.read_text())["filters"][name]
     suffix = SUFFIXES[args.distribution_weight]
     systems = ("hybrid" if "hybrid" in document["systems"] else "stage1")
@@ -175,7 +176,8 @@ def make(name, args):
     if qualifies:
         stage1, stage2 = out_of_fold_calibrators(name, folder, args.data, args)
         calibrators = {"stage1_calibrator": stage1, "stage2_calibrator": stage2}
-    evidence = evidence_record(name, args.distribution_weight, qualifies)
+    # a calibration not applied is shown by its best-placed form, the isotonic map alone
+    evidence = evidence_record(name, args.distribution_weight if qualifies else 0.0, qualifies)
     record_score_maps(folder, **calibrators, evidence=evidence)  # the scale is fitted on calibrated scores
     normaliser, traffic = normaliser_of(folder, args.traffic, args.embedding_cache or True)
     record_score_maps(folder, **calibrators, normaliser=normaliser, traffic=traffic, evidence=evidence)
@@ -185,7 +187,7 @@ def make(name, args):
 
 def parse_args():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")  # made absolute below
     parser.add_argument("--traffic", type=Path, default=None,
                         help="reference traffic (default: DATA/unlabelled_news/articles.jsonl)")
     parser.add_argument("--embedding-cache", type=Path, default=None)
@@ -193,16 +195,21 @@ def parse_args():
     parser.add_argument("--distribution-weight", type=float, default=0.5, choices=sorted(SUFFIXES))
     parser.add_argument("--only", choices=("seece_energy_tech", "ai_engineering_practice"))
     args = parser.parse_args()
+    args.data = args.data.resolve()
     if args.traffic is None:
         args.traffic = args.data / "unlabelled_news" / "articles.jsonl"
+    args.traffic = args.traffic.resolve()
     if args.embedding_cache is not None:
-        args.embedding_cache = str(args.embedding_cache)
+        args.embedding_cache = str(args.embedding_cache.resolve())
+    if args.stage1_oof_dir is not None:
+        args.stage1_oof_dir = args.stage1_oof_dir.resolve()
     return args
 
 
 def main():
     logging.basicConfig(level=logging.INFO, format="%(name)s: %(message)s", stream=sys.stderr)
     args = parse_args()
+    os.chdir(ROOT)
     for name in ([args.only] if args.only else ["seece_energy_tech", "ai_engineering_practice"]):
         make(name, args)
 
