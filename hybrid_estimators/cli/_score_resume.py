@@ -50,15 +50,17 @@ def _filter_identity(folder):
         raise CommandError(f"cannot load filter {folder}: {error}") from None
     config = dataclasses.asdict(spec)
     config.pop("description")
-    return {
+    identity = {
         "name": spec.name,
         "version": spec.version,
         "probe_sha256": metadata.get("probe_sha256") if isinstance(metadata, dict) else None,
         "adapter_sha256": adapter,
-        "score_maps_sha256": score_maps,
         "dimensions": list(spec.dimension_names),
         "config": json_safe(config),
     }
+    if score_maps:  # absent without maps: a run made before filters had them resumes as it did
+        identity["score_maps_sha256"] = score_maps
+    return identity
 
 
 def _filters_identity(folders):
