@@ -50,6 +50,9 @@ def _filter_identity(folder):
         raise CommandError(f"cannot load filter {folder}: {error}") from None
     config = dataclasses.asdict(spec)
     config.pop("description")
+    for key in ("score_calibration", "normalisation"):  # absent without maps, as before filters had them
+        if config["hybrid_inference"].get(key) is None:
+            config["hybrid_inference"].pop(key, None)
     identity = {
         "name": spec.name,
         "version": spec.version,
