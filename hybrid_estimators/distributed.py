@@ -39,7 +39,7 @@ PARQUET_SUFFIXES = (".parquet", ".pq")
 RAW = "raw"
 #: Columns of the rows scored by several filters; ``filters`` is the JSON
 #: text of the ``filters`` object of ``score --filter A --filter B``'s rows.
-MULTI_OUTPUT_COLUMNS = ("line", "id", "error", "filters")
+MULTI_OUTPUT_COLUMNS = ("line", "id", "error", "best_filter", "filters")
 
 
 def _import_ray():
@@ -348,12 +348,12 @@ def score_dataset(
     scored : ray.data.Dataset
         One row per input row, none dropped, with the columns of the CLI's
         JSONL rows: ``line``, ``id``, ``scores`` (dimension -> score, rounded
-        like the CLI's), ``weighted_average``, ``tier``, ``stage_used``,
+        like the CLI's), ``weighted_average``, ``normalised``, ``tier``, ``stage_used``,
         ``stage1_estimate``, ``gatekeeper_applied``, ``blocked_by`` and
         ``error`` (and ``teacher``, or ``audited`` and ``audit_tier``, as
         asked). With several filters, the columns are ``line``, ``id``,
-        ``error`` (the line itself is bad) and ``filters``: the JSON text of
-        ``{"name/version": {scores, weighted_average, tier, stage_used,
+        ``error`` (the line itself is bad), ``best_filter`` and ``filters``: the JSON text of
+        ``{"name/version": {scores, weighted_average, normalised, tier, stage_used,
         stage1_estimate, gatekeeper_applied, blocked_by, error}}``, the
         ``filters`` object of the CLI's rows (one Arrow type fits filters
         with different dimensions); :meth:`MultiScoredLine.from_record

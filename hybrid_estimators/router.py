@@ -232,6 +232,18 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         costs nothing (Stage 1 has scored every row already) and helps when
         Stage 2 is no more precise than Stage 1 alone but errs differently.
         Choose it by cross-validation, like any hyper-parameter.
+    stage1_calibrator : transformer or None, default=None
+        A fitted per-dimension map (e.g.
+        :class:`~hybrid_estimators.isotonic_calibrator.IsotonicCalibrator`,
+        fitted on Stage 1's out-of-fold predictions) applied, through its
+        ``transform``, to the scores of the rows that stay on Stage 1,
+        before clipping. Used as it is, never fitted or copied: wrap it in
+        :class:`~sklearn.frozen.FrozenEstimator` so that ``clone`` (and
+        ``GridSearchCV``) keep it fitted. Routing keeps using Stage 1's
+        uncalibrated scores: `threshold` is certified on them.
+    stage2_calibrator : transformer or None, default=None
+        The same for routed rows: applied to their final (blended, see
+        `stage2_weight`) scores, before clipping.
 
     Attributes
     ----------
@@ -300,6 +312,8 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         "prefit": [list, tuple],
         "cache": ["boolean"],
         "stage2_weight": [Interval(Real, 0, 1, closed="both")],
+        "stage1_calibrator": [HasMethods(["transform"]), None],
+        "stage2_calibrator": [HasMethods(["transform"]), None],
     }
 
     def __init__(
@@ -315,6 +329,8 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         prefit=(),
         cache=True,
         stage2_weight=1.0,
+        stage1_calibrator=None,
+        stage2_calibrator=None,
     ):
         self.stage1 = stage1
         self.stage2 = stage2
@@ -326,6 +342,8 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         self.prefit = prefit
         self.cache = cache
         self.stage2_weight = stage2_weight
+        self.stage1_calibrator = stage1_calibrator
+        self.stage2_calibrator = stage2_calibrator
 
     # --- fit -----------------------------------------------------------------
 
@@ -375,6 +393,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         self.tiers_ = self._check_tiers()
         self.gatekeepers_ = self._check_gatekeepers()
         self._check_prefit()
+        self._check_calibrators(n_dimensions)
 
         fingerprints_of(self, reset=True)
         self.stage1_ = self._fit_stage("stage1", X, Y, routed)
@@ -450,6 +469,38 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
             raise ValueError(
                 f"prefit may only name {list(STAGE_NAMES)}; got {sorted(unknown)}."
             )
+
+    def _check_calibrators(self, n_dimensions):
+        """Each calibrator is fitted and maps `n_dimensions` columns (it is never fitted here)."""
+        for name in ("stage1_calibrator", "stage2_calibrator"):
+            calibrator = getattr(self, name)
+            if calibrator is None:
+                continue
+            try:
+                check_is_fitted(calibrator)
+            except NotFittedError:
+                raise NotFittedError(
+                    f"{name} must be fitted (it is applied as it is; wrap it in "
+                    "FrozenEstimator so that clone keeps it fitted)."
+                ) from None
+            width = getattr(unwrap_frozen(calibrator), "n_features_in_", n_dimensions)
+            if width != n_dimensions:
+                raise ValueError(
+                    f"{name} maps {width} dimensions but the router scores {n_dimensions}."
+                )
+
+    def _calibrated(self, name, scores):
+        """`scores` through the calibrator `name` (``"stage1_calibrator"`` or ``"stage2_calibrator"``), if any.
+
+        Routing never sees these: it keeps Stage 1's uncalibrated scores,
+        on which `threshold` was chosen and certified.
+        """
+        calibrator = getattr(self, name)
+        if calibrator is None or not len(scores):
+            return scores
+        if hasattr(unwrap_frozen(calibrator), "feature_names_in_"):
+            scores = pd.DataFrame(scores, columns=self.dimension_names_)
+        return np.asarray(calibrator.transform(scores), dtype=float)
 
     def _fit_stage(self, name, X, y, routed):
         stage = getattr(self, name)
@@ -565,6 +616,9 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         X = _indexable_rows(X)
         routed = self._routed(scores)
         final = stage1.copy()
+        kept = np.flatnonzero(~routed)
+        if kept.size and self.stage1_calibrator is not None:
+            final[kept] = self._calibrated("stage1_calibrator", stage1[kept])
         if routed.any():
             rows = np.flatnonzero(routed)
             logger.debug("Stage 2 scores %d of %d rows", rows.size, routed.size)
@@ -575,7 +629,7 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
                 namespace,
             )
             self._check_width("stage2", stage2)
-            final[rows] = self._blend(stage2, stage1[rows])
+            final[rows] = self._calibrated("stage2_calibrator", self._blend(stage2, stage1[rows]))
         return np.clip(final, SCORE_MIN, SCORE_MAX), routed, stage1, scores
 
     def _blend(self, stage2, stage1):
@@ -680,7 +734,8 @@ class HybridRouterRegressor(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
             raise ValueError("This router has no Stage 2 (stage2=None).")
         stage2 = self._predict_stage(self.stage2_, _indexable_rows(X), keys, namespace)
         self._check_width("stage2", stage2)
-        return self._shaped(np.clip(self._blend(stage2, stage1), SCORE_MIN, SCORE_MAX))
+        blended = self._calibrated("stage2_calibrator", self._blend(stage2, stage1))
+        return self._shaped(np.clip(blended, SCORE_MIN, SCORE_MAX))
 
     def predict_report(self, X):
         """One row per input row: scores, weighted average, tier, stage used.

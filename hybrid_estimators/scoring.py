@@ -14,6 +14,10 @@ The output row (one JSON object a line)::
                        strings "inf", "-inf", "nan"
     scores             {dimension: score 0-10} or null
     weighted_average   gatekeepers applied, or null
+    normalised         the weighted average on the filter's common 0-10 scale
+                       (10 x its percentile on the reference traffic the
+                       filter's normalisation table was fitted on), or null:
+                       the filter has no table, or the row is blocked/an error
     tier               "low", "medium", "high" or null
     stage_used         "stage1", "stage2" or null
     stage1_estimate    Stage 1's raw (unclipped) weighted average, or null
@@ -124,6 +128,7 @@ class ScoredLine:
     article: dict = None  # title, content, language: set only for valid articles
     scores: dict = None
     weighted_average: float = None
+    normalised: float = None
     tier: str = None
     stage_used: str = None
     stage1_estimate: float = None
@@ -403,6 +408,7 @@ def _apply_report(row, report, dimension_names):
         return
     row.scores = {name: _rounded(report[name]) for name in dimension_names}
     row.weighted_average = _rounded(report["weighted_average"])
+    row.normalised = _rounded(report.get("normalised"))
     row.tier = str(report["tier"])
     row.stage_used = str(report["stage_used"])
     row.stage1_estimate = _rounded(report["stage1_estimate"])
@@ -626,7 +632,7 @@ def audit_chunk(audit, rows):
 
 #: Fields of one filter's result inside a multi-filter row.
 FILTER_COLUMNS = (
-    "scores", "weighted_average", "tier", "stage_used", "stage1_estimate",
+    "scores", "weighted_average", "normalised", "tier", "stage_used", "stage1_estimate",
     "gatekeeper_applied", "blocked_by", "error",
 )
 
@@ -638,8 +644,13 @@ class MultiScoredLine:
     The row (one JSON object a line)::
 
         line, id, error    as in a one-filter row (error: the line itself is bad)
-        filters            {"name/version": {scores, weighted_average, tier,
-                           stage_used, stage1_estimate, gatekeeper_applied,
+        best_filter        the filter with the highest normalised score
+                           (:func:`~hybrid_estimators.percentile_normalizer.best_filter`:
+                           the first filter given on a tie; a filter that
+                           blocked the article, failed on it or has no
+                           normalisation table is left out), null when none is left
+        filters            {"name/version": {scores, weighted_average, normalised,
+                           tier, stage_used, stage1_estimate, gatekeeper_applied,
                            blocked_by, error}} for every filter, in the order given
 
     See Also
@@ -659,7 +670,27 @@ class MultiScoredLine:
             name: {column: json_safe(getattr(row, column)) for column in FILTER_COLUMNS}
             for name, row in self.results.items()
         }
-        return {"line": base["line"], "id": base["id"], "error": base["error"], "filters": filters}
+        return {
+            "line": base["line"], "id": base["id"], "error": base["error"],
+            "best_filter": self.best_filter, "filters": filters,
+        }
+
+    @property
+    def best_filter(self):
+        """The filter with the highest normalised score, or None (see the class)."""
+        from .percentile_normalizer import best_filter
+
+        if not self.results:
+            return None
+        normalised = {
+            name: [np.nan if row.normalised is None else float(row.normalised)]
+            for name, row in self.results.items()
+        }
+        excluded = {
+            name: [row.blocked_by is not None or row.error is not None]
+            for name, row in self.results.items()
+        }
+        return best_filter(normalised, excluded)[0]
 
     def to_json(self, ensure_ascii=False):
         return _dumps(self.to_record(), ensure_ascii)

@@ -135,8 +135,10 @@ def test_shipped_seece_filter_blends_its_stage2_into_the_articles_it_routes(seec
     stage1 = router.predict_stage1(X.iloc[rows])
     blend = router.predict_stage2(X.iloc[rows])  # Stage 2's pass, through the router's cache
     raw = stage2.predict(X.iloc[rows[:1]])
-    np.testing.assert_allclose(blend[0], np.clip(weight * raw[0] + (1 - weight) * stage1[0], 0, 10), atol=1e-4)
-    expected = np.where(routed[:, None], blend, np.clip(stage1, 0, 10))
+    # each stage's calibration map (stored in the folder) applies after the blend, before clipping
+    calibrated = router.stage2_calibrator.transform(weight * raw + (1 - weight) * stage1[:1])
+    np.testing.assert_allclose(blend[0], np.clip(calibrated[0], 0, 10), atol=1e-4)
+    expected = np.where(routed[:, None], blend, np.clip(router.stage1_calibrator.transform(stage1), 0, 10))
     np.testing.assert_allclose(report[router.dimension_names_].to_numpy(), expected, atol=1e-9)
     # Both stages were fitted on all 295 articles: in sample, they fit far better than the mean.
     assert _mae_ratio(blend, Y.iloc[rows], spec["dimensions"], Y) < 0.6

@@ -29,12 +29,13 @@ def _filter_identity(folder):
     """What a filter scores with, read without a model: the resume identity.
 
     Name, version, dimensions, the probe's and the Stage 2 adapter's sha256,
-    and ``config``: the config as parsed (every field that changes an
+    the sha256 of each score-map table (calibration, normalisation) as read
+    from the folder, and ``config``: the config as parsed (every field that changes an
     output: tiers, weights, gatekeepers, threshold, ``stage2_weight``,
     prefilter, head-tail, models; the description aside).
     """
     from .._io import adapter_fingerprint
-    from ..filters import FilterSpec, read_metadata, resolve_in_folder
+    from ..filters import FilterSpec, read_metadata, resolve_in_folder, score_map_hashes
 
     folder = check_filter_folder(folder)
     try:
@@ -44,11 +45,15 @@ def _filter_identity(folder):
         adapter = stage2.get("adapter") if isinstance(stage2, dict) else None
         if adapter:
             adapter = adapter_fingerprint(resolve_in_folder(folder, adapter, "hybrid_inference.stage2.adapter"))
+        score_maps = score_map_hashes(folder, spec)
     except (ValueError, OSError) as error:  # FilterError is a ValueError
         raise CommandError(f"cannot load filter {folder}: {error}") from None
     config = dataclasses.asdict(spec)
     config.pop("description")
-    return {
+    for key in ("score_calibration", "normalisation"):  # absent without maps, as before filters had them
+        if config["hybrid_inference"].get(key) is None:
+            config["hybrid_inference"].pop(key, None)
+    identity = {
         "name": spec.name,
         "version": spec.version,
         "probe_sha256": metadata.get("probe_sha256") if isinstance(metadata, dict) else None,
@@ -56,6 +61,9 @@ def _filter_identity(folder):
         "dimensions": list(spec.dimension_names),
         "config": json_safe(config),
     }
+    if score_maps:  # absent without maps: a run made before filters had them resumes as it did
+        identity["score_maps_sha256"] = score_maps
+    return identity
 
 
 def _filters_identity(folders):

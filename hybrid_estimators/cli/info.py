@@ -90,9 +90,20 @@ def _metadata_info(folder, info):
         metrics=metadata.get("metrics") or {},
         probe_beats_mean=probe_beats_mean(metadata.get("metrics") or {}),
         calibration=metadata.get("calibration"),
+        score_maps=metadata.get("score_maps"),
+        score_maps_summary=_score_maps_summary(metadata),
         quality=[vars(verdict) for verdict in quality_verdicts(metadata)],
     )
     return metadata
+
+
+def _score_maps_summary(metadata):
+    from ..filters.score_maps import score_maps_summary
+
+    try:
+        return score_maps_summary(metadata)
+    except (KeyError, TypeError, ValueError, IndexError) as error:
+        return [f"score maps: the metadata's record is unreadable: {error}"]
 
 
 def _probe_info(folder, spec, metadata, info):
@@ -294,6 +305,11 @@ def _baseline_text(metrics, name):
     return ""
 
 
+def _score_maps_lines(info):
+    summary = info.get("score_maps_summary") or []
+    return [f"score maps  {summary[0]}"] + [f"            {line}" for line in summary[1:]] if summary else []
+
+
 def _calibration_lines(info):
     calibration = info["calibration"]
     if not calibration:
@@ -354,7 +370,7 @@ def _routed_line(summary, prefix):
 
 def _format_info(info):
     lines = _config_lines(info) + _probe_lines(info) + _provenance_lines(info)
-    lines += _metrics_lines(info) + _calibration_lines(info) + _evaluation_lines(info)
+    lines += _metrics_lines(info) + _calibration_lines(info) + _score_maps_lines(info) + _evaluation_lines(info)
     return "\n".join(lines)
 
 

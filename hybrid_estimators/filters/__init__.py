@@ -72,7 +72,15 @@ from .metadata import (
     report_summary,
     stage2_doubts,
 )
-from .save import _write_config, portable_base_name, record_calibration, record_evaluation, save_filter
+from .save import (
+    _write_config,
+    portable_base_name,
+    record_calibration,
+    record_evaluation,
+    record_score_maps,
+    save_filter,
+)
+from .score_maps import MAX_SCORE_MAP_BYTES, SCORE_MAP_PATHS, read_score_maps, score_map_hashes
 from .spec import FilterSpec, _stage2_section
 
 __all__ = [
@@ -124,6 +132,11 @@ __all__ = [
     "read_regular_file",
     "record_calibration",
     "record_evaluation",
+    "record_score_maps",
+    "read_score_maps",
+    "score_map_hashes",
+    "MAX_SCORE_MAP_BYTES",
+    "SCORE_MAP_PATHS",
     "report_summary",
     "resolve_in_folder",
     "save_filter",

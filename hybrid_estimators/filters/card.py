@@ -92,6 +92,7 @@ def model_card(spec, metadata, probe=None, *, folder=None):
         _card_metrics(spec, metrics),
         _card_quality(metadata),
         _card_calibration(spec, metadata.get("calibration"), metadata.get("calibrations")),
+        _card_score_maps(metadata),
         _card_evaluation(metadata),
         _card_data(metadata),
         _card_use(spec, metadata),
@@ -355,6 +356,19 @@ def _card_verdict(summary, prefix):
         f"interval is below 0). Overall: Stage 1 {_fmt(mae.get('stage1'))}, Stage 2 "
         f"{_fmt(mae.get('stage2'))}, hybrid {_fmt(mae.get('hybrid'))}."
     )
+
+
+def _card_score_maps(metadata):
+    """Which score maps the filter applies (calibration, normalisation) and their evidence."""
+    from .score_maps import score_maps_summary
+
+    lines = [
+        "## Score maps: calibration and normalisation", "",
+        "See the package's `docs/scores.md`: calibration maps each stage's scores per dimension "
+        "(routing keeps the uncalibrated Stage 1 score); `normalised` is the weighted average's "
+        "percentile (x 10) on a reference traffic sample.", "",
+    ]
+    return lines + [f"- {_md(line.strip())}" for line in score_maps_summary(metadata)]
 
 
 def _card_data(metadata):

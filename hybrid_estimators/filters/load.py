@@ -38,6 +38,7 @@ from ._safe_io import (
 )
 from ._stages import embedding_budget, stage1_pipeline
 from .metadata import read_metadata, stage2_doubts, warn_about_quality
+from .score_maps import read_score_maps
 from .spec import FilterSpec
 
 logger = logging.getLogger(__name__)
@@ -368,6 +369,14 @@ class Filter(HybridRouterRegressor):
         have ``title`` and/or ``content``. Articles that lack one of the
         filter's text columns while holding text in other columns are
         refused, naming both, rather than scored on part of their text.
+    stage1_calibrator, stage2_calibrator : transformer or None, default=None
+        As for :class:`HybridRouterRegressor`: fitted per-dimension maps of
+        each stage's scores (the folder's ``score_calibration`` tables).
+    normaliser : transformer or None, default=None
+        A fitted map of the weighted average to a common 0-10 scale
+        (:class:`~hybrid_estimators.percentile_normalizer.PercentileNormalizer`,
+        the folder's ``normalisation`` table): :meth:`predict_report` adds
+        its ``normalised`` column.
 
     Attributes
     ----------
@@ -416,6 +425,7 @@ class Filter(HybridRouterRegressor):
         "stage2": [HasMethods(["predict"]), None],
         "metadata": [dict, None],
         "text_columns": [dict, None],
+        "normaliser": [HasMethods(["transform"]), None],
     }
 
     def __init__(
@@ -434,15 +444,20 @@ class Filter(HybridRouterRegressor):
         stage2_weight=1.0,
         metadata=None,
         text_columns=None,
+        stage1_calibrator=None,
+        stage2_calibrator=None,
+        normaliser=None,
     ):
         super().__init__(
             stage1, stage2, weights, threshold=threshold, gatekeepers=gatekeepers,
             tiers=tiers, routing_score=routing_score, prefit=prefit, cache=cache,
-            stage2_weight=stage2_weight,
+            stage2_weight=stage2_weight, stage1_calibrator=stage1_calibrator,
+            stage2_calibrator=stage2_calibrator,
         )
         self.spec = spec
         self.metadata = metadata
         self.text_columns = text_columns
+        self.normaliser = normaliser
 
     @classmethod
     def from_spec(cls, spec, stage1, stage2=None, **params):
@@ -499,6 +514,9 @@ class Filter(HybridRouterRegressor):
         self.weights_ = self._check_weights(len(self.dimension_names_))
         self.tiers_ = self._check_tiers()
         self.gatekeepers_ = self._check_gatekeepers()
+        self._check_calibrators(len(self.dimension_names_))
+        if self.normaliser is not None:
+            check_is_fitted(self.normaliser)
         self.stage1_, self.stage2_ = self.stage1, self.stage2
         self.routing_score_ = self.routing_score if hasattr(self.routing_score, "fit") else None
         self.prefilter_ = Prefilter.from_config(self.spec.prefilter)
@@ -622,7 +640,9 @@ class Filter(HybridRouterRegressor):
         -------
         report : DataFrame
             :meth:`HybridRouterRegressor.predict_report`'s columns (NaN or
-            None for blocked articles) plus ``blocked_by``.
+            None for blocked articles) plus ``blocked_by``, and
+            ``normalised`` (the weighted average on the common 0-10 scale,
+            NaN for blocked articles) when the filter has a `normaliser`.
         """
         frame, reasons, passing = self._passing(X)
         if passing.size:
@@ -637,8 +657,17 @@ class Filter(HybridRouterRegressor):
             values = report[column].astype(object)
             report[column] = values.where(values.notna(), None)
         report["blocked_by"] = pd.Series(reasons, index=report.index, dtype=object)
+        if self.normaliser is not None:
+            report["normalised"] = self._normalised(report["weighted_average"].to_numpy())
         report.index = frame.index
         return report
+
+    def _normalised(self, averages):
+        """The weighted averages on the normaliser's 0-10 scale; NaN stays NaN."""
+        averages = np.asarray(averages, dtype=float).reshape(-1, 1)
+        if hasattr(self.normaliser, "feature_names_in_"):
+            averages = pd.DataFrame(averages, columns=list(self.normaliser.feature_names_in_))
+        return np.asarray(self.normaliser.transform(averages), dtype=float).reshape(-1)
 
     def _report_columns(self):
         return self.dimension_names_ + [
@@ -753,6 +782,7 @@ def load_filter(
     # every path checked once, before any model loads
     adapter = None if stage1_only else check_adapter_folder(folder, spec)
     probe_path = resolve_in_folder(folder, spec.hybrid_inference["probe"], "hybrid_inference.probe")
+    score_maps = read_score_maps(folder, spec, metadata)
     probe = load_probe(probe_path, metadata)
     stage1 = stage1_pipeline(
         spec, probe, backend=backend, cache=cache, device=device, show_progress_bar=show_progress_bar
@@ -771,4 +801,5 @@ def load_filter(
         None if stage2 is None else FrozenEstimator(stage2),
         metadata=metadata,
         text_columns=text_columns,
+        **score_maps,
     ).fit()

@@ -39,6 +39,7 @@ from .metadata import (
     check_metrics,
     filter_metadata,
 )
+from .score_maps import config_paths, score_map_files
 from .spec import _stage2_section, FilterSpec
 
 logger = logging.getLogger(__name__)
@@ -300,6 +301,11 @@ def save_filter(
         spec.hybrid_inference.update(
             target_recall=calibration["target_recall"], confidence=calibration["confidence"]
         )
+    map_files, map_record = _router_score_maps(router)
+    for relative, text in map_files.items():
+        (folder / relative).parent.mkdir(parents=True, exist_ok=True)
+        atomic_write(resolve_in_folder(folder, relative, relative), text)
+    spec.hybrid_inference.update(config_paths(map_record))
     _write_config(folder, spec)
     metadata = filter_metadata(
         spec,
@@ -313,9 +319,21 @@ def save_filter(
         _attach_evaluation(metadata, folder, spec, evaluation, evaluation_split)
     if distillation is not None:
         metadata["distillation"] = json_safe(dict(distillation))
+    if map_record:
+        metadata["score_maps"] = map_record
     _write_metadata_and_card(folder, spec, metadata, probe)
     logger.info("Saved filter %s/%s to %s", spec.name, spec.version, folder)
     return folder
+
+
+def _router_score_maps(router):
+    """The router's calibrators and a Filter's normaliser as files and their metadata record."""
+    return score_map_files(
+        stage1_calibrator=getattr(router, "stage1_calibrator", None),
+        stage2_calibrator=getattr(router, "stage2_calibrator", None),
+        normaliser=getattr(router, "normaliser", None),
+        traffic=None,
+    )
 
 
 def _config_text(spec):
@@ -465,4 +483,58 @@ def record_calibration(folder, calibration, *, apply=True):
     files.update(_metadata_and_card(folder, spec, metadata, probe))
     _publish_together(files)  # config, metadata and card change together or not at all
     logger.info("Recorded threshold %.4f of %s/%s in %s", calibration["threshold"], spec.name, spec.version, folder)
+    return folder
+
+
+def record_score_maps(
+    folder, *, stage1_calibrator=None, stage2_calibrator=None, normaliser=None, traffic=None,
+    evidence=None,
+):
+    """Store score maps in an existing filter: tables, config paths, metadata and card.
+
+    The maps given replace the filter's (a map not given is removed): the
+    probe, threshold and evaluation record are unchanged. The config,
+    metadata and card change together or not at all.
+
+    Parameters
+    ----------
+    folder : str or path-like
+    stage1_calibrator, stage2_calibrator : fitted IsotonicCalibrator or None
+        Per-dimension calibration of Stage 1's and of routed rows' scores
+        (fitted out of fold).
+    normaliser : fitted PercentileNormalizer or None
+        Map of the weighted average to the common 0-10 scale.
+    traffic : dict or None
+        The reference sample the normaliser was fitted on (file, sha256,
+        number of articles, which scores).
+    evidence : dict or None
+        Why the calibration is (or is not) applied: the measured MAE, std
+        ratio and KS statistic with and without it.
+
+    Returns
+    -------
+    folder : Path
+    """
+    folder = Path(folder)
+    spec = FilterSpec.from_yaml(_fixed_file(folder, CONFIG_FILE))
+    metadata = read_metadata(folder)
+    files, record = score_map_files(
+        stage1_calibrator=stage1_calibrator, stage2_calibrator=stage2_calibrator,
+        normaliser=normaliser, traffic=traffic,
+    )
+    if evidence is not None:
+        record["evidence"] = json_safe(evidence)
+    spec.hybrid_inference.update(config_paths(record))
+    spec = FilterSpec.from_dict(spec.to_dict())
+    metadata["score_maps"] = record
+    probe = load_probe(resolve_in_folder(folder, spec.hybrid_inference["probe"], "hybrid_inference.probe"), metadata)
+    published = {}
+    for relative, text in files.items():
+        path = folder / relative
+        path.parent.mkdir(parents=True, exist_ok=True)
+        published[resolve_in_folder(folder, relative, relative)] = text
+    published[_fixed_file(folder, CONFIG_FILE)] = _config_text(spec)
+    published.update(_metadata_and_card(folder, spec, metadata, probe))
+    _publish_together(published)
+    logger.info("Recorded the score maps of %s/%s in %s: %s", spec.name, spec.version, folder, sorted(files))
     return folder

@@ -52,7 +52,12 @@ class FilterSpec:
         ``confidence``, ``stage2`` (``base_model``, optional
         ``gguf_file``, ``adapter`` (path in the folder), ``head_tail``,
         ``max_length``), or ``stage2: null`` for a Stage-1-only filter, and
-        ``stage2_weight`` (default 1: see :class:`HybridRouterRegressor`).
+        ``stage2_weight`` (default 1: see :class:`HybridRouterRegressor`),
+        ``score_calibration`` (``{stage1: path, stage2: path}``, either
+        null or absent: per-dimension calibration tables applied to each
+        stage's scores, see :mod:`~hybrid_estimators.filters.score_maps`)
+        and ``normalisation`` (path of the percentile table of the weighted
+        average, or null).
     description : str
 
     See Also
@@ -96,6 +101,8 @@ class FilterSpec:
         "confidence": None,
         "stage2": None,
         "stage2_weight": 1.0,
+        "score_calibration": None,
+        "normalisation": None,
     }
 
     @property
@@ -320,7 +327,26 @@ def _hybrid(section, where):
     merged["stage2_weight"] = _number(merged["stage2_weight"], f"{where}.stage2_weight")
     if not 0 <= merged["stage2_weight"] <= 1:
         raise FilterError(f"{where}.stage2_weight: must lie in [0, 1], got {merged['stage2_weight']!r}.")
+    merged["score_calibration"] = _score_calibration(merged["score_calibration"], f"{where}.score_calibration")
+    if merged["normalisation"] is not None:
+        merged["normalisation"] = _check_relative_path(merged["normalisation"], f"{where}.normalisation")
     return merged
+
+
+def _score_calibration(section, where):
+    """``{stage1: path or null, stage2: path or null}``, or None when it names no table."""
+    if section is None:
+        return None
+    if not isinstance(section, dict):
+        raise FilterError(f"{where}: expected a mapping of stage1/stage2 to a path, or null.")
+    unknown = set(section) - {"stage1", "stage2"}
+    if unknown:
+        raise FilterError(f"{where}: unknown keys {sorted(map(str, unknown))}.")
+    checked = {
+        stage: _check_relative_path(section[stage], f"{where}.{stage}")
+        for stage in ("stage1", "stage2") if section.get(stage) is not None
+    }
+    return checked or None
 
 
 #: Stage 2 precisions a filter may record as measured at iso-quality
