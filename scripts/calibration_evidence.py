@@ -53,7 +53,7 @@ from sklearn.utils import check_random_state
 from hybrid_estimators import load_articles, make_probe, make_ridge_probe
 from hybrid_estimators._io import atomic_write, json_safe
 from hybrid_estimators.datasets import shared_data_dir
-from hybrid_estimators.evaluation import _PairedBootstrap
+from hybrid_estimators.evaluation._bootstrap import _PairedBootstrap
 from hybrid_estimators.filters import data_hash, load_filter, stage1_pipeline
 from hybrid_estimators.isotonic_calibrator import IsotonicCalibrator
 from hybrid_estimators.metrics import cross_validated_stage1_metrics
