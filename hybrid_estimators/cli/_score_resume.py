@@ -33,7 +33,8 @@ def _filter_identity(folder):
     output: tiers, weights, gatekeepers, threshold, ``stage2_weight``,
     prefilter, head-tail, models; the description aside).
     """
-    from ..filters import FilterSpec, adapter_fingerprint, read_metadata, resolve_in_folder
+    from .._io import adapter_fingerprint
+    from ..filters import FilterSpec, read_metadata, resolve_in_folder
 
     folder = check_filter_folder(folder)
     try:
