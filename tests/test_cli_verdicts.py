@@ -132,3 +132,46 @@ def test_tuned_threshold_router_warns_about_a_flat_score_and_a_medium_plus_set()
     assert len(said) == 2, said
     assert "no useful spread" in said[0] and "on the 40 calibration articles" in said[0]
     assert said[1].startswith("100.0% of the calibration articles are MEDIUM+")
+
+
+# --- --text-columns ----------------------------------------------------------------
+
+
+def test_score_maps_text_columns_and_never_scores_a_title_alone(flat_run, flat_labelled, tmp_path, capsys):
+    _, _, _, folder = flat_run
+    _, X = flat_labelled
+    articles = X.head(3).to_dict("records")
+    as_body = [{"title": a["title"], "body": a["content"], "url": "https://example.org"} for a in articles]
+    path = tmp_path / "body.jsonl"
+    path.write_text("".join(json.dumps(a) + "\n" for a in [*as_body, articles[0]]))
+
+    plain = tmp_path / "plain.jsonl"
+    assert main(["score", "--filter", str(folder), str(path), "-o", str(plain), "--quiet", "--no-progress"]) == 0
+    rows = [json.loads(line) for line in plain.read_text().splitlines()]
+    assert len(rows) == 4
+    for row in rows[:3]:
+        assert row["weighted_average"] is None
+        assert "has no 'content' field, which the filter reads, but text in ['body']" in row["error"]
+        assert "--text-columns body=content" in row["error"]
+    assert rows[3]["error"] is None and rows[3]["weighted_average"] is not None
+
+    mapped = tmp_path / "mapped.jsonl"
+    assert main(["score", "--filter", str(folder), str(path), "-o", str(mapped), "--quiet", "--no-progress",
+                 "--text-columns", "body=content"]) == 0
+    rows = [json.loads(line) for line in mapped.read_text().splitlines()]
+    assert [row["error"] for row in rows] == [None] * 4
+    # The mapped article scores exactly as the same article written with "content".
+    assert rows[0]["weighted_average"] == pytest.approx(rows[3]["weighted_average"], abs=1e-9)
+    capsys.readouterr()
+
+    assert main(["score", "--filter", str(folder), str(path), "--text-columns", "body=text"]) == 2
+    assert "expected FIELD=TARGET pairs with TARGET one of title, content" in capsys.readouterr().err
+
+
+def test_parse_article_refuses_a_field_mapped_onto_one_it_has():
+    from hybrid_estimators.scoring import parse_article
+
+    row = parse_article(7, {"title": "t", "body": "b", "content": "c"}, {"body": "content"})
+    assert row.error == "line 7: has both 'body' and 'content', which --text-columns maps 'body' onto"
+    row = parse_article(8, {"headline": "h", "body": "b"}, {"headline": "title", "body": "content"})
+    assert row.error is None and row.article["title"] == "h" and row.article["content"] == "b"

@@ -55,6 +55,38 @@ def common_options():
     return common
 
 
+def text_columns_option(text):
+    """``--text-columns body=content,headline=title``: the articles' fields -> the filter's.
+
+    Examples
+    --------
+    >>> text_columns_option("body=content,headline=title")
+    {'body': 'content', 'headline': 'title'}
+    """
+    from ..text import ARTICLE_FIELDS
+
+    mapping = {}
+    for pair in text.split(","):
+        source, equals, target = (part.strip() for part in pair.partition("="))
+        if not equals or not source or target not in ARTICLE_FIELDS:
+            raise argparse.ArgumentTypeError(
+                f"expected FIELD=TARGET pairs with TARGET one of {', '.join(ARTICLE_FIELDS)} "
+                f"(e.g. body=content), got {pair!r}"
+            )
+        mapping[source] = target
+    return mapping
+
+
+def add_text_columns_option(parser):
+    """``--text-columns``: which JSON fields hold the filter's title and content."""
+    parser.add_argument(
+        "--text-columns", type=text_columns_option, metavar="FIELD=TARGET,...",
+        help="map the articles' fields onto the filter's text fields (title, content), e.g. "
+        "body=content,headline=title; without it, an article that lacks one of them but has "
+        "text in another field is an error row naming both",
+    )
+
+
 def add_strict_option(parser, written):
     """``--strict``: a failed quality verdict makes the command exit with status 2."""
     parser.add_argument(
@@ -133,7 +165,7 @@ def quiet_model_loading(quiet):
 
 def load_filter_or_fail(
     folder, stage1_only=False, verbose=False, backend="torch", calibration=None, cache=None,
-    device=None, report_quality=True,
+    device=None, report_quality=True, text_columns=None,
 ):
     """:func:`~hybrid_estimators.filters.load_filter`, its errors as one line.
 
@@ -152,6 +184,7 @@ def load_filter_or_fail(
             router = load_filter(
                 folder, stage1_only=stage1_only, backend=backend, calibration=calibration,
                 cache=True if cache is None else str(cache), device=device,
+                text_columns=text_columns,
             )
     except (ValueError, OSError, ImportError) as error:  # FilterError is a ValueError
         raise CommandError(f"cannot load filter {folder}: {error}") from None

@@ -53,6 +53,7 @@ from ._common import (
     add_cache_option,
     add_device_option,
     add_strict_option,
+    add_text_columns_option,
     audit_rate,
     failed_verdicts,
     load_filter_or_fail,
@@ -141,6 +142,7 @@ def _load_filters(args):
             scorer = load_filter_or_fail(
                 folder, stage1_only=args.stage1_only, verbose=args.verbose,
                 backend=args.backend, calibration=calibration, cache=args.cache, device=args.device,
+                text_columns=args.text_columns,
             )
         if args.no_progress:
             _hide_stage2_progress(scorer)
@@ -178,6 +180,8 @@ def _score_command(args):
 
 def _score_filters(args):
     _check_stage2_options(args)
+    if args.ray and args.text_columns:
+        raise CommandError("--text-columns is not supported with --ray: map the fields beforehand")
     if len(args.filter) > 1:
         return _score_multi_command(args)
     args.filter = args.filter[0]
@@ -281,6 +285,7 @@ def _load_filter(args):
         router = load_filter_or_fail(
             args.filter, stage1_only=args.stage1_only, verbose=args.verbose,
             backend=args.backend, calibration=calibration, cache=args.cache, device=args.device,
+            text_columns=args.text_columns,
         )
     if args.no_progress:
         _hide_stage2_progress(router)
@@ -619,6 +624,7 @@ def add_parser(subparsers, parents=()):
         "-q", "--quiet", action="store_true",
         help="with -o: print nothing on stdout (progress bars stay: --no-progress)",
     )
+    add_text_columns_option(score)
     add_strict_option(score, "every row")
     score.set_defaults(handler=_score_command)
     return score
