@@ -316,8 +316,9 @@ def _unread_text(article, text_columns):
     ]
     if not missing or not other:
         return None
+    lacks = "neither 'title' nor 'content'" if len(missing) == 2 else f"no {missing[0]!r} field, which the filter reads,"
     return (
-        f"has no {missing[0]!r} field, which the filter reads, but text in {other}: map it "
+        f"has {lacks} but text in {other}: map it "
         f"(score --text-columns {other[0]}={missing[0]}; load_filter(folder, "
         f"text_columns={{{other[0]!r}: {missing[0]!r}}})) or leave it out"
     )
