@@ -27,6 +27,11 @@ __all__ = ["TunedThresholdRouterCV", "ThresholdCertificateDisplay", "clopper_pea
 
 logger = logging.getLogger(__name__)
 
+#: Out-of-fold routing scores (0-10) with a standard deviation below this have no useful spread.
+MIN_ROUTING_SCORE_STD = 0.25
+#: A calibration set with at least this share of MEDIUM+ articles certifies little.
+MAX_MEDIUM_PLUS_SHARE = 0.95
+
 
 def clopper_pearson_upper(n_missed, n_total, confidence):
     """Exact one-sided upper confidence bound on a binomial proportion.
@@ -314,6 +319,7 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         self.oof_routing_scores_ = scores
         self.n_samples_ = len(scores)
         self.n_medium_plus_ = int(medium_plus.sum())
+        _warn_about_evidence(scores, medium_plus)
         results = self._test_thresholds(scores, medium_plus)
         self._choose_threshold(results)
         self.cv_results_ = results if self.store_cv_results else None
@@ -467,6 +473,28 @@ class TunedThresholdRouterCV(MetaEstimatorMixin, RegressorMixin, BaseEstimator):
         tags.input_tags = copy.deepcopy(router_tags.input_tags)
         tags.regressor_tags.poor_score = True
         return tags
+
+
+def _warn_about_evidence(scores, medium_plus):
+    """A FilterQualityWarning when the calibration data cannot make the guarantee mean much."""
+    from .exceptions import FilterQualityWarning
+
+    spread = float(np.std(np.clip(scores, SCORE_MIN, SCORE_MAX))) if len(scores) else 0.0
+    if spread < MIN_ROUTING_SCORE_STD:
+        warnings.warn(
+            f"the routing score has no useful spread: its standard deviation on the {len(scores)} "
+            f"calibration articles is {spread:.3f} (below {MIN_ROUTING_SCORE_STD} on 0-10), so the "
+            "threshold separates articles by noise; the probe barely varies.",
+            FilterQualityWarning, stacklevel=3,
+        )
+    share = float(np.mean(medium_plus)) if len(medium_plus) else 0.0
+    if share >= MAX_MEDIUM_PLUS_SHARE:
+        warnings.warn(
+            f"{share:.1%} of the calibration articles are MEDIUM+ (at least "
+            f"{MAX_MEDIUM_PLUS_SHARE:.0%}): the guarantee then says little: routing nearly "
+            "everything meets it.",
+            FilterQualityWarning, stacklevel=3,
+        )
 
 
 def _certificate_table(scores, medium_plus, thresholds, target_recall, confidence):

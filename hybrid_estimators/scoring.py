@@ -208,12 +208,13 @@ def _refuse_constant(name):
     raise ValueError(f"{name} is not valid JSON")
 
 
-def parse_line(line_number, raw):
+def parse_line(line_number, raw, text_columns=None):
     """Turn one raw input line into a :class:`ScoredLine`, valid or with its error.
 
     A line longer than :data:`MAX_LINE_BYTES` is an error row; a title or
     content longer than twice :data:`KEEP_CHARS` keeps only what a stage
-    can read (see :func:`kept_text`).
+    can read (see :func:`kept_text`). `text_columns` maps the article's
+    fields onto ``title``/``content`` (see :func:`parse_article`).
 
     See Also
     --------
@@ -238,7 +239,7 @@ def parse_line(line_number, raw):
         article = json.loads(text, parse_constant=_refuse_constant)
     except (ValueError, RecursionError) as error:  # JSONDecodeError is a ValueError
         return ScoredLine(line_number, error=f"line {line_number}: not JSON: {error}")
-    return parse_article(line_number, article)
+    return parse_article(line_number, article, text_columns)
 
 
 def kept_text(value):
@@ -260,8 +261,13 @@ def kept_text(value):
     return value[:KEEP_CHARS] + CUT_MARK + value[-KEEP_CHARS:]
 
 
-def parse_article(line_number, article):
+def parse_article(line_number, article, text_columns=None):
     """Validate one decoded article (a JSON object) of line `line_number`.
+
+    `text_columns` (``{"body": "content"}``, as ``load_filter(...,
+    text_columns=...)``) renames the article's fields first. An article
+    that lacks ``title`` or ``content`` but holds text in another field is
+    an error row naming both: it is never scored on part of its text.
 
     See Also
     --------
@@ -276,8 +282,12 @@ def parse_article(line_number, article):
             f"{type(article).__name__}",
         )
     row_id = article.get("id")
-    fields_ = {name: kept_text(article[name]) for name in ARTICLE_FIELDS if name in article}
     where = f"line {line_number}{_id_suffix(row_id)}"
+    refused = _unread_text(article, text_columns)
+    if refused is not None:
+        return ScoredLine(line_number, row_id, error=f"{where}: {refused}")
+    article = {(text_columns or {}).get(name, name): value for name, value in article.items()}
+    fields_ = {name: kept_text(article[name]) for name in ARTICLE_FIELDS if name in article}
     if not fields_:
         return ScoredLine(
             line_number, row_id, error=f"{where}: has neither 'title' nor 'content'"
@@ -290,6 +300,31 @@ def parse_article(line_number, article):
         return ScoredLine(line_number, row_id, error=f"{where}{message}")
     fields_ = {"title": "", "content": "", **fields_, "language": article.get("language")}
     return ScoredLine(line_number, row_id, article=fields_)
+
+
+def _unread_text(article, text_columns):
+    """Why `article` cannot be read whole with `text_columns` (None: it can)."""
+    from .text import METADATA_COLUMNS
+
+    text_columns = text_columns or {}
+    for source, target in text_columns.items():
+        if source in article and target in article and source != target:
+            return f"has both {source!r} and {target!r}, which --text-columns maps {source!r} onto"
+    renamed = {text_columns.get(name, name) for name in article}
+    missing = [name for name in ARTICLE_FIELDS if name not in renamed]
+    other = [
+        name for name, value in article.items()
+        if name not in text_columns and name not in ARTICLE_FIELDS and name not in METADATA_COLUMNS
+        and isinstance(value, str) and value.strip()
+    ]
+    if not missing or not other:
+        return None
+    lacks = "neither 'title' nor 'content'" if len(missing) == 2 else f"no {missing[0]!r} field, which the filter reads,"
+    return (
+        f"has {lacks} but text in {other}: map it "
+        f"(score --text-columns {other[0]}={missing[0]}; load_filter(folder, "
+        f"text_columns={{{other[0]!r}: {missing[0]!r}}})) or leave it out"
+    )
 
 
 def _strip_line_ending(line):
@@ -535,10 +570,10 @@ def score_lines(scorer, chunk):
     read_chunks : The chunks it takes.
     hybrid_estimators.distributed.score_dataset : The same on Ray Data.
     """
-    rows = []
+    rows, text_columns = [], getattr(scorer, "text_columns", None)
     for number, raw in chunk:
         started = time.perf_counter()
-        row = parse_line(number, raw)
+        row = parse_line(number, raw, text_columns)
         row.seconds = time.perf_counter() - started
         rows.append(row)
     return score_timed(scorer, rows)
@@ -766,7 +801,8 @@ def score_lines_multi(scorers, chunk):
     score_lines : The same with one filter.
     score_chunk_multi : Scores parsed rows.
     """
-    return score_chunk_multi(scorers, [parse_line(number, raw) for number, raw in chunk])
+    text_columns = next((getattr(scorer, "text_columns", None) for scorer in scorers.values()), None)
+    return score_chunk_multi(scorers, [parse_line(number, raw, text_columns) for number, raw in chunk])
 
 
 # --- the run compared with the filter's record -------------------------------------

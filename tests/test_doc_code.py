@@ -3,7 +3,8 @@
 Each page's blocks run in order in one namespace, as a reader pasting them
 into a notebook would, in a scratch folder laid out like the repository
 (``filters/`` with the shipped filters, ``examples/``, ``../shared`` when
-the real data is there), so that a documented call that does not exist, or
+the real data is there: the first articles of each file, so that a page
+runs in about a minute), so that a documented call that does not exist, or
 a changed signature, fails here.
 
 The guide's blocks continue a story (``router``, ``X_test`` were made in
@@ -54,19 +55,49 @@ def scratch(tmp_path_factory, tiny_qwen2_path):
     (work / "filters").mkdir(parents=True)
     for shipped in (ROOT / "filters").iterdir():
         (work / "filters" / shipped.name).symlink_to(shipped, target_is_directory=True)
-    (work / "examples").symlink_to(ROOT / "examples", target_is_directory=True)
+    _examples(work / "examples")
     shared = shared_data_dir()
     if shared is not None:
-        (top / "shared").mkdir()
-        (top / "shared" / "data").symlink_to(shared, target_is_directory=True)
+        _shared_sample(shared, top / "shared" / "data")
     shutil.copytree(tiny_qwen2_path, work / "Qwen" / "Qwen2.5-1.5B")
     shutil.copy(ROOT / "examples" / "articles.jsonl", work / "articles.jsonl")
     _labelled_folder(work / "my_data")
     return work
 
 
+#: Articles of each real labelled folder the pages' blocks get (their first lines): the
+#: blocks' meaning is the same on fewer articles, in a minute rather than several.
+SHARED_SAMPLE = 60
+#: Of ``examples/articles.jsonl``: enough to show a report with both stages.
+EXAMPLE_SAMPLE = 4
+
+
+def _examples(folder):
+    """``examples/`` with its scripts, and the first lines of its articles."""
+    folder.mkdir()
+    for path in (ROOT / "examples").iterdir():
+        if path.name != "articles.jsonl":
+            (folder / path.name).symlink_to(path)
+    lines = (ROOT / "examples" / "articles.jsonl").read_text(encoding="utf-8").splitlines(keepends=True)
+    (folder / "articles.jsonl").write_text("".join(lines[:EXAMPLE_SAMPLE]), encoding="utf-8")
+
+
+def _shared_sample(shared, data):
+    """``../shared/data`` with each labelled folder's first :data:`SHARED_SAMPLE` articles."""
+    for source in shared.iterdir():
+        if not (source / "articles.jsonl").is_file():
+            continue
+        (data / source.name).mkdir(parents=True)
+        for path in source.iterdir():
+            if path.name != "articles.jsonl" and path.is_file():
+                shutil.copy(path, data / source.name / path.name)
+        with open(source / "articles.jsonl", encoding="utf-8") as articles:
+            head = [line for _, line in zip(range(SHARED_SAMPLE), articles)]
+        (data / source.name / "articles.jsonl").write_text("".join(head), encoding="utf-8")
+
+
 def _labelled_folder(folder):
-    X, Y = make_articles(80, random_state=0)
+    X, Y = make_articles(40, random_state=0)  # filters.md fits two probes, a tuner and a Stage 2 on it
     folder.mkdir()
     with open(folder / "articles.jsonl", "w", encoding="utf-8") as out:
         for i, (article, scores) in enumerate(zip(X.to_dict("records"), Y.to_dict("records"))):
@@ -150,6 +181,8 @@ def test_page_code_runs(page, scratch, minilm_path, monkeypatch):
         pytest.importorskip("ray.data")
     monkeypatch.chdir(scratch)
     monkeypatch.setenv("HYBRID_ESTIMATORS_EXAMPLE_SMALL", "1")
+    if (scratch.parent / "shared" / "data").is_dir():  # shared_data_dir() is the sample too
+        monkeypatch.setenv("HYBRID_ESTIMATORS_SHARED_DATA", str(scratch.parent / "shared" / "data"))
     import matplotlib
 
     matplotlib.use("Agg")

@@ -3,12 +3,15 @@
 import argparse
 import contextlib
 import logging
+import warnings
 from pathlib import Path
 
 logger = logging.getLogger("hybrid_estimators.cli")
 
 PROG = "hybrid-estimators"
 EXIT_FATAL = 2
+#: ``--strict``: the exit status when a quality verdict failed (the work is written all the same).
+EXIT_STRICT = 2
 
 
 class CommandError(Exception):
@@ -52,6 +55,90 @@ def common_options():
     return common
 
 
+def text_columns_option(text):
+    """``--text-columns body=content,headline=title``: the articles' fields -> the filter's.
+
+    Examples
+    --------
+    >>> text_columns_option("body=content,headline=title")
+    {'body': 'content', 'headline': 'title'}
+    """
+    from ..text import ARTICLE_FIELDS
+
+    mapping = {}
+    for pair in text.split(","):
+        source, equals, target = (part.strip() for part in pair.partition("="))
+        if not equals or not source or target not in ARTICLE_FIELDS:
+            raise argparse.ArgumentTypeError(
+                f"expected FIELD=TARGET pairs with TARGET one of {', '.join(ARTICLE_FIELDS)} "
+                f"(e.g. body=content), got {pair!r}"
+            )
+        mapping[source] = target
+    return mapping
+
+
+def add_text_columns_option(parser):
+    """``--text-columns``: which JSON fields hold the filter's title and content."""
+    parser.add_argument(
+        "--text-columns", type=text_columns_option, metavar="FIELD=TARGET,...",
+        help="map the articles' fields onto the filter's text fields (title, content), e.g. "
+        "body=content,headline=title; without it, an article that lacks one of them but has "
+        "text in another field is an error row naming both",
+    )
+
+
+def add_strict_option(parser, written):
+    """``--strict``: a failed quality verdict makes the command exit with status 2."""
+    parser.add_argument(
+        "--strict", action="store_true",
+        help=f"exit with status {EXIT_STRICT} when a quality verdict of the filter fails "
+        f"(near-constant probe, no better than the mean or the majority tier, ...); {written} "
+        "is written all the same",
+    )
+
+
+def failed_verdicts(folder, stage1_only=False, report=False):
+    """The failed :func:`~hybrid_estimators.filters.quality_verdicts` of a filter folder.
+
+    The same verdicts :func:`~hybrid_estimators.filters.load_filter` warns
+    about: without Stage 2 (`stage1_only`, or none in the filter) its
+    recorded evaluation is not judged. With `report`, each is also logged
+    as one stderr line (:func:`report_verdicts`). An unreadable folder
+    gives none (loading the filter reports it).
+    """
+    from ..filters import FilterError, FilterSpec, quality_verdicts, read_metadata
+
+    try:
+        metadata = read_metadata(folder)
+        spec = FilterSpec.from_yaml(Path(folder) / "config.yaml")
+    except (FilterError, OSError):
+        return []
+    if stage1_only or spec.hybrid_inference.get("stage2") is None:
+        metadata = {**metadata, "evaluation": None}
+    failed = [verdict for verdict in quality_verdicts(metadata) if not verdict.passed]
+    if report:
+        report_verdicts(spec.qualified_name, failed)
+    return failed
+
+
+def report_verdicts(name, verdicts):
+    """Log each failed verdict as one stderr line, in the words ``load_filter`` warns with."""
+    for verdict in verdicts:
+        if not verdict.passed:
+            logger.warning("filter %s: %s", name, verdict.message)
+
+
+def strict_status(args, failed, written):
+    """0, or :data:`EXIT_STRICT` with a line saying why when ``--strict`` and a verdict failed."""
+    if not (getattr(args, "strict", False) and failed):
+        return 0
+    logger.error(
+        "--strict: %d quality verdict(s) failed (above); %s was written all the same, exiting with "
+        "status %d", len(failed), written, EXIT_STRICT,
+    )
+    return EXIT_STRICT
+
+
 def check_filter_folder(folder):
     folder = Path(folder)
     if not folder.is_dir():
@@ -78,20 +165,43 @@ def quiet_model_loading(quiet):
 
 def load_filter_or_fail(
     folder, stage1_only=False, verbose=False, backend="torch", calibration=None, cache=None,
-    device=None,
+    device=None, report_quality=True, text_columns=None,
 ):
-    """:func:`~hybrid_estimators.filters.load_filter`, its errors as one line."""
+    """:func:`~hybrid_estimators.filters.load_filter`, its errors as one line.
+
+    Its :class:`~hybrid_estimators.exceptions.FilterQualityWarning` s
+    (the failed quality verdicts) become one stderr line each, or none
+    without `report_quality` (a command that reports them at its end);
+    other warnings pass through unchanged.
+    """
+    from ..exceptions import FilterQualityWarning
     from ..filters import load_filter
 
     folder = check_filter_folder(folder)
     try:
-        with quiet_model_loading(not verbose):
-            return load_filter(
+        with quiet_model_loading(not verbose), warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", FilterQualityWarning)
+            router = load_filter(
                 folder, stage1_only=stage1_only, backend=backend, calibration=calibration,
                 cache=True if cache is None else str(cache), device=device,
+                text_columns=text_columns,
             )
     except (ValueError, OSError, ImportError) as error:  # FilterError is a ValueError
         raise CommandError(f"cannot load filter {folder}: {error}") from None
+    finally:
+        _relay(caught, report_quality)
+    return router
+
+
+def _relay(caught, report_quality):
+    from ..exceptions import FilterQualityWarning
+
+    for warning in caught:
+        if issubclass(warning.category, FilterQualityWarning):
+            if report_quality:
+                logger.warning("%s", warning.message)
+        else:
+            warnings.warn_explicit(warning.message, warning.category, warning.filename, warning.lineno)
 
 
 def load_labelled(folder):

@@ -348,6 +348,7 @@ def _run_options(args):
         "batch_size": args.batch_size, "all_stage2": args.all_stage2,
         "audit": getattr(args, "audit", None), "audit_seed": getattr(args, "audit_seed", 0),
         "package_version": __version__,
+        **({"text_columns": args.text_columns} if getattr(args, "text_columns", None) else {}),
     }
 
 

@@ -4,12 +4,15 @@ import logging
 import warnings
 from pathlib import Path
 
+from ..exceptions import FilterQualityWarning
 from ._common import (
     CommandError,
     HelpFormatter,
     add_cache_option,
     add_device_option,
+    add_strict_option,
     cv_option,
+    failed_verdicts,
     load_filter_or_fail,
     load_labelled,
     print_metrics,
@@ -17,6 +20,7 @@ from ._common import (
     read_article_lines,
     read_teacher_file,
     share,
+    strict_status,
 )
 
 logger = logging.getLogger("hybrid_estimators.cli")
@@ -154,7 +158,7 @@ def _calibrate_command(args):
     stage1_only = args.reference == "oracle"
     filter_ = load_filter_or_fail(
         args.filter, stage1_only=stage1_only, verbose=args.verbose, cache=args.cache,
-        device=args.device,
+        device=args.device, report_quality=False,  # reported at the end, with the new calibration
     )
     spec = filter_.spec
     build = _oracle_calibration if args.reference == "oracle" else _stage2_calibration
@@ -162,6 +166,7 @@ def _calibrate_command(args):
         warnings.simplefilter("always", UserWarning)
         tuner, X, Y, how = build(args, filter_, TunedThresholdRouterCV)
         tuner.fit(X, Y)
+    evidence = [warning for warning in caught if issubclass(warning.category, FilterQualityWarning)]
     for warning in caught:
         logger.warning("%s", warning.message)
     record = calibration_record(tuner, data=args.data)
@@ -178,7 +183,8 @@ def _calibrate_command(args):
               f"({spec.hybrid_inference['threshold']:.4f}) in {Path(args.filter)}")
     else:
         print(f"wrote threshold {tuner.best_threshold_:.4f} to {Path(args.filter) / 'config.yaml'}")
-    return 0
+    failed = failed_verdicts(args.filter, stage1_only=stage1_only, report=True)
+    return strict_status(args, failed + evidence, f"the calibration of {Path(args.filter)}")
 
 
 def add_parser(subparsers, parents=()):
@@ -234,5 +240,6 @@ def add_parser(subparsers, parents=()):
     )
     add_cache_option(calibrate)
     add_device_option(calibrate)
+    add_strict_option(calibrate, "the calibration")
     calibrate.set_defaults(handler=_calibrate_command)
     return calibrate

@@ -52,10 +52,14 @@ from ._common import (
     HelpFormatter,
     add_cache_option,
     add_device_option,
+    add_strict_option,
+    add_text_columns_option,
     audit_rate,
+    failed_verdicts,
     load_filter_or_fail,
     positive_int,
     quiet_model_loading,
+    strict_status,
 )
 from ._score_ray import _check_ray_arguments, _run_on_ray, _write_ray_sidecar  # noqa: F401
 from ._score_resume import (  # noqa: F401 (_write_ray_sidecar, _filter_identity: tests use them from here)
@@ -138,6 +142,7 @@ def _load_filters(args):
             scorer = load_filter_or_fail(
                 folder, stage1_only=args.stage1_only, verbose=args.verbose,
                 backend=args.backend, calibration=calibration, cache=args.cache, device=args.device,
+                text_columns=args.text_columns,
             )
         if args.no_progress:
             _hide_stage2_progress(scorer)
@@ -166,7 +171,17 @@ def _check_options_without_ray(args):
 
 
 def _score_command(args):
+    """Score, then ``--strict``: exit 2 when a filter's quality verdict failed (rows written)."""
+    folders = list(args.filter)
+    status = _score_filters(args)
+    failed = [verdict for folder in folders for verdict in failed_verdicts(folder, args.stage1_only)]
+    return max(status, strict_status(args, failed, "every row"))
+
+
+def _score_filters(args):
     _check_stage2_options(args)
+    if args.ray and args.text_columns:
+        raise CommandError("--text-columns is not supported with --ray: map the fields beforehand")
     if len(args.filter) > 1:
         return _score_multi_command(args)
     args.filter = args.filter[0]
@@ -270,6 +285,7 @@ def _load_filter(args):
         router = load_filter_or_fail(
             args.filter, stage1_only=args.stage1_only, verbose=args.verbose,
             backend=args.backend, calibration=calibration, cache=args.cache, device=args.device,
+            text_columns=args.text_columns,
         )
     if args.no_progress:
         _hide_stage2_progress(router)
@@ -453,7 +469,7 @@ def _ray_audit(args):
     """
     if not args.all_stage2 and args.audit is None:
         return None
-    router = load_filter_or_fail(args.filter, verbose=args.verbose)  # loads no weights
+    router = load_filter_or_fail(args.filter, verbose=args.verbose, report_quality=False)  # no weights
     if router.stage2_ is None:
         option = "--all-stage2" if args.all_stage2 else "--audit"
         raise CommandError(f"{option} needs a filter with a Stage 2: {args.filter} has none")
@@ -465,6 +481,7 @@ def _score_on_ray_command(args):
     from ..scoring import OPTIONAL_COLUMNS
 
     [filter_dimensions] = _check_ray_arguments(args, [args.filter])
+    failed_verdicts(args.filter, args.stage1_only, report=True)
     dimensions = _table_dimensions(args.columns, filter_dimensions)
     audit = _ray_audit(args)
     counts = _Counts()
@@ -499,6 +516,8 @@ def _score_multi_on_ray_command(args):
     from ..distributed import score_dataset
 
     _check_ray_arguments(args, args.filter)
+    for folder in args.filter:
+        failed_verdicts(folder, args.stage1_only, report=True)
     identity = _filters_identity(args.filter)
     names = list(identity["dimensions"])
     counts = _MultiCounts(names)
@@ -605,5 +624,7 @@ def add_parser(subparsers, parents=()):
         "-q", "--quiet", action="store_true",
         help="with -o: print nothing on stdout (progress bars stay: --no-progress)",
     )
+    add_text_columns_option(score)
+    add_strict_option(score, "every row")
     score.set_defaults(handler=_score_command)
     return score

@@ -27,6 +27,8 @@ from ._common import (
     CommandError,
     HelpFormatter,
     add_cache_option,
+    add_strict_option,
+    failed_verdicts,
     folds,
     layer_sizes,
     load_filter_or_fail,
@@ -38,6 +40,7 @@ from ._common import (
     read_article_lines,
     read_teacher_file,
     share,
+    strict_status,
 )
 
 logger = logging.getLogger("hybrid_estimators.cli")
@@ -268,8 +271,37 @@ def _train_probe_command(args):
               f"labels; {len(distillation['certify_lines'])} articles of {args.unlabelled} held out: "
               f"hybrid-estimators calibrate --filter {folder} --reference stage2 {args.unlabelled} "
               f"--teacher-scores {args.teacher_scores}")
-    print_metrics(metrics)
-    return 0
+    print_metrics(with_baselines(metrics))
+    failed = failed_verdicts(folder, report=True)
+    return strict_status(args, failed, f"the filter {folder}")
+
+
+def with_baselines(metrics):
+    """`metrics` for display: each number that has a ``*_baseline`` shown beside it.
+
+    Tier accuracy beside the majority-class share, each MAE beside the
+    mean's, so a number is never read without what a constant achieves.
+
+    Examples
+    --------
+    >>> with_baselines({"cv_tier_accuracy": 0.968, "cv_tier_accuracy_baseline": 0.968, "cv_folds": 5})
+    {'cv_tier_accuracy': '0.9680 (majority tier 0.9680)', 'cv_folds': 5}
+    >>> with_baselines({"cv_mae_x": 2.031, "cv_mae_x_baseline": 2.002})
+    {'cv_mae_x': '2.0310 (mean 2.0020: no better)'}
+    """
+    shown = {}
+    for name, value in metrics.items():
+        baseline = metrics.get(f"{name}_baseline")
+        if name.endswith("_baseline") and name[: -len("_baseline")] in metrics:
+            continue
+        if not isinstance(value, float) or not isinstance(baseline, float):
+            shown[name] = value
+            continue
+        if name == "cv_tier_accuracy":
+            shown[name] = f"{value:.4f} (majority tier {baseline:.4f})"
+        else:
+            shown[name] = f"{value:.4f} (mean {baseline:.4f}{': no better' if value >= baseline else ''})"
+    return shown
 
 
 def add_parser(subparsers, parents=()):
@@ -355,5 +387,6 @@ def add_parser(subparsers, parents=()):
         "--certify-size", type=share, default=0.5,
         help="share of U held out (never trained on) for calibrate --reference stage2",
     )
+    add_strict_option(train, "the filter")
     train.set_defaults(handler=_train_probe_command)
     return train
