@@ -45,12 +45,19 @@ import numbers
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from itertools import islice
 
 import numpy as np
 import pandas as pd
 
 from ._io import _safe_str, json_safe
+from ._lines import count_lines, iter_lines, read_chunks, split_lines  # noqa: F401 (the scoring API)
+from ._skip_rate import (  # noqa: F401 (the scoring API)
+    SKIP_RATE_CONFIDENCE,
+    recorded_skip_rate,
+    skip_rate_message,
+    skip_rate_summary,
+    warn_skip_rate,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -325,109 +332,6 @@ def _unread_text(article, text_columns):
         f"(score --text-columns {other[0]}={missing[0]}; load_filter(folder, "
         f"text_columns={{{other[0]!r}: {missing[0]!r}}})) or leave it out"
     )
-
-
-def _strip_line_ending(line):
-    if line.endswith(b"\r\n"):
-        return line[:-2]
-    if line.endswith((b"\n", b"\r")):
-        return line[:-1]
-    return line
-
-
-def split_lines(data):
-    """The lines of `data` (bytes), without their line endings.
-
-    A line ends at ``\\n``, ``\\r\\n`` or a lone ``\\r``; a last line may
-    lack its line ending, and a final line ending starts no new line.
-
-    See Also
-    --------
-    iter_lines : The same, over a file read in blocks.
-
-    Examples
-    --------
-    >>> split_lines(b"a\\rb\\r\\nc\\n\\nd")
-    [b'a', b'b', b'c', b'', b'd']
-    """
-    return data.splitlines()  # bytes: breaks at \n, \r\n and \r only
-
-
-def iter_lines(file, block_size=1 << 20):
-    """Yield the lines of a binary `file` as :func:`split_lines` splits them.
-
-    Reads `block_size` bytes at a time (``read1`` when the file has it, so
-    that a pipe's lines come as soon as they arrive); a ``\\r\\n`` split
-    between two blocks is one line ending.
-
-    See Also
-    --------
-    split_lines : The same, over bytes in memory.
-    read_chunks : Numbered lines, in chunks.
-    """
-    read = getattr(file, "read1", file.read)
-    pieces, after_cr = [], False
-    while block := read(block_size):
-        if after_cr and block.startswith(b"\n"):  # the \n of a \r\n cut between blocks
-            block = block[1:]
-        after_cr = block.endswith(b"\r")
-        lines = block.splitlines(keepends=True)
-        if lines and not lines[-1].endswith((b"\n", b"\r")):
-            tail = lines.pop()
-        else:
-            tail = None
-        for line in lines:
-            if pieces:
-                line = b"".join([*pieces, line])
-                pieces = []
-            yield _strip_line_ending(line)
-        if tail is not None:
-            pieces.append(tail)
-    if pieces:
-        yield b"".join(pieces)
-
-
-def read_chunks(source, batch_size, first_line=1):
-    """Yield lists of ``(line_number, raw_bytes)``, `batch_size` at a time.
-
-    Parameters
-    ----------
-    source : binary file or iterable of bytes
-        A file is split with :func:`iter_lines`; an iterable gives one line
-        per item (a line ending at its end is dropped).
-    batch_size : int
-        Lines per chunk.
-    first_line : int, default=1
-        Number of the first line.
-
-    See Also
-    --------
-    iter_lines : The lines it numbers.
-    score_lines : Scores one chunk.
-    """
-    if hasattr(source, "read"):
-        lines = iter_lines(source)
-    else:
-        lines = (_strip_line_ending(line) for line in source)
-    numbered = enumerate(lines, start=first_line)
-    while chunk := list(islice(numbered, batch_size)):
-        yield chunk
-
-
-def count_lines(path):
-    """Lines of a file as :func:`iter_lines` and :func:`read_chunks` see them.
-
-    See Also
-    --------
-    read_chunks : Reads the lines counted.
-    """
-    n_endings, after_cr, last = 0, False, b""
-    with open(path, "rb") as file:
-        while block := file.read(1 << 20):
-            n_endings += block.count(b"\n") + block.count(b"\r") - block.count(b"\r\n")
-            n_endings -= after_cr and block.startswith(b"\n")  # a \r\n cut between blocks
-            after_cr, last = block.endswith(b"\r"), block[-1:]
-    return n_endings + (last not in (b"", b"\n", b"\r"))
 
 
 def _rounded(value):
@@ -803,113 +707,3 @@ def score_lines_multi(scorers, chunk):
     """
     text_columns = next((getattr(scorer, "text_columns", None) for scorer in scorers.values()), None)
     return score_chunk_multi(scorers, [parse_line(number, raw, text_columns) for number, raw in chunk])
-
-
-# --- the run compared with the filter's record -------------------------------------
-
-#: Of the binomial interval the observed skip rate is checked against.
-SKIP_RATE_CONFIDENCE = 0.99
-
-
-def recorded_skip_rate(metadata, threshold):
-    """The skip rate the filter's calibration expects at `threshold`, or None.
-
-    Parameters
-    ----------
-    metadata : dict or None
-        The filter's metadata (``probe/metadata.json``).
-    threshold : float
-        The threshold the filter routes at: a calibration recorded for
-        another threshold says nothing about this one.
-
-    Returns
-    -------
-    rate : float or None
-
-    See Also
-    --------
-    skip_rate_summary : Compares a run's skip rate with it.
-
-    Examples
-    --------
-    >>> recorded_skip_rate({"calibration": {"threshold": 2.5, "expected_skip_rate": 0.31}}, 2.5)
-    0.31
-    >>> recorded_skip_rate({"calibration": {"threshold": 2.5, "expected_skip_rate": 0.31}}, 4.0) is None
-    True
-    """
-    calibration = (metadata or {}).get("calibration") if isinstance(metadata, dict) else None
-    if not isinstance(calibration, dict):
-        return None
-    rate, recorded = calibration.get("expected_skip_rate"), calibration.get("threshold")
-    if not isinstance(rate, numbers.Real) or not isinstance(recorded, numbers.Real):
-        return None
-    if not math.isclose(float(recorded), float(threshold), rel_tol=1e-9, abs_tol=1e-9):
-        return None
-    return float(rate)
-
-
-def skip_rate_summary(n_skipped, n_scored, expected, confidence=SKIP_RATE_CONFIDENCE):
-    """The run's observed skip rate beside the expected one, and whether it is far from it.
-
-    ``outside`` is True when `n_skipped` falls outside the central
-    `confidence` interval of a binomial draw of `n_scored` articles with
-    probability `expected` (None without an expectation or an article).
-
-    See Also
-    --------
-    recorded_skip_rate : The expected skip rate.
-    warn_skip_rate : Warns when the run is far from it.
-
-    Examples
-    --------
-    >>> summary = skip_rate_summary(0, 20, 0.31)
-    >>> summary["observed"], summary["expected"], summary["outside"]
-    (0.0, 0.31, True)
-    >>> skip_rate_summary(6, 20, 0.31)["outside"]
-    False
-    """
-    from scipy.stats import binom
-
-    observed = n_skipped / n_scored if n_scored else None
-    interval = outside = None
-    if expected is not None and n_scored:
-        tail = (1 - confidence) / 2
-        low, high = binom.ppf(tail, n_scored, expected), binom.ppf(1 - tail, n_scored, expected)
-        interval = [float(low) / n_scored, float(high) / n_scored]
-        outside = bool(n_skipped < low or n_skipped > high)
-    return {
-        "n_scored": int(n_scored), "n_skipped": int(n_skipped), "observed": observed,
-        "expected": expected, "interval": interval, "confidence": float(confidence), "outside": outside,
-    }
-
-
-def skip_rate_message(name, summary):
-    """The warning of a run whose skip rate is far from the filter's record.
-
-    See Also
-    --------
-    skip_rate_summary : The summary it describes.
-    """
-    low, high = summary["interval"]
-    return (
-        f"filter {name}: this run skipped Stage 2 for {summary['observed']:.1%} of {summary['n_scored']} "
-        f"scored articles, where its calibration expects {summary['expected']:.1%} ({summary['confidence']:.0%} "
-        f"binomial interval {low:.1%}-{high:.1%}): these articles may not be like the ones it was "
-        "calibrated on"
-    )
-
-
-def warn_skip_rate(name, summary):
-    """Warn (:class:`~hybrid_estimators.exceptions.FilterQualityWarning`) when `summary` is outside.
-
-    See Also
-    --------
-    skip_rate_summary : The summary it warns about.
-    hybrid_estimators.exceptions.FilterQualityWarning : Its category.
-    """
-    if summary["outside"]:
-        import warnings
-
-        from .exceptions import FilterQualityWarning
-
-        warnings.warn(skip_rate_message(name, summary), FilterQualityWarning, stacklevel=2)
