@@ -611,10 +611,10 @@ def plot(result, path):
         f"Stage 1 token budget — {result['machine']}\nload average {_load(result['loadavg_start'])} at the start, "
         f"{_load(result['loadavg_end'])} at the end; time: fastest of {result['rounds_done']} passes", fontsize=9
     )
-    figure.legend(handles, labels, loc="lower center", ncol=4, fontsize=7, frameon=False)
-    figure.tight_layout(rect=(0, 0.07 / len(names), 1, 1))
+    figure.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, frameon=False)
+    figure.tight_layout(rect=(0, 0.17 / len(names), 1, 1))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(figure)
 
 

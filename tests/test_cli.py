@@ -36,7 +36,7 @@ from hybrid_estimators.text import ArticleText
 BATCH = 4
 METRICS = {"cv_mae_weighted_average": 0.5, "n_articles": 60}
 OUTPUT_KEYS = [
-    "line", "id", "scores", "weighted_average", "tier", "stage_used",
+    "line", "id", "scores", "weighted_average", "normalised", "tier", "stage_used",
     "stage1_estimate", "gatekeeper_applied", "blocked_by", "error",
 ]
 

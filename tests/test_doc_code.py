@@ -167,6 +167,7 @@ CONTEXT = {  # page -> the names its blocks use without defining them
     "evaluation.md": _evaluation_context,
     "filters.md": _filters_context,
     "scale-out.md": lambda minilm_path: {},
+    "scores.md": lambda minilm_path: {},
 }
 #: Pages whose blocks need the real labelled data.
 NEEDS_SHARED_DATA = {"README.md", "quickstart.md"}
@@ -187,6 +188,12 @@ def test_page_code_runs(page, scratch, minilm_path, monkeypatch):
 
     matplotlib.use("Agg")
     namespace = {"__name__": f"docs_{page.stem}", **CONTEXT[page.name](minilm_path)}
-    for number, block in enumerate(code_blocks(page), start=1):
-        code = compile(block, f"{page.name} block {number}", "exec")
-        exec(code, namespace)  # noqa: S102 - the documentation's own code, run as a reader would
+    try:
+        for number, block in enumerate(code_blocks(page), start=1):
+            code = compile(block, f"{page.name} block {number}", "exec")
+            exec(code, namespace)  # noqa: S102 - the documentation's own code, run as a reader would
+    finally:
+        if page.name == "scale-out.md":  # score_dataset starts a local Ray: stop it, as the page's reader would
+            import ray
+
+            ray.shutdown()

@@ -114,7 +114,7 @@ def test_several_filters_score_in_one_pass_embedding_each_article_once(tmp_path)
             assert row.results[name].scores == single.scores
             assert row.results[name].tier == single.tier
     record = json.loads(rows[0].to_json())
-    assert list(record) == ["line", "id", "error", "filters"]
+    assert list(record) == ["line", "id", "error", "best_filter", "filters"]
     assert list(record["filters"]) == ["seece_energy_tech/v1", "ai_engineering_practice/v1"]
     for row in rows:  # a row read back (as from Ray, filters as JSON text) writes the same bytes
         record = json.loads(row.to_json())
