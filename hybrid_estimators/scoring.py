@@ -426,7 +426,7 @@ def score_chunk(scorer, rows):
     ...     return FrozenEstimator(model.fit(X, np.zeros((len(X), 1))))
     >>> spec = FilterSpec.from_dict({"name": "demo", "version": "v1", "dimensions": {"impact": 1.0},
     ...     "prefilter": {"min_length": 20}, "hybrid_inference": {"threshold": 4.0}})
-    >>> demo = Filter(spec, constant_stage(5.0), constant_stage(6.0)).fit()
+    >>> demo = Filter.from_spec(spec, constant_stage(5.0), constant_stage(6.0)).fit()
     >>> lines = [b'{"id": "a", "title": "Solar", "content": "A solar farm with storage opened."}',
     ...          b'{"id": "b", "title": "Short", "content": ""}',
     ...          b'not json']

@@ -92,7 +92,7 @@ def stage1_oof(filter_, X, Y, folds, cache, oof_dir):
             show_progress_bar=False,
         )
         result, predictions = cross_validated_stage1_metrics(
-            stage1, X, Y, filter_.spec.weights, threshold=filter_.threshold_, tiers=filter_.spec.tiers,
+            stage1, X, Y, filter_.spec.weights, threshold=filter_.threshold, tiers=filter_.spec.tiers,
             gatekeepers=filter_.spec.gatekeepers, cv=folds, random_state=seed, return_predictions=True,
         )
         logger.info("%s: seed %d, Stage 1 out-of-fold MAE %.4f", filter_.spec.name, seed,

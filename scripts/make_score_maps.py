@@ -38,12 +38,12 @@ from pathlib import Path
 
 import numpy as np
 
-from hybrid_estimators import load_articles, make_probe, make_ridge_probe
+from calibration_evidence import stage1_oof, stage2_oof  # the evidence's own out-of-fold predictions
+from hybrid_estimators import load_articles
 from hybrid_estimators.cli._common import read_article_lines
 from hybrid_estimators.cli.normalise import normalisation_table
-from hybrid_estimators.filters import load_filter, record_score_maps, stage1_pipeline
+from hybrid_estimators.filters import load_filter, record_score_maps
 from hybrid_estimators.isotonic_calibrator import IsotonicCalibrator
-from hybrid_estimators.metrics import cross_validated_stage1_metrics
 from hybrid_estimators.models import file_sha256
 from hybrid_estimators.percentile_normalizer import PercentileNormalizer
 from hybrid_estimators.tiers import SCORE_MAX, SCORE_MIN
@@ -51,49 +51,9 @@ from hybrid_estimators.tiers import SCORE_MAX, SCORE_MIN
 logger = logging.getLogger("make_score_maps")
 ROOT = Path(__file__).resolve().parents[1]
 EVIDENCE = ROOT / "benchmarks" / "results" / "calibration_evidence.json"
-STAGE2_OOF = ROOT / "benchmarks" / "results" / "seece_stage2_oof.npz"
-SEEDS = (0, 1, 2)
-PROBES = {"ridge": make_ridge_probe, "mlp": make_probe}
 METRICS = ("mae", "std_ratio", "ks", "tier_accuracy", "high_recall", "p90")
 #: distribution_weight -> the evidence's system-name suffix.
 SUFFIXES = {0.0: "", 0.5: "_half_quantile", 1.0: "_quantile_map"}
-
-
-def stage1_oof(filter_, X, Y, folds, cache, oof_dir):
-    """Stage 1's out-of-fold predictions per seed (n_seeds, n, d), as ``calibration_evidence.py`` makes them."""
-    saved = None if oof_dir is None else Path(oof_dir) / f"{filter_.spec.name}.npz"
-    ids = X["id"].astype(str).to_numpy(dtype=str)
-    if saved is not None and saved.exists():
-        stored = np.load(saved)
-        if list(stored["ids"]) == list(ids) and list(stored["seeds"]) == list(SEEDS) and int(stored["folds"]) == folds:
-            return stored["predictions"]
-    probe = PROBES[filter_.metadata["metrics"]["probe"]]
-    runs = []
-    for seed in SEEDS:
-        stage1 = stage1_pipeline(filter_.spec, probe(), cache=True if cache is None else str(cache),
-                                 show_progress_bar=False)
-        result, predictions = cross_validated_stage1_metrics(
-            stage1, X, Y, filter_.spec.weights, threshold=filter_.threshold, tiers=filter_.spec.tiers,
-            gatekeepers=filter_.spec.gatekeepers, cv=folds, random_state=seed, return_predictions=True,
-        )
-        logger.info("%s: seed %d, Stage 1 out-of-fold MAE %.4f", filter_.spec.name, seed,
-                    result["cv_mae_weighted_average"])
-        runs.append(predictions)
-    runs = np.stack(runs)
-    if saved is not None:
-        saved.parent.mkdir(parents=True, exist_ok=True)
-        np.savez(saved, predictions=runs, ids=ids, seeds=np.asarray(SEEDS), folds=folds)
-    return runs
-
-
-def stage2_oof(X, dimension_names, folds):
-    """The Stage 2 recipe's out-of-fold predictions (n_seeds, n, d), checked to be these articles and folds."""
-    saved = np.load(STAGE2_OOF)
-    if list(saved["ids"]) != list(X["id"].astype(str)) or list(saved["dimensions"]) != list(dimension_names):
-        raise SystemExit(f"{STAGE2_OOF}: its articles or dimensions are not these")
-    if list(saved["seeds"]) != list(SEEDS) or int(saved["folds"]) != folds:
-        raise SystemExit(f"{STAGE2_OOF}: other folds ({saved['folds']}, seeds {list(saved['seeds'])})")
-    return saved["predictions"]
 
 
 def comparison(evidence, calibrated, uncalibrated):
@@ -139,7 +99,9 @@ def out_of_fold_calibrators(name, folder, data, args):
     folds = int(filter_.metadata["metrics"]["cv_folds"])
     stage1 = np.clip(stage1_oof(filter_, X, Y, folds, args.embedding_cache, args.stage1_oof_dir),
                      SCORE_MIN, SCORE_MAX)
-    stage2 = stage2_oof(X, filter_.spec.dimension_names, folds)
+    stage2, _ = stage2_oof(name, X, filter_.spec.dimension_names, folds)
+    if stage2 is None:
+        raise SystemExit(f"{name}: no Stage 2 out-of-fold predictions recorded (calibration_evidence.STAGE2_OOF)")
     width = len(filter_.spec.dimension_names)
     truth = np.tile(Y.to_numpy(dtype=float), (stage1.shape[0], 1))
     weight = float(filter_.spec.hybrid_inference["stage2_weight"])
