@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from .._io import json_safe
+from ..calibration import MIN_ROUTING_SCORE_STD  # one bound: the tuner warns at it too
 from ..exceptions import FilterQualityWarning
 from ..text import text_hashes
 from ._safe_io import (
@@ -520,8 +521,6 @@ def probe_beats_mean(metrics):
 
 #: A probe whose MAE is not at least this much below the mean's "barely beats" it.
 BARELY_BEATS_MEAN = 0.10
-#: A routing score whose cross-validated standard deviation is below this has no useful spread.
-MIN_ROUTING_SCORE_STD = 0.25
 
 
 @dataclass(frozen=True)
