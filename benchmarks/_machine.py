@@ -6,7 +6,6 @@ table of int8 timings means little without this line. The flags are read
 by :mod:`hybrid_estimators.models.cpu`, the parser ``backend="auto"`` uses.
 """
 
-import json
 import os
 import platform
 from pathlib import Path
@@ -20,12 +19,11 @@ def cpu_flags(cpuinfo="/proc/cpuinfo"):
     return _cpu_flags(cpuinfo)
 
 
-def describe_machine(auto=None):
+def describe_machine(runtime=None):
     """E.g. ``"x86_64 CPU (AMD EPYC; avx2; no VNNI), kind avx2, 2 cores, 2 torch threads, torch 2.13.0+cpu"``.
 
-    `auto`, a ``(configuration, reason)`` of
-    :func:`~hybrid_estimators.models.cpu.choose_stage1_configuration`, adds
-    what ``backend="auto"`` chose here and why.
+    `runtime`, a :func:`runtime_choice`, adds what ``backend="auto"`` and
+    ``dtype="auto"`` chose here for a filter, and why.
     """
     import torch
 
@@ -39,25 +37,30 @@ def describe_machine(auto=None):
         f"{platform.machine()} CPU ({cpu_model()}; {isa}), kind {cpu_kind(flags)}, {os.cpu_count()} cores, "
         f"{torch.get_num_threads()} torch threads, torch {torch.__version__}"
     )
-    if auto is not None:
-        configuration, reason = auto
-        line += f"; Stage 1 backend='auto' -> {configuration['backend']} ({reason})"
+    if runtime is not None:
+        stage1, stage2 = runtime["stage1"], runtime["stage2"]
+        line += f"; backend='auto' -> {stage1['backend']} ({stage1['reason']})"
+        if stage2 is not None:
+            line += f"; dtype='auto' -> {stage2['dtype']} ({stage2['reason']})"
     return line
 
 
-def stage1_auto_choice(filter_dir, flags=None):
-    """What ``E5Embedder(backend="auto")`` picks here for a filter, and why.
+def runtime_choice(filter_dir, flags=None):
+    """What ``load_filter(filter_dir)`` runs here (``backend="auto"``, ``dtype="auto"``), and why.
 
-    The configurations the filter's ``probe/metadata.json`` records as
-    qualified per CPU kind (``qualified_configurations``; none recorded:
-    the reference, torch fp32), among the backends installed here.
+    :func:`hybrid_estimators.filters.runtime_configuration`, the loader's
+    own resolver, on the filter's records of qualified configurations (per
+    CPU kind); `flags` stand for this CPU's.
     """
-    from hybrid_estimators.models import choose_stage1_configuration, installed_backends
+    from hybrid_estimators.filters import FilterSpec, check_adapter_folder, read_metadata
+    from hybrid_estimators.filters._runtime import stage1_backend, stage2_dtype
 
-    metadata = Path(filter_dir) / "probe" / "metadata.json"
-    try:
-        qualified = json.loads(metadata.read_text(encoding="utf-8")).get("qualified_configurations")
-    except (OSError, ValueError):
-        qualified = None
     flags = cpu_flags() if flags is None else flags
-    return choose_stage1_configuration(flags, qualified, available_backends=installed_backends())
+    spec = FilterSpec.from_yaml(Path(filter_dir) / "config.yaml")
+    metadata = read_metadata(filter_dir)
+    backend, reason = stage1_backend(spec, metadata, flags=flags)
+    runtime = {"stage1": {"backend": backend, "reason": reason}, "stage2": None}
+    if spec.hybrid_inference["stage2"] is not None:
+        dtype, why = stage2_dtype(metadata, check_adapter_folder(filter_dir, spec), flags=flags)
+        runtime["stage2"] = {"dtype": dtype, "reason": why}
+    return runtime

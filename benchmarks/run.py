@@ -21,7 +21,9 @@ On real articles (``../shared/data/seece_energy_tech`` by default) it times:
    filters;
 3. Stage 2, time per article: Qwen2.5-1.5B's architecture built from its
    config with RANDOM weights (no weights exist offline; speed does not
-   depend on their values);
+   depend on their values); and (``stage2-configurations``) the shipped
+   Stage 2, Qwen2.5-Coder-0.5B with its real weights, per precision, token
+   budget and layers read, beside each one's measured quality;
 4. the cascade on 20% of the articles, Stage 1 refitted on the others,
    with the shipped filter's Stage 2 (Qwen2.5-Coder-0.5B with its real
    weights, blended with Stage 1 as the filter's ``stage2_weight`` says):
@@ -30,7 +32,11 @@ On real articles (``../shared/data/seece_energy_tech`` by default) it times:
    measured skip rate, T2 / (T1 + (1 - s) T2), MAE and MEDIUM+ recall.
    That Stage 2 was trained on all the articles, so its MAE here is in
    sample: the filter's recorded evaluation (``hybrid-estimators info``)
-   is the honest comparison.
+   is the honest comparison. One row per ``--cascade-configurations``
+   (``BACKEND/DTYPE``; ``auto/auto`` by default: what ``load_filter``
+   runs on this machine), and with ``--before-filter DIR`` a row
+   ``before``: an earlier filter folder at torch/float32 (the cascade as
+   it was), with the speedups of ``auto/auto`` over it.
 
 Every time follows a warm-up pass (the steady state of a long scoring
 run); a Stage 1 time is the fastest of ``--repeats`` passes. Every
@@ -53,6 +59,7 @@ import logging
 import multiprocessing
 import os
 import resource
+import subprocess
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
@@ -60,7 +67,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._machine import describe_machine, stage1_auto_choice
+from benchmarks._machine import describe_machine, runtime_choice
 
 ROOT = Path(__file__).resolve().parents[1]
 FOOTNOTE = (
@@ -72,7 +79,7 @@ SEED = {
     "hybrid_ms": 18.1, "speedup": 2.09, "ideal": 2.27,
 }
 BACKENDS = ("torch", "openvino", "openvino-fp32", "openvino-bf16", "openvino-int8", "onnx", "onnx-int8")
-PARTS = ("stage1-budget", "stage1", "multi-filter", "stage2", "cascade", "overhead")
+PARTS = ("stage1-budget", "stage1", "multi-filter", "stage2", "stage2-configurations", "cascade", "overhead")
 MAX_LENGTH = 512
 E5_SMALL = "intfloat/multilingual-e5-small"
 logger = logging.getLogger("benchmarks")
@@ -165,16 +172,21 @@ def stage2_random_qwen(dtype_name, n_articles):
     return {"seconds_per_article": seconds, "n_articles": n}
 
 
-def cascade(filter_dir, backend, data, batch_size):
-    """Standard vs hybrid on held-back articles; Stage 1 fitted on the rest."""
+def cascade(filter_dir, backend, dtype, data, batch_size):
+    """Standard vs hybrid on held-back articles; Stage 1 fitted on the rest.
+
+    The filter is loaded with `backend` and `dtype` (``"auto"``: what it
+    runs on this machine); its Stage 1 is refitted at the same backend.
+    """
     from hybrid_estimators import make_ridge_probe
     from hybrid_estimators.filters import load_filter, stage1_pipeline
     from hybrid_estimators.metrics import is_medium_plus, weighted_average_mae
     from hybrid_estimators.router import HybridRouterRegressor
 
     X_train, Y_train, X_test, Y_test = data
-    shipped = load_filter(filter_dir)
+    shipped = load_filter(filter_dir, backend=backend, dtype=dtype)
     spec = shipped.spec
+    backend = shipped.stage1.estimator.named_steps["e5embedder"].backend  # "auto" resolved
     stage1 = stage1_pipeline(
         spec, make_ridge_probe(), backend=backend, batch_size=batch_size, cache=False, show_progress_bar=False
     ).fit(X_train, Y_train)
@@ -199,6 +211,8 @@ def cascade(filter_dir, backend, data, batch_size):
     truth_medium_plus = is_medium_plus(Y_test, spec.weights, tiers=spec.tiers, gatekeepers=gatekeepers)
     result = {
         "backend": backend,
+        "dtype": stage2.estimator.dtype,
+        "budget": [spec.hybrid_inference["max_seq_length"], spec.hybrid_inference["embedding_head_tail"]],
         "n_articles": len(X_test),
         "threshold": float(shipped.threshold),
         "stage2_weight": float(weight),
@@ -352,15 +366,68 @@ def stage2_table(n_articles):
     return rows
 
 
-def cascade_table(X, Y, backends, batch_size, filter_dir):
+def stage2_configurations_table(n_articles):
+    """The shipped Stage 2 (Qwen2.5-Coder-0.5B, real weights) per precision, token budget and depth.
+
+    Times are ``scripts/stage2_configurations.py time`` (every
+    configuration in one process, interleaved rounds, the fastest round),
+    with this process's torch threads; quality is that script's recorded
+    ``evaluate`` (``benchmarks/results/stage2_configurations.json``: the
+    blend's MAE against the reference on the same folds, 90% interval).
+    """
+    import tempfile
+
+    import torch
+
+    with tempfile.TemporaryDirectory() as folder:
+        out = Path(folder) / "timing.json"
+        command = [sys.executable, str(ROOT / "scripts" / "stage2_configurations.py"), "time",
+                   "--articles", str(n_articles), "--threads", str(torch.get_num_threads()), "--out", str(out)]
+        subprocess.run(command, check=True, cwd=ROOT)
+        timing = json.loads(out.read_text())["timing"]
+    quality = json.loads((ROOT / "benchmarks" / "results" / "stage2_configurations.json").read_text())
+    by_key = {
+        f"{row['dtype']}-{row['head_tail'][0]}+{row['head_tail'][1]}-L{row['layers_run']}": row
+        for row in quality["configurations"]
+    }
+    rows = []
+    for key, seconds in timing["seconds_per_article"].items():
+        measured = by_key.get(key) or {}
+        versus = measured.get("blend_vs_reference") or {}
+        rows.append({
+            "configuration": key, "ms_per_article": 1000 * seconds,
+            "speedup_vs_reference": timing["speedup_vs_reference"][key],
+            "blend_mae_relative": versus.get("relative"), "blend_mae_relative_ci90": versus.get("relative_ci90"),
+            "qualifies": measured.get("qualifies"),
+        })
+    return {"rows": rows, "articles": n_articles, "threads": timing["threads"], "quality_folds": quality["folds"]}
+
+
+def cascade_table(X, Y, configurations, batch_size):
+    """One cascade row per ``(label, filter folder, backend, dtype)``, on the same held-back articles."""
     from sklearn.model_selection import train_test_split
 
     X_train, X_test, Y_train, Y_test = train_test_split(X, Y, test_size=0.2, random_state=0)
     rows = []
-    for backend in backends:
-        logger.info("Cascade with Stage 1 backend %s", backend)
-        rows.append(_isolated(cascade, str(filter_dir), backend, (X_train, Y_train, X_test, Y_test), batch_size))
+    for label, filter_dir, backend, dtype in configurations:
+        logger.info("Cascade %s: %s, backend %s, dtype %s", label, filter_dir, backend, dtype)
+        row = _isolated(cascade, str(filter_dir), backend, dtype, (X_train, Y_train, X_test, Y_test), batch_size)
+        rows.append({"label": label, "filter": str(filter_dir), **row})
     return rows
+
+
+def cascade_ratios(rows):
+    """Stage 2's and the cascade's speedup of the ``auto/auto`` row over the ``before`` row (None without both)."""
+    by_label = {row["label"]: row for row in rows}
+    if "before" not in by_label or "auto/auto" not in by_label:
+        return None
+    before, auto = by_label["before"], by_label["auto/auto"]
+    return {
+        "stage2": before["stage2_ms"] / auto["stage2_ms"],
+        "cascade": before["hybrid_ms"] / auto["hybrid_ms"],
+        "stage1": before["stage1_ms"] / auto["stage1_ms"],
+        "hybrid_mae_change": auto["hybrid_mae"] - before["hybrid_mae"],
+    }
 
 
 def format_tables(results):
@@ -374,6 +441,8 @@ def format_tables(results):
         lines += ["", f"{'Stage 2':<66}{'ms/art':>9}{'n':>4}{'peak MB':>9}"]
         lines += [f"{row['stage2']:<66}{row['ms_per_article']:>9.1f}{row['n_articles']:>4}{row['peak_mb']:>9.0f}"
                   for row in results["stage2"]]
+    if results.get("stage2_configurations"):
+        lines += ["", *_stage2_configuration_lines(results["stage2_configurations"])]
     if results["cascade"]:
         lines += ["", *_cascade_lines(results)]
     text = "\n".join(lines)
@@ -399,26 +468,59 @@ def _stage1_lines(results):
     return lines
 
 
+def _stage2_configuration_lines(table):
+    lines = [
+        f"Shipped Stage 2 (Qwen2.5-Coder-0.5B, REAL weights) per configuration: {table['articles']} articles, "
+        f"{table['threads']} torch threads; blend MAE vs float32-256+256-L24 on the same folds "
+        f"({table['quality_folds']}), qualifies when the upper 90% bound is within +1%",
+        f"{'configuration':<26}{'ms/art':>9}{'speedup':>9}{'ΔMAE % [90% CI]':>26}{'qualifies':>11}",
+    ]
+    for row in table["rows"]:
+        change, interval = row["blend_mae_relative"], row["blend_mae_relative_ci90"]
+        quality = "-" if change is None else (
+            f"{100 * change:+.2f}% [{100 * interval[0]:+.2f}, {100 * interval[1]:+.2f}]")
+        qualifies = "-" if row["qualifies"] is None else ("yes" if row["qualifies"] else "no")
+        lines.append(f"{row['configuration']:<26}{row['ms_per_article']:>9.0f}{row['speedup_vs_reference']:>8.2f}×"
+                     f"{quality:>26}{qualifies:>11}")
+    return lines
+
+
 def _cascade_lines(results):
     lines = [
         "Cascade (shipped seece_energy_tech/v1: Stage 2 = Qwen2.5-Coder-0.5B, REAL weights, "
         "blended with Stage 1; Stage 1 refitted without the 20% timed; Stage 2 saw them: "
         "MAE std/hyb in sample)",
-        f"{'Stage 1 backend':<16}{'n':>4}{'T1 ms':>8}{'T2 ms':>8}{'skip':>7}{'hybrid ms':>11}{'speedup':>9}"
+        f"{'row':<12}{'tokens':>8}{'Stage 1':>15}{'Stage 2':>10}{'n':>4}{'T1 ms':>8}{'T2 ms':>8}{'skip':>7}{'hybrid ms':>11}{'speedup':>9}"
         f"{'ideal':>8}{'ratio':>7}{'MAE S1':>8}{'MAE std':>9}{'MAE hyb':>9}{'recall':>8}{'peak MB':>9}",
     ]
     for row in results["cascade"]:
         lines.append(
-            f"{row['backend']:<16}{row['n_articles']:>4}{row['stage1_ms']:>8.1f}{row['stage2_ms']:>8.1f}"
+            f"{row.get('label', row['backend']):<12}{_budget_text(row.get('budget')):>8}{row['backend']:>15}"
+            f"{row.get('dtype') or '-':>10}{row['n_articles']:>4}{row['stage1_ms']:>8.1f}{row['stage2_ms']:>8.1f}"
             f"{100 * row['skip_rate']:>6.1f}%{row['hybrid_ms']:>11.1f}{row['speedup']:>8.2f}×"
             f"{row['ideal_speedup']:>7.2f}×{row['speedup_to_ideal']:>7.2f}{row['stage1_mae']:>8.3f}{row['standard_mae']:>9.3f}"
             f"{row['hybrid_mae']:>9.3f}{row['medium_plus_routed_recall']:>8.3f}{row['peak_mb']:>9.0f}"
+        )
+    ratios = results.get("cascade_ratios")
+    if ratios:
+        lines.append(
+            f"auto/auto against before (same articles, same run): Stage 2 {ratios['stage2']:.2f}× faster "
+            f"(target >= 4×), cascade {ratios['cascade']:.2f}× faster (target >= 2.5×), Stage 1 "
+            f"{ratios['stage1']:.2f}×; hybrid MAE {ratios['hybrid_mae_change']:+.3f} (in sample)"
         )
     lines += ["", "The seed's table (RTX 4080, 5K articles) next to this run:"]
     lines.append(f"{'':<34}{'seed':>14}{'here':>16}")
     for label, seed, here in results["seed_comparison"]:
         lines.append(f"{label:<34}{seed:>14}{here:>16}")
     return lines
+
+
+def _row_name(row):
+    return f"{row.get('label', '')}: {row['backend']} / {row.get('dtype') or '-'}"
+
+
+def _budget_text(budget):
+    return "-" if not budget else str(budget[0])
 
 
 def _load_line(results):
@@ -488,8 +590,8 @@ def plot(results, path):
 
     labels = [row["stage1"].replace("(backend=", " ").replace(")", "").replace("'", "") for row in results["stage1"]]
     labels += [f"Qwen2.5-1.5B* {row['stage2'].split(', ')[2]}" for row in results["stage2"]]
-    labels += [f"hybrid, Stage 1 {row['backend']}" for row in results["cascade"]]
-    labels += [f"shipped Stage 2 ({row['backend']} run)" for row in results["cascade"]]
+    labels += [f"hybrid, {_row_name(row)}" for row in results["cascade"]]
+    labels += [f"shipped Stage 2, {_row_name(row)}" for row in results["cascade"]]
     times = [row["ms_per_article"] for row in results["stage1"]]
     times += [row["ms_per_article"] for row in results["stage2"]]
     times += [row["hybrid_ms"] for row in results["cascade"]] + [row["stage2_ms"] for row in results["cascade"]]
@@ -512,14 +614,20 @@ def parse_args(argv=None):
     parser.add_argument("--jsonl", type=Path, help="unlabelled JSONL: Stage 1 timings only")
     parser.add_argument("--filter", type=Path, default=ROOT / "filters" / "seece_energy_tech" / "v1")
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, help="default: every installed one")
-    parser.add_argument("--cascade-backends", nargs="+", choices=BACKENDS,
-                        help="Stage 1 backends of the cascade table (default: --backends)")
+    parser.add_argument("--cascade-configurations", nargs="+", default=["auto/auto"], metavar="BACKEND/DTYPE",
+                        help="Stage 1 backend and Stage 2 dtype of each cascade row (default: auto/auto, "
+                        "what the filter runs here)")
+    parser.add_argument("--before-filter", type=Path, metavar="DIR",
+                        help="add a cascade row 'before': this earlier filter folder at torch/float32 (e.g. "
+                        "the seece filter of commit 5ad068d), and the speedups of 'auto/auto' over it")
     parser.add_argument(
         "--batch-size", type=int, default=16, help="E5Embedder's batch size (the plain encode keeps its 32)"
     )
     parser.add_argument("--n", type=int, help="use the first N articles")
     parser.add_argument("--qwen-articles", type=int, default=3, help="articles per Qwen2.5-1.5B dtype")
     parser.add_argument("--repeats", type=int, default=3, help="timed Stage 1 passes; the fastest counts")
+    parser.add_argument("--stage2-articles", type=int, default=6,
+                        help="articles per configuration of the shipped Stage 2 (stage2-configurations)")
     parser.add_argument(
         "--parts", nargs="+", choices=PARTS, default=list(PARTS),
         help=f"which tables to measure (default: {' '.join(PARTS)})",
@@ -568,12 +676,12 @@ def main(argv=None):
     if n is not None:
         X, Y = X.iloc[:n], None if Y is None else Y.iloc[:n]
     backends = args.backends or available_backends()
-    auto = stage1_auto_choice(args.filter)
-    machine = describe_machine(auto)
+    runtime = runtime_choice(args.filter)
+    machine = describe_machine(runtime)
     results = {
         "title": f"hybrid_estimators benchmark: {len(X)} real articles, {machine}",
         "machine": machine,
-        "stage1_auto": {"configuration": auto[0], "reason": auto[1]},
+        "runtime_auto": runtime,
         "n_articles": len(X),
         "backends": backends,
         "seed": SEED,
@@ -596,9 +704,14 @@ def main(argv=None):
 
         results["overhead"] = measure_overhead(args.filter, calls=10 if args.quick else 100)
     results["stage2"] = stage2_table(1 if args.quick else args.qwen_articles) if "stage2" in args.parts else []
+    if "stage2-configurations" in args.parts:
+        logger.info("Stage 2 per configuration (the shipped Qwen2.5-Coder-0.5B)")
+        results["stage2_configurations"] = stage2_configurations_table(1 if args.quick else args.stage2_articles)
     measure_cascade = Y is not None and "cascade" in args.parts
-    cascade_backends = args.cascade_backends or backends
-    results["cascade"] = cascade_table(X, Y, cascade_backends, args.batch_size, args.filter) if measure_cascade else []
+    configurations = [("before", args.before_filter, "torch", "float32")] if args.before_filter else []
+    configurations += [(text, args.filter, *text.split("/")) for text in args.cascade_configurations]
+    results["cascade"] = cascade_table(X, Y, configurations, args.batch_size) if measure_cascade else []
+    results["cascade_ratios"] = cascade_ratios(results["cascade"])
     results["load_average_end"] = os.getloadavg()
     if results["cascade"]:
         results["seed_comparison"] = seed_comparison(results["stage1"], results["stage2"], results["cascade"])

@@ -2,7 +2,8 @@
 
     python -m benchmarks.stage1_qualify embed --dataset NAME --configs torch:512 torch:128:60+59 ...
     python -m benchmarks.stage1_qualify budget --dataset NAME --configs torch:512 torch:128:60+59 ...
-    python -m benchmarks.stage1_qualify qualify --dataset NAME --configs openvino-bf16:128:60+59 ...
+    python -m benchmarks.stage1_qualify qualify --dataset NAME --configs torch:256:124+123 openvino-bf16:256:124+123 ... \
+        [--record filters/NAME/v1]
 
 A configuration is ``backend:max_seq_length[:head+tail]`` (e.g.
 ``openvino-int8:128:60+59``: OpenVINO int8, 128 tokens, the first 60 and
@@ -32,6 +33,9 @@ AUC for MEDIUM+.
   are reported). The result holds ``qualified_configurations: {cpu_kind:
   [configuration, ...]}``, the shape a filter's probe metadata keeps for
   ``E5Embedder(backend="auto")``; only this machine's kind is measured.
+  ``--record FILTER_DIR`` writes them into the filter's metadata
+  (:func:`~hybrid_estimators.filters.record_qualified_configurations`),
+  where ``load_filter(backend="auto")`` reads them.
 
 Timings printed while embedding are one pass on a shared machine: not a
 benchmark.
@@ -232,6 +236,46 @@ def _qualify_command(args):
     }
     print(format_rows(result, "qualify"))
     _write(args, result, f"stage1_qualified_{name}.json")
+    if args.record is not None:
+        record_in_filter(args.record, result, args)
+
+
+def record_in_filter(folder, result, args):
+    """Write the qualified configurations into the filter's metadata, for ``backend="auto"``."""
+    import sys
+
+    from hybrid_estimators.filters import FilterSpec, embedding_budget, record_qualified_configurations
+
+    reference = result["reference"]
+    budget = embedding_budget(FilterSpec.from_yaml(Path(folder) / "config.yaml"))
+    if (reference["max_seq_length"], reference["head_tail"]) != (budget["max_seq_length"],
+                                                                 _as_list(budget["head_tail"])):
+        raise SystemExit(f"--record {folder}: the reference {config_name(reference)} is not the filter's "
+                         f"budget {budget}")
+    qualified = [
+        {"backend": row["configuration"]["backend"], "precision": row["configuration"]["precision"],
+         "delta_mae_relative": row["delta_mae_relative"], "delta_mae_relative_ci90": row["delta_mae_relative_ci90"],
+         "delta_auc": row["delta_auc"]}
+        for row in result["rows"] if row["qualified"]
+    ]
+    out = args.out or ROOT / "benchmarks" / "results" / f"stage1_qualified_{result['dataset']}.json"
+    record_qualified_configurations(
+        folder, "stage1", {result["cpu_kind"]: qualified},
+        measured_by="python -m benchmarks.stage1_qualify " + " ".join(sys.argv[1:]),
+        evidence={"results": _relative(out), "criteria": result["criteria"], "folds": result["folds"],
+                  "machine": result["machine"]},
+    )
+
+
+def _as_list(head_tail):
+    return None if head_tail is None else [int(v) for v in head_tail]
+
+
+def _relative(path):
+    try:
+        return str(Path(path).resolve().relative_to(ROOT))
+    except ValueError:
+        return str(path)
 
 
 def format_rows(result, command):
@@ -266,6 +310,8 @@ def parse_args(argv=None):
     parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2, 3, 4])
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--out", type=Path, default=None)
+    parser.add_argument("--record", type=Path, metavar="FILTER_DIR",
+                        help="qualify: write the qualified configurations into this filter's metadata")
     return parser.parse_args(argv)
 
 

@@ -299,7 +299,10 @@ def score_dataset(
     ----------
     filter_or_router : str, path-like, Filter, HybridRouterRegressor, list or dict
         A filter folder, loaded with :func:`~hybrid_estimators.filters.load_filter`
-        by each actor (so it must exist where the actors run), or a fitted
+        by each actor (so it must exist where the actors run; its
+        ``backend="auto"`` and ``dtype="auto"`` resolve on each actor's
+        machine: on a cluster of mixed CPU kinds, pass a Filter loaded with
+        explicit ones so that every row is computed alike), or a fitted
         :class:`~hybrid_estimators.filters.Filter` or router, pickled to the
         actors (its embedder and Stage 2 reload their weights by path). A
         bare router has no prefilter: it blocks nothing. A list of filter

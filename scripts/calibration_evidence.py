@@ -138,7 +138,7 @@ def systems_of_seed(filter_, stage1, stage2, Y, folds, seed):
         return systems
     weight = float(filter_.spec.hybrid_inference["stage2_weight"])
     blended = clip(weight * stage2 + (1 - weight) * stage1)  # what the router returns for a routed article
-    routed = (clip(weighted_average(stage1, filter_.spec.weights)) >= filter_.threshold_)[:, np.newaxis]
+    routed = (clip(weighted_average(stage1, filter_.spec.weights)) >= filter_.threshold)[:, np.newaxis]
     hybrid = np.where(routed, blended, stage1)
     systems["stage2"] = blended
     for suffix, share in VARIANTS.items():
@@ -288,7 +288,7 @@ def evaluate_filter(name, args):
         "data_sha256": sha256,
         "folds": folds,
         "seeds": list(SEEDS),
-        "threshold": float(filter_.threshold_),
+        "threshold": float(filter_.threshold),
         "stage2": stage2_description,
         "stage2_weight": None if oof2 is None else float(filter_.spec.hybrid_inference["stage2_weight"]),
         "oracle": oracle,

@@ -18,22 +18,30 @@ seeds 0, 1, 2, as in ``benchmarks/results/seece_stage2_oof.npz``):
   (6/12, 6/12/18, 6/12/18/24), the ridge head
   (:func:`~hybrid_estimators.qwen.fit_ridge_head`, what ``max_epochs=0``
   fits) out of fold on those folds, blended 0.5 / 0.5 with Stage 1 out of
-  fold on the same folds (the shipped Stage 1: e5-small at 128 tokens +
-  ridge probe, ``scripts/make_filters.py``'s ``stage1_cv``), against the
-  reference configuration (fp32, 256 + 256, 6/12/18/24). The weighted
-  average's error of each article is averaged over the seeds; 2,000 paired
-  bootstrap resamples of the articles give the 90% interval of the
-  relative difference of MAE. A configuration qualifies when the upper
-  bound is within +1%.
+  fold on the same folds (the shipped Stage 1: e5-small at the filter's
+  token budget + its probe, ``scripts/make_filters.py``'s ``stage1_cv``),
+  against the reference configuration (fp32, 256 + 256, 6/12/18/24). The
+  weighted average's error of each article is averaged over the seeds;
+  2,000 paired bootstrap resamples of the articles give the 90% interval
+  of the relative difference of MAE. A configuration qualifies when the
+  upper bound is within +1%. Where a float32 pass of the same budget
+  exists, a bfloat16 row also reports the float32-fitted heads applied to
+  its features (``float32_head_applied``: what a shipped head meets);
+  ``--record FILTER_DIR`` writes the precisions that pass that check at
+  the filter's own budget and layers into its metadata.
 * ``time``: seconds per article of each configuration as it would ship
   (the forward pass stops at the last layer read), all in one process and
   interleaved, so their ratios share the machine's load.
+* ``oof``: the out-of-fold predictions of one configuration's ridge head
+  (``--save-oof NPZ``), for ``scripts/make_filters.py --stage2-oof``.
 
 Run (in the background; one pass per budget and precision)::
 
     nohup nice -n 5 python scripts/stage2_configurations.py extract \\
-        --head-tail 64 64 --dtype float32 > /tmp/stage2_cfg.log 2>&1 &
-    python scripts/stage2_configurations.py evaluate
+        --head-tail 128 128 --dtype float32 > /tmp/stage2_cfg.log 2>&1 &
+    python scripts/stage2_configurations.py evaluate --record filters/seece_energy_tech/v1
+    python scripts/stage2_configurations.py oof --head-tail 128 128 --dtype float32 \\
+        --save-oof benchmarks/results/seece_stage2_oof.npz
     python scripts/stage2_configurations.py time --articles 8
 """
 
@@ -68,7 +76,7 @@ def parse_args():
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__.split("\n", 2)[2],
     )
-    parser.add_argument("command", choices=["extract", "evaluate", "time"])
+    parser.add_argument("command", choices=["extract", "evaluate", "time", "oof"])
     parser.add_argument("--data", type=Path, default=None, help="labelled folder (default: shared seece_energy_tech)")
     parser.add_argument("--features", type=Path, default=Path("/tmp/stage2_cfg"), help="where passes are saved")
     parser.add_argument("--head-tail", type=int, nargs=2, default=[256, 256])
@@ -78,6 +86,11 @@ def parse_args():
     parser.add_argument("--bootstrap", type=int, default=2000)
     parser.add_argument("--articles", type=int, default=8, help="articles timed per configuration (time)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "stage2_configurations.json")
+    parser.add_argument("--layers", type=int, nargs="+", default=[6, 12, 18, 24], help="oof: hidden states read")
+    parser.add_argument("--save-oof", type=Path, metavar="NPZ", help="oof: where to write the predictions")
+    parser.add_argument("--record", type=Path, metavar="FILTER_DIR",
+                        help="evaluate: write the precisions qualified at the filter's budget and layers "
+                        "into its metadata")
     return parser.parse_args()
 
 
@@ -177,11 +190,14 @@ def stage1_out_of_fold(X, Y, seeds, n_folds):
     ])
 
 
-def ridge_out_of_fold(F, Y, folds):
+def ridge_out_of_fold(F, Y, folds, applied_to=None):
+    """Out-of-fold ridge heads' predictions; a head fitted on `F` predicts `applied_to` when given
+    (a float32-trained head meeting another precision's features, as a shipped head does)."""
+    applied_to = F if applied_to is None else applied_to
     predicted = np.empty_like(Y)
     for train, test in folds:
         weight, bias, _ = fit_ridge_head(F[train], Y[train])
-        predicted[test] = F[test] @ weight.T + bias
+        predicted[test] = applied_to[test] @ weight.T + bias
     return predicted
 
 
@@ -217,7 +233,7 @@ def evaluate(args, X, Y_frame, spec, data):
     stage1 = stage1_out_of_fold(X, Y_frame, seeds, n_folds)
     stage1_errors = article_errors(stage1, Y, weights)
 
-    rows = {}
+    rows, applied = {}, {}
     for dtype in ("float32", "bfloat16"):
         for head_tail in ((256, 256), (128, 128), (64, 64)):
             name = config_name(dtype, head_tail)
@@ -226,13 +242,20 @@ def evaluate(args, X, Y_frame, spec, data):
                 logger.info("%s: no finished pass under %s", name, args.features)
                 continue
             F_all, seconds = loaded
+            float32_pass = load_pass(args.features, config_name("float32", head_tail), len(X))
             for last, layers in LAYER_SETS.items():
-                F = F_all[:, layer_columns(layers, F_all.shape[1])]
+                columns = layer_columns(layers, F_all.shape[1])
+                F = F_all[:, columns]
                 per_seed = [ridge_out_of_fold(F, Y, folds[seed]) for seed in seeds]
                 rows[(dtype, head_tail, last)] = {
                     "dtype": dtype, "head_tail": list(head_tail), "max_length": sum(head_tail), "layers": layers,
                     "layers_run": last, "extraction_seconds_per_article": seconds, "per_seed": per_seed,
                 }
+                if dtype != "float32" and float32_pass is not None:
+                    applied[(dtype, head_tail, last)] = [
+                        ridge_out_of_fold(float32_pass[0][:, columns], Y, folds[seed], applied_to=F)
+                        for seed in seeds
+                    ]
     reference_key = (REFERENCE[0], REFERENCE[1], 24)
     if reference_key in rows:
         reference_source = "this script's float32 256+256 pass"
@@ -246,6 +269,8 @@ def evaluate(args, X, Y_frame, spec, data):
     def blend(per_seed):
         return [0.5 * P + 0.5 * S for P, S in zip(per_seed, stage1)]
 
+    rows_per_seed_float32 = {key[1:]: row["per_seed"] for key, row in rows.items() if key[0] == "float32"}
+
     reference_errors = article_errors(blend(rows[reference_key]["per_seed"]), Y, weights)
     results = []
     for key, row in rows.items():
@@ -253,6 +278,13 @@ def evaluate(args, X, Y_frame, spec, data):
         errors = article_errors(blend(per_seed), Y, weights)
         stage2_errors = article_errors(per_seed, Y, weights)
         versus = paired_relative_interval(errors, reference_errors, args.bootstrap)
+        if key in applied:  # the float32 head of the same budget and layers on these features
+            float32_errors = article_errors(blend(rows_per_seed_float32[key[1:]]), Y, weights)
+            applied_errors = article_errors(blend(applied[key]), Y, weights)
+            row["float32_head_applied"] = {
+                "blend_mae": float(applied_errors.mean()),
+                "vs_float32_features": paired_relative_interval(applied_errors, float32_errors, args.bootstrap),
+            }
         row.update({
             "configuration": f"{row['dtype']}, {row['head_tail'][0]}+{row['head_tail'][1]}, layers {row['layers']}",
             "blend_mae": float(errors.mean()),
@@ -293,25 +325,77 @@ def evaluate(args, X, Y_frame, spec, data):
     args.out.write_text(json.dumps(output, indent=2) + "\n")
     logger.info("wrote %s; cheapest qualifying: %s", args.out, output["cheapest_qualifying"])
     print(markdown_table(output))
+    if args.record is not None:
+        record_in_filter(args.record, output, args)
 
 
-def markdown_table(output):
-    lines = ["| configuration | layers run | Stage 2 alone MAE | blend MAE | blend − reference [90% CI] | qualifies |",
-             "|---|---:|---:|---:|---|---|"]
+def record_in_filter(folder, output, args):
+    """Write the precisions at iso-quality at the filter's own budget and layers into its metadata.
+
+    float32 is the reference. Another precision qualifies when the filter's
+    kind of head, fitted on float32 features out of fold, applied to that
+    precision's features gives a blend MAE within +1% (upper 90% bound)
+    of the same heads on the float32 features: a shipped head meets them so.
+    """
+    from hybrid_estimators.filters import FilterSpec, record_qualified_configurations
+    from hybrid_estimators.models import cpu_flags, cpu_kind
+
+    stage2 = FilterSpec.from_yaml(Path(folder) / "config.yaml").hybrid_inference["stage2"]
+    shipped = (list(stage2["head_tail"]), list(stage2["layers"]))
+    qualified = [{"dtype": "float32", "reference": True}]
     for row in output["configurations"]:
-        v = row["blend_vs_reference"]
-        lines.append(f"| {row['dtype']}, {row['head_tail'][0]}+{row['head_tail'][1]}, {row['layers']} | {row['layers_run']} "
-                     f"| {row['stage2_alone_mae']:.3f} | {row['blend_mae']:.4f} "
-                     f"| {100 * v['relative']:+.2f}% [{100 * v['relative_ci90'][0]:+.2f}%, {100 * v['relative_ci90'][1]:+.2f}%] "
-                     f"| {'yes' if row['qualifies'] else 'no'} |")
-    return "\n".join(lines)
+        swap = row.get("float32_head_applied")
+        if swap is None or (row["head_tail"], row["layers"]) != shipped:
+            continue
+        versus = swap["vs_float32_features"]
+        if versus["relative_ci90"][1] <= 0.01:
+            qualified.append({"dtype": row["dtype"], "blend_mae_relative": versus["relative"],
+                              "blend_mae_relative_ci90": versus["relative_ci90"]})
+    out = args.out.resolve()
+    record_qualified_configurations(
+        folder, "stage2", {cpu_kind(cpu_flags()): qualified},
+        measured_by="python scripts/stage2_configurations.py " + " ".join(sys.argv[1:]),
+        evidence={
+            "results": str(out.relative_to(ROOT)) if out.is_relative_to(ROOT) else str(out),
+            "criterion": "a head fitted on float32 features, applied to the precision's features: blend MAE "
+                         "within +1% (upper 90% bound) of the same heads on float32 features, same folds",
+            "folds": output["folds"], "cpu": output["cpu"],
+        },
+    )
+
+
+def save_out_of_fold(args, X, Y_frame):
+    """The recipe's out-of-fold predictions at --dtype/--head-tail/--layers, for make_filters.py --stage2-oof."""
+    saved = np.load(OOF_NPZ)
+    seeds, n_folds = [int(s) for s in saved["seeds"]], int(saved["folds"])
+    dims = [str(d) for d in saved["dimensions"]]
+    name = config_name(args.dtype, args.head_tail)
+    loaded = load_pass(args.features, name, len(X))
+    if loaded is None:
+        raise SystemExit(f"{name}: no finished pass under {args.features}: run extract first")
+    F = loaded[0][:, layer_columns(args.layers, loaded[0].shape[1])]
+    Y = Y_frame[dims].to_numpy()
+    per_seed = [
+        ridge_out_of_fold(F, Y, list(KFold(n_folds, shuffle=True, random_state=seed).split(X))) for seed in seeds
+    ]
+    description = (f"Qwen2.5-Coder-0.5B frozen, {args.dtype}, head+tail {args.head_tail[0]}+{args.head_tail[1]}, "
+                   f"mean pools of layers {args.layers}, ridge head (fit_ridge_head): out-of-fold predictions "
+                   f"of KFold({n_folds}, shuffle=True, random_state=seed) for seeds {seeds}, the head refitted "
+                   "without each fold")
+    args.save_oof.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(args.save_oof, ids=np.array(X["id"].astype(str).tolist(), dtype=str), dimensions=np.array(dims),
+             predictions=np.stack(per_seed), seeds=np.array(seeds), folds=np.array(n_folds),
+             description=np.array(description))
+    logger.info("wrote %s", args.save_oof)
 
 
 # --- time ---------------------------------------------------------------------
 
 
-TIMED = [(dtype, head_tail, last) for dtype in ("float32", "bfloat16")
-         for head_tail in ((256, 256), (64, 64)) for last in (24, 12)]
+#: (dtype, head + tail, last layer read): today's reference, and bfloat16 at each budget and depth.
+TIMED = [("float32", (256, 256), 24)] + [
+    ("bfloat16", head_tail, last) for head_tail in ((256, 256), (128, 128), (64, 64)) for last in (24, 12)
+]
 
 
 def time_configurations(args, X):
@@ -364,6 +448,8 @@ def main():
         extract(args, X)
     elif args.command == "evaluate":
         evaluate(args, X, Y, spec, data)
+    elif args.command == "oof":
+        save_out_of_fold(args, X, Y)
     else:
         time_configurations(args, X)
 

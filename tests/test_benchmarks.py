@@ -180,19 +180,26 @@ def test_the_machine_line_names_the_instruction_sets_int8_needs(tmp_path, monkey
 
 
 def test_the_machine_line_says_what_auto_chose_and_why(tmp_path, monkeypatch):
+    """The benchmark's machine line runs the loader's own resolver on the filter's records."""
     import json
 
     from benchmarks import _machine
+    from hybrid_estimators.filters import FilterSpec
 
+    spec = FilterSpec.from_dict({"name": "q", "version": "v1", "dimensions": {"a": 1.0},
+                                 "hybrid_inference": {"stage2": None}})
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump(spec.to_dict()))
     (tmp_path / "probe").mkdir()
-    qualified = {"avx512_vnni": [{"backend": "torch"}, {"backend": "openvino-int8"}]}
-    (tmp_path / "probe" / "metadata.json").write_text(json.dumps({"qualified_configurations": qualified}))
+    record = {"probe_sha256": "p" * 64, "budget": {"max_seq_length": 512, "head_tail": None},
+              "by_kind": {"avx512_vnni": [{"backend": "torch"}, {"backend": "openvino-fp32"}]}}
+    (tmp_path / "probe" / "metadata.json").write_text(json.dumps(
+        {"probe_sha256": "p" * 64, "qualified_configurations": {"stage1": record}}))
     monkeypatch.setattr(_machine, "cpu_flags", lambda: ["avx2", "avx512f", "avx512_vnni"])
-    monkeypatch.setattr("hybrid_estimators.models.installed_backends", lambda: ["torch", "openvino-int8"])
+    monkeypatch.setattr("hybrid_estimators.filters._runtime.installed_backends", lambda: ["torch", "openvino-fp32"])
 
-    line = _machine.describe_machine(_machine.stage1_auto_choice(tmp_path))
+    line = _machine.describe_machine(_machine.runtime_choice(tmp_path))
     assert "kind avx512_vnni" in line
-    assert "backend='auto' -> openvino-int8" in line and "qualified" in line
-    # No metadata: the reference, said so; an AVX2 CPU never gets the int8 row.
-    assert _machine.stage1_auto_choice(tmp_path / "missing")[0]["backend"] == "torch"
-    assert _machine.stage1_auto_choice(tmp_path, ["avx2"])[0] == {"backend": "torch", "precision": "fp32"}
+    assert "backend='auto' -> openvino-fp32" in line and "qualified" in line
+    # An AVX2 CPU gets the reference, and says why.
+    avx2 = _machine.runtime_choice(tmp_path, ["avx2"])["stage1"]
+    assert avx2["backend"] == "torch" and "no configuration recorded" in avx2["reason"]

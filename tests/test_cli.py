@@ -366,7 +366,7 @@ def test_fatal_errors_exit_2_with_one_clear_line(filter_dir, input_file, tmp_pat
         (["score", "--filter", str(filter_dir), str(input_file), "--backend", "openvino-int8",
           "--calibration", str(tampered / "config.yaml")], "has no valid article"),
         (["score", "--filter", str(filter_dir), str(input_file), "--backend", "openvino", "--ray"],
-         "--backend works without --ray"),
+         "--backend and --dtype work without --ray"),
         (["info", "--filter", str(tmp_path / "missing")], "does not exist"),
         (["train-probe", str(tmp_path), "-o", str(tmp_path / "out")], "not a labelled folder"),
     ]

@@ -767,19 +767,3 @@ def test_a_near_constant_filter_is_flagged_once_on_load_and_by_info_and_card(sav
     card = model_card(FilterSpec.from_yaml(folder / "config.yaml"), metadata)
     assert "tier accuracy | 96.8% (always the largest tier: 96.8%) |" in card
     assert "**Warning**: the routing score's standard deviation is 0.058" in card
-
-
-def test_stage2_runs_in_bfloat16_only_where_the_filter_qualified_it(tmp_path):
-    """stage2.qualified_dtypes lists the precisions measured at iso-quality: dtype='auto' (bf16
-    on a CPU with bf16 instructions) only when bfloat16 is listed; anything else is refused."""
-    from hybrid_estimators.filters.load import _stage2
-
-    base = {"name": "q", "version": "v1", "dimensions": {"a": 1.0},
-            "hybrid_inference": {"stage2": {"base_model": "Qwen/Qwen2.5-1.5B"}}}
-    plain = FilterSpec.from_dict(base)
-    assert _stage2(plain, None).dtype is None
-    base["hybrid_inference"]["stage2"]["qualified_dtypes"] = ["float32", "bfloat16"]
-    assert _stage2(FilterSpec.from_dict(base), None).dtype == "auto"
-    base["hybrid_inference"]["stage2"]["qualified_dtypes"] = ["int4"]
-    with pytest.raises(FilterError, match="qualified_dtypes"):
-        FilterSpec.from_dict(base)

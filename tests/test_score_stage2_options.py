@@ -104,8 +104,13 @@ def test_several_filters_score_in_one_pass_embedding_each_article_once(tmp_path)
     before = len(embedding._MEMORY_CACHE._items)
     rows = score_lines_multi({"seece_energy_tech/v1": seece, "seece (again)": again}, chunk)
     assert len(embedding._MEMORY_CACHE._items) - before == len(X)  # once per article, not per filter
-    # At another token budget (ai_engineering_practice reads 384 tokens, seece 128) nothing is shared.
+    # The two shipped filters read the same budget (256 tokens, 124 + 123): still once per article.
     rows = score_lines_multi({"seece_energy_tech/v1": seece, "ai_engineering_practice/v1": ai}, chunk)
+    assert len(embedding._MEMORY_CACHE._items) - before == len(X)
+    # At another token budget nothing is shared.
+    other = load_filter(SEECE, stage1_only=True)
+    other.stage1_.estimator.steps[1][1].set_params(max_seq_length=128)
+    score_lines_multi({"seece_energy_tech/v1": seece, "at 128 tokens": other}, chunk)
     assert len(embedding._MEMORY_CACHE._items) - before == 2 * len(X)
     assert len(rows) == 6 and rows[-1].error is not None and rows[-1].results == {}
     for name, scorer in (("seece_energy_tech/v1", seece), ("ai_engineering_practice/v1", ai)):

@@ -362,6 +362,23 @@ def test_resume_refuses_another_batch_size(filter_dir, articles_file, scored, ca
     _refused(capsys, "cannot resume", "--batch-size 3, this run has 4")
 
 
+def test_resume_refuses_rows_computed_by_another_runtime(filter_dir, articles_file, scored, capsys, monkeypatch):
+    """--backend auto may resolve differently on another machine: rows of two configurations never mix."""
+    out, _ = scored
+    kept = out.read_bytes()
+    sidecar_path = f"{out}.meta.json"
+    with open(sidecar_path) as file:
+        sidecar = json.load(file)
+    sidecar["options"]["runtime"]["demo/v1"]["stage1"] = "openvino-bf16"  # as written on a bf16 machine
+    with open(sidecar_path, "w") as file:
+        json.dump(sidecar, file)
+    no_model_loads(monkeypatch)
+    assert score(filter_dir, articles_file, "-o", out, "-q", "--resume") == 2
+    _refused(capsys, "cannot resume", "Stage 1 on openvino-bf16", "would be on torch",
+             "pass --backend openvino-bf16 to resume it")
+    assert out.read_bytes() == kept
+
+
 def test_resume_refuses_an_output_without_sidecar_of_another_filter(
     filter_dir, articles_file, scored, tmp_path, capsys
 ):
@@ -414,8 +431,9 @@ def test_the_sidecar_says_what_the_output_was_scored_from(filter_dir, articles_f
     from hybrid_estimators import __version__
 
     assert sidecar["options"] == {
-        "stage1_only": False, "backend": "torch", "batch_size": BATCH, "all_stage2": False,
-        "audit": None, "audit_seed": 0, "package_version": __version__,
+        "stage1_only": False, "backend": "auto", "dtype": "auto",
+        "runtime": {"demo/v1": {"stage1": "torch", "stage2": None}},  # what auto resolved to: nothing recorded
+        "batch_size": BATCH, "all_stage2": False, "audit": None, "audit_seed": 0, "package_version": __version__,
     }
 
 
@@ -428,7 +446,7 @@ def test_a_ray_run_writes_the_sidecar_of_the_whole_input(filter_dir, articles_fi
     expected = sidecar.read_bytes()
     sidecar.unlink()
     args = argparse.Namespace(input=articles_file, output=out, filter=filter_dir, stage1_only=False,
-                              backend="torch", batch_size=BATCH, all_stage2=False)
+                              backend="auto", dtype="auto", calibration=None, batch_size=BATCH, all_stage2=False)
     score_module._write_ray_sidecar(args, score_module._filter_identity(filter_dir))
     assert sidecar.read_bytes() == expected
 

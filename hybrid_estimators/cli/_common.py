@@ -164,7 +164,7 @@ def quiet_model_loading(quiet):
 
 
 def load_filter_or_fail(
-    folder, stage1_only=False, verbose=False, backend="torch", calibration=None, cache=None,
+    folder, stage1_only=False, verbose=False, backend="auto", dtype="auto", calibration=None, cache=None,
     device=None, report_quality=True, text_columns=None,
 ):
     """:func:`~hybrid_estimators.filters.load_filter`, its errors as one line.
@@ -182,7 +182,7 @@ def load_filter_or_fail(
         with quiet_model_loading(not verbose), warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", FilterQualityWarning)
             router = load_filter(
-                folder, stage1_only=stage1_only, backend=backend, calibration=calibration,
+                folder, stage1_only=stage1_only, backend=backend, dtype=dtype, calibration=calibration,
                 cache=True if cache is None else str(cache), device=device,
                 text_columns=text_columns,
             )

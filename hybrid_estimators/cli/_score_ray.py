@@ -37,10 +37,11 @@ def _check_ray_arguments(args, folders):
         raise CommandError(f"cannot read {args.input}: {error.strerror or error}") from None
     if not stat.S_ISREG(input_stat.st_mode):
         raise CommandError(f"--ray reads a regular file, and {args.input} is not one: save it to a file first")
-    if args.backend != "torch":
+    if args.backend != "auto" or args.dtype != "auto":
+        # each actor loads the folder itself, with load_filter's "auto" on its own machine
         raise CommandError(
-            "--backend works without --ray; on Ray, pass score_dataset a router loaded "
-            "with load_filter(folder, backend=...)"
+            "--backend and --dtype work without --ray; on Ray, pass score_dataset a filter loaded "
+            "with load_filter(folder, backend=..., dtype=...)"
         )
     _check_output_path(args.output, args.input, input_stat)
     dimensions = []

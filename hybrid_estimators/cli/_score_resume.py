@@ -342,14 +342,45 @@ def _differences(written, current, where=""):
 
 
 def _run_options(args):
-    """The options of a run that change its rows' bytes (the sidecar's ``options``)."""
+    """The options of a run that change its rows' bytes (the sidecar's ``options``).
+
+    ``runtime`` is what ``--backend`` and ``--dtype`` resolve to on this
+    machine, per filter: a run resumed on a machine where ``auto`` picks
+    another configuration is refused, as its rows would differ.
+    """
     return {
-        "stage1_only": args.stage1_only, "backend": args.backend,
+        "stage1_only": args.stage1_only, "backend": args.backend, "dtype": args.dtype,
+        "runtime": _runtime(args),
         "batch_size": args.batch_size, "all_stage2": args.all_stage2,
         "audit": getattr(args, "audit", None), "audit_seed": getattr(args, "audit_seed", 0),
         "package_version": __version__,
         **({"text_columns": args.text_columns} if getattr(args, "text_columns", None) else {}),
     }
+
+
+def _runtime(args):
+    """``{filter: {"stage1": backend, "stage2": dtype or None}}``, as ``load_filter`` will resolve them."""
+    from ..filters import FilterSpec, check_adapter_folder, read_metadata, runtime_configuration
+
+    folders = args.filter if isinstance(args.filter, list) else [args.filter]
+    chosen = {}
+    for folder in folders:
+        try:
+            spec = FilterSpec.from_yaml(Path(folder) / "config.yaml")
+            metadata = read_metadata(folder)
+            adapter = None if args.stage1_only else check_adapter_folder(folder, spec)
+            runtime = runtime_configuration(
+                spec, metadata, adapter, backend=args.backend, dtype=args.dtype,
+                device=getattr(args, "device", None), calibration=args.calibration,
+                stage1_only=args.stage1_only,
+            )
+        except (ValueError, OSError) as error:  # FilterError is a ValueError
+            raise CommandError(f"cannot load filter {folder}: {error}") from None
+        chosen[spec.qualified_name] = {
+            "stage1": runtime["stage1"]["backend"],
+            "stage2": None if runtime["stage2"] is None else runtime["stage2"]["dtype"],
+        }
+    return chosen
 
 
 def _check_sidecar(sidecar, identity, args, n_done):
@@ -375,6 +406,11 @@ def _check_sidecar(sidecar, identity, args, n_done):
     difference = _differences(options, _run_options(args))
     if difference is not None:
         option, before, now = difference
+        if option.startswith("runtime."):
+            stage = "Stage 1" if option.endswith(".stage1") else "Stage 2"
+            flag = "--backend" if option.endswith(".stage1") else "--dtype"
+            _refuse(output, f"its rows were computed with {stage} on {before} ({option}), this run's "
+                            f"would be on {now}: pass {flag} {before} to resume it")
         _refuse(output, f"it was written with --{option.replace('_', '-')} {_shown(before)}, "
                         f"this run has {_shown(now)}")
     if n_lines < n_done:

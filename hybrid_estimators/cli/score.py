@@ -141,7 +141,7 @@ def _load_filters(args):
         with _bars_hidden(args.no_progress):
             scorer = load_filter_or_fail(
                 folder, stage1_only=args.stage1_only, verbose=args.verbose,
-                backend=args.backend, calibration=calibration, cache=args.cache, device=args.device,
+                backend=args.backend, dtype=args.dtype, calibration=calibration, cache=args.cache, device=args.device,
                 text_columns=args.text_columns,
             )
         if args.no_progress:
@@ -284,7 +284,7 @@ def _load_filter(args):
     with _bars_hidden(args.no_progress):
         router = load_filter_or_fail(
             args.filter, stage1_only=args.stage1_only, verbose=args.verbose,
-            backend=args.backend, calibration=calibration, cache=args.cache, device=args.device,
+            backend=args.backend, dtype=args.dtype, calibration=calibration, cache=args.cache, device=args.device,
             text_columns=args.text_columns,
         )
     if args.no_progress:
@@ -567,9 +567,14 @@ def add_parser(subparsers, parents=()):
     score.add_argument("--stage1-only", action="store_true", help="never run Stage 2 (nor load it)")
     score.add_argument("--batch-size", type=positive_int, default=64, help="lines per chunk")
     score.add_argument(
-        "--backend", choices=STAGE1_BACKENDS, default="torch",
-        help="Stage 1 runtime (openvino-int8 is faster only on CPUs with VNNI or AMX, see "
-        "python -m benchmarks; it needs --calibration)",
+        "--backend", choices=("auto", *STAGE1_BACKENDS), default="auto",
+        help="Stage 1 runtime; auto: the fastest the filter records as qualified at iso-quality "
+        "for this kind of CPU, else torch (openvino-int8 needs --calibration)",
+    )
+    score.add_argument(
+        "--dtype", choices=("auto", "float32", "bfloat16"), default="auto",
+        help="Stage 2 precision; auto: bfloat16 where the hardware computes it and the filter "
+        "records it as qualified for this kind of machine, else float32",
     )
     score.add_argument(
         "--calibration", type=Path,

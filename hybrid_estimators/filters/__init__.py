@@ -77,9 +77,11 @@ from .save import (
     portable_base_name,
     record_calibration,
     record_evaluation,
+    record_qualified_configurations,
     record_score_maps,
     save_filter,
 )
+from ._runtime import runtime_configuration
 from .score_maps import MAX_SCORE_MAP_BYTES, SCORE_MAP_PATHS, read_score_maps, score_map_hashes
 from .spec import FilterSpec, _stage2_section
 
@@ -132,6 +134,8 @@ __all__ = [
     "read_regular_file",
     "record_calibration",
     "record_evaluation",
+    "record_qualified_configurations",
+    "runtime_configuration",
     "record_score_maps",
     "read_score_maps",
     "score_map_hashes",

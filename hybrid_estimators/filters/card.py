@@ -89,6 +89,7 @@ def model_card(spec, metadata, probe=None, *, folder=None):
         ],
         _card_dimensions(spec),
         _card_models(spec, metadata, probe),
+        _card_runtimes(metadata),
         _card_metrics(spec, metrics),
         _card_quality(metadata),
         _card_calibration(spec, metadata.get("calibration"), metadata.get("calibrations")),
@@ -155,6 +156,29 @@ def _card_models(spec, metadata, probe):
                 f"- **Blend** (`stage2_weight: {weight:g}`): a routed article's scores are "
                 f"{weight:g} × Stage 2's + {1 - weight:g} × Stage 1's."
             )
+    return lines
+
+
+def _card_runtimes(metadata):
+    """The configurations ``backend="auto"``/``dtype="auto"`` may pick, per kind of machine."""
+    records = metadata.get("qualified_configurations") or {}
+    if not records:
+        return [
+            "## Runtimes", "",
+            "No configuration is recorded as qualified: `auto` runs the reference (torch, float32).",
+        ]
+    lines = [
+        "## Runtimes", "",
+        "Configurations measured at iso-quality with the reference (torch, float32) on this filter's "
+        "articles, same folds; `load_filter`'s `backend=\"auto\"` and `dtype=\"auto\"` pick the fastest "
+        "one recorded for the machine's kind, the reference elsewhere.", "",
+        "| stage | machine kind | qualified |", "|---|---|---|",
+    ]
+    for stage, key in (("stage1", "backend"), ("stage2", "dtype")):
+        record = records.get(stage) or {}
+        for kind, configurations in sorted((record.get("by_kind") or {}).items()):
+            names = ", ".join(_code(str(c.get(key))) for c in configurations if isinstance(c, dict))
+            lines.append(f"| {stage.replace('stage', 'Stage ')} | {_md(str(kind))} | {names} |")
     return lines
 
 

@@ -36,6 +36,7 @@ from ._safe_io import (
     probe_types,
     resolve_in_folder,
 )
+from ._runtime import STAGE2_DTYPES, runtime_configuration
 from ._stages import embedding_budget, stage1_pipeline
 from .metadata import read_metadata, stage2_doubts, warn_about_quality
 from .score_maps import read_score_maps
@@ -172,7 +173,7 @@ def check_adapter_folder(folder, spec):
     return adapter
 
 
-def _stage2(spec, adapter, device=None):
+def _stage2(spec, adapter, device=None, dtype="float32"):
     """The config's Stage 2, unloaded; `adapter` is :func:`check_adapter_folder`'s answer."""
     stage2 = spec.hybrid_inference["stage2"]
     if stage2 is None:
@@ -187,8 +188,7 @@ def _stage2(spec, adapter, device=None):
         pooling=stage2.get("pooling", "last"),
         layers=stage2.get("layers"),
         device=device,
-        # bfloat16 where it was measured at iso-quality and the machine has it
-        dtype="auto" if "bfloat16" in stage2.get("qualified_dtypes", ()) else None,
+        dtype=dtype,
     )
 
 
@@ -685,7 +685,8 @@ def load_filter(
     folder,
     *,
     stage1_only=False,
-    backend="torch",
+    backend="auto",
+    dtype="auto",
     calibration=None,
     cache=True,
     device=None,
@@ -700,10 +701,19 @@ def load_filter(
         ``filters/{name}/{version}``.
     stage1_only : bool, default=False
         Never route to Stage 2 (and do not load it).
-    backend : str, default="torch"
-        Stage 1's runtime (see :class:`E5Embedder`). The probe was trained
-        on ``"torch"`` embeddings; ``python -m benchmarks`` measures how
-        much each backend changes its MAE.
+    backend : str, default="auto"
+        Stage 1's runtime (see :class:`E5Embedder`). ``"auto"`` reads the
+        CPU's instruction sets and runs the fastest configuration the
+        filter's metadata records as qualified at iso-quality for this kind
+        of CPU (``qualified_configurations``, measured with
+        ``python -m benchmarks.stage1_qualify``), else the reference
+        ``"torch"`` (float32, what the probe was trained on); a calibrated
+        backend only when `calibration` is given. The choice and its reason
+        are logged once.
+    dtype : {"auto", "float32", "bfloat16"}, default="auto"
+        Stage 2's precision. ``"auto"``: bfloat16 where the hardware
+        multiplies it natively and the filter records it as qualified for
+        this kind of CPU (or GPU), else float32.
     calibration : DataFrame or list of dict, default=None
         Articles that a calibrated backend (``"openvino-int8"``) is
         quantised on, like those it will score (about a hundred; only
@@ -784,6 +794,13 @@ def load_filter(
     probe_path = resolve_in_folder(folder, spec.hybrid_inference["probe"], "hybrid_inference.probe")
     score_maps = read_score_maps(folder, spec, metadata)
     probe = load_probe(probe_path, metadata)
+    if dtype not in ("auto", *STAGE2_DTYPES):
+        raise ValueError(f"dtype must be one of {['auto', *STAGE2_DTYPES]}, got {dtype!r}.")
+    runtime = runtime_configuration(
+        spec, metadata, adapter, backend=backend, dtype=dtype, device=device, calibration=calibration,
+        stage1_only=stage1_only,
+    )
+    backend = runtime["stage1"]["backend"]
     stage1 = stage1_pipeline(
         spec, probe, backend=backend, cache=cache, device=device, show_progress_bar=show_progress_bar
     )
@@ -791,7 +808,7 @@ def load_filter(
     article_text.fit(_TEMPLATE_ARTICLE)  # records the columns
     embedder.fit(article_text.transform(_embedder_fit_articles(backend, calibration)))
     _check_consistency(spec, metadata, probe, embedder, folder)
-    stage2 = None if stage1_only else _stage2(spec, adapter, device)
+    stage2 = None if runtime["stage2"] is None else _stage2(spec, adapter, device, runtime["stage2"]["dtype"])
     if stage2 is not None:
         _warn_about_stage2(spec, metadata, adapter)
     warn_about_quality(spec.qualified_name, metadata if stage2 is not None else {**metadata, "evaluation": None})

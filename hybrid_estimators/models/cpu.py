@@ -180,13 +180,58 @@ def choose_stage1_configuration(flags, qualified, *, available_backends=None):
             unavailable.append(backend)
             continue
         chosen = {"backend": backend, "precision": BACKEND_PRECISION[backend]}
-        skipped = f"; {', '.join(unavailable)} qualified but not installed" if unavailable else ""
+        skipped = f"; {', '.join(unavailable)} qualified but not available here" if unavailable else ""
         return chosen, (
             f"CPU kind {kind}: {backend} ({chosen['precision']}) is the fastest of the configurations "
             f"qualified at iso-quality for it ({', '.join(by_backend)}){skipped}"
         )
     return dict(REFERENCE_CONFIGURATION), (
         f"CPU kind {kind}: none of the qualified configurations ({', '.join(by_backend)}) can run here"
-        + (f" ({', '.join(unavailable)} not installed)" if unavailable else "")
+        + (f" ({', '.join(unavailable)} not available here)" if unavailable else "")
         + ", so the reference (torch, fp32)"
     )
+
+
+def choose_stage2_dtype(device_type, flags, qualified, *, cuda_bf16=False):
+    """Stage 2's precision on a device, among those `qualified` records for its kind.
+
+    bfloat16 only where the hardware multiplies it natively (a CPU with
+    AMX-BF16 or AVX-512-BF16, a CUDA device that supports it) and the filter
+    records it as qualified at iso-quality for that kind (a CPU kind of
+    ``cpu_kind``, or ``"cuda"``); float32, the reference, otherwise.
+
+    Parameters
+    ----------
+    device_type : str
+        The torch device's type, ``"cpu"`` or ``"cuda"``.
+    flags : iterable of str or None
+        The CPU's instruction-set flags (see ``cpu_flags``).
+    qualified : dict or None
+        ``{kind: [{"dtype": ...}, ...]}``, a filter's record for Stage 2.
+    cuda_bf16 : bool, default=False
+        Whether the CUDA device supports bfloat16.
+
+    Returns
+    -------
+    dtype : {"bfloat16", "float32"}
+    reason : str
+
+    Examples
+    --------
+    >>> qualified = {"avx512_bf16": [{"dtype": "float32"}, {"dtype": "bfloat16"}]}
+    >>> choose_stage2_dtype("cpu", ["avx2", "avx512f", "avx512_bf16"], qualified)[0]
+    'bfloat16'
+    >>> choose_stage2_dtype("cpu", ["avx2", "amx_tile", "amx_bf16"], qualified)
+    ('float32', 'CPU kind amx: bfloat16 is not recorded as qualified for it, so the reference (float32)')
+    """
+    from ._stage2_precision import auto_dtype
+
+    kind = "cuda" if device_type == "cuda" else cpu_kind(flags)
+    where = "cuda" if kind == "cuda" else f"CPU kind {kind}"
+    native, why = auto_dtype(device_type, frozenset(flags or ()), cuda_bf16)
+    recorded = {configuration.get("dtype") for configuration in (qualified or {}).get(kind) or ()}
+    if native != "bfloat16":
+        return "float32", f"{why}: float32"
+    if "bfloat16" not in recorded:
+        return "float32", f"{where}: bfloat16 is not recorded as qualified for it, so the reference (float32)"
+    return "bfloat16", f"{where}: {why} and bfloat16 is qualified at iso-quality for it"
