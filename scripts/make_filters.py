@@ -20,8 +20,10 @@ A filter's Stage 2 section (and ``stage2_weight``) is kept from its existing
 ``config.yaml`` (its adapter stays in ``model/``); a new seece_energy_tech
 filter gets the section of the Stage 2 chosen by
 ``scripts/stage2_candidates.py`` (Qwen2.5-Coder-0.5B, frozen, a ridge head
-on the mean-pooled hidden states of layers 6, 12, 18 and 24, blended half
-and half with Stage 1). ``--install-stage2 NAME DIR`` puts an adapter
+on the mean-pooled hidden states of layers 6, 12, 18 and 24 of the first
+128 and last 128 tokens, the budget ``scripts/stage2_configurations.py``
+found at iso-quality with 256 + 256, blended half and half with Stage 1).
+``--install-stage2 NAME DIR`` puts an adapter
 folder written by ``scripts/train_stage2.py`` in the filter (its
 ``stage2.json`` gives the config section) with ``--stage2-weight``.
 ``--evaluate NAME`` only re-runs and records the evaluation, e.g. after its
@@ -85,8 +87,8 @@ DEFAULT_STAGE2 = {
         "base_model": QWEN25_CODER_NAME,
         "gguf_file": QWEN25_CODER_GGUF,
         "adapter": "model",
-        "head_tail": [256, 256],
-        "max_length": 512,
+        "head_tail": [128, 128],  # iso-quality with 256 + 256: scripts/stage2_configurations.py
+        "max_length": 256,
         "pooling": "mean",
         "layers": [6, 12, 18, 24],
     },

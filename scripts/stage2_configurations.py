@@ -67,7 +67,7 @@ CHUNK = 16
 N_HIDDEN_STATES = 25  # Qwen2.5-Coder-0.5B: embeddings + 24 layers
 LAYER_SETS = {24: [6, 12, 18, 24], 18: [6, 12, 18], 12: [6, 12]}
 REFERENCE = ("float32", (256, 256))
-OOF_NPZ = ROOT / "benchmarks" / "results" / "seece_stage2_oof.npz"
+OOF_NPZ = ROOT / "benchmarks" / "results" / "seece_stage2_oof_256+256.npz"  # the reference: float32, 256 + 256
 
 
 def parse_args():
@@ -362,6 +362,21 @@ def record_in_filter(folder, output, args):
             "folds": output["folds"], "cpu": output["cpu"],
         },
     )
+
+
+
+
+
+def markdown_table(output):
+    lines = ["| configuration | layers run | Stage 2 alone MAE | blend MAE | blend − reference [90% CI] | qualifies |",
+             "|---|---:|---:|---:|---|---|"]
+    for row in output["configurations"]:
+        v = row["blend_vs_reference"]
+        lines.append(f"| {row['dtype']}, {row['head_tail'][0]}+{row['head_tail'][1]}, {row['layers']} | {row['layers_run']} "
+                     f"| {row['stage2_alone_mae']:.3f} | {row['blend_mae']:.4f} "
+                     f"| {100 * v['relative']:+.2f}% [{100 * v['relative_ci90'][0]:+.2f}%, {100 * v['relative_ci90'][1]:+.2f}%] "
+                     f"| {'yes' if row['qualifies'] else 'no'} |")
+    return "\n".join(lines)
 
 
 def save_out_of_fold(args, X, Y_frame):
