@@ -267,8 +267,10 @@ class E5Embedder(ClassNamePrefixFeaturesOutMixin, TransformerMixin, BaseEstimato
     qualified_configurations : dict or None, default=None
         ``{cpu_kind: [{"backend": ..., ...}, ...]}``: the configurations
         measured at iso-quality with the reference for each CPU kind (a
-        filter's probe metadata records them); read by ``backend="auto"``
-        only.
+        filter's metadata records them as
+        ``qualified_configurations["stage1"]["by_kind"]``;
+        :func:`~hybrid_estimators.filters.load_filter` resolves its own
+        ``"auto"`` from there); read by ``backend="auto"`` only.
     cache : bool or str, default=True
         True keeps embeddings in a process-wide memory cache, a string is a
         folder that keeps them across processes, False embeds every time.

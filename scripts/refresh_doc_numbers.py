@@ -22,12 +22,12 @@ from test_doc_numbers import PAGES, QUOTED, lookup  # noqa: E402  (the test's ow
 
 
 def formatted(match, value):
+    """`value` as the test reads it back (``f"{value:.{decimals}f}"``), in the page's sign style."""
     text = match["number"]
     decimals = len(text.split(".")[1]) if "." in text else 0
-    number = f"{abs(value):.{decimals}f}"
-    negative = value < 0 and float(number) != 0
-    if negative:
-        return ("−" if "−" in text else "-") + number
+    number = f"{value:.{decimals}f}"
+    if number.startswith("-"):
+        return ("−" if "−" in text else "-") + number[1:]
     return ("+" if text.startswith("+") else "") + number
 
 

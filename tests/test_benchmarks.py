@@ -203,3 +203,17 @@ def test_the_machine_line_says_what_auto_chose_and_why(tmp_path, monkeypatch):
     # An AVX2 CPU gets the reference, and says why.
     avx2 = _machine.runtime_choice(tmp_path, ["avx2"])["stage1"]
     assert avx2["backend"] == "torch" and "no configuration recorded" in avx2["reason"]
+
+
+def test_the_cascade_speedups_compare_auto_with_the_filter_before():
+    """`--before-filter` adds the row the targets are ratios against, measured in the same run."""
+    from benchmarks.run import cascade_ratios
+
+    def row(label, t1, t2, hybrid, mae):
+        return {"label": label, "stage1_ms": t1, "stage2_ms": t2, "hybrid_ms": hybrid, "hybrid_mae": mae}
+
+    rows = [row("before", 40.0, 6000.0, 4000.0, 0.75), row("auto/auto", 20.0, 1200.0, 800.0, 0.76)]
+    ratios = cascade_ratios(rows)
+    assert ratios["stage2"] == pytest.approx(5.0) and ratios["cascade"] == pytest.approx(5.0)
+    assert ratios["stage1"] == pytest.approx(2.0) and ratios["hybrid_mae_change"] == pytest.approx(0.01)
+    assert cascade_ratios(rows[1:]) is None  # nothing to compare with

@@ -48,7 +48,7 @@ def test_cpu_kind(flags, kind):
     ("flags", "backend", "precision"),
     [
         (SAPPHIRE_RAPIDS, "openvino-bf16", "bf16"),
-        (ZEN4, "openvino-bf16", "bf16"),
+        (ZEN4, "openvino-int8", "int8"),  # AVX512-BF16 without AMX: VNNI int8 measured faster than bf16
         (AVX512_VNNI, "openvino-int8", "int8"),  # no bf16 instructions: int8 where VNNI exists
         (AVX2, "openvino-fp32", "fp32"),  # neither: fp32, never int8 or bf16
     ],

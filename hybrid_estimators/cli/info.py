@@ -53,9 +53,10 @@ def filter_info(folder):
     metadata = _metadata_info(folder, info)
     _probe_info(folder, spec, metadata, info)
     _stage2_info(folder, spec, info)
+    _runtime_info(folder, spec, metadata, info)
     _evaluation_info(folder, spec, metadata, info)
     info["problems"] = [
-        info[key] for key in ("metadata_error", "probe_error", "stage2_error", "evaluation_error")
+        info[key] for key in ("metadata_error", "probe_error", "stage2_error", "runtime_error", "evaluation_error")
         if info[key] is not None
     ]
     return info
@@ -130,6 +131,25 @@ def _stage2_info(folder, spec, info):
         info["stage2_error"] = str(error)
     except OSError as error:
         info["stage2_error"] = f"the adapter folder cannot be read: {error}"
+
+
+def _runtime_info(folder, spec, metadata, info):
+    """What ``load_filter(folder)`` would run here (``backend="auto"``, ``dtype="auto"``), and the kinds
+    of machine the filter records qualified configurations for."""
+    from ..filters import FilterError, check_adapter_folder, runtime_configuration
+
+    records = metadata.get("qualified_configurations") or {}
+    info.update(runtime=None, runtime_error=None, qualified_kinds={
+        stage: sorted((record or {}).get("by_kind") or {}) if isinstance(record, dict) else []
+        for stage, record in records.items()
+    })
+    try:
+        adapter = None if info["stage2_error"] else check_adapter_folder(folder, spec)
+        info["runtime"] = runtime_configuration(spec, metadata, adapter, device="cpu")
+    except FilterError as error:
+        info["runtime_error"] = str(error)
+    except OSError as error:
+        info["runtime_error"] = f"the Stage 2 adapter cannot be read: {error}"
 
 
 def _evaluation_info(folder, spec, metadata, info):
@@ -226,6 +246,7 @@ def _config_lines(info):
     else:
         state = "ok" if info["stage2_error"] is None else f"INVALID: {info['stage2_error']}"
         lines.append("stage2      " + ", ".join(f"{k}={v}" for k, v in stage2.items()) + f"  ({state})")
+    lines.append(_runtime_line(info))
     prefilter = info["prefilter"]
     lines.append(
         "prefilter   "
@@ -366,6 +387,16 @@ def _routed_line(summary, prefix):
         f"{_estimate(routed.get('difference'))}, stage2_better "
         f"{bool(summary.get('stage2_better'))}"
     )
+
+
+def _runtime_line(info):
+    if info["runtime_error"] is not None:
+        return f"runtime     INVALID: {info['runtime_error']}"
+    runtime, kinds = info["runtime"], info["qualified_kinds"]
+    stage2 = "" if runtime["stage2"] is None else f", Stage 2 {runtime['stage2']['dtype']}"
+    recorded = "; ".join(f"{stage}: {', '.join(found) or 'none'}" for stage, found in kinds.items()) or "none"
+    return (f"runtime     auto on this CPU (kind {runtime['cpu_kind']}): Stage 1 {runtime['stage1']['backend']}"
+            f"{stage2}  (qualified for: {recorded})")
 
 
 def _format_info(info):

@@ -141,8 +141,8 @@ def _load_filters(args):
         with _bars_hidden(args.no_progress):
             scorer = load_filter_or_fail(
                 folder, stage1_only=args.stage1_only, verbose=args.verbose,
-                backend=args.backend, dtype=args.dtype, calibration=calibration, cache=args.cache, device=args.device,
-                text_columns=args.text_columns,
+                backend=args.backend, dtype=args.dtype, calibration=calibration, cache=args.cache,
+                device=args.device, text_columns=args.text_columns,
             )
         if args.no_progress:
             _hide_stage2_progress(scorer)
@@ -284,8 +284,8 @@ def _load_filter(args):
     with _bars_hidden(args.no_progress):
         router = load_filter_or_fail(
             args.filter, stage1_only=args.stage1_only, verbose=args.verbose,
-            backend=args.backend, dtype=args.dtype, calibration=calibration, cache=args.cache, device=args.device,
-            text_columns=args.text_columns,
+            backend=args.backend, dtype=args.dtype, calibration=calibration, cache=args.cache,
+            device=args.device, text_columns=args.text_columns,
         )
     if args.no_progress:
         _hide_stage2_progress(router)

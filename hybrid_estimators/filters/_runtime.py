@@ -164,11 +164,56 @@ def stage2_dtype(metadata, adapter, dtype="auto", *, device=None, flags=None):
 
 def runtime_configuration(spec, metadata, adapter, *, backend="auto", dtype="auto", device=None,
                           calibration=None, stage1_only=False):
-    """Both stages' configuration, as ``load_filter`` runs them: ``{"cpu_kind", "stage1", "stage2"}``.
+    """Both stages' configuration on this machine, as ``load_filter`` runs them.
 
-    ``stage1`` is ``{"backend", "reason"}``; ``stage2`` is ``{"dtype",
-    "reason"}``, or None without a Stage 2 (or with `stage1_only`). The
-    choice is logged once per filter and process.
+    The one resolver of ``backend="auto"`` and ``dtype="auto"``: the
+    loader, ``score``'s sidecar and the benchmark's machine line all call
+    it. The choice is logged once per filter and process.
+
+    Parameters
+    ----------
+    spec : FilterSpec
+    metadata : dict
+        The filter's ``probe/metadata.json`` (its ``qualified_configurations``).
+    adapter : Path or None
+        The filter's Stage 2 adapter folder (see
+        :func:`~hybrid_estimators.filters.check_adapter_folder`).
+    backend : str, default="auto"
+        Stage 1's backend; an explicit one is kept.
+    dtype : {"auto", "float32", "bfloat16"}, default="auto"
+        Stage 2's precision; an explicit one is kept.
+    device : str or None, default=None
+        Torch device (None: CUDA when available, else the CPU).
+    calibration : object or None, default=None
+        Articles a calibrated backend would be quantised on; without them
+        ``auto`` passes over ``openvino-int8``.
+    stage1_only : bool, default=False
+        No Stage 2 is resolved.
+
+    Returns
+    -------
+    runtime : dict
+        ``{"cpu_kind", "stage1": {"backend", "reason"}, "stage2": {"dtype",
+        "reason"} or None}``.
+
+    See Also
+    --------
+    hybrid_estimators.filters.record_qualified_configurations : Writes what it reads.
+    hybrid_estimators.models.choose_stage1_configuration : Stage 1's choice among them.
+    hybrid_estimators.models.choose_stage2_dtype : Stage 2's.
+
+    Examples
+    --------
+    A filter that records nothing runs the reference, and says why:
+
+    >>> from hybrid_estimators.filters import FilterSpec
+    >>> spec = FilterSpec.from_dict({"name": "demo", "version": "v1", "dimensions": {"a": 1.0},
+    ...                              "hybrid_inference": {"stage2": None}})
+    >>> runtime = runtime_configuration(spec, {}, None, device="cpu")
+    >>> runtime["stage1"]["backend"], runtime["stage1"]["reason"]
+    ('torch', 'the filter records no qualified Stage 1 configuration, so the reference (torch, fp32)')
+    >>> runtime["stage2"] is None
+    True
     """
     chosen_backend, backend_reason = stage1_backend(
         spec, metadata, backend, device=device, calibration=calibration
