@@ -601,7 +601,9 @@ def plot(results, path):
     axes.barh(labels[::-1], times[::-1], color=colours[::-1])
     axes.set_xscale("log")
     axes.set_xlabel("ms per article (log scale)")
-    axes.set_title(f"Time per article per stage\n{results['machine']}; *random weights", fontsize=10)
+    machine = results["machine"].split("; backend=")[0]  # without the long reasons of auto's choice
+    footnote = "; *random weights" if results["stage2"] else ""
+    axes.set_title(f"Time per article per stage\n{machine}{footnote}", fontsize=9, wrap=True)
     figure.tight_layout()
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=110, bbox_inches="tight")  # the long machine line stays whole

@@ -82,6 +82,18 @@ def test_a_malformed_record_is_refused_naming_the_field(by_kind):
         stage1_backend(_spec(), _metadata(by_kind), flags=AVX512_BF16)
 
 
+@pytest.mark.parametrize("records", ["openvino-bf16", ["stage1"]])
+def test_a_record_that_is_no_mapping_is_refused(records):
+    with pytest.raises(FilterError, match="qualified_configurations: expected a mapping"):
+        stage1_backend(_spec(), {"qualified_configurations": records}, flags=AVX512_BF16)
+
+
+def test_an_edited_budget_that_is_not_a_budget_does_not_match():
+    backend, reason = stage1_backend(_spec(), _metadata(QUALIFIED, budget={"max_seq_length": 128, "head_tail": "x"}),
+                                     flags=AVX512_BF16)
+    assert backend == "torch" and "another token budget" in reason
+
+
 @pytest.mark.parametrize("device_type, flags, cuda_bf16, expected", [
     ("cpu", AVX512_BF16, False, "bfloat16"),
     ("cpu", AVX2, False, "float32"),  # recorded, but emulated here: slower

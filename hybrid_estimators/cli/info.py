@@ -140,8 +140,8 @@ def _runtime_info(folder, spec, metadata, info):
 
     records = metadata.get("qualified_configurations") or {}
     info.update(runtime=None, runtime_error=None, qualified_kinds={
-        stage: sorted((record or {}).get("by_kind") or {}) if isinstance(record, dict) else []
-        for stage, record in records.items()
+        stage: sorted(record["by_kind"]) if isinstance(record, dict) and isinstance(record.get("by_kind"), dict) else []
+        for stage, record in (records.items() if isinstance(records, dict) else ())
     })
     try:
         adapter = None if info["stage2_error"] else check_adapter_folder(folder, spec)

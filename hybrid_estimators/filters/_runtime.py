@@ -42,7 +42,10 @@ _LOGGED = set()  # (filter, choice) pairs already logged by this process
 
 def qualified_record(metadata, stage):
     """The metadata's ``qualified_configurations[stage]``, checked: a dict, or None if absent."""
-    record = (metadata.get("qualified_configurations") or {}).get(stage)
+    records = metadata.get("qualified_configurations") or {}
+    if not isinstance(records, dict):
+        raise FilterError("metadata qualified_configurations: expected a mapping of stage -> record.")
+    record = records.get(stage)
     if record is None:
         return None
     where = f"metadata qualified_configurations.{stage}"
@@ -86,7 +89,11 @@ def _stage2_candidates(metadata, adapter):
 
 
 def _as_list(value):
-    return None if value is None else [int(v) for v in value]
+    """A budget's head and tail as a list of ints to compare; anything else as it is (it will not match)."""
+    try:
+        return None if value is None else [int(v) for v in value]
+    except (TypeError, ValueError):
+        return value
 
 
 def stage1_backend(spec, metadata, backend="auto", *, device=None, calibration=None, flags=None):
