@@ -52,19 +52,10 @@ def auto_dtype(device_type, cpu_flags=frozenset(), cuda_bf16=False):
 
 
 def machine_cpu_flags():
-    """The CPU's flags: the package's reader where present, else /proc/cpuinfo's first ``flags`` line."""
-    try:
-        from .cpu import cpu_flags  # the package's one CPU-flags reader, once it exists
-    except ImportError:
-        try:
-            with open("/proc/cpuinfo", encoding="utf-8") as cpuinfo:
-                for line in cpuinfo:
-                    if line.startswith("flags"):
-                        return frozenset(line.split(":", 1)[1].split())
-        except OSError:
-            pass
-        return frozenset()
-    return frozenset(cpu_flags())
+    """This CPU's instruction-set flags (``models.cpu.cpu_flags``, the package's one reader), as a set."""
+    from .cpu import cpu_flags
+
+    return frozenset(cpu_flags() or ())
 
 
 def log_choice_once(dtype, reason, device_type):
