@@ -723,7 +723,8 @@ def load_filter(
         embeddings across processes and commands.
     device : str or None, default=None
         Torch device of both stages (None: CUDA when available, else the
-        CPU); an unavailable one is refused when a stage loads.
+        CPU); an unavailable one is refused (at load while `backend` or `dtype` is
+        ``"auto"``, which resolves for it; else when a stage loads).
     show_progress_bar : bool, default=False
         Progress bars of the embedder.
     text_columns : dict or None, default=None
