@@ -2,6 +2,7 @@ import json
 import pickle
 import re
 import shutil
+import warnings
 
 import numpy as np
 import pytest
@@ -15,6 +16,7 @@ from sklearn.pipeline import make_pipeline
 
 from hybrid_estimators import ArticleText, E5Embedder, make_articles, make_probe
 from hybrid_estimators.cli import main
+from hybrid_estimators.exceptions import FilterQualityWarning
 from hybrid_estimators.evaluation import cascade_report
 from hybrid_estimators.filters import (
     METADATA_FILE,
@@ -422,15 +424,17 @@ def test_a_filter_whose_record_doubts_stage2_warns_once_on_load(saved, two_stage
     assert metadata["evaluation"]["stage2_better"] is False
     assert metadata["evaluation_split"]["stage2"] == "held_out"
     caplog.clear()
-    load_filter(folder)
-    warnings = _warnings(caplog)
-    assert len(warnings) == 1
-    message = warnings[0].getMessage()
-    assert "filter demo/v1" in message and "does not show Stage 2 to be better than Stage 1" in message
+    with pytest.warns(FilterQualityWarning) as caught:
+        load_filter(folder)
+    assert _warnings(caplog) == []  # one message, the verdict's, not a log line beside it
+    (message,) = [str(w.message) for w in caught if "Stage 2" in str(w.message)]
+    assert "filter demo/v1" in message and "Stage 2 is not shown to be better than Stage 1" in message
     assert re.search(r"Stage 2's weighted-average MAE is \d\.\d{3} \[.*\] against Stage 1's \d\.\d{3}", message)
-    caplog.clear()
-    load_filter(folder, stage1_only=True)
-    assert _warnings(caplog) == []
+    assert "stage1_only=True (score --stage1-only) skips it" in message
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_filter(folder, stage1_only=True)
+    assert not [w for w in caught if "Stage 2" in str(w.message)] and _warnings(caplog) == []
 
     assert main(["info", "--filter", str(folder)]) == 0
     out = capsys.readouterr().out

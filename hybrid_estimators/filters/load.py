@@ -38,7 +38,7 @@ from ._safe_io import (
 )
 from ._runtime import STAGE2_DTYPES, runtime_configuration
 from ._stages import embedding_budget, stage1_pipeline
-from .metadata import read_metadata, stage2_doubts, warn_about_quality
+from .metadata import read_metadata, warn_about_quality
 from .score_maps import read_score_maps
 from .spec import FilterSpec
 
@@ -255,11 +255,14 @@ def _staleness(spec, metadata, adapter_sha256):
 
 
 def _warn_about_stage2(spec, metadata, adapter):
-    """Log one warning when the filter's own record doubts its Stage 2."""
+    """Log one warning when the filter's recorded evaluation no longer describes its Stage 2.
+
+    A Stage 2 the record does not show better than Stage 1 is the quality
+    verdicts' job (:func:`warn_about_quality`, one ``FilterQualityWarning``).
+    """
     name = spec.qualified_name
     try:
         stale = _staleness(spec, metadata, adapter_fingerprint(adapter) if adapter else None)
-        doubts = [] if stale else stage2_doubts(metadata)
     except FilterError as error:
         logger.warning("filter %s: %s", name, error)
         return
@@ -268,13 +271,6 @@ def _warn_about_stage2(spec, metadata, adapter):
             "filter %s: its recorded evaluation is stale (%s): re-evaluate it before relying "
             "on Stage 2 (scripts/make_filters.py --evaluate, or hybrid-estimators evaluate)",
             name, "; ".join(stale),
-        )
-    elif doubts:
-        logger.warning(
-            "filter %s: its recorded evaluation does not show Stage 2 to be better than "
-            "Stage 1: %s. Stage 2 costs time without a measured gain; "
-            "load_filter(..., stage1_only=True) skips it.",
-            name, "; ".join(doubts),
         )
 
 

@@ -631,7 +631,9 @@ def quality_verdicts(metadata):
             doubts = [f"its recorded evaluation cannot be read ({error})"]
         verdicts.append(QualityVerdict(
             "stage2_vs_stage1", not doubts,
-            "Stage 2 " + ("is not shown to be better than Stage 1: " + "; ".join(doubts) if doubts
+            "Stage 2 " + ("is not shown to be better than Stage 1: " + "; ".join(doubts)
+                          + ". It costs time without a measured gain: stage1_only=True (score "
+                          "--stage1-only) skips it" if doubts
                           else "is measured better than Stage 1 in the recorded evaluation."),
         ))
     calibration = metadata.get("calibration") or {}
