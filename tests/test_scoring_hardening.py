@@ -447,6 +447,7 @@ def test_a_ray_run_writes_the_sidecar_of_the_whole_input(filter_dir, articles_fi
     sidecar.unlink()
     args = argparse.Namespace(input=articles_file, output=out, filter=filter_dir, stage1_only=False,
                               backend="auto", dtype="auto", calibration=None, batch_size=BATCH, all_stage2=False)
+    args.runtime = score_module.resolve_runtime(args)
     score_module._write_ray_sidecar(args, score_module._filter_identity(filter_dir))
     assert sidecar.read_bytes() == expected
 

@@ -344,13 +344,14 @@ def _differences(written, current, where=""):
 def _run_options(args):
     """The options of a run that change its rows' bytes (the sidecar's ``options``).
 
-    ``runtime`` is what ``--backend`` and ``--dtype`` resolve to on this
-    machine, per filter: a run resumed on a machine where ``auto`` picks
-    another configuration is refused, as its rows would differ.
+    ``runtime`` is what ``--backend`` and ``--dtype`` resolved to on this
+    machine when the run started (``args.runtime``, see :func:`resolve_runtime`),
+    per filter: a run resumed on a machine where ``auto`` picks another
+    configuration is refused, as its rows would differ.
     """
     return {
         "stage1_only": args.stage1_only, "backend": args.backend, "dtype": args.dtype,
-        "runtime": _runtime(args),
+        "runtime": args.runtime,
         "batch_size": args.batch_size, "all_stage2": args.all_stage2,
         "audit": getattr(args, "audit", None), "audit_seed": getattr(args, "audit_seed", 0),
         "package_version": __version__,
@@ -358,15 +359,20 @@ def _run_options(args):
     }
 
 
-def _runtime(args):
-    """``{filter: {"stage1": backend, "stage2": dtype or None}}``, as ``load_filter`` will resolve them."""
+def resolve_runtime(args):
+    """``{filter: {"stage1": backend, "stage2": dtype or None}}``, as ``load_filter`` will resolve them.
+
+    Resolved once, when a run starts: the sidecar rewritten before every
+    chunk records what the run's filters were loaded with.
+    """
     from ..filters import FilterSpec, check_adapter_folder, read_metadata, runtime_configuration
 
     folders = args.filter if isinstance(args.filter, list) else [args.filter]
     chosen = {}
     for folder in folders:
+        folder = check_filter_folder(folder)
         try:
-            spec = FilterSpec.from_yaml(Path(folder) / "config.yaml")
+            spec = FilterSpec.from_yaml(folder / "config.yaml")
             metadata = read_metadata(folder)
             adapter = None if args.stage1_only else check_adapter_folder(folder, spec)
             runtime = runtime_configuration(

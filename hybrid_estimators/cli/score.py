@@ -79,6 +79,7 @@ from ._score_resume import (  # noqa: F401 (_write_ray_sidecar, _filter_identity
     _short_name,
     _skip_record,
     _write_sidecar,
+    resolve_runtime,
 )
 from ._score_table import (  # noqa: F401 (printable, table_line: the public names of the table)
     _Counts,
@@ -182,6 +183,7 @@ def _score_filters(args):
     _check_stage2_options(args)
     if args.ray and args.text_columns:
         raise CommandError("--text-columns is not supported with --ray: map the fields beforehand")
+    args.runtime = resolve_runtime(args)  # once: what the sidecar says every row was computed with
     if len(args.filter) > 1:
         return _score_multi_command(args)
     args.filter = args.filter[0]

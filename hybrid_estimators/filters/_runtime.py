@@ -222,17 +222,18 @@ def runtime_configuration(spec, metadata, adapter, *, backend="auto", dtype="aut
     >>> runtime["stage2"] is None
     True
     """
+    flags = cpu_flags()
     chosen_backend, backend_reason = stage1_backend(
-        spec, metadata, backend, device=device, calibration=calibration
+        spec, metadata, backend, device=device, calibration=calibration, flags=flags
     )
     has_stage2 = spec.hybrid_inference["stage2"] is not None and not stage1_only
     configuration = {
-        "cpu_kind": cpu_kind(cpu_flags()),
+        "cpu_kind": cpu_kind(flags),
         "stage1": {"backend": chosen_backend, "reason": backend_reason},
         "stage2": None,
     }
     if has_stage2:
-        chosen_dtype, dtype_reason = stage2_dtype(metadata, adapter, dtype, device=device)
+        chosen_dtype, dtype_reason = stage2_dtype(metadata, adapter, dtype, device=device, flags=flags)
         configuration["stage2"] = {"dtype": chosen_dtype, "reason": dtype_reason}
     _log_once(spec.qualified_name, configuration)
     return configuration
