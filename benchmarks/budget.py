@@ -179,16 +179,19 @@ def time_pass(X, config, embedder, tokenizer):
 # --- quality --------------------------------------------------------------------
 
 
-def out_of_fold(embeddings, Y, probe_kind, seeds):
-    """Out-of-fold probe scores, shape (n_seeds, n_articles, n_dimensions)."""
+def out_of_fold(embeddings, Y, probe_kind, seeds, applied_to=None):
+    """Out-of-fold probe scores, shape (n_seeds, n_articles, n_dimensions); probes fitted on
+    `embeddings` predict `applied_to` (another configuration's embeddings of the same articles)
+    when given."""
     from sklearn.model_selection import KFold
 
+    applied_to = embeddings if applied_to is None else applied_to
     Y = np.asarray(Y, dtype=float)
     predicted = np.empty((len(seeds),) + Y.shape)
     for s, seed in enumerate(seeds):
         for train, test in KFold(5, shuffle=True, random_state=seed).split(embeddings):
             probe = _make_probe(probe_kind).fit(embeddings[train], Y[train])
-            predicted[s, test] = probe.predict(embeddings[test])
+            predicted[s, test] = probe.predict(applied_to[test])
     return predicted
 
 

@@ -97,22 +97,6 @@ def embed_configuration(X, config, *, dataset, cache_dir=DEFAULT_CACHE, model="i
 # --- quality on the same folds ------------------------------------------------
 
 
-def out_of_fold_applied(train_embeddings, embeddings, Y, seeds, probe_kind="ridge"):
-    """Out-of-fold scores of probes trained on `train_embeddings` and applied to `embeddings`,
-    shape (n_seeds, n_articles, n_dimensions); the folds of :func:`benchmarks.budget.out_of_fold`."""
-    from sklearn.model_selection import KFold
-
-    from benchmarks.budget import _make_probe
-
-    Y = np.asarray(Y, dtype=float)
-    predicted = np.empty((len(seeds),) + Y.shape)
-    for s, seed in enumerate(seeds):
-        for train, test in KFold(5, shuffle=True, random_state=seed).split(train_embeddings):
-            probe = _make_probe(probe_kind).fit(train_embeddings[train], Y[train])
-            predicted[s, test] = probe.predict(embeddings[test])
-    return predicted
-
-
 def compare(configs, predictions, Y, spec, n_bootstrap=2000):
     """Rows of MAE, AUC and paired differences to the first configuration, with 90% intervals."""
     from benchmarks.budget import quality, summarise
@@ -191,10 +175,12 @@ def _header(args, name, n_articles):
 
 
 def _budget_command(args):
+    from benchmarks.budget import out_of_fold
+
     name, (X, Y, spec) = _load(args.dataset)
     configs = [parse_config(text) for text in args.configs]
     embeddings = _embeddings(args, name, X, configs)
-    predictions = [out_of_fold_applied(e, e, Y, args.seeds) for e in embeddings]
+    predictions = [out_of_fold(e, Y, "ridge", args.seeds) for e in embeddings]
     rows = compare(configs, predictions, Y, spec, args.bootstrap)
     chosen = choose_budget_by_interval(rows)
     result = _header(args, name, len(X)) | {
@@ -211,12 +197,13 @@ def _budget_command(args):
 
 
 def _qualify_command(args):
+    from benchmarks.budget import out_of_fold
     from hybrid_estimators.models.cpu import BACKEND_PRECISION
 
     name, (X, Y, spec) = _load(args.dataset)
     configs = [parse_config(text) for text in args.configs]
     embeddings = _embeddings(args, name, X, configs)
-    predictions = [out_of_fold_applied(embeddings[0], e, Y, args.seeds) for e in embeddings]
+    predictions = [out_of_fold(embeddings[0], Y, "ridge", args.seeds, applied_to=e) for e in embeddings]
     rows = compare(configs, predictions, Y, spec, args.bootstrap)
     for row, embedded in zip(rows, embeddings):
         row["configuration"]["precision"] = BACKEND_PRECISION[row["configuration"]["backend"]]

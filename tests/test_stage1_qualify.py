@@ -3,11 +3,11 @@
 import numpy as np
 import pytest
 
+from benchmarks.budget import out_of_fold
 from benchmarks.stage1_qualify import (
     choose_budget_by_interval,
     compare,
     config_name,
-    out_of_fold_applied,
     parse_config,
     qualifies,
 )
@@ -34,7 +34,7 @@ def test_the_same_features_score_the_same_and_noise_costs_mae(data):
     Y, signal, rng = data
     noisy = signal + rng.normal(scale=3.0, size=signal.shape)
     configs = [parse_config("torch:512"), parse_config("torch:128:60+59"), parse_config("torch:256")]
-    predictions = [out_of_fold_applied(e, e, Y, [0, 1]) for e in (signal, noisy, signal.copy())]
+    predictions = [out_of_fold(e, Y, "ridge", [0, 1]) for e in (signal, noisy, signal.copy())]
     rows = compare(configs, predictions, Y, SPEC, n_bootstrap=200)
 
     assert rows[0]["delta_mae"] == 0 and rows[0]["delta_mae_ci90"] == [0.0, 0.0]
@@ -49,8 +49,8 @@ def test_the_same_features_score_the_same_and_noise_costs_mae(data):
 
 def test_a_probe_is_applied_to_another_configurations_features(data):
     Y, signal, _ = data
-    applied = out_of_fold_applied(signal, signal * 0, Y, [0])
-    own = out_of_fold_applied(signal, signal, Y, [0])
+    applied = out_of_fold(signal, Y, "ridge", [0], applied_to=signal * 0)
+    own = out_of_fold(signal, Y, "ridge", [0])
     assert applied.shape == own.shape == (1,) + Y.shape
     # Features without signal: the probe trained on the reference's predicts one value per fold.
     assert len(np.unique(applied[0, :, 0].round(9))) == 5
